@@ -1,0 +1,55 @@
+"""Command-line entry point: build the services from the flags, serve until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+from . import __version__, config as config_module
+from .cri.image_service import ImageServiceAdapter
+from .cri.runtime_service import RuntimeServiceAdapter
+from .docker_client import DockerClient
+from .errors import CRIError
+from .image import ImageService
+from .network import Network
+from .runtime import RuntimeInfo
+from .server import CRIServer
+
+log = logging.getLogger("dockershim_py")
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = config_module.from_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    docker = DockerClient(config.docker_endpoint, config.runtime_request_timeout, pool_size=config.grpc_workers)
+    network = Network()
+    adapters = [
+        RuntimeServiceAdapter(RuntimeInfo(docker, config, network)),
+        ImageServiceAdapter(ImageService(docker, config)),
+    ]
+    server = CRIServer(config.container_runtime_endpoint, adapters, config.grpc_workers)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    try:
+        os.makedirs(config.root_directory, exist_ok=True)
+        server.start()
+    except (CRIError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    log.info("dockershim-py %s, Docker at %s", __version__, config.docker_endpoint)
+    try:
+        docker.ping()
+    except CRIError as exc:
+        log.warning("Docker is not reachable yet; RuntimeReady stays false until it is: %s", exc.message)
+    stopping.wait()
+    log.info("shutting down: finishing in-flight calls for up to %.0fs", config.shutdown_grace)
+    server.stop(config.shutdown_grace)
+    return 0

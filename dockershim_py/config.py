@@ -1,0 +1,126 @@
+"""Settings of one shim process, filled once from the command line and passed down."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+DEFAULT_ENDPOINT = "unix:///var/run/dockershim.sock"
+DEFAULT_DOCKER_ENDPOINT = "unix:///var/run/docker.sock"
+DEFAULT_SANDBOX_IMAGE = "registry.k8s.io/pause:3.10"
+DEFAULT_ROOT_DIRECTORY = "/var/lib/dockershim-py"
+
+# The places the kubelet's credential keyring searched for Docker config.json files.
+DEFAULT_DOCKER_CONFIG_PATHS = (
+    "~/.docker/config.json",
+    "/var/lib/kubelet/config.json",
+    "/.docker/config.json",
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    container_runtime_endpoint: str = DEFAULT_ENDPOINT
+    docker_endpoint: str = DEFAULT_DOCKER_ENDPOINT
+    runtime_request_timeout: float = 120.0
+    image_pull_progress_deadline: float = 60.0
+    pod_infra_container_image: str = DEFAULT_SANDBOX_IMAGE
+    root_directory: str = DEFAULT_ROOT_DIRECTORY
+    docker_config_paths: tuple[str, ...] = DEFAULT_DOCKER_CONFIG_PATHS
+    grpc_workers: int = 32
+    shutdown_grace: float = 30.0
+    log_level: str = "info"
+
+
+def _duration(text: str) -> float:
+    """Parse a kubelet-style duration (`2m`, `90s`, `1m30s`, `500ms`) or plain seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    total, number = 0.0, ""
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch.isdigit() or ch == ".":
+            number += ch
+            i += 1
+            continue
+        unit = "ms" if text.startswith("ms", i) else ch
+        if unit not in units or not number:
+            raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 2m, 90s, 1m30s")
+        total += float(number) * units[unit]
+        number = ""
+        i += len(unit)
+    if number:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: a number needs a unit (h, m, s, ms)")
+    return total
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dockershim-py",
+        description="CRI runtime and image service for the kubelet, backed by Docker Engine.",
+    )
+    parser.add_argument(
+        "--container-runtime-endpoint", "--listen", dest="container_runtime_endpoint",
+        default=DEFAULT_ENDPOINT,
+        help="where the CRI gRPC server listens: unix:///path or tcp://host:port (default %(default)s)",
+    )
+    parser.add_argument(
+        "--docker-endpoint", default=os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_ENDPOINT,
+        help="Docker Engine API endpoint (default $DOCKER_HOST or %(default)s)",
+    )
+    parser.add_argument(
+        "--runtime-request-timeout", type=_duration, default=120.0,
+        help="timeout of every Docker request except pulls, logs and streams (default 2m)",
+    )
+    parser.add_argument(
+        "--image-pull-progress-deadline", type=_duration, default=60.0,
+        help="cancel an image pull that reports no progress for this long (default 1m)",
+    )
+    parser.add_argument(
+        "--pod-infra-container-image", default=DEFAULT_SANDBOX_IMAGE,
+        help="image of the pause container of every pod sandbox (default %(default)s)",
+    )
+    parser.add_argument(
+        "--root-directory", default=DEFAULT_ROOT_DIRECTORY,
+        help="where the shim keeps its state: checkpoints, log copier offsets (default %(default)s)",
+    )
+    parser.add_argument(
+        "--docker-config", action="append", dest="docker_config_paths", metavar="PATH",
+        help="Docker config.json to take registry credentials from; repeat for several "
+             "(default: ~/.docker/config.json, /var/lib/kubelet/config.json, /.docker/config.json)",
+    )
+    parser.add_argument(
+        "--grpc-workers", type=int, default=32,
+        help="threads serving CRI calls concurrently (default %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default %(default)s)",
+    )
+    return parser
+
+
+def from_args(argv: list[str] | None = None) -> Config:
+    args = argument_parser().parse_args(argv)
+    paths = tuple(args.docker_config_paths or DEFAULT_DOCKER_CONFIG_PATHS)
+    if not args.docker_config_paths and os.environ.get("DOCKER_CONFIG"):
+        paths = (os.path.join(os.environ["DOCKER_CONFIG"], "config.json"),) + paths
+    if args.grpc_workers < 1:
+        argument_parser().error("--grpc-workers must be at least 1")
+    return Config(
+        container_runtime_endpoint=args.container_runtime_endpoint,
+        docker_endpoint=args.docker_endpoint,
+        runtime_request_timeout=args.runtime_request_timeout,
+        image_pull_progress_deadline=args.image_pull_progress_deadline,
+        pod_infra_container_image=args.pod_infra_container_image,
+        root_directory=args.root_directory,
+        docker_config_paths=paths,
+        grpc_workers=args.grpc_workers,
+        log_level=args.log_level,
+    )

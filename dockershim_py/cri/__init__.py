@@ -1,0 +1,1 @@
+"""gRPC adapters: one small method per CRI RPC, turning protobuf requests into domain calls and back."""

@@ -1,0 +1,103 @@
+"""Registers the adapters under every served CRI version and turns failures into gRPC statuses.
+
+v1alpha2 shares v1's field numbers, so its RPCs reuse the v1 messages and handlers; only the
+service name on the wire differs (cri-dockerd served both the same way until 2025).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from ..api import api_pb2
+from ..errors import CRIError
+
+log = logging.getLogger("dockershim_py.cri")
+
+SERVICES = ("RuntimeService", "ImageService")
+API_VERSIONS = ("v1", "v1alpha2")
+
+
+class Adapter:
+    """Base of the service adapters: RPCs without a method answer UNIMPLEMENTED with a reason."""
+
+    SERVICE = ""
+    UNIMPLEMENTED: dict[str, str] = {}
+
+
+def _fail(method: str, context: grpc.ServicerContext, exc: Exception) -> None:
+    if isinstance(exc, CRIError):
+        log.info("%s failed: %s: %s", method, exc.code.name, exc.message)
+        context.abort(exc.code, exc.message)
+    log.exception("%s failed unexpectedly", method)
+    context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error in dockershim-py: {exc}")
+
+
+def _unary(method: str, fn: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        started = time.monotonic()
+        try:
+            return fn(request, context)
+        except Exception as exc:  # never let a failure escape as UNKNOWN
+            _fail(method, context, exc)
+        finally:
+            log.debug("%s took %.1f ms", method, (time.monotonic() - started) * 1000)
+
+    return handle
+
+
+def _streaming(method: str, fn: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> Callable[..., Any]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from fn(request, context)
+        except Exception as exc:
+            _fail(method, context, exc)
+
+    return handle
+
+
+def _unimplemented(method: str, reason: str) -> Callable[..., Any]:
+    message = f"{method} is not implemented by dockershim-py: {reason}"
+
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+
+    return handle
+
+
+def method_handlers(adapter: Adapter, api_version: str) -> dict[str, grpc.RpcMethodHandler]:
+    service = api_pb2.DESCRIPTOR.services_by_name[adapter.SERVICE]
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in service.methods:
+        request_type = getattr(api_pb2, method.input_type.name)
+        response_type = getattr(api_pb2, method.output_type.name)
+        full_name = f"runtime.{api_version}.{adapter.SERVICE}/{method.name}"
+        implementation = getattr(adapter, method.name, None)
+        if implementation is not None and method.name == "Version":
+            implementation = functools.partial(implementation, api_version=api_version)
+        if implementation is None:
+            behaviour = _unimplemented(method.name, adapter.UNIMPLEMENTED.get(method.name, "not supported"))
+        elif method.server_streaming:
+            behaviour = _streaming(full_name, implementation)
+        else:
+            behaviour = _unary(full_name, implementation)
+        make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(
+            behaviour,
+            request_deserializer=request_type.FromString,
+            response_serializer=response_type.SerializeToString,
+        )
+    return handlers
+
+
+def generic_handlers(adapters: list[Adapter]) -> list[grpc.GenericRpcHandler]:
+    return [
+        grpc.method_handlers_generic_handler(f"runtime.{version}.{adapter.SERVICE}", method_handlers(adapter, version))
+        for adapter in adapters
+        for version in API_VERSIONS
+    ]

@@ -1,0 +1,345 @@
+"""ImageService: list, status, pull, remove and filesystem usage of Docker's images.
+
+Image identity is the image ID (`sha256:…`) everywhere: PullImage returns it, ListImages and
+ImageStatus report it, so the kubelet sees one identifier whatever registry an image came from.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import grpc
+
+from . import image_reference
+from .api import api_pb2 as api
+from .config import Config
+from .docker_client import DockerClient
+from .errors import CRIError, invalid_argument
+
+log = logging.getLogger(__name__)
+
+# Labels that pin an image against the kubelet's image garbage collection (containerd's and ours).
+PIN_LABELS = {"io.cri-containerd.pinned": "pinned", "io.dockershim-py.pinned": "pinned"}
+IMAGE_FS_CACHE_SECONDS = 30.0
+PROGRESS_LOG_SECONDS = 10.0
+
+# --- conversions (pure) ------------------------------------------------------------------------
+
+
+def user_of(config_user: str) -> tuple[int | None, str]:
+    """(uid, username) from an image's `User`: `1234`, `1234:5678`, `tester` or `tester:group`."""
+    user = (config_user or "").split(":", 1)[0]
+    if not user:
+        return None, ""
+    if user.isdigit():
+        return int(user), ""
+    return None, user
+
+
+def real_tags(tags: Iterable[str] | None) -> list[str]:
+    return [tag for tag in (tags or []) if tag and not tag.startswith("<none>")]
+
+
+def is_pinned(tags: Iterable[str], labels: dict[str, str] | None, pinned_references: set[str]) -> bool:
+    for key, value in (labels or {}).items():
+        if PIN_LABELS.get(key) == value:
+            return True
+    for tag in tags:
+        try:
+            if image_reference.normalize(tag) in pinned_references:
+                return True
+        except CRIError:
+            continue
+    return False
+
+
+def image_from_inspect(inspect: dict[str, Any], pinned_references: set[str]) -> api.Image:
+    config = inspect.get("Config") or {}
+    tags = real_tags(inspect.get("RepoTags"))
+    image = api.Image(
+        id=inspect["Id"],
+        repo_tags=tags,
+        repo_digests=real_tags(inspect.get("RepoDigests")),
+        size=int(inspect.get("Size") or 0),
+        spec=api.ImageSpec(image=inspect["Id"]),
+        pinned=is_pinned(tags, config.get("Labels"), pinned_references),
+    )
+    uid, username = user_of(config.get("User") or "")
+    if uid is not None:
+        image.uid.value = uid
+    image.username = username
+    return image
+
+
+def image_from_list_entry(entry: dict[str, Any], pinned_references: set[str]) -> api.Image:
+    tags = real_tags(entry.get("RepoTags"))
+    return api.Image(
+        id=entry["Id"],
+        repo_tags=tags,
+        repo_digests=real_tags(entry.get("RepoDigests")),
+        size=int(entry.get("Size") or 0),
+        spec=api.ImageSpec(image=entry["Id"]),
+        pinned=is_pinned(tags, entry.get("Labels"), pinned_references),
+    )
+
+
+def verbose_info(inspect: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, str]:
+    detail = {
+        "id": inspect.get("Id"),
+        "repoTags": inspect.get("RepoTags") or [],
+        "repoDigests": inspect.get("RepoDigests") or [],
+        "created": inspect.get("Created"),
+        "architecture": inspect.get("Architecture"),
+        "os": inspect.get("Os"),
+        "size": inspect.get("Size"),
+        "config": inspect.get("Config") or {},
+        "rootfs": inspect.get("RootFS") or {},
+        "history": history,
+    }
+    return {"info": json.dumps(detail, sort_keys=True)}
+
+
+def auth_from_request(auth: api.AuthConfig | None) -> dict[str, str] | None:
+    """Docker's X-Registry-Auth fields from the CRI AuthConfig, or None when it carries nothing."""
+    if auth is None:
+        return None
+    fields = {
+        "username": auth.username,
+        "password": auth.password,
+        "serveraddress": auth.server_address,
+        "identitytoken": auth.identity_token,
+        "registrytoken": auth.registry_token,
+    }
+    if auth.auth and not (auth.username or auth.password):
+        fields["username"], fields["password"] = _decode_basic(auth.auth)
+    fields = {key: value for key, value in fields.items() if value}
+    return fields or None
+
+
+def _decode_basic(encoded: str) -> tuple[str, str]:
+    try:
+        username, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise invalid_argument(f"auth.auth is not base64 of 'user:password': {exc}") from exc
+    if not sep:
+        raise invalid_argument("auth.auth is not base64 of 'user:password': no ':' separator")
+    return username, password
+
+
+def _registry_host(key: str) -> str:
+    """`https://index.docker.io/v1/` and `docker.io` name the same registry in config.json keys."""
+    host = key.split("://", 1)[-1].split("/", 1)[0]
+    if host in ("index.docker.io", "registry-1.docker.io"):
+        return image_reference.DEFAULT_DOMAIN
+    return host
+
+
+def auth_from_docker_configs(paths: Iterable[str], registry: str) -> dict[str, str] | None:
+    """The first credentials for `registry` in the given Docker config.json files."""
+    for path in paths:
+        path = os.path.expanduser(path)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                document = json.load(handle)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable Docker config %s: %s", path, exc)
+            continue
+        for key, entry in (document.get("auths") or {}).items():
+            if _registry_host(key) != registry or not isinstance(entry, dict):
+                continue
+            found = {"serveraddress": registry}
+            if entry.get("auth"):
+                try:
+                    found["username"], found["password"] = _decode_basic(entry["auth"])
+                except CRIError:
+                    log.warning("ignoring malformed auth for %s in %s", key, path)
+                    continue
+            for field in ("username", "password", "identitytoken", "registrytoken"):
+                if entry.get(field):
+                    found[field] = entry[field]
+            return found
+    return None
+
+
+def registry_error(what: str, message: str) -> CRIError:
+    """A registry's failure with its own words and the code that fits them."""
+    lowered = message.lower()
+    if any(word in lowered for word in ("unauthorized", "authentication required", "no basic auth", "denied")):
+        code = grpc.StatusCode.UNAUTHENTICATED
+        if "may require 'docker login'" in lowered or "does not exist" in lowered:
+            code = grpc.StatusCode.NOT_FOUND
+    elif any(word in lowered for word in ("manifest unknown", "not found", "does not exist")):
+        code = grpc.StatusCode.NOT_FOUND
+    elif any(word in lowered for word in ("connection refused", "no such host", "i/o timeout", "dial tcp",
+                                          "timeout exceeded", "network is unreachable", "connection reset")):
+        code = grpc.StatusCode.UNAVAILABLE
+    else:
+        code = grpc.StatusCode.UNKNOWN
+    return CRIError(code, f"{what}: {message}")
+
+
+class PullProgress:
+    """Keeps a pull's layer progress and logs it every few seconds, so a stuck pull is visible."""
+
+    def __init__(self, reference: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.reference = reference
+        self._clock = clock
+        self._last_log = clock()
+        self._layers: dict[str, tuple[int, int]] = {}
+
+    def update(self, message: dict[str, Any]) -> None:
+        if message.get("error"):
+            detail = (message.get("errorDetail") or {}).get("message") or message["error"]
+            raise registry_error(f"pull image {self.reference}", detail)
+        layer = message.get("id")
+        progress = message.get("progressDetail") or {}
+        if layer and progress.get("total"):
+            self._layers[layer] = (int(progress.get("current") or 0), int(progress["total"]))
+        if self._clock() - self._last_log >= PROGRESS_LOG_SECONDS:
+            self._last_log = self._clock()
+            done = sum(current for current, _ in self._layers.values())
+            total = sum(total for _, total in self._layers.values())
+            log.info("pulling %s: %d layers, %d of %d bytes", self.reference, len(self._layers), done, total)
+
+
+# --- the service (I/O) --------------------------------------------------------------------------
+
+
+class ImageService:
+    def __init__(self, docker: DockerClient, config: Config) -> None:
+        self._docker = docker
+        self._config = config
+        self._pinned = {image_reference.normalize(config.pod_infra_container_image)}
+        self._fs_lock = threading.Lock()
+        self._fs_cache: tuple[float, tuple[list[api.FilesystemUsage], list[api.FilesystemUsage]]] | None = None
+
+    def list_images(self, filter_reference: str = "") -> list[api.Image]:
+        if filter_reference:
+            found = self._inspect_or_none(filter_reference)
+            return [image_from_inspect(found, self._pinned)] if found else []
+        return [image_from_list_entry(entry, self._pinned) for entry in self._docker.images()]
+
+    def image_status(self, reference: str, verbose: bool) -> tuple[api.Image | None, dict[str, str]]:
+        found = self._inspect_or_none(reference)
+        if found is None:
+            return None, {}
+        image = image_from_inspect(found, self._pinned)
+        info = verbose_info(found, self._docker.image_history(found["Id"])) if verbose else {}
+        return image, info
+
+    def pull_image(
+        self,
+        reference: str,
+        auth: api.AuthConfig | None,
+        register_cancel: Callable[[Callable[[], None]], None],
+    ) -> str:
+        parsed = image_reference.parse(reference)
+        credentials = auth_from_request(auth) or auth_from_docker_configs(
+            self._config.docker_config_paths, parsed.registry
+        )
+        what = f"pull image {parsed}"
+        progress = PullProgress(str(parsed))
+        log.info("pulling %s%s", parsed, " with credentials" if credentials else "")
+        started = time.monotonic()
+        try:
+            self._docker.pull_image(
+                parsed.repository,
+                parsed.digest or parsed.tag,
+                credentials,
+                self._config.image_pull_progress_deadline,
+                progress.update,
+                register_cancel,
+            )
+        except CRIError as exc:
+            if exc.code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+                raise registry_error(what, exc.message.removeprefix(f"{what}: ")) from exc
+            raise
+        image_id = self._docker.inspect_image(str(parsed))["Id"]
+        log.info("pulled %s as %s in %.1fs", parsed, image_id, time.monotonic() - started)
+        return image_id
+
+    def remove_image(self, reference: str) -> None:
+        """Remove by ID (every tag and digest), tag or digest; an image already gone is success."""
+        if not reference:
+            raise invalid_argument("image reference is empty")
+        found = self._inspect_or_none(reference)
+        if found is None:
+            return
+        names = real_tags(found.get("RepoTags")) + real_tags(found.get("RepoDigests"))
+        if self._names_the_image_by_id(reference, found["Id"], names):
+            for name in names:
+                self._remove_if_present(name, found["Id"])
+            self._remove_if_present(found["Id"], found["Id"])
+        else:
+            self._remove_if_present(reference, found["Id"])
+
+    def image_fs_info(self) -> tuple[list[api.FilesystemUsage], list[api.FilesystemUsage]]:
+        with self._fs_lock:
+            now = time.monotonic()
+            if self._fs_cache and now - self._fs_cache[0] < IMAGE_FS_CACHE_SECONDS:
+                return self._fs_cache[1]
+            info = self._docker.info()
+            usage = self._docker.disk_usage()
+            mountpoint = self._layers_directory(info)
+            stat = os.statvfs(mountpoint)
+            timestamp = time.time_ns()
+            images = api.FilesystemUsage(
+                timestamp=timestamp,
+                fs_id=api.FilesystemIdentifier(mountpoint=mountpoint),
+            )
+            images.used_bytes.value = int(usage.get("LayersSize") or 0)
+            images.inodes_used.value = stat.f_files - stat.f_ffree
+            containers = api.FilesystemUsage(
+                timestamp=timestamp,
+                fs_id=api.FilesystemIdentifier(mountpoint=mountpoint),
+            )
+            containers.used_bytes.value = sum(int(c.get("SizeRw") or 0) for c in usage.get("Containers") or [])
+            containers.inodes_used.value = stat.f_files - stat.f_ffree
+            self._fs_cache = (now, ([images], [containers]))
+            return self._fs_cache[1]
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _inspect_or_none(self, reference: str) -> dict[str, Any] | None:
+        if not reference:
+            raise invalid_argument("image reference is empty")
+        if not image_reference.is_image_id(reference):
+            image_reference.parse(reference)  # malformed names are the caller's error, not "absent"
+        try:
+            return self._docker.inspect_image(reference)
+        except CRIError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+
+    @staticmethod
+    def _names_the_image_by_id(reference: str, image_id: str, names: list[str]) -> bool:
+        if reference in names:
+            return False
+        bare = image_id.removeprefix("sha256:")
+        return reference == image_id or bare.startswith(reference.removeprefix("sha256:"))
+
+    def _remove_if_present(self, name: str, image_id: str) -> None:
+        try:
+            self._docker.remove_image(name)
+        except CRIError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                return
+            if exc.code == grpc.StatusCode.FAILED_PRECONDITION and self._inspect_or_none(image_id) is None:
+                return  # a concurrent remove won the race
+            raise
+
+    def _layers_directory(self, info: dict[str, Any]) -> str:
+        root = info.get("DockerRootDir") or "/var/lib/docker"
+        layers = os.path.join(root, info.get("Driver") or "")
+        return layers if os.path.isdir(layers) else root
