@@ -1,0 +1,159 @@
+"""Shared fixtures: a real shim process on a real socket, talking to the real Docker daemon.
+
+`make test` runs tests/env/setup.sh first, which provides dockerd, the registries on 127.0.0.1
+and the test images named below.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import grpc
+import pytest
+
+from dockershim_py.api import api_pb2_grpc
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REGISTRY = "127.0.0.1:5000"
+AUTH_REGISTRY = "127.0.0.1:5001"
+AUTH_USER = "dspy-user"
+AUTH_PASSWORD = "dspy-pass"
+BUSYBOX = f"{REGISTRY}/dspy/busybox:1.0"
+PAUSE = f"{REGISTRY}/dspy/pause:3.10"
+USER_UID_IMAGE = f"{REGISTRY}/dspy/user-uid:1.0"
+USER_NAME_IMAGE = f"{REGISTRY}/dspy/user-name:1.0"
+USER_UID_GID_IMAGE = f"{REGISTRY}/dspy/user-uid-gid:1.0"
+PRIVATE_IMAGE = f"{AUTH_REGISTRY}/dspy/private:1.0"
+DOCKER_SOCKET = "unix:///var/run/docker.sock"
+
+
+def host_has_capability(number: int) -> bool:
+    """Whether the capability bounding set holds capability `number` (CAP_SYS_RESOURCE is 24)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            return bool(int(line.split()[1], 16) >> number & 1)
+    return False
+
+
+class Shim:
+    """One dockershim-py process serving on a unix socket in a private temporary directory."""
+
+    def __init__(self, args: list[str] | None = None, docker_endpoint: str = DOCKER_SOCKET) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="dspy-shim-"))
+        self.socket = self.dir / "dockershim.sock"
+        self.endpoint = f"unix://{self.socket}"
+        self.root = self.dir / "root"
+        self.log_path = self.dir / "shim.log"
+        self.args = [
+            "--container-runtime-endpoint", self.endpoint,
+            "--docker-endpoint", docker_endpoint,
+            "--root-directory", str(self.root),
+            "--pod-infra-container-image", PAUSE,
+            "--log-level", "debug",
+            *(args or []),
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.channel: grpc.Channel | None = None
+
+    def start(self, wait: float = 15.0) -> "Shim":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dockershim_py", *self.args],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+        )
+        log.close()
+        deadline = time.monotonic() + wait
+        while not self.socket.exists():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"shim exited with {self.process.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"shim did not create {self.socket} in {wait}s:\n{self.log()}")
+            time.sleep(0.05)
+        self.channel = grpc.insecure_channel(self.endpoint)
+        grpc.channel_ready_future(self.channel).result(timeout=wait)
+        return self
+
+    @property
+    def runtime(self) -> api_pb2_grpc.RuntimeServiceStub:
+        assert self.channel is not None
+        return api_pb2_grpc.RuntimeServiceStub(self.channel)
+
+    @property
+    def images(self) -> api_pb2_grpc.ImageServiceStub:
+        assert self.channel is not None
+        return api_pb2_grpc.ImageServiceStub(self.channel)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.process = None
+        return code
+
+
+@pytest.fixture(scope="session")
+def docker_api() -> Iterator[docker.APIClient]:
+    client = docker.APIClient(base_url=DOCKER_SOCKET, version="auto", timeout=120)
+    try:
+        client.ping()
+    except Exception as exc:  # the environment is missing: say how to get it
+        pytest.fail(f"Docker is not running ({exc}); run `make test` or `bash tests/env/setup.sh` first")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def shim(docker_api: docker.APIClient) -> Iterator[Shim]:
+    """The suite's shared shim; tests that need other flags start their own with `start_shim`."""
+    process = Shim().start()
+    yield process
+    code = process.stop()
+    assert code == 0, f"shim exited with {code} on SIGTERM:\n{process.log()[-4000:]}"
+
+
+@pytest.fixture
+def runtime(shim: Shim) -> api_pb2_grpc.RuntimeServiceStub:
+    return shim.runtime
+
+
+@pytest.fixture
+def images(shim: Shim) -> api_pb2_grpc.ImageServiceStub:
+    return shim.images
+
+
+@pytest.fixture
+def start_shim(docker_api: docker.APIClient) -> Iterator[callable]:
+    started: list[Shim] = []
+
+    def start(args: list[str] | None = None, docker_endpoint: str = DOCKER_SOCKET) -> Shim:
+        process = Shim(args, docker_endpoint).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"dockershim-py tests; python {sys.version.split()[0]}; uid {os.getuid()}"
