@@ -37,6 +37,8 @@ def _duration(text: str) -> float:
     """Parse a kubelet-style duration (`2m`, `90s`, `1m30s`, `500ms`) or plain seconds."""
     units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
     text = text.strip()
+    if not text:
+        raise argparse.ArgumentTypeError("empty duration: use e.g. 2m, 90s, 1m30s")
     try:
         return float(text)
     except ValueError:

@@ -1,0 +1,43 @@
+import argparse
+
+import pytest
+
+from dockershim_py import config
+
+
+def test_defaults() -> None:
+    settings = config.from_args([])
+    assert settings.container_runtime_endpoint == "unix:///var/run/dockershim.sock"
+    assert settings.runtime_request_timeout == 120.0
+    assert settings.image_pull_progress_deadline == 60.0
+    assert settings.pod_infra_container_image == "registry.k8s.io/pause:3.10"
+    assert settings.root_directory == "/var/lib/dockershim-py"
+
+
+def test_listen_is_an_alias_and_durations_parse() -> None:
+    settings = config.from_args([
+        "--listen", "tcp://127.0.0.1:7777",
+        "--runtime-request-timeout", "1m30s",
+        "--image-pull-progress-deadline", "500ms",
+        "--docker-config", "/a.json", "--docker-config", "/b.json",
+    ])
+    assert settings.container_runtime_endpoint == "tcp://127.0.0.1:7777"
+    assert settings.runtime_request_timeout == 90.0
+    assert settings.image_pull_progress_deadline == 0.5
+    assert settings.docker_config_paths == ("/a.json", "/b.json")
+
+
+@pytest.mark.parametrize("text, seconds", [("2m", 120.0), ("45", 45.0), ("1h", 3600.0), ("1.5s", 1.5)])
+def test_durations(text: str, seconds: float) -> None:
+    assert config._duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["2x", "m", "10m5", ""])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        config._duration(text)
+
+
+def test_docker_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", "/etc/dockercfg")
+    assert config.from_args([]).docker_config_paths[0] == "/etc/dockercfg/config.json"

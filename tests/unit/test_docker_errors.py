@@ -1,0 +1,63 @@
+import docker.errors
+import grpc
+import pytest
+import requests
+
+from dockershim_py.docker_client import negotiate_api_version, translate
+from dockershim_py.errors import CRIError
+
+
+def _api_error(status: int, explanation: str) -> docker.errors.APIError:
+    response = requests.Response()
+    response.status_code = status
+    response.reason = "reason"
+    cls = docker.errors.NotFound if status == 404 else docker.errors.APIError
+    return cls("message", response=response, explanation=explanation)
+
+
+@pytest.mark.parametrize(
+    "status, code",
+    [
+        (404, grpc.StatusCode.NOT_FOUND),
+        (409, grpc.StatusCode.FAILED_PRECONDITION),
+        (400, grpc.StatusCode.INVALID_ARGUMENT),
+        (403, grpc.StatusCode.PERMISSION_DENIED),
+        (500, grpc.StatusCode.UNKNOWN),
+    ],
+)
+def test_docker_statuses_become_grpc_codes(status: int, code: grpc.StatusCode) -> None:
+    error = translate(_api_error(status, "No such container: abc"), "container 'abc'")
+    assert error.code == code
+    assert error.message.startswith("container 'abc': ")
+    assert "No such container: abc" in error.message
+
+
+def test_transport_failures() -> None:
+    refused = requests.exceptions.ConnectionError("connection refused")
+    assert translate(refused, "ping Docker").code == grpc.StatusCode.UNAVAILABLE
+    assert "cannot reach the Docker daemon" in translate(refused, "ping Docker").message
+    timeout = requests.exceptions.ReadTimeout("read timed out")
+    assert translate(timeout, "inspect x").code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert translate(ValueError("odd"), "x").code == grpc.StatusCode.INTERNAL
+
+
+def test_cri_errors_pass_through() -> None:
+    original = CRIError(grpc.StatusCode.ABORTED, "keep")
+    assert translate(original, "x") is original
+
+
+@pytest.mark.parametrize(
+    "server, expected",
+    [("1.41", "1.41"), ("1.40", "1.40"), ("1.47", "1.45"), ("1.52", "1.45")],
+)
+def test_api_version_negotiation(server: str, expected: str) -> None:
+    assert negotiate_api_version(server) == expected
+
+
+def test_too_old_or_too_new_engines_are_refused_clearly() -> None:
+    with pytest.raises(CRIError) as old:
+        negotiate_api_version("1.39")
+    assert old.value.code == grpc.StatusCode.FAILED_PRECONDITION and "1.40" in old.value.message
+    with pytest.raises(CRIError) as new:
+        negotiate_api_version("1.52", server_min_version="1.46")
+    assert "needs API 1.46" in new.value.message
