@@ -1,0 +1,100 @@
+"""dockershim's label scheme: CRI labels and annotations stored as Docker labels, and back.
+
+Docker has no annotations and its labels are immutable, so dockershim stored CRI annotations as
+labels prefixed `annotation.`, next to a few internal labels that tell sandboxes from containers
+and link a container to its sandbox. The scheme is kept exactly, so containers created by
+dockershim or cri-dockerd are read back correctly; internal labels never reach CRI replies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+ANNOTATION_PREFIX = "annotation."
+
+CONTAINER_TYPE_LABEL = "io.kubernetes.docker.type"
+CONTAINER_TYPE_SANDBOX = "podsandbox"
+CONTAINER_TYPE_CONTAINER = "container"
+SANDBOX_ID_LABEL = "io.kubernetes.sandbox.id"
+CONTAINER_LOG_PATH_LABEL = "io.kubernetes.container.logpath"
+# Set on sandboxes (value "POD") for the kubelet's summary API; hidden from CRI replies of sandboxes.
+KUBERNETES_CONTAINER_NAME_LABEL = "io.kubernetes.container.name"
+# dockershim-py's own: the RuntimeClass handler a sandbox was created for (Docker's list call
+# does not say which runtime a container uses, and ListPodSandbox must not inspect).
+RUNTIME_HANDLER_LABEL = "io.kubernetes.dockershim-py.runtime-handler"
+
+INTERNAL_LABELS = frozenset({CONTAINER_TYPE_LABEL, SANDBOX_ID_LABEL, CONTAINER_LOG_PATH_LABEL, RUNTIME_HANDLER_LABEL})
+
+
+def make_labels(labels: Mapping[str, str], annotations: Mapping[str, str]) -> dict[str, str]:
+    """CRI labels as they are, annotations under the `annotation.` prefix."""
+    merged = dict(labels)
+    for key, value in annotations.items():
+        merged[ANNOTATION_PREFIX + key] = value
+    return merged
+
+
+def sandbox_labels(labels: Mapping[str, str], annotations: Mapping[str, str], runtime_handler: str = "") -> dict[str, str]:
+    """The Docker labels of a pause container."""
+    merged = make_labels(labels, annotations)
+    merged[CONTAINER_TYPE_LABEL] = CONTAINER_TYPE_SANDBOX
+    merged[KUBERNETES_CONTAINER_NAME_LABEL] = "POD"
+    if runtime_handler:
+        merged[RUNTIME_HANDLER_LABEL] = runtime_handler
+    return merged
+
+
+def container_labels(
+    labels: Mapping[str, str], annotations: Mapping[str, str], sandbox_id: str, log_path: str = ""
+) -> dict[str, str]:
+    """The Docker labels of an application container of sandbox `sandbox_id`."""
+    merged = make_labels(labels, annotations)
+    merged[CONTAINER_TYPE_LABEL] = CONTAINER_TYPE_CONTAINER
+    merged[SANDBOX_ID_LABEL] = sandbox_id
+    if log_path:
+        merged[CONTAINER_LOG_PATH_LABEL] = log_path
+    return merged
+
+
+def extract_labels(docker_labels: Mapping[str, str] | None) -> tuple[dict[str, str], dict[str, str]]:
+    """(CRI labels, CRI annotations) from a container's Docker labels, internal ones left out."""
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+    docker_labels = docker_labels or {}
+    is_sandbox = docker_labels.get(CONTAINER_TYPE_LABEL) == CONTAINER_TYPE_SANDBOX
+    for key, value in docker_labels.items():
+        if key in INTERNAL_LABELS:
+            continue
+        if is_sandbox and key == KUBERNETES_CONTAINER_NAME_LABEL:
+            continue
+        if key.startswith(ANNOTATION_PREFIX):
+            annotations[key[len(ANNOTATION_PREFIX):]] = value
+        else:
+            labels[key] = value
+    return labels, annotations
+
+
+def is_sandbox(docker_labels: Mapping[str, str] | None) -> bool:
+    return (docker_labels or {}).get(CONTAINER_TYPE_LABEL) == CONTAINER_TYPE_SANDBOX
+
+
+def is_container(docker_labels: Mapping[str, str] | None) -> bool:
+    return (docker_labels or {}).get(CONTAINER_TYPE_LABEL) == CONTAINER_TYPE_CONTAINER
+
+
+def matches_selector(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    """CRI label selectors are exact matches, all of which must hold."""
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def docker_label_filters(selector: Mapping[str, str]) -> list[str]:
+    """Docker `label=` filter values for a CRI selector, for the selector keys Docker can match.
+
+    Keys that are internal or look like annotations are matched on the extracted labels only:
+    Docker would match them against the wrong thing.
+    """
+    return [
+        f"{key}={value}"
+        for key, value in sorted(selector.items())
+        if key not in INTERNAL_LABELS and not key.startswith(ANNOTATION_PREFIX)
+    ]

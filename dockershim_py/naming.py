@@ -1,0 +1,107 @@
+"""Docker container names of pod sandboxes and containers, as dockershim and cri-dockerd write them.
+
+The name is what makes RunPodSandbox and CreateContainer idempotent: Docker refuses a second
+container with the same name. It is also where ListPodSandbox/ListContainers read the CRI
+metadata back from, so the format must stay exactly dockershim's for nodes that switch over:
+
+    k8s_POD_<pod>_<namespace>_<uid>_<attempt>[_<random>]
+    k8s_<container>_<pod>_<namespace>_<uid>_<attempt>[_<random>]
+
+The optional 7th part is the random suffix added after a name conflict could not be resolved
+by removing the conflicting container.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from .errors import invalid_argument
+
+KUBE_PREFIX = "k8s"
+SANDBOX_CONTAINER_NAME = "POD"
+DELIMITER = "_"
+
+
+@dataclass(frozen=True)
+class SandboxName:
+    name: str
+    namespace: str
+    uid: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class ContainerName:
+    name: str
+    pod_name: str
+    pod_namespace: str
+    pod_uid: str
+    attempt: int
+
+
+def _check_part(what: str, value: str) -> None:
+    if not value:
+        raise invalid_argument(f"{what} is empty")
+    if DELIMITER in value or "/" in value:
+        raise invalid_argument(f"{what} {value!r} must not contain '_' or '/' (it is part of the Docker name)")
+
+
+def sandbox_name(name: str, namespace: str, uid: str, attempt: int) -> str:
+    """The pause container's name; refuses parts that would make it unparseable."""
+    _check_part("pod sandbox metadata.name", name)
+    _check_part("pod sandbox metadata.namespace", namespace)
+    _check_part("pod sandbox metadata.uid", uid)
+    return DELIMITER.join((KUBE_PREFIX, SANDBOX_CONTAINER_NAME, name, namespace, uid, str(attempt)))
+
+
+def container_name(container: str, pod_name: str, pod_namespace: str, pod_uid: str, attempt: int) -> str:
+    """An application container's name inside the sandbox of pod `pod_name`."""
+    _check_part("container metadata.name", container)
+    _check_part("pod sandbox metadata.name", pod_name)
+    _check_part("pod sandbox metadata.namespace", pod_namespace)
+    _check_part("pod sandbox metadata.uid", pod_uid)
+    return DELIMITER.join((KUBE_PREFIX, container, pod_name, pod_namespace, pod_uid, str(attempt)))
+
+
+def randomized(name: str) -> str:
+    """`name` with the 8-hex-digit suffix dockershim adds after an unresolvable name conflict."""
+    return f"{name}{DELIMITER}{secrets.randbits(32):08x}"
+
+
+def _split(docker_name: str, kind: str) -> list[str]:
+    parts = docker_name.removeprefix("/").split(DELIMITER)
+    if len(parts) not in (6, 7):
+        raise ValueError(f"{kind} name {docker_name!r} has {len(parts)} '_'-separated parts, not 6 or 7")
+    if parts[0] != KUBE_PREFIX:
+        raise ValueError(f"{kind} name {docker_name!r} does not start with {KUBE_PREFIX!r}")
+    return parts
+
+
+def _attempt(docker_name: str, text: str) -> int:
+    if not text.isdigit() or int(text) > 0xFFFFFFFF:
+        raise ValueError(f"name {docker_name!r}: attempt {text!r} is not a 32-bit unsigned number")
+    return int(text)
+
+
+def parse_sandbox_name(docker_name: str) -> SandboxName:
+    """The pod metadata in a sandbox's Docker name (Docker's leading '/' is accepted).
+
+    Raises ValueError for names this shim (or dockershim) did not write.
+    """
+    parts = _split(docker_name, "sandbox")
+    if parts[1] != SANDBOX_CONTAINER_NAME:
+        raise ValueError(f"sandbox name {docker_name!r}: second part is {parts[1]!r}, not {SANDBOX_CONTAINER_NAME!r}")
+    return SandboxName(name=parts[2], namespace=parts[3], uid=parts[4], attempt=_attempt(docker_name, parts[5]))
+
+
+def parse_container_name(docker_name: str) -> ContainerName:
+    """The container and pod metadata in a container's Docker name; ValueError when foreign."""
+    parts = _split(docker_name, "container")
+    return ContainerName(
+        name=parts[1],
+        pod_name=parts[2],
+        pod_namespace=parts[3],
+        pod_uid=parts[4],
+        attempt=_attempt(docker_name, parts[5]),
+    )

@@ -1,0 +1,94 @@
+"""dockershim's label scheme, and the timestamps read from Docker."""
+
+from __future__ import annotations
+
+import pytest
+
+from dockershim_py import labels
+from dockershim_py.timestamps import parse_docker_time
+
+
+def test_sandbox_labels_carry_labels_annotations_and_internal_marks() -> None:
+    docker_labels = labels.sandbox_labels({"app": "web"}, {"kubernetes.io/config.seen": "now"})
+    assert docker_labels == {
+        "app": "web",
+        "annotation.kubernetes.io/config.seen": "now",
+        "io.kubernetes.docker.type": "podsandbox",
+        "io.kubernetes.container.name": "POD",
+    }
+
+
+def test_sandbox_labels_record_a_runtime_handler() -> None:
+    docker_labels = labels.sandbox_labels({}, {}, runtime_handler="runc")
+    assert docker_labels[labels.RUNTIME_HANDLER_LABEL] == "runc"
+
+
+def test_container_labels() -> None:
+    docker_labels = labels.container_labels({"a": "1"}, {"b": "2"}, "sandbox-id", "/var/log/pods/x/0.log")
+    assert docker_labels == {
+        "a": "1",
+        "annotation.b": "2",
+        "io.kubernetes.docker.type": "container",
+        "io.kubernetes.sandbox.id": "sandbox-id",
+        "io.kubernetes.container.logpath": "/var/log/pods/x/0.log",
+    }
+
+
+def test_internal_labels_do_not_override_the_type() -> None:
+    docker_labels = labels.sandbox_labels({"io.kubernetes.docker.type": "container"}, {})
+    assert docker_labels["io.kubernetes.docker.type"] == "podsandbox"
+
+
+def test_extract_round_trips_and_hides_internal_labels() -> None:
+    cri_labels = {"app": "web", "io.kubernetes.pod.name": "web-0"}
+    cri_annotations = {"kubernetes.io/config.source": "api", "empty": ""}
+    for docker_labels in (
+        labels.sandbox_labels(cri_labels, cri_annotations, runtime_handler="runc"),
+        labels.container_labels(cri_labels, cri_annotations, "sid", "/log"),
+    ):
+        assert labels.extract_labels(docker_labels) == (cri_labels, cri_annotations)
+
+
+def test_container_name_label_is_kept_on_containers() -> None:
+    docker_labels = labels.container_labels({"io.kubernetes.container.name": "web"}, {}, "sid")
+    assert labels.extract_labels(docker_labels)[0] == {"io.kubernetes.container.name": "web"}
+
+
+def test_extract_labels_of_nothing() -> None:
+    assert labels.extract_labels(None) == ({}, {})
+
+
+def test_kinds() -> None:
+    assert labels.is_sandbox(labels.sandbox_labels({}, {}))
+    assert not labels.is_container(labels.sandbox_labels({}, {}))
+    assert labels.is_container(labels.container_labels({}, {}, "s"))
+    assert not labels.is_sandbox(None)
+
+
+@pytest.mark.parametrize(
+    "selector, expected",
+    [({}, True), ({"app": "web"}, True), ({"app": "db"}, False), ({"app": "web", "tier": "x"}, False)],
+)
+def test_matches_selector(selector: dict[str, str], expected: bool) -> None:
+    assert labels.matches_selector({"app": "web"}, selector) is expected
+
+
+def test_docker_label_filters_skip_keys_docker_would_misread() -> None:
+    selector = {"app": "web", "annotation.x": "1", "io.kubernetes.docker.type": "container", "b": "2"}
+    assert labels.docker_label_filters(selector) == ["app=web", "b=2"]
+
+
+@pytest.mark.parametrize(
+    "text, nanos",
+    [
+        ("2024-05-01T10:20:30.123456789Z", 1714558830123456789),
+        ("2024-05-01T10:20:30Z", 1714558830000000000),
+        ("2024-05-01T12:20:30.5+02:00", 1714558830500000000),
+        ("0001-01-01T00:00:00Z", 0),
+        ("", 0),
+        (None, 0),
+        ("yesterday", 0),
+    ],
+)
+def test_parse_docker_time(text: str | None, nanos: int) -> None:
+    assert parse_docker_time(text) == nanos
