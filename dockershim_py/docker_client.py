@@ -7,9 +7,12 @@ and every Docker failure reaches the kubelet as a status code it can act on.
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import logging
 import socket
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -109,6 +112,7 @@ class DockerClient:
         self._lock = threading.Lock()
         self._api: docker.APIClient | None = None
         self._health_api: docker.APIClient | None = None
+        self._api_version = MIN_API_VERSION
 
     # --- connection and negotiation -------------------------------------------------------------
 
@@ -127,6 +131,7 @@ class DockerClient:
             finally:
                 probe.close()
             version = negotiate_api_version(server["ApiVersion"], server.get("MinAPIVersion"))
+            self._api_version = version
             self._api = self._make(version, self._timeout)
             self._health_api = self._make(version, HEALTH_TIMEOUT)
             log.info("connected to Docker %s at %s (API %s)", server.get("Version"), self.endpoint, version)
@@ -210,60 +215,85 @@ class DockerClient:
     ) -> None:
         """Pull, handing every progress message to `on_message`.
 
-        A read that waits longer than `progress_deadline` for the next message ends the pull with
-        DEADLINE_EXCEEDED; `register_cancel` receives a function that aborts the pull from
-        another thread (closing the connection makes dockerd cancel it too).
+        docker-py's pull has no read timeout and no way to abort it, so this one owns its connection:
+        a wait longer than `progress_deadline` for the next message (or for dockerd's first answer)
+        ends the pull with DEADLINE_EXCEEDED, and the function given to `register_cancel` aborts it
+        from another thread. Either way the connection closes, which makes dockerd cancel the pull.
         """
         what = f"pull image {repository}{'@' if ':' in tag_or_digest else ':'}{tag_or_digest}"
-        headers = {"X-Registry-Auth": docker.auth.encode_header(auth)} if auth else {}
+        headers = {"Content-Type": "text/plain"}
+        if auth:
+            headers["X-Registry-Auth"] = docker.auth.encode_header(auth).decode()
+        query = urllib.parse.urlencode({"fromImage": repository, "tag": tag_or_digest})
         cancelled = threading.Event()
         with self._call(what):
-            api, _ = self._clients()
-            response = api._post(  # docker-py's pull() has no read timeout; this one has
-                api._url("/images/create"),
-                params={"fromImage": repository, "tag": tag_or_digest},
-                headers=headers,
-                stream=True,
-                timeout=progress_deadline,
-            )
-            try:
-                api._raise_for_status(response)
-                raw_socket = api._get_raw_response_socket(response)
+            self._clients()
+            connection = self._connection(progress_deadline)
 
-                def cancel() -> None:
-                    cancelled.set()
+            def cancel() -> None:
+                cancelled.set()
+                if connection.sock is not None:
                     with contextlib.suppress(OSError):
-                        raw_socket.shutdown(socket.SHUT_RDWR)
+                        connection.sock.shutdown(socket.SHUT_RDWR)
 
+            try:
+                connection.connect()
                 register_cancel(cancel)
-                try:
-                    for message in api._stream_helper(response, decode=True):
-                        on_message(message)
-                except (requests.exceptions.ConnectionError, OSError, ValueError) as exc:
-                    if cancelled.is_set():
-                        raise _cancelled(what) from exc
-                    if _is_timeout(exc):
-                        raise deadline_exceeded(
-                            f"{what}: no progress for {progress_deadline:g}s "
-                            f"(--image-pull-progress-deadline); pull cancelled"
-                        ) from exc
-                    raise
+                connection.request("POST", f"/v{self._api_version}/images/create?{query}", headers=headers)
+                response = connection.getresponse()
+                if response.status != 200:
+                    raise _http_error(what, response.status, response.read())
+                while line := response.readline():
+                    if line.strip():
+                        on_message(json.loads(line))
+            except (OSError, http.client.HTTPException, ValueError) as exc:
                 if cancelled.is_set():
-                    raise _cancelled(what)
+                    raise _cancelled(what) from exc
+                if isinstance(exc, (socket.timeout, TimeoutError)):
+                    raise deadline_exceeded(
+                        f"{what}: no progress for {progress_deadline:g}s (--image-pull-progress-deadline); "
+                        f"pull cancelled"
+                    ) from exc
+                if isinstance(exc, OSError):
+                    raise unavailable(f"{what}: connection to Docker lost: {exc}") from exc
+                raise CRIError(grpc.StatusCode.INTERNAL, f"{what}: unreadable answer from Docker: {exc}") from exc
             finally:
-                response.close()
+                connection.close()
+            if cancelled.is_set():
+                raise _cancelled(what)
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        """A connection of our own to dockerd, for requests that must be abortable."""
+        if self.endpoint.startswith("unix://"):
+            return _UnixHTTPConnection(self.endpoint[len("unix://"):], timeout)
+        address = self.endpoint.split("://", 1)[-1]
+        host, _, port = address.rpartition(":")
+        return http.client.HTTPConnection(host, int(port), timeout=timeout)
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def _http_error(what: str, status: int, body: bytes) -> CRIError:
+    try:
+        detail = json.loads(body).get("message") or body.decode(errors="replace")
+    except ValueError:
+        detail = body.decode(errors="replace").strip()
+    if status == 404:
+        return not_found(f"{what}: {detail}")
+    if status == 400:
+        return invalid_argument(f"{what}: {detail}")
+    return CRIError(grpc.StatusCode.UNKNOWN, f"{what}: {detail}")
 
 
 def _cancelled(what: str) -> CRIError:
     return CRIError(grpc.StatusCode.CANCELLED, f"{what}: cancelled: the caller went away or its deadline passed")
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, (socket.timeout, TimeoutError, requests.exceptions.ReadTimeout)):
-            return True
-        if "timed out" in str(seen):
-            return True
-        seen = seen.__context__
-    return False

@@ -335,8 +335,8 @@ class ImageService:
         except CRIError as exc:
             if exc.code == grpc.StatusCode.NOT_FOUND:
                 return
-            if exc.code == grpc.StatusCode.FAILED_PRECONDITION and self._inspect_or_none(image_id) is None:
-                return  # a concurrent remove won the race
+            if self._inspect_or_none(image_id) is None or self._inspect_or_none(name) is None:
+                return  # a concurrent remove won the race (Docker then says "unrecognized image ID")
             raise
 
     def _layers_directory(self, info: dict[str, Any]) -> str:

@@ -46,10 +46,12 @@ def host_has_capability(number: int) -> bool:
 class Shim:
     """One dockershim-py process serving on a unix socket in a private temporary directory."""
 
-    def __init__(self, args: list[str] | None = None, docker_endpoint: str = DOCKER_SOCKET) -> None:
+    def __init__(
+        self, args: list[str] | None = None, docker_endpoint: str = DOCKER_SOCKET, endpoint: str | None = None
+    ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="dspy-shim-"))
         self.socket = self.dir / "dockershim.sock"
-        self.endpoint = f"unix://{self.socket}"
+        self.endpoint = endpoint or f"unix://{self.socket}"
         self.root = self.dir / "root"
         self.log_path = self.dir / "shim.log"
         self.args = [
@@ -64,20 +66,21 @@ class Shim:
         self.channel: grpc.Channel | None = None
 
     def start(self, wait: float = 15.0) -> "Shim":
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "dockershim_py", *self.args],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-        )
-        log.close()
+        """Start the process and wait until it says it serves (or fail with its log)."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "dockershim_py", *self.args],
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            )
         deadline = time.monotonic() + wait
-        while not self.socket.exists():
+        while "serving CRI" not in self.log():
             if self.process.poll() is not None:
                 raise RuntimeError(f"shim exited with {self.process.returncode}:\n{self.log()}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"shim did not create {self.socket} in {wait}s:\n{self.log()}")
+                raise RuntimeError(f"shim did not start serving in {wait}s:\n{self.log()}")
             time.sleep(0.05)
-        self.channel = grpc.insecure_channel(self.endpoint)
+        target = self.endpoint.removeprefix("tcp://")
+        self.channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)])
         grpc.channel_ready_future(self.channel).result(timeout=wait)
         return self
 
@@ -145,8 +148,8 @@ def images(shim: Shim) -> api_pb2_grpc.ImageServiceStub:
 def start_shim(docker_api: docker.APIClient) -> Iterator[callable]:
     started: list[Shim] = []
 
-    def start(args: list[str] | None = None, docker_endpoint: str = DOCKER_SOCKET) -> Shim:
-        process = Shim(args, docker_endpoint).start()
+    def start(args: list[str] | None = None, docker_endpoint: str = DOCKER_SOCKET, endpoint: str | None = None) -> Shim:
+        process = Shim(args, docker_endpoint, endpoint).start()
         started.append(process)
         return process
 

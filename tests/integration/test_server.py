@@ -1,0 +1,176 @@
+"""The gRPC server itself: socket handling, limits, API versions, shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from conftest import Shim
+from dockershim_py.api import api_pb2 as api
+
+
+class DelayingDockerProxy:
+    """Forwards a unix socket to dockerd, holding each new connection back for `delay` seconds."""
+
+    def __init__(self, path: Path, delay: float, target: str = "/var/run/docker.sock") -> None:
+        self.path, self.delay, self.target = path, delay, target
+        self._listener = socket.socket(socket.AF_UNIX)
+        self._listener.bind(str(path))
+        self._listener.listen(16)
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        time.sleep(self.delay)
+        upstream = socket.socket(socket.AF_UNIX)
+        upstream.connect(self.target)
+        for source, sink in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+
+
+@pytest.fixture
+def slow_docker(tmp_path: Path) -> Iterator[str]:
+    proxy = DelayingDockerProxy(tmp_path / "slow-docker.sock", delay=1.5)
+    yield f"unix://{proxy.path}"
+    proxy.close()
+
+
+def test_socket_is_created_with_mode_0660(shim: Shim) -> None:
+    assert stat.S_ISSOCK(os.stat(shim.socket).st_mode)
+    assert stat.S_IMODE(os.stat(shim.socket).st_mode) == 0o660
+
+
+def test_stale_socket_file_is_replaced(docker_api: object) -> None:
+    process = Shim()
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(process.socket))
+    stale.close()
+    assert process.socket.exists()
+    try:
+        process.start()
+        assert process.runtime.Version(api.VersionRequest(), timeout=10).runtime_name == "docker"
+    finally:
+        assert process.stop() == 0
+    assert not process.socket.exists()
+
+
+def test_refuses_to_take_over_a_live_socket(shim: Shim) -> None:
+    intruder = Shim(endpoint=shim.endpoint)
+    with pytest.raises(RuntimeError, match="another server is already listening"):
+        intruder.start(wait=10)
+    assert intruder.process.returncode == 2
+    assert shim.runtime.Version(api.VersionRequest(), timeout=10).runtime_name == "docker"
+
+
+def test_sigterm_lets_in_flight_calls_finish_and_removes_the_socket(slow_docker: str) -> None:
+    process = Shim(docker_endpoint=slow_docker).start()
+    result: dict[str, object] = {}
+
+    def call() -> None:
+        try:
+            result["reply"] = process.runtime.Version(api.VersionRequest(), timeout=30)
+        except grpc.RpcError as exc:
+            result["error"] = exc
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.5)  # the call now waits on the slow Docker connection
+    process.process.send_signal(signal.SIGTERM)
+    caller.join(timeout=30)
+    assert "error" not in result, result.get("error")
+    assert result["reply"].runtime_name == "docker"
+    assert process.process.wait(timeout=30) == 0
+    assert not process.socket.exists()
+    assert "shutting down" in process.log()
+
+
+def test_unimplemented_rpcs_answer_unimplemented_with_a_reason(runtime, images) -> None:
+    with pytest.raises(grpc.RpcError) as unary:
+        runtime.CheckpointContainer(api.CheckpointContainerRequest(container_id="x"), timeout=10)
+    assert unary.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "CheckpointContainer is not implemented by dockershim-py" in unary.value.details()
+    for call in (
+        lambda: list(runtime.StreamContainers(api.StreamContainersRequest(), timeout=10)),
+        lambda: list(images.StreamImages(api.StreamImagesRequest(), timeout=10)),
+    ):
+        with pytest.raises(grpc.RpcError) as streaming:
+            call()
+        assert streaming.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_unknown_service_is_unimplemented(shim: Shim) -> None:
+    call = shim.channel.unary_unary("/runtime.v9.RuntimeService/Version")
+    with pytest.raises(grpc.RpcError) as caught:
+        call(b"", timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_messages_up_to_16_mib_are_accepted(shim: Shim) -> None:
+    big = api.ImageStatusRequest(image=api.ImageSpec(image="no-such-image:1", annotations={"pad": "x" * (6 << 20)}))
+    assert not shim.images.ImageStatus(big, timeout=30).HasField("image")
+    too_big = api.ImageStatusRequest(image=api.ImageSpec(image="x", annotations={"pad": "x" * (17 << 20)}))
+    with pytest.raises(grpc.RpcError) as caught:
+        shim.images.ImageStatus(too_big, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def _alpha(shim: Shim, service: str, method: str, request, response_type):
+    call = shim.channel.unary_unary(
+        f"/runtime.v1alpha2.{service}/{method}",
+        request_serializer=type(request).SerializeToString,
+        response_deserializer=response_type.FromString,
+    )
+    return call(request, timeout=10)
+
+
+def test_v1alpha2_is_served_beside_v1(shim: Shim) -> None:
+    version = _alpha(shim, "RuntimeService", "Version", api.VersionRequest(), api.VersionResponse)
+    assert version.runtime_api_version == "v1alpha2"
+    assert version.runtime_name == "docker"
+    assert shim.runtime.Version(api.VersionRequest(), timeout=10).runtime_api_version == "v1"
+    listed = _alpha(shim, "ImageService", "ListImages", api.ListImagesRequest(), api.ListImagesResponse)
+    assert any(image.repo_tags for image in listed.images)
+
+
+def test_tcp_endpoint(start_shim) -> None:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    process = start_shim(endpoint=f"tcp://127.0.0.1:{port}")
+    assert process.runtime.Version(api.VersionRequest(), timeout=10).runtime_name == "docker"
