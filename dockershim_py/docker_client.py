@@ -262,6 +262,35 @@ class DockerClient:
             if cancelled.is_set():
                 raise _cancelled(what)
 
+    # --- containers -----------------------------------------------------------------------------
+
+    def create_container(self, name: str, body: dict[str, Any]) -> str:
+        """Create from Docker's own create body (Config fields with a HostConfig); the new ID."""
+        created = self._write(f"create container {name}", lambda api: api.create_container_from_config(body, name))
+        for warning in created.get("Warnings") or []:
+            log.warning("creating container %s: Docker warns: %s", name, warning)
+        return created["Id"]
+
+    def start_container(self, container_id: str) -> None:
+        self._write(f"start container {container_id}", lambda api: api.start(container_id))
+
+    def stop_container(self, container_id: str, grace_seconds: int) -> None:
+        """SIGTERM, then SIGKILL after `grace_seconds`; a stopped container is left as it is."""
+        self._write(f"stop container {container_id}", lambda api: api.stop(container_id, timeout=grace_seconds))
+
+    def remove_container(self, container_id: str, force: bool = True) -> None:
+        """Remove with its anonymous volumes; `force` kills it first if it runs."""
+        self._write(
+            f"remove container {container_id}", lambda api: api.remove_container(container_id, v=True, force=force)
+        )
+
+    def inspect_container(self, container_id: str) -> dict[str, Any]:
+        return self._read(f"container {container_id}", lambda api: api.inspect_container(container_id))
+
+    def list_containers(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every container, running or not, that matches Docker's list `filters`."""
+        return self._read("list containers", lambda api: api.containers(all=True, filters=filters))
+
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         """A connection of our own to dockerd, for requests that must be abortable."""
         if self.endpoint.startswith("unix://"):
