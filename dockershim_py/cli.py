@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for noisy in ("docker", "urllib3"):  # their debug lines repeat every request
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     docker = DockerClient(config.docker_endpoint, config.runtime_request_timeout, pool_size=config.grpc_workers)
     network = Network()
     adapters = [
