@@ -6,11 +6,23 @@ Without a network plugin a pod sandbox sits on Docker's default bridge, as docke
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
+import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
+
+from .api import api_pb2 as api
+from .errors import invalid_argument
 
 log = logging.getLogger(__name__)
+
+# The Docker network of a pod sandbox that has its own network namespace: the default bridge.
+POD_NETWORK_MODE = "default"
+_PROTOCOLS = {api.TCP: "tcp", api.UDP: "udp", api.SCTP: "sctp"}
 
 
 @dataclass(frozen=True)
@@ -40,3 +52,150 @@ class Network:
         if not docker_ready:
             return NetworkStatus(False, "DockerDaemonNotReady", "Docker's bridge network needs a running Docker daemon")
         return NetworkStatus(True)
+
+
+# --- port mappings (pure) -----------------------------------------------------------------------
+
+
+def protocol_name(protocol: int) -> str:
+    """`tcp`, `udp` or `sctp`; an unknown protocol is the caller's error."""
+    try:
+        return _PROTOCOLS[protocol]
+    except KeyError:
+        raise invalid_argument(f"port mapping protocol {protocol} is unknown (TCP, UDP or SCTP)") from None
+
+
+def validate_port_mappings(mappings: Iterable[api.PortMapping]) -> list[api.PortMapping]:
+    """The mappings, after refusing ports out of range and host IPs that are not addresses."""
+    valid = []
+    for mapping in mappings:
+        protocol_name(mapping.protocol)
+        if not 0 < mapping.container_port <= 65535:
+            raise invalid_argument(f"port mapping container_port {mapping.container_port} is not in 1-65535")
+        if not 0 <= mapping.host_port <= 65535:
+            raise invalid_argument(f"port mapping host_port {mapping.host_port} is not in 0-65535")
+        if mapping.host_ip:
+            try:
+                ipaddress.ip_address(mapping.host_ip)
+            except ValueError:
+                raise invalid_argument(f"port mapping host_ip {mapping.host_ip!r} is not an IP address") from None
+        valid.append(mapping)
+    return valid
+
+
+def docker_ports(mappings: Iterable[api.PortMapping]) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, str]]]]:
+    """Docker's (ExposedPorts, PortBindings) for the mappings that name a host port.
+
+    One container port may be published on several host ports (or host IPs); a mapping without
+    a host port publishes nothing, as in dockershim.
+    """
+    exposed: dict[str, dict[str, Any]] = {}
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for mapping in mappings:
+        if mapping.host_port == 0:
+            continue
+        port = f"{mapping.container_port}/{protocol_name(mapping.protocol)}"
+        exposed[port] = {}
+        binding = {"HostIp": mapping.host_ip, "HostPort": str(mapping.host_port)}
+        if binding not in bindings.setdefault(port, []):
+            bindings[port].append(binding)
+    return exposed, bindings
+
+
+# --- DNS (pure, and the one file write) ---------------------------------------------------------
+
+_WHITESPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def resolv_conf(dns: api.DNSConfig) -> str:
+    """The resolv.conf for a pod's DNS config; entries that could add lines of their own are refused."""
+    for server in dns.servers:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise invalid_argument(f"dns_config server {server!r} is not an IP address") from None
+    for kind, entries in (("search", dns.searches), ("option", dns.options)):
+        for entry in entries:
+            if not entry or _WHITESPACE_OR_CONTROL.search(entry):
+                raise invalid_argument(f"dns_config {kind} {entry!r} is empty or contains whitespace")
+    lines = [f"nameserver {server}" for server in dns.servers]
+    if dns.searches:
+        lines.append("search " + " ".join(dns.searches))
+    if dns.options:
+        lines.append("options " + " ".join(dns.options))
+    return "".join(line + "\n" for line in lines)
+
+
+def rewrite_resolv_conf(path: str, content: str) -> None:
+    """Overwrite Docker's resolv.conf of a sandbox in place: it is bind-mounted by inode."""
+    if not path:
+        raise FileNotFoundError("Docker reported no resolv.conf path for the sandbox")
+    descriptor = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(descriptor, content.encode())
+    finally:
+        os.close(descriptor)
+
+
+# --- pod IPs ------------------------------------------------------------------------------------
+
+
+def _unique_by_family(addresses: Iterable[str]) -> list[str]:
+    """Addresses without duplicates, IPv4 ones first (the kubelet takes the first as the pod IP)."""
+    seen: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+    for address in addresses:
+        if not address or address in seen:
+            continue
+        try:
+            seen[address] = ipaddress.ip_address(address)
+        except ValueError:
+            continue
+    return sorted(seen, key=lambda text: seen[text].version)
+
+
+def ips_from_network_settings(settings: dict[str, Any] | None) -> list[str]:
+    """Every global address Docker gave the container, on any of its networks."""
+    settings = settings or {}
+    candidates = [settings.get("IPAddress"), settings.get("GlobalIPv6Address")]
+    for network in (settings.get("Networks") or {}).values():
+        candidates += [(network or {}).get("IPAddress"), (network or {}).get("GlobalIPv6Address")]
+    return _unique_by_family(address for address in candidates if address)
+
+
+def ipv4_from_fib_trie(text: str) -> list[str]:
+    """The local IPv4 addresses in /proc/<pid>/net/fib_trie, loopback left out."""
+    found, last = [], ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("|-- "):
+            last = stripped[4:]
+        elif stripped == "/32 host LOCAL" and last and not last.startswith("127."):
+            found.append(last)
+    return _unique_by_family(found)
+
+
+def ipv6_from_if_inet6(text: str) -> list[str]:
+    """The global-scope IPv6 addresses in /proc/<pid>/net/if_inet6."""
+    found = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 6 or fields[3] != "00" or fields[5] == "lo" or len(fields[0]) != 32:
+            continue
+        found.append(str(ipaddress.IPv6Address(bytes.fromhex(fields[0]))))
+    return _unique_by_family(found)
+
+
+def ips_from_network_namespace(pid: int) -> list[str]:
+    """The addresses inside the network namespace of process `pid`, both families.
+
+    Read from /proc/<pid>/net, which shows that process's namespace: no `nsenter ip` fork, no
+    setns, and it works for addresses a network plugin (not Docker) configured.
+    """
+    addresses: list[str] = []
+    for name, parse in (("fib_trie", ipv4_from_fib_trie), ("if_inet6", ipv6_from_if_inet6)):
+        try:
+            with open(f"/proc/{pid}/net/{name}", encoding="ascii", errors="replace") as handle:
+                addresses += parse(handle.read())
+        except OSError:  # the process is gone, or the kernel has no IPv6
+            continue
+    return addresses

@@ -1,0 +1,214 @@
+"""Sandbox checkpoints: what a pod sandbox was asked for, kept on disk next to Docker's state.
+
+One JSON file per sandbox, `<root>/sandbox/<sandbox id>`, in cri-dockerd's shape (version, name,
+namespace, data {port_mappings, host_network}, checksum). It outlives the pause container, so
+ListPodSandbox can still show a sandbox whose container vanished (as NOTREADY, and the kubelet
+then stops and removes it), and StopPodSandbox knows what network to tear down.
+
+Files are written atomically (temporary dot-file, fsync, rename). The checksum is FNV-32a of
+the canonical JSON of `data`; a file that does not parse or whose checksum differs is removed
+with a log line, as cri-dockerd does. The store keeps an index in memory, loaded once at start,
+so listing sandboxes every second reads no files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+VERSION = "v1"
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+_SANDBOX_ID = re.compile(r"[0-9a-f]{1,64}")
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file that cannot be trusted."""
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    protocol: str
+    container_port: int
+    host_port: int
+    host_ip: str = ""
+
+
+@dataclass(frozen=True)
+class SandboxCheckpoint:
+    name: str
+    namespace: str
+    port_mappings: tuple[PortMapping, ...] = field(default_factory=tuple)
+    host_network: bool = False
+
+
+# --- encoding (pure) ----------------------------------------------------------------------------
+
+
+def _fnv32a(data: bytes) -> int:
+    value = 0x811C9DC5
+    for byte in data:
+        value ^= byte
+        value = (value * 0x01000193) & 0xFFFFFFFF
+    return value
+
+
+def _data_of(checkpoint: SandboxCheckpoint) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if checkpoint.port_mappings:
+        data["port_mappings"] = [
+            {
+                "protocol": mapping.protocol,
+                "container_port": mapping.container_port,
+                "host_port": mapping.host_port,
+                **({"host_ip": mapping.host_ip} if mapping.host_ip else {}),
+            }
+            for mapping in checkpoint.port_mappings
+        ]
+    if checkpoint.host_network:
+        data["host_network"] = True
+    return data
+
+
+def checksum(data: dict[str, Any]) -> int:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return _fnv32a(canonical)
+
+
+def encode(checkpoint: SandboxCheckpoint) -> bytes:
+    data = _data_of(checkpoint)
+    document = {
+        "version": VERSION,
+        "name": checkpoint.name,
+        "namespace": checkpoint.namespace,
+        "data": data,
+        "checksum": checksum(data),
+    }
+    return json.dumps(document, indent=1).encode()
+
+
+def decode(raw: bytes) -> SandboxCheckpoint:
+    """The checkpoint in `raw`; CorruptCheckpoint when it is malformed or fails its checksum."""
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptCheckpoint(f"not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise CorruptCheckpoint("not a JSON object")
+    if document.get("version") != VERSION:
+        raise CorruptCheckpoint(f"version {document.get('version')!r}, expected {VERSION!r}")
+    name, namespace = document.get("name"), document.get("namespace")
+    if not isinstance(name, str) or not isinstance(namespace, str):
+        raise CorruptCheckpoint("name or namespace missing")
+    data = document.get("data") or {}
+    if not isinstance(data, dict):
+        raise CorruptCheckpoint("data is not an object")
+    if document.get("checksum") != checksum(data):
+        raise CorruptCheckpoint(f"checksum {document.get('checksum')!r} does not match its data")
+    try:
+        mappings = tuple(
+            PortMapping(
+                protocol=str(entry.get("protocol", "TCP")),
+                container_port=int(entry.get("container_port", 0)),
+                host_port=int(entry.get("host_port", 0)),
+                host_ip=str(entry.get("host_ip", "")),
+            )
+            for entry in data.get("port_mappings") or []
+        )
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise CorruptCheckpoint(f"malformed port mapping: {exc}") from exc
+    return SandboxCheckpoint(name, namespace, mappings, bool(data.get("host_network", False)))
+
+
+# --- the store (I/O) ----------------------------------------------------------------------------
+
+
+def _valid_id(sandbox_id: str) -> bool:
+    """Only Docker IDs name files: a request's id never reaches outside the directory."""
+    return _SANDBOX_ID.fullmatch(sandbox_id) is not None
+
+
+class CheckpointStore:
+    """The checkpoints under one directory, indexed in memory; safe to use from many threads."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._lock = threading.Lock()
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self._index = self._load()
+
+    def _load(self) -> dict[str, SandboxCheckpoint]:
+        index: dict[str, SandboxCheckpoint] = {}
+        for entry in os.listdir(self.directory):
+            path = os.path.join(self.directory, entry)
+            if entry.startswith("."):  # a write interrupted before its rename
+                self._unlink(path)
+                continue
+            if not _valid_id(entry):
+                log.warning("ignoring %s: not a sandbox checkpoint", path)
+                continue
+            try:
+                with open(path, "rb") as handle:
+                    index[entry] = decode(handle.read())
+            except CorruptCheckpoint as exc:
+                log.warning("removing corrupt checkpoint %s: %s", path, exc)
+                self._unlink(path)
+            except OSError as exc:
+                log.warning("cannot read checkpoint %s: %s", path, exc)
+        log.info("loaded %d sandbox checkpoint(s) from %s", len(index), self.directory)
+        return index
+
+    def write(self, sandbox_id: str, checkpoint: SandboxCheckpoint) -> None:
+        if not _valid_id(sandbox_id):
+            raise ValueError(f"not a sandbox id: {sandbox_id!r}")
+        path = os.path.join(self.directory, sandbox_id)
+        temporary = os.path.join(self.directory, f".{sandbox_id}.{secrets.token_hex(4)}")
+        try:
+            with open(temporary, "xb") as handle:
+                handle.write(encode(checkpoint))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.rename(temporary, path)
+        except BaseException:
+            self._unlink(temporary)
+            raise
+        self._sync_directory()
+        with self._lock:
+            self._index[sandbox_id] = checkpoint
+
+    def get(self, sandbox_id: str) -> SandboxCheckpoint | None:
+        with self._lock:
+            return self._index.get(sandbox_id)
+
+    def all(self) -> dict[str, SandboxCheckpoint]:
+        with self._lock:
+            return dict(self._index)
+
+    def remove(self, sandbox_id: str) -> None:
+        """Forget a checkpoint; one already gone is fine."""
+        if not _valid_id(sandbox_id):
+            return
+        self._unlink(os.path.join(self.directory, sandbox_id))
+        with self._lock:
+            self._index.pop(sandbox_id, None)
+
+    def _sync_directory(self) -> None:
+        descriptor = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    @staticmethod
+    def _unlink(path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,305 @@
+"""CRI security settings to Docker's container config: user, privileges, profiles, namespaces, sysctls.
+
+Pure conversions, table-tested without a daemon. Every check that can refuse a request happens
+here, before anything is created, so a bad pod fails with INVALID_ARGUMENT and a message that
+names the field, and never leaves a half-made container behind.
+
+The pieces (user, SELinux, seccomp, AppArmor, namespaces) are separate functions so that the
+container security context reuses them; the sandbox's own assembly is `sandbox_security`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .api import api_pb2 as api
+from .errors import invalid_argument
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+# --- user -------------------------------------------------------------------------------------
+
+
+def docker_user(run_as_user: api.Int64Value | None, run_as_username: str, run_as_group: api.Int64Value | None) -> str:
+    """Docker's `User`: `uid`, `name`, or either with `:gid`; a group needs a user."""
+    user = ""
+    if run_as_user is not None:
+        if run_as_user.value < 0:
+            raise invalid_argument(f"run_as_user {run_as_user.value} is negative")
+        user = str(run_as_user.value)
+    if run_as_username:
+        user = run_as_username
+    if run_as_group is not None:
+        if not user:
+            raise invalid_argument("run_as_group is set without run_as_user or run_as_username")
+        if run_as_group.value < 0:
+            raise invalid_argument(f"run_as_group {run_as_group.value} is negative")
+        user = f"{user}:{run_as_group.value}"
+    return user
+
+
+def group_add(supplemental_groups: list[int]) -> list[str]:
+    for group in supplemental_groups:
+        if group < 0:
+            raise invalid_argument(f"supplemental group {group} is negative")
+    return [str(group) for group in supplemental_groups]
+
+
+# --- SELinux, seccomp, AppArmor -------------------------------------------------------------------
+
+
+def selinux_security_opts(options: api.SELinuxOption | None) -> list[str]:
+    """Docker's `label=…` options (the level keeps its commas: `s0:c1,c2`)."""
+    if options is None:
+        return []
+    opts = []
+    for key in ("user", "role", "type", "level"):
+        value = getattr(options, key)
+        if not value:
+            continue
+        if _CONTROL.search(value):
+            raise invalid_argument(f"selinux_options.{key} {value!r} contains a control character")
+        opts.append(f"label={key}:{value}")
+    return opts
+
+
+def read_profile(path: str) -> str:
+    """A Localhost seccomp profile from the node's filesystem."""
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _localhost_seccomp(path: str, read: Callable[[str], str]) -> list[str]:
+    if not path.startswith("/"):
+        raise invalid_argument(f"seccomp localhost profile {path!r} must be an absolute path on the node")
+    try:
+        profile = json.loads(read(path))
+    except OSError as exc:
+        raise invalid_argument(f"cannot read seccomp profile {path}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise invalid_argument(f"seccomp profile {path} is not JSON: {exc}") from exc
+    return ["seccomp=" + json.dumps(profile, separators=(",", ":"))]
+
+
+def seccomp_security_opts(
+    profile: api.SecurityProfile | None,
+    deprecated_path: str = "",
+    unset: str = "runtime/default",
+    read: Callable[[str], str] = read_profile,
+) -> list[str]:
+    """Docker's `seccomp=…` option from the CRI profile, else the deprecated path, else `unset`.
+
+    No option at all means Docker's default profile; Localhost profiles are read on the node
+    and passed inline, as Docker's API takes the profile itself, not a path.
+    """
+    if profile is not None:
+        if profile.profile_type == api.SecurityProfile.Unconfined:
+            return ["seccomp=unconfined"]
+        if profile.profile_type == api.SecurityProfile.Localhost:
+            return _localhost_seccomp(profile.localhost_ref, read)
+        return []
+    path = deprecated_path or unset
+    if path == "unconfined":
+        return ["seccomp=unconfined"]
+    if path in ("runtime/default", "docker/default"):
+        return []
+    if path.startswith("localhost/"):
+        return _localhost_seccomp(path[len("localhost/"):], read)
+    raise invalid_argument(
+        f"seccomp profile {path!r} is unknown: use unconfined, runtime/default or localhost/<absolute path>"
+    )
+
+
+def apparmor_security_opts(profile: api.SecurityProfile | None, deprecated_name: str = "") -> list[str]:
+    """Docker's `apparmor=…` option; nothing means Docker's own default profile."""
+    if profile is not None:
+        if profile.profile_type == api.SecurityProfile.Unconfined:
+            return ["apparmor=unconfined"]
+        if profile.profile_type == api.SecurityProfile.Localhost:
+            name = profile.localhost_ref.removeprefix("localhost/")
+            if not name or _CONTROL.search(name):
+                raise invalid_argument(f"apparmor localhost profile {profile.localhost_ref!r} is not a profile name")
+            return [f"apparmor={name}"]
+        return []
+    if not deprecated_name or deprecated_name == "runtime/default":
+        return []
+    if deprecated_name == "unconfined":
+        return ["apparmor=unconfined"]
+    if deprecated_name.startswith("localhost/") and len(deprecated_name) > len("localhost/"):
+        return [f"apparmor={deprecated_name[len('localhost/'):]}"]
+    raise invalid_argument(f"apparmor profile {deprecated_name!r} is unknown")
+
+
+# --- sysctls ----------------------------------------------------------------------------------
+
+# The namespaced sysctls: Docker and the kubelet accept exactly these (IPC ones by name or
+# prefix, network ones by prefix). Anything else would change the node, not the pod.
+IPC_SYSCTLS = frozenset({
+    "kernel.sem", "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced",
+    "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni",
+})
+IPC_SYSCTL_PREFIXES = ("fs.mqueue.",)
+NETWORK_SYSCTL_PREFIXES = ("net.",)
+# Kubernetes' sysctl name format: segments of [a-z0-9-_] separated by dots; an interface name
+# segment may hold a slash instead of a dot (net.ipv4.conf.eth0/100.rp_filter).
+_SYSCTL_SEGMENT = r"[a-z0-9]([-_a-z0-9]*[a-z0-9])?"
+_SYSCTL_NAME = re.compile(rf"({_SYSCTL_SEGMENT}[./])*{_SYSCTL_SEGMENT}")
+MAX_SYSCTL_NAME = 253
+MAX_SYSCTL_VALUE = 4096
+# A value holding one of these could smuggle a second key=value to a runtime that splits on
+# them (CVE-2022-0811: CRI-O's pinns split on `+` and `=`); no namespaced sysctl takes them.
+# Spaces, tabs and commas stay: net.ipv4.ip_local_port_range is "32768 60999",
+# net.ipv4.ip_local_reserved_ports is "8080,9148".
+_FORBIDDEN_IN_VALUE = re.compile(r"[+=\x00-\x08\x0a-\x1f\x7f]")
+
+
+def normalize_sysctl_name(name: str) -> str:
+    """Dotted form of a slash-separated name (`net/ipv4/ip_forward`), as the kubelet converts it."""
+    first_dot, first_slash = name.find("."), name.find("/")
+    if first_slash != -1 and (first_dot == -1 or first_slash < first_dot):
+        return name.translate(str.maketrans("./", "/."))
+    return name
+
+
+def sysctl_namespace(name: str) -> str | None:
+    """`ipc`, `net`, or None for a sysctl that is not namespaced."""
+    if name in IPC_SYSCTLS or name.startswith(IPC_SYSCTL_PREFIXES):
+        return "ipc"
+    if name.startswith(NETWORK_SYSCTL_PREFIXES):
+        return "net"
+    return None
+
+
+def validate_sysctls(sysctls: Mapping[str, str], host_network: bool, host_ipc: bool) -> dict[str, str]:
+    """The pod's sysctls in dotted form, after refusing any that would reach past the pod."""
+    valid: dict[str, str] = {}
+    for raw_name, value in sorted(sysctls.items()):
+        name = normalize_sysctl_name(raw_name)
+        if len(name) > MAX_SYSCTL_NAME or not _SYSCTL_NAME.fullmatch(name):
+            raise invalid_argument(f"sysctl {raw_name!r} is not a valid sysctl name")
+        namespace = sysctl_namespace(name)
+        if namespace is None:
+            raise invalid_argument(
+                f"sysctl {raw_name!r} is not namespaced: a pod may set only net.*, fs.mqueue.* and the "
+                f"IPC sysctls ({', '.join(sorted(IPC_SYSCTLS))})"
+            )
+        if namespace == "net" and host_network:
+            raise invalid_argument(f"sysctl {raw_name!r} cannot be set for a pod in the host's network namespace")
+        if namespace == "ipc" and host_ipc:
+            raise invalid_argument(f"sysctl {raw_name!r} cannot be set for a pod in the host's IPC namespace")
+        if not value or len(value) > MAX_SYSCTL_VALUE or _FORBIDDEN_IN_VALUE.search(value):
+            raise invalid_argument(
+                f"sysctl {raw_name!r} value {value!r} is empty, too long, or contains '+', '=' or a "
+                f"control character (a value must not carry another setting)"
+            )
+        valid[name] = value
+    return valid
+
+
+# --- namespaces -------------------------------------------------------------------------------
+
+
+def check_user_namespace(options: api.NamespaceOption) -> None:
+    """Docker cannot give one pod a user namespace (RuntimeHandlerFeatures says so too)."""
+    if options.HasField("userns_options") and options.userns_options.mode != api.NODE:
+        raise invalid_argument(
+            "user namespaces are not supported by dockershim-py (Docker's user namespace remapping is "
+            "daemon-wide); use hostUsers: true"
+        )
+
+
+@dataclass(frozen=True)
+class SandboxNamespaces:
+    network_mode: str
+    pid_mode: str
+    ipc_mode: str
+
+    @property
+    def host_network(self) -> bool:
+        return self.network_mode == "host"
+
+
+def sandbox_namespaces(options: api.NamespaceOption | None, pod_network_mode: str) -> SandboxNamespaces:
+    """The pause container's namespaces: the node's when asked for, else its own (which the pod shares).
+
+    `pod_network_mode` is the Docker network mode of a pod that has its own network.
+    """
+    options = options or api.NamespaceOption()
+    for kind in ("network", "pid", "ipc"):
+        if getattr(options, kind) == api.TARGET:
+            raise invalid_argument(f"namespace_options.{kind}: TARGET is for containers, not pod sandboxes")
+    check_user_namespace(options)
+    return SandboxNamespaces(
+        network_mode="host" if options.network == api.NODE else pod_network_mode,
+        pid_mode="host" if options.pid == api.NODE else "",
+        ipc_mode="host" if options.ipc == api.NODE else "shareable",
+    )
+
+
+def namespace_options_of(network_mode: str, pid_mode: str, ipc_mode: str) -> api.NamespaceOption:
+    """The CRI namespace options a sandbox's Docker modes stand for (dockershim's reading)."""
+    return api.NamespaceOption(
+        network=api.NODE if network_mode == "host" else api.POD,
+        pid=api.NODE if pid_mode == "host" else api.CONTAINER,
+        ipc=api.NODE if ipc_mode == "host" else api.POD,
+    )
+
+
+# --- the sandbox --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SandboxSecurity:
+    """What the pod sandbox's security context sets in Docker's create request."""
+
+    user: str
+    namespaces: SandboxNamespaces
+    host_config: dict[str, Any] = field(default_factory=dict)
+
+
+def sandbox_security(
+    linux: api.LinuxPodSandboxConfig | None,
+    pod_network_mode: str,
+    load_profile: Callable[[str], str] = read_profile,
+) -> SandboxSecurity:
+    """User, namespaces, privileges, profiles and sysctls of a pause container.
+
+    The pause container always runs with `no-new-privileges`; with no seccomp profile asked
+    for it gets Docker's default one (dockershim did the same).
+    """
+    linux = linux or api.LinuxPodSandboxConfig()
+    context = linux.security_context
+    namespaces = sandbox_namespaces(
+        context.namespace_options if context.HasField("namespace_options") else None, pod_network_mode
+    )
+    security_opts = ["no-new-privileges"]
+    security_opts += selinux_security_opts(context.selinux_options if context.HasField("selinux_options") else None)
+    security_opts += seccomp_security_opts(
+        context.seccomp if context.HasField("seccomp") else None,
+        context.seccomp_profile_path,
+        read=load_profile,
+    )
+    security_opts += apparmor_security_opts(context.apparmor if context.HasField("apparmor") else None)
+    host_config: dict[str, Any] = {
+        "Privileged": context.privileged,
+        "ReadonlyRootfs": context.readonly_rootfs,
+        "SecurityOpt": security_opts,
+    }
+    groups = group_add(list(context.supplemental_groups))
+    if groups:
+        host_config["GroupAdd"] = groups
+    sysctls = validate_sysctls(
+        linux.sysctls, host_network=namespaces.host_network, host_ipc=namespaces.ipc_mode == "host"
+    )
+    if sysctls:
+        host_config["Sysctls"] = sysctls
+    user = docker_user(
+        context.run_as_user if context.HasField("run_as_user") else None,
+        "",
+        context.run_as_group if context.HasField("run_as_group") else None,
+    )
+    return SandboxSecurity(user=user, namespaces=namespaces, host_config=host_config)
