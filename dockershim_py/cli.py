@@ -9,6 +9,7 @@ import sys
 import threading
 
 from . import __version__, config as config_module
+from .checkpoint import CheckpointStore
 from .cri.image_service import ImageServiceAdapter
 from .cri.runtime_service import RuntimeServiceAdapter
 from .docker_client import DockerClient
@@ -16,6 +17,7 @@ from .errors import CRIError
 from .image import ImageService
 from .network import Network
 from .runtime import RuntimeInfo
+from .sandbox import SandboxService
 from .server import CRIServer
 
 log = logging.getLogger("dockershim_py")
@@ -32,9 +34,16 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     docker = DockerClient(config.docker_endpoint, config.runtime_request_timeout, pool_size=config.grpc_workers)
     network = Network()
+    images = ImageService(docker, config)
+    try:
+        checkpoints = CheckpointStore(os.path.join(config.root_directory, "sandbox"))
+    except OSError as exc:
+        log.error("cannot use the root directory %s: %s", config.root_directory, exc)
+        return 2
+    sandboxes = SandboxService(docker, config, images, checkpoints)
     adapters = [
-        RuntimeServiceAdapter(RuntimeInfo(docker, config, network)),
-        ImageServiceAdapter(ImageService(docker, config)),
+        RuntimeServiceAdapter(RuntimeInfo(docker, config, network), sandboxes),
+        ImageServiceAdapter(images),
     ]
     server = CRIServer(config.container_runtime_endpoint, adapters, config.grpc_workers)
     stopping = threading.Event()

@@ -10,6 +10,8 @@ DEFAULT_ENDPOINT = "unix:///var/run/dockershim.sock"
 DEFAULT_DOCKER_ENDPOINT = "unix:///var/run/docker.sock"
 DEFAULT_SANDBOX_IMAGE = "registry.k8s.io/pause:3.10"
 DEFAULT_ROOT_DIRECTORY = "/var/lib/dockershim-py"
+# The kubelet keeps pause containers the last to be OOM-killed on the node, as dockershim did.
+DEFAULT_SANDBOX_OOM_SCORE_ADJ = -998
 
 # The places the kubelet's credential keyring searched for Docker config.json files.
 DEFAULT_DOCKER_CONFIG_PATHS = (
@@ -31,6 +33,7 @@ class Config:
     grpc_workers: int = 32
     shutdown_grace: float = 30.0
     log_level: str = "info"
+    sandbox_oom_score_adj: int = DEFAULT_SANDBOX_OOM_SCORE_ADJ
 
 
 def _duration(text: str) -> float:
@@ -102,6 +105,11 @@ def argument_parser() -> argparse.ArgumentParser:
         help="threads serving CRI calls concurrently (default %(default)s)",
     )
     parser.add_argument(
+        "--sandbox-oom-score-adj", type=int, default=DEFAULT_SANDBOX_OOM_SCORE_ADJ,
+        help="OOM score adjustment of pause containers, -1000..1000 (default %(default)s; 0 on hosts "
+             "that cannot lower OOM scores)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"],
         help="log verbosity (default %(default)s)",
     )
@@ -115,6 +123,8 @@ def from_args(argv: list[str] | None = None) -> Config:
         paths = (os.path.join(os.environ["DOCKER_CONFIG"], "config.json"),) + paths
     if args.grpc_workers < 1:
         argument_parser().error("--grpc-workers must be at least 1")
+    if not -1000 <= args.sandbox_oom_score_adj <= 1000:
+        argument_parser().error("--sandbox-oom-score-adj must be in -1000..1000")
     return Config(
         container_runtime_endpoint=args.container_runtime_endpoint,
         docker_endpoint=args.docker_endpoint,
@@ -125,4 +135,5 @@ def from_args(argv: list[str] | None = None) -> Config:
         docker_config_paths=paths,
         grpc_workers=args.grpc_workers,
         log_level=args.log_level,
+        sandbox_oom_score_adj=args.sandbox_oom_score_adj,
     )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 
 from ..api import api_pb2 as api
+from ..errors import invalid_argument
 from ..runtime import RuntimeInfo
+from ..sandbox import SandboxService
 from .handlers import Adapter
 
-_SANDBOXES = "pod sandboxes are not implemented yet (see the README's roadmap)"
 _CONTAINERS = "containers are not implemented yet (see the README's roadmap)"
 _STREAMING = "the streaming server is not implemented yet (see the README's roadmap)"
 _STATS = "stats are not implemented yet (see the README's roadmap)"
@@ -18,12 +21,8 @@ _LIST_STREAMING = "the streaming lists (KEP-5825, alpha) are not served; the kub
 class RuntimeServiceAdapter(Adapter):
     SERVICE = "RuntimeService"
     UNIMPLEMENTED = {
-        "RunPodSandbox": _SANDBOXES,
-        "StopPodSandbox": _SANDBOXES,
-        "RemovePodSandbox": _SANDBOXES,
-        "PodSandboxStatus": _SANDBOXES,
-        "ListPodSandbox": _SANDBOXES,
-        "UpdatePodSandboxResources": _SANDBOXES,
+        "UpdatePodSandboxResources": "Docker cannot change the pod-level cgroup of a running pause container; "
+                                     "container resources are updated one by one",
         "CreateContainer": _CONTAINERS,
         "StartContainer": _CONTAINERS,
         "StopContainer": _CONTAINERS,
@@ -51,8 +50,9 @@ class RuntimeServiceAdapter(Adapter):
         "StreamPodSandboxMetrics": _LIST_STREAMING,
     }
 
-    def __init__(self, runtime: RuntimeInfo) -> None:
+    def __init__(self, runtime: RuntimeInfo, sandboxes: SandboxService) -> None:
         self._runtime = runtime
+        self._sandboxes = sandboxes
 
     def Version(self, request: api.VersionRequest, context: grpc.ServicerContext, api_version: str) -> api.VersionResponse:
         return self._runtime.version(api_version)
@@ -68,3 +68,31 @@ class RuntimeServiceAdapter(Adapter):
     ) -> api.UpdateRuntimeConfigResponse:
         self._runtime.update_runtime_config(request.runtime_config)
         return api.UpdateRuntimeConfigResponse()
+
+    # --- pod sandboxes ----------------------------------------------------------------------------
+
+    def RunPodSandbox(self, request: api.RunPodSandboxRequest, context: grpc.ServicerContext) -> api.RunPodSandboxResponse:
+        if not request.HasField("config") or not request.config.HasField("metadata"):
+            raise invalid_argument("RunPodSandbox needs config.metadata (name, namespace, uid, attempt)")
+        sandbox_id = self._sandboxes.run(request.config, request.runtime_handler, context.add_callback)
+        return api.RunPodSandboxResponse(pod_sandbox_id=sandbox_id)
+
+    def StopPodSandbox(self, request: api.StopPodSandboxRequest, context: grpc.ServicerContext) -> api.StopPodSandboxResponse:
+        self._sandboxes.stop(request.pod_sandbox_id)
+        return api.StopPodSandboxResponse()
+
+    def RemovePodSandbox(
+        self, request: api.RemovePodSandboxRequest, context: grpc.ServicerContext
+    ) -> api.RemovePodSandboxResponse:
+        self._sandboxes.remove(request.pod_sandbox_id)
+        return api.RemovePodSandboxResponse()
+
+    def PodSandboxStatus(
+        self, request: api.PodSandboxStatusRequest, context: grpc.ServicerContext
+    ) -> api.PodSandboxStatusResponse:
+        status, info = self._sandboxes.status(request.pod_sandbox_id, request.verbose)
+        return api.PodSandboxStatusResponse(status=status, info=info, timestamp=time.time_ns())
+
+    def ListPodSandbox(self, request: api.ListPodSandboxRequest, context: grpc.ServicerContext) -> api.ListPodSandboxResponse:
+        sandbox_filter = request.filter if request.HasField("filter") else None
+        return api.ListPodSandboxResponse(items=self._sandboxes.list(sandbox_filter))

@@ -1,0 +1,552 @@
+"""Pod sandboxes: one pause container per pod, holding the namespaces the pod's containers join.
+
+RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus and ListPodSandbox, each
+reading top to bottom as the steps the CRI asks for. The conversions (request to Docker create
+body, Docker list entry or inspect to CRI) are pure functions at the top; `SandboxService`
+below does the I/O. Sandboxes are Docker containers named and labelled exactly as dockershim
+and cri-dockerd did, so a node switching from them keeps its pods.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+from . import labels, naming, network
+from .api import api_pb2 as api
+from .cgroups import can_lower_oom_score, docker_cgroup_parent, effective_oom_score_adj
+from .checkpoint import CheckpointStore, PortMapping, SandboxCheckpoint
+from .config import Config
+from .docker_client import DockerClient
+from .errors import CRIError, invalid_argument, not_found
+from .image import ImageService
+from .security_context import namespace_options_of, read_profile, sandbox_security
+from .timestamps import parse_docker_time
+
+log = logging.getLogger(__name__)
+
+SANDBOX_CPU_SHARES = 2
+SHM_SIZE_BYTES = 64 * 1024 * 1024
+STOP_GRACE_SECONDS = 10
+# Handler names that mean "Docker's default runtime" (cri-dockerd accepts "docker" too).
+DEFAULT_HANDLERS = ("", "docker")
+INFO_CACHE_SECONDS = 30.0
+PARALLEL_CONTAINER_CALLS = 8
+
+_CONFLICT = re.compile(r'is already in use by container "?([0-9a-f]{12,64})"?')
+_SANDBOX_ID = re.compile(r"[0-9a-f]{1,64}")
+
+
+# --- conversions (pure) ---------------------------------------------------------------------------
+
+
+def docker_runtime(handler: str, docker_runtimes: Iterable[str]) -> str:
+    """Docker's runtime for a RuntimeClass handler: "" for Docker's default, else the same name."""
+    if handler in DEFAULT_HANDLERS:
+        return ""
+    known = sorted(docker_runtimes)
+    if handler not in known:
+        raise invalid_argument(
+            f"runtime handler {handler!r} is unknown: Docker knows {', '.join(repr(name) for name in known)} "
+            f"(or '' for its default runtime)"
+        )
+    return handler
+
+
+def sandbox_create_body(
+    config: api.PodSandboxConfig,
+    image: str,
+    runtime_handler: str,
+    docker_runtime_name: str,
+    cgroup_driver: str,
+    oom_score_adj: int,
+    load_profile: Callable[[str], str] = read_profile,
+) -> dict[str, Any]:
+    """Docker's create body for the pause container: every check that can refuse the pod is here."""
+    security = sandbox_security(config.linux, network.POD_NETWORK_MODE, load_profile)
+    mappings = network.validate_port_mappings(config.port_mappings)
+    exposed, bindings = network.docker_ports(mappings)
+    host_config: dict[str, Any] = {
+        **security.host_config,
+        "NetworkMode": security.namespaces.network_mode,
+        "IpcMode": security.namespaces.ipc_mode,
+        "CpuShares": SANDBOX_CPU_SHARES,
+        "OomScoreAdj": oom_score_adj,
+        "ShmSize": SHM_SIZE_BYTES,
+    }
+    if security.namespaces.pid_mode:
+        host_config["PidMode"] = security.namespaces.pid_mode
+    if not security.namespaces.host_network and bindings:
+        host_config["PortBindings"] = bindings
+    if config.linux.cgroup_parent:
+        host_config["CgroupParent"] = docker_cgroup_parent(config.linux.cgroup_parent, cgroup_driver)
+    if docker_runtime_name:
+        host_config["Runtime"] = docker_runtime_name
+    body: dict[str, Any] = {
+        "Image": image,
+        "Hostname": config.hostname,
+        "Labels": labels.sandbox_labels(config.labels, config.annotations, runtime_handler),
+        "HostConfig": host_config,
+    }
+    if security.user:
+        body["User"] = security.user
+    if exposed and not security.namespaces.host_network:
+        body["ExposedPorts"] = exposed
+    return body
+
+
+def checkpoint_of(config: api.PodSandboxConfig, host_network: bool) -> SandboxCheckpoint:
+    return SandboxCheckpoint(
+        name=config.metadata.name,
+        namespace=config.metadata.namespace,
+        port_mappings=tuple(
+            PortMapping(
+                protocol=network.protocol_name(mapping.protocol).upper(),
+                container_port=mapping.container_port,
+                host_port=mapping.host_port,
+                host_ip=mapping.host_ip,
+            )
+            for mapping in config.port_mappings
+        ),
+        host_network=host_network,
+    )
+
+
+def _metadata(parsed: naming.SandboxName) -> api.PodSandboxMetadata:
+    return api.PodSandboxMetadata(
+        name=parsed.name, namespace=parsed.namespace, uid=parsed.uid, attempt=parsed.attempt
+    )
+
+
+def sandbox_from_list_entry(entry: dict[str, Any]) -> api.PodSandbox | None:
+    """A CRI sandbox from one entry of Docker's container list; None when the name is not ours."""
+    names = entry.get("Names") or []
+    try:
+        parsed = naming.parse_sandbox_name(names[0])
+    except (IndexError, ValueError) as exc:
+        log.debug("skipping container %s in the sandbox list: %s", entry.get("Id"), exc)
+        return None
+    docker_labels = entry.get("Labels") or {}
+    cri_labels, annotations = labels.extract_labels(docker_labels)
+    running = entry.get("State") == "running" if "State" in entry else str(entry.get("Status", "")).startswith("Up")
+    return api.PodSandbox(
+        id=entry["Id"],
+        metadata=_metadata(parsed),
+        state=api.SANDBOX_READY if running else api.SANDBOX_NOTREADY,
+        created_at=int(entry.get("Created") or 0) * 1_000_000_000,
+        labels=cri_labels,
+        annotations=annotations,
+        runtime_handler=docker_labels.get(labels.RUNTIME_HANDLER_LABEL, ""),
+    )
+
+
+def sandbox_from_checkpoint(sandbox_id: str, checkpoint: SandboxCheckpoint) -> api.PodSandbox:
+    """A sandbox whose container is gone: NOTREADY, so the kubelet stops and removes it."""
+    return api.PodSandbox(
+        id=sandbox_id,
+        metadata=api.PodSandboxMetadata(name=checkpoint.name, namespace=checkpoint.namespace),
+        state=api.SANDBOX_NOTREADY,
+    )
+
+
+def matches_filter(sandbox: api.PodSandbox, sandbox_filter: api.PodSandboxFilter | None) -> bool:
+    if sandbox_filter is None:
+        return True
+    if sandbox_filter.id and not sandbox.id.startswith(sandbox_filter.id):
+        return False
+    if sandbox_filter.HasField("state") and sandbox.state != sandbox_filter.state.state:
+        return False
+    return labels.matches_selector(sandbox.labels, sandbox_filter.label_selector)
+
+
+def status_from_inspect(inspect: dict[str, Any], ips: list[str]) -> api.PodSandboxStatus:
+    docker_labels = (inspect.get("Config") or {}).get("Labels") or {}
+    host_config = inspect.get("HostConfig") or {}
+    cri_labels, annotations = labels.extract_labels(docker_labels)
+    try:
+        metadata = _metadata(naming.parse_sandbox_name(inspect.get("Name", "")))
+    except ValueError as exc:
+        raise not_found(f"container {inspect.get('Id')} is not a pod sandbox: {exc}") from exc
+    return api.PodSandboxStatus(
+        id=inspect["Id"],
+        metadata=metadata,
+        state=api.SANDBOX_READY if (inspect.get("State") or {}).get("Running") else api.SANDBOX_NOTREADY,
+        created_at=parse_docker_time(inspect.get("Created")),
+        network=api.PodSandboxNetworkStatus(
+            ip=ips[0] if ips else "", additional_ips=[api.PodIP(ip=ip) for ip in ips[1:]]
+        ),
+        linux=api.LinuxPodSandboxStatus(
+            namespaces=api.Namespace(
+                options=namespace_options_of(
+                    host_config.get("NetworkMode", ""), host_config.get("PidMode", ""), host_config.get("IpcMode", "")
+                )
+            )
+        ),
+        labels=cri_labels,
+        annotations=annotations,
+        runtime_handler=docker_labels.get(labels.RUNTIME_HANDLER_LABEL, ""),
+    )
+
+
+def verbose_info(inspect: dict[str, Any], ips: list[str], checkpoint: SandboxCheckpoint | None) -> dict[str, str]:
+    """What crictl inspectp shows beyond the status: the Docker side of the sandbox."""
+    state = inspect.get("State") or {}
+    host_config = inspect.get("HostConfig") or {}
+    detail = {
+        "name": inspect.get("Name", "").removeprefix("/"),
+        "image": (inspect.get("Config") or {}).get("Image"),
+        "imageID": inspect.get("Image"),
+        "pid": state.get("Pid"),
+        "dockerState": {key: state.get(key) for key in ("Status", "ExitCode", "Error", "StartedAt", "FinishedAt")},
+        "runtime": host_config.get("Runtime"),
+        "networkMode": host_config.get("NetworkMode"),
+        "ipcMode": host_config.get("IpcMode"),
+        "pidMode": host_config.get("PidMode"),
+        "cgroupParent": host_config.get("CgroupParent"),
+        "oomScoreAdj": host_config.get("OomScoreAdj"),
+        "sysctls": host_config.get("Sysctls") or {},
+        "securityOpt": host_config.get("SecurityOpt") or [],
+        "portBindings": host_config.get("PortBindings") or {},
+        "resolvConfPath": inspect.get("ResolvConfPath"),
+        "ips": ips,
+        "checkpoint": None if checkpoint is None else {
+            "name": checkpoint.name,
+            "namespace": checkpoint.namespace,
+            "hostNetwork": checkpoint.host_network,
+            "portMappings": [vars(mapping) for mapping in checkpoint.port_mappings],
+        },
+    }
+    return {"info": json.dumps(detail, sort_keys=True)}
+
+
+def conflicting_container(error: CRIError) -> str | None:
+    """The container holding a name Docker refused to give again, from its conflict message."""
+    match = _CONFLICT.search(error.message)
+    return match.group(1) if match else None
+
+
+# --- the service (I/O) ----------------------------------------------------------------------------
+
+
+class SandboxService:
+    def __init__(
+        self, docker: DockerClient, config: Config, images: ImageService, checkpoints: CheckpointStore
+    ) -> None:
+        self._docker = docker
+        self._config = config
+        self._images = images
+        self._checkpoints = checkpoints
+        self._oom_score_adj = effective_oom_score_adj(config.sandbox_oom_score_adj, can_lower_oom_score())
+        if self._oom_score_adj != config.sandbox_oom_score_adj:
+            log.warning(
+                "this host cannot lower OOM scores (CAP_SYS_RESOURCE is not in the capability bounding set), "
+                "so runc would fail every sandbox with oom_score_adj %d: pause containers get 0 instead",
+                config.sandbox_oom_score_adj,
+            )
+        self._info_lock = threading.Lock()
+        self._info: tuple[float, dict[str, Any]] | None = None
+        self._pull_lock = threading.Lock()
+
+    # --- RunPodSandbox ----------------------------------------------------------------------------
+
+    def run(
+        self,
+        config: api.PodSandboxConfig,
+        runtime_handler: str,
+        register_cancel: Callable[[Callable[[], None]], None],
+    ) -> str:
+        """Create and start the pause container; on any failure nothing is left behind."""
+        # 1. Check the whole request and build the Docker request before touching anything.
+        name = naming.sandbox_name(
+            config.metadata.name, config.metadata.namespace, config.metadata.uid, config.metadata.attempt
+        )
+        runtime = self._docker_runtime(runtime_handler)
+        body = sandbox_create_body(
+            config,
+            self._config.pod_infra_container_image,
+            runtime_handler if runtime else "",
+            runtime,
+            self._cgroup_driver() if config.linux.cgroup_parent else "",
+            self._oom_score_adj,
+        )
+        host_network = body["HostConfig"]["NetworkMode"] == "host"
+        resolv_conf = network.resolv_conf(config.dns_config) if config.HasField("dns_config") else ""
+        if config.log_directory and not os.path.isabs(config.log_directory):
+            raise invalid_argument(f"log_directory {config.log_directory!r} must be an absolute path")
+
+        # 2. The pause image, pulled with the node's Docker credentials when missing.
+        self._ensure_sandbox_image(register_cancel)
+
+        # 3. The log directory the kubelet puts container logs under.
+        created_log_directory = self._make_log_directory(config.log_directory)
+
+        # 4. Create, checkpoint, start, then point the pod's resolv.conf at the cluster DNS.
+        sandbox_id = ""
+        try:
+            sandbox_id = self._create(name, body)
+            self._checkpoints.write(sandbox_id, checkpoint_of(config, host_network))
+            self._docker.start_container(sandbox_id)
+            if resolv_conf:  # an empty DNS config keeps Docker's file, as dockershim did
+                self._rewrite_resolv_conf(sandbox_id, resolv_conf)
+        except BaseException as exc:
+            self._undo_run(name, sandbox_id, created_log_directory, exc)
+            raise
+        log.info("started pod sandbox %s (%s)", sandbox_id[:12], name)
+        return sandbox_id
+
+    def _docker_runtime(self, handler: str) -> str:
+        if handler in DEFAULT_HANDLERS:
+            return ""
+        runtimes = (self._docker_info().get("Runtimes") or {}).keys()
+        if handler not in runtimes:  # maybe added since the cached answer: ask again once
+            runtimes = (self._docker_info(refresh=True).get("Runtimes") or {}).keys()
+        return docker_runtime(handler, runtimes)
+
+    def _cgroup_driver(self) -> str:
+        return self._docker_info().get("CgroupDriver") or "cgroupfs"
+
+    def _docker_info(self, refresh: bool = False) -> dict[str, Any]:
+        with self._info_lock:
+            if refresh or self._info is None or time.monotonic() - self._info[0] > INFO_CACHE_SECONDS:
+                self._info = (time.monotonic(), self._docker.info())
+            return self._info[1]
+
+    def _ensure_sandbox_image(self, register_cancel: Callable[[Callable[[], None]], None]) -> None:
+        image = self._config.pod_infra_container_image
+        if self._image_present(image):
+            return
+        with self._pull_lock:  # one pull for a burst of new pods
+            if not self._image_present(image):
+                self._images.pull_image(image, None, register_cancel)
+
+    def _image_present(self, image: str) -> bool:
+        try:
+            self._docker.inspect_image(image)
+            return True
+        except CRIError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise
+
+    @staticmethod
+    def _make_log_directory(path: str) -> str:
+        """Create `path`; returns it when this call created it (so a failure can take it back)."""
+        if not path or os.path.isdir(path):
+            return ""
+        try:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+        except OSError as exc:
+            raise CRIError(grpc.StatusCode.INTERNAL, f"cannot create log directory {path}: {exc}") from exc
+        return path
+
+    def _create(self, name: str, body: dict[str, Any]) -> str:
+        """Create under `name`, recovering from a name conflict as dockershim does.
+
+        The holder of the name is removed (never a running one) and the create tried again;
+        when Docker cannot find the holder any more, the name gets a random suffix instead.
+        """
+        try:
+            return self._docker.create_container(name, body)
+        except CRIError as exc:
+            holder = conflicting_container(exc)
+            if holder is None:
+                raise
+        log.info("sandbox name %s is taken by container %s: removing it", name, holder[:12])
+        try:
+            self._docker.remove_container(holder, force=False)
+        except CRIError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise CRIError(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    f"pod sandbox {name} already exists as container {holder} and cannot be replaced: "
+                    f"{exc.message}; stop and remove it first",
+                ) from exc
+            name = naming.randomized(name)
+            log.info("conflicting container %s is gone; creating the sandbox as %s", holder[:12], name)
+        else:
+            self._checkpoints.remove(holder)
+        return self._docker.create_container(name, body)
+
+    def _rewrite_resolv_conf(self, sandbox_id: str, content: str) -> None:
+        path = self._docker.inspect_container(sandbox_id).get("ResolvConfPath", "")
+        try:
+            network.rewrite_resolv_conf(path, content)
+        except OSError as exc:
+            raise CRIError(
+                grpc.StatusCode.INTERNAL, f"cannot write the DNS config into {path or 'resolv.conf'}: {exc}"
+            ) from exc
+
+    def _undo_run(self, name: str, sandbox_id: str, log_directory: str, cause: BaseException) -> None:
+        log.warning("RunPodSandbox %s failed, removing what it made: %s", name, cause)
+        if sandbox_id:
+            try:
+                self._docker.remove_container(sandbox_id, force=True)
+            except CRIError as exc:
+                if exc.code != grpc.StatusCode.NOT_FOUND:
+                    log.error("could not remove the failed sandbox container %s: %s", sandbox_id, exc)
+            self._checkpoints.remove(sandbox_id)
+        if log_directory:
+            try:
+                os.rmdir(log_directory)
+            except OSError:
+                pass
+
+    # --- StopPodSandbox -----------------------------------------------------------------------------
+
+    def stop(self, sandbox_id: str) -> None:
+        """Stop the pod's containers, then the pause container; a sandbox already gone is success."""
+        found = self._find(sandbox_id)
+        if found is None:
+            log.info("StopPodSandbox %s: no such sandbox, nothing to stop", sandbox_id)
+            return
+        full_id, _ = found
+        running = self._docker.list_containers(
+            {"label": [f"{labels.SANDBOX_ID_LABEL}={full_id}"], "status": ["running"]}
+        )
+        self._for_each(lambda container_id: self._ignore_gone(self._docker.stop_container, container_id,
+                                                              STOP_GRACE_SECONDS),
+                       [entry["Id"] for entry in running])
+        self._ignore_gone(self._docker.stop_container, full_id, STOP_GRACE_SECONDS)
+        # The pod network is Docker's bridge (or the host's): stopping the container released it.
+        log.info("stopped pod sandbox %s", full_id[:12])
+
+    # --- RemovePodSandbox ---------------------------------------------------------------------------
+
+    def remove(self, sandbox_id: str) -> None:
+        """Force-remove the pod's containers, the pause container and the checkpoint; idempotent."""
+        found = self._find(sandbox_id)
+        if found is None:
+            log.info("RemovePodSandbox %s: no such sandbox, nothing to remove", sandbox_id)
+            return
+        full_id, _ = found
+        members = self._docker.list_containers({"label": [f"{labels.SANDBOX_ID_LABEL}={full_id}"]})
+        self._for_each(lambda container_id: self._ignore_gone(self._docker.remove_container, container_id),
+                       [entry["Id"] for entry in members])
+        self._ignore_gone(self._docker.remove_container, full_id)
+        self._checkpoints.remove(full_id)
+        log.info("removed pod sandbox %s", full_id[:12])
+
+    # --- PodSandboxStatus ---------------------------------------------------------------------------
+
+    def status(self, sandbox_id: str, verbose: bool) -> tuple[api.PodSandboxStatus, dict[str, str]]:
+        found = self._find(sandbox_id)
+        if found is None:
+            raise not_found(f"pod sandbox {sandbox_id!r} not found")
+        full_id, inspect = found
+        if inspect is None:
+            raise not_found(
+                f"pod sandbox {full_id}: its container is gone, only its checkpoint is left "
+                f"(StopPodSandbox and RemovePodSandbox clean it up)"
+            )
+        ips = self._pod_ips(inspect)
+        status = status_from_inspect(inspect, ips)
+        info = verbose_info(inspect, ips, self._checkpoints.get(full_id)) if verbose else {}
+        return status, info
+
+    @staticmethod
+    def _pod_ips(inspect: dict[str, Any]) -> list[str]:
+        """Docker's addresses for the sandbox, else those in its network namespace; none on the host's."""
+        if (inspect.get("HostConfig") or {}).get("NetworkMode") == "host":
+            return []
+        ips = network.ips_from_network_settings(inspect.get("NetworkSettings"))
+        state = inspect.get("State") or {}
+        if not ips and state.get("Running") and state.get("Pid"):
+            ips = network.ips_from_network_namespace(state["Pid"])
+        return ips
+
+    # --- ListPodSandbox -----------------------------------------------------------------------------
+
+    def list(self, sandbox_filter: api.PodSandboxFilter | None) -> list[api.PodSandbox]:
+        """One Docker list call, no inspect: the kubelet asks every second.
+
+        Checkpoints are read (from memory) before Docker is asked, so a sandbox created in
+        between is never mistaken for one whose container vanished.
+        """
+        prefix = sandbox_filter.id if sandbox_filter is not None else ""
+        selector = dict(sandbox_filter.label_selector) if sandbox_filter is not None else {}
+        if prefix and not _SANDBOX_ID.fullmatch(prefix):
+            return []
+        checkpoints = {} if selector else self._checkpoints.all()
+        docker_filters: dict[str, Any] = {
+            "label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_SANDBOX}",
+                      *labels.docker_label_filters(selector)],
+        }
+        if prefix:
+            docker_filters["id"] = [prefix]  # Docker matches anywhere in the ID; the prefix rule is ours
+        entries = self._docker.list_containers(docker_filters)
+        sandboxes = [sandbox for sandbox in map(sandbox_from_list_entry, entries) if sandbox is not None]
+        listed = {entry["Id"] for entry in entries}
+        sandboxes += [
+            sandbox_from_checkpoint(sandbox_id, checkpoint)
+            for sandbox_id, checkpoint in sorted(checkpoints.items())
+            if sandbox_id not in listed
+        ]
+        return [sandbox for sandbox in sandboxes if matches_filter(sandbox, sandbox_filter)]
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _find(self, sandbox_id: str) -> tuple[str, dict[str, Any] | None] | None:
+        """(full ID, Docker's inspect or None when only the checkpoint is left), None when unknown.
+
+        A full ID costs one inspect; a unique prefix (as crictl passes) one list call.
+        """
+        if not sandbox_id:
+            raise invalid_argument("pod_sandbox_id is empty")
+        if not _SANDBOX_ID.fullmatch(sandbox_id):
+            return None
+        if len(sandbox_id) == 64:
+            full_id = sandbox_id
+        else:
+            full_id = self._resolve_prefix(sandbox_id)
+            if full_id is None:
+                return None
+        try:
+            inspect = self._docker.inspect_container(full_id)
+        except CRIError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise
+            return (full_id, None) if self._checkpoints.get(full_id) is not None else None
+        if not labels.is_sandbox((inspect.get("Config") or {}).get("Labels")):
+            raise invalid_argument(f"{sandbox_id} is a container, not a pod sandbox")
+        return full_id, inspect
+
+    def _resolve_prefix(self, prefix: str) -> str | None:
+        entries = self._docker.list_containers(
+            {"label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_SANDBOX}"], "id": [prefix]}
+        )
+        candidates = {entry["Id"] for entry in entries if entry["Id"].startswith(prefix)}
+        candidates |= {sandbox_id for sandbox_id in self._checkpoints.all() if sandbox_id.startswith(prefix)}
+        if len(candidates) > 1:
+            shown = ", ".join(sorted(candidate[:12] for candidate in candidates))
+            raise invalid_argument(f"pod sandbox id prefix {prefix!r} is ambiguous: it matches {shown}")
+        return candidates.pop() if candidates else None
+
+    @staticmethod
+    def _ignore_gone(action: Callable[..., None], container_id: str, *args: Any) -> None:
+        """Run a stop or remove; a container already gone, or already being removed, is done."""
+        try:
+            action(container_id, *args)
+        except CRIError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND or "already in progress" in exc.message:
+                return
+            raise
+
+    @staticmethod
+    def _for_each(action: Callable[[str], None], container_ids: list[str]) -> None:
+        """Run `action` on every container in parallel: each stop may wait out a grace period."""
+        if len(container_ids) <= 1:
+            for container_id in container_ids:
+                action(container_id)
+            return
+        with futures.ThreadPoolExecutor(max_workers=min(PARALLEL_CONTAINER_CALLS, len(container_ids))) as pool:
+            for result in [pool.submit(action, container_id) for container_id in container_ids]:
+                result.result()
