@@ -1,0 +1,108 @@
+"""Sandbox checkpoints: cri-dockerd's JSON shape, checksums, atomic writes, corrupt files dropped."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from dockershim_py import checkpoint
+from dockershim_py.checkpoint import CheckpointStore, CorruptCheckpoint, PortMapping, SandboxCheckpoint
+
+SANDBOX_ID = "a" * 64
+OTHER_ID = "b" * 64
+SAMPLE = SandboxCheckpoint(
+    name="web-0",
+    namespace="default",
+    port_mappings=(PortMapping("TCP", 80, 8080), PortMapping("UDP", 53, 5353, "127.0.0.1")),
+    host_network=False,
+)
+
+
+def test_encoding_has_cri_dockerds_shape() -> None:
+    document = json.loads(checkpoint.encode(SAMPLE))
+    assert document["version"] == "v1"
+    assert document["name"] == "web-0" and document["namespace"] == "default"
+    assert document["data"] == {
+        "port_mappings": [
+            {"protocol": "TCP", "container_port": 80, "host_port": 8080},
+            {"protocol": "UDP", "container_port": 53, "host_port": 5353, "host_ip": "127.0.0.1"},
+        ]
+    }
+    assert isinstance(document["checksum"], int)
+
+
+@pytest.mark.parametrize("value", [SAMPLE, SandboxCheckpoint("p", "ns", host_network=True), SandboxCheckpoint("p", "ns")])
+def test_round_trip(value: SandboxCheckpoint) -> None:
+    assert checkpoint.decode(checkpoint.encode(value)) == value
+
+
+def test_fnv32a_known_values() -> None:
+    assert checkpoint._fnv32a(b"") == 0x811C9DC5
+    assert checkpoint._fnv32a(b"a") == 0xE40C292C
+    assert checkpoint._fnv32a(b"foobar") == 0xBF9CF968
+
+
+def _tampered(**changes: object) -> bytes:
+    document = json.loads(checkpoint.encode(SAMPLE))
+    document.update(changes)
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"{not json",
+        b"[]",
+        _tampered(version="v2"),
+        _tampered(name=None),
+        _tampered(data={"host_network": True}),  # checksum no longer matches
+        _tampered(checksum=1),
+        _tampered(data="x"),
+    ],
+)
+def test_corrupt_files_are_refused(raw: bytes) -> None:
+    with pytest.raises(CorruptCheckpoint):
+        checkpoint.decode(raw)
+
+
+def test_store_writes_reads_and_removes(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path / "sandbox"))
+    store.write(SANDBOX_ID, SAMPLE)
+    assert store.get(SANDBOX_ID) == SAMPLE
+    assert checkpoint.decode((tmp_path / "sandbox" / SANDBOX_ID).read_bytes()) == SAMPLE
+    assert os.listdir(tmp_path / "sandbox") == [SANDBOX_ID]  # no temporary file left
+    store.remove(SANDBOX_ID)
+    store.remove(SANDBOX_ID)  # idempotent
+    assert store.get(SANDBOX_ID) is None
+    assert os.listdir(tmp_path / "sandbox") == []
+
+
+def test_store_survives_a_restart(tmp_path: Path) -> None:
+    CheckpointStore(str(tmp_path)).write(SANDBOX_ID, SAMPLE)
+    assert CheckpointStore(str(tmp_path)).all() == {SANDBOX_ID: SAMPLE}
+
+
+def test_store_removes_corrupt_and_interrupted_files(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    CheckpointStore(str(tmp_path)).write(SANDBOX_ID, SAMPLE)
+    (tmp_path / OTHER_ID).write_text('{"version": "v1"')
+    (tmp_path / f".{OTHER_ID}.1234").write_text("half")
+    (tmp_path / "README").write_text("not ours")
+    with caplog.at_level(logging.WARNING):
+        store = CheckpointStore(str(tmp_path))
+    assert store.all() == {SANDBOX_ID: SAMPLE}
+    assert sorted(os.listdir(tmp_path)) == sorted([SANDBOX_ID, "README"])
+    assert "removing corrupt checkpoint" in caplog.text
+
+
+@pytest.mark.parametrize("bad_id", ["../../etc/passwd", "", "ABC", "a" * 65, "x/y"])
+def test_store_never_leaves_its_directory(tmp_path: Path, bad_id: str) -> None:
+    store = CheckpointStore(str(tmp_path))
+    with pytest.raises(ValueError):
+        store.write(bad_id, SAMPLE)
+    store.remove(bad_id)  # ignored
+    assert store.get(bad_id) is None

@@ -1,0 +1,298 @@
+"""Pod sandbox conversions: request to Docker create body, Docker list/inspect to CRI, pod networking."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+
+from dockershim_py import network, sandbox
+from dockershim_py.api import api_pb2 as api
+from dockershim_py.checkpoint import PortMapping, SandboxCheckpoint
+from dockershim_py.errors import CRIError
+
+SANDBOX_ID = "c" * 64
+
+
+def _config(**fields) -> api.PodSandboxConfig:
+    config = api.PodSandboxConfig(
+        metadata=api.PodSandboxMetadata(name="web-0", namespace="shop", uid="uid-1", attempt=2),
+        hostname="web-0",
+        labels={"app": "web"},
+        annotations={"seen": "now"},
+    )
+    for key, value in fields.items():
+        if isinstance(value, list):
+            getattr(config, key).extend(value)
+        else:
+            getattr(config, key).CopyFrom(value)
+    return config
+
+
+def _body(config: api.PodSandboxConfig, **overrides) -> dict:
+    arguments = dict(image="pause:3.10", runtime_handler="", docker_runtime_name="", cgroup_driver="cgroupfs",
+                     oom_score_adj=-998)
+    arguments.update(overrides)
+    return sandbox.sandbox_create_body(config, **arguments)
+
+
+def _refused(call, *args, **kwargs) -> str:
+    with pytest.raises(CRIError) as caught:
+        call(*args, **kwargs)
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    return caught.value.message
+
+
+# --- RunPodSandbox --------------------------------------------------------------------------------
+
+
+def test_create_body_is_dockershims_pause_container() -> None:
+    body = _body(_config())
+    assert body == {
+        "Image": "pause:3.10",
+        "Hostname": "web-0",
+        "Labels": {
+            "app": "web",
+            "annotation.seen": "now",
+            "io.kubernetes.docker.type": "podsandbox",
+            "io.kubernetes.container.name": "POD",
+        },
+        "HostConfig": {
+            "Privileged": False,
+            "ReadonlyRootfs": False,
+            "SecurityOpt": ["no-new-privileges"],
+            "NetworkMode": "default",
+            "IpcMode": "shareable",
+            "CpuShares": 2,
+            "OomScoreAdj": -998,
+            "ShmSize": 64 * 1024 * 1024,
+        },
+    }
+
+
+def test_create_body_ports_cgroup_runtime() -> None:
+    config = _config(
+        port_mappings=[
+            api.PortMapping(protocol=api.TCP, container_port=80, host_port=8080),
+            api.PortMapping(protocol=api.TCP, container_port=80, host_port=8081, host_ip="127.0.0.1"),
+            api.PortMapping(protocol=api.UDP, container_port=53, host_port=5353),
+            api.PortMapping(protocol=api.SCTP, container_port=9, host_port=9999),
+            api.PortMapping(protocol=api.TCP, container_port=443),  # no host port: not published
+        ],
+        linux=api.LinuxPodSandboxConfig(cgroup_parent="/kubepods/besteffort/poduid-1"),
+    )
+    body = _body(config, cgroup_driver="systemd", runtime_handler="kata", docker_runtime_name="kata")
+    assert body["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}, "9/sctp": {}}
+    assert body["HostConfig"]["PortBindings"] == {
+        "80/tcp": [{"HostIp": "", "HostPort": "8080"}, {"HostIp": "127.0.0.1", "HostPort": "8081"}],
+        "53/udp": [{"HostIp": "", "HostPort": "5353"}],
+        "9/sctp": [{"HostIp": "", "HostPort": "9999"}],
+    }
+    assert body["HostConfig"]["CgroupParent"] == "kubepods-besteffort-poduid_1.slice"
+    assert body["HostConfig"]["Runtime"] == "kata"
+    assert body["Labels"]["io.kubernetes.dockershim-py.runtime-handler"] == "kata"
+
+
+def test_host_network_publishes_no_ports() -> None:
+    config = _config(
+        port_mappings=[api.PortMapping(container_port=80, host_port=80)],
+        linux=api.LinuxPodSandboxConfig(
+            security_context=api.LinuxSandboxSecurityContext(namespace_options=api.NamespaceOption(network=api.NODE))
+        ),
+    )
+    body = _body(config)
+    assert body["HostConfig"]["NetworkMode"] == "host"
+    assert "PortBindings" not in body["HostConfig"] and "ExposedPorts" not in body
+    assert sandbox.checkpoint_of(config, True) == SandboxCheckpoint(
+        "web-0", "shop", (PortMapping("TCP", 80, 80),), host_network=True
+    )
+
+
+@pytest.mark.parametrize(
+    "mapping, words",
+    [
+        (api.PortMapping(container_port=0, host_port=80), "container_port"),
+        (api.PortMapping(container_port=70000, host_port=80), "container_port"),
+        (api.PortMapping(container_port=80, host_port=-1), "host_port"),
+        (api.PortMapping(container_port=80, host_port=80, host_ip="localhost"), "host_ip"),
+        (api.PortMapping(protocol=7, container_port=80, host_port=80), "protocol"),
+    ],
+)
+def test_bad_port_mappings_are_refused(mapping: api.PortMapping, words: str) -> None:
+    assert words in _refused(_body, _config(port_mappings=[mapping]))
+
+
+def test_runtime_handlers() -> None:
+    assert sandbox.docker_runtime("", ["runc"]) == ""
+    assert sandbox.docker_runtime("docker", ["runc"]) == ""
+    assert sandbox.docker_runtime("runc", ["runc", "kata"]) == "runc"
+    message = _refused(sandbox.docker_runtime, "gvisor", ["runc", "io.containerd.runc.v2"])
+    assert "'gvisor'" in message and "'io.containerd.runc.v2', 'runc'" in message
+
+
+def test_conflicting_container_is_read_from_dockers_message() -> None:
+    error = CRIError(grpc.StatusCode.FAILED_PRECONDITION,
+                     'create container x: conflict: Conflict. The container name "/k8s_POD_a_b_c_0" is already in '
+                     'use by container "0123456789abcdef0123". You have to remove (or rename) that container')
+    assert sandbox.conflicting_container(error) == "0123456789abcdef0123"
+    assert sandbox.conflicting_container(CRIError(grpc.StatusCode.UNKNOWN, "no space left")) is None
+
+
+# --- DNS ------------------------------------------------------------------------------------------
+
+
+def test_resolv_conf() -> None:
+    dns = api.DNSConfig(servers=["10.96.0.10", "fd00::10"], searches=["ns.svc.cluster.local", "svc.cluster.local"],
+                        options=["ndots:5", "edns0"])
+    assert network.resolv_conf(dns) == (
+        "nameserver 10.96.0.10\nnameserver fd00::10\nsearch ns.svc.cluster.local svc.cluster.local\n"
+        "options ndots:5 edns0\n"
+    )
+    assert network.resolv_conf(api.DNSConfig()) == ""
+
+
+@pytest.mark.parametrize(
+    "dns",
+    [
+        api.DNSConfig(servers=["dns.example"]),
+        api.DNSConfig(searches=["a\nnameserver 6.6.6.6"]),
+        api.DNSConfig(options=["ndots:5 rotate"]),
+        api.DNSConfig(searches=[""]),
+    ],
+)
+def test_dns_entries_that_could_add_lines_are_refused(dns: api.DNSConfig) -> None:
+    _refused(network.resolv_conf, dns)
+
+
+# --- pod IPs --------------------------------------------------------------------------------------
+
+FIB_TRIE = """Main:
+  +-- 0.0.0.0/0 3 0 5
+     +-- 127.0.0.0/8 2 0 2
+        +-- 127.0.0.0/31 1 0 0
+           |-- 127.0.0.0
+              /8 host LOCAL
+           |-- 127.0.0.1
+              /32 host LOCAL
+     +-- 172.17.0.0/16 2 0 2
+        +-- 172.17.0.0/30 2 0 2
+           |-- 172.17.0.0
+              /16 link UNICAST
+           |-- 172.17.0.2
+              /32 host LOCAL
+        |-- 172.17.255.255
+           /32 link BROADCAST
+Local:
+  +-- 0.0.0.0/0 3 0 5
+           |-- 172.17.0.2
+              /32 host LOCAL
+"""
+IF_INET6 = """00000000000000000000000000000001 01 80 10 80       lo
+fe80000000000000004242fffeac1102 02 40 20 80     eth0
+fd000000000000000000000000000005 02 40 00 80     eth0
+"""
+
+
+def test_ips_from_proc_files() -> None:
+    assert network.ipv4_from_fib_trie(FIB_TRIE) == ["172.17.0.2"]
+    assert network.ipv6_from_if_inet6(IF_INET6) == ["fd00::5"]
+    assert network.ipv4_from_fib_trie("") == [] and network.ipv6_from_if_inet6("garbage line\n") == []
+
+
+def test_ips_from_network_settings_every_family_ipv4_first() -> None:
+    settings = {
+        "IPAddress": "172.17.0.3",
+        "GlobalIPv6Address": "fd00::3",
+        "Networks": {"bridge": {"IPAddress": "172.17.0.3", "GlobalIPv6Address": "fd00::3"},
+                     "other": {"IPAddress": "10.1.0.4", "GlobalIPv6Address": ""}},
+    }
+    assert network.ips_from_network_settings(settings) == ["172.17.0.3", "10.1.0.4", "fd00::3"]
+    assert network.ips_from_network_settings({"Networks": {"none": {"IPAddress": ""}}}) == []
+    assert network.ips_from_network_settings(None) == []
+
+
+# --- reading sandboxes back -----------------------------------------------------------------------
+
+LIST_ENTRY = {
+    "Id": SANDBOX_ID,
+    "Names": ["/k8s_POD_web-0_shop_uid-1_2"],
+    "Created": 1714558830,
+    "State": "running",
+    "Status": "Up 3 minutes",
+    "Labels": {"app": "web", "annotation.seen": "now", "io.kubernetes.docker.type": "podsandbox",
+               "io.kubernetes.container.name": "POD", "io.kubernetes.dockershim-py.runtime-handler": "runc"},
+}
+
+
+def test_sandbox_from_list_entry() -> None:
+    assert sandbox.sandbox_from_list_entry(LIST_ENTRY) == api.PodSandbox(
+        id=SANDBOX_ID,
+        metadata=api.PodSandboxMetadata(name="web-0", namespace="shop", uid="uid-1", attempt=2),
+        state=api.SANDBOX_READY,
+        created_at=1714558830 * 10**9,
+        labels={"app": "web"},
+        annotations={"seen": "now"},
+        runtime_handler="runc",
+    )
+
+
+def test_list_entries_of_other_shapes() -> None:
+    exited = dict(LIST_ENTRY, State="exited", Status="Exited (0) 1 second ago")
+    assert sandbox.sandbox_from_list_entry(exited).state == api.SANDBOX_NOTREADY
+    old_docker = {key: value for key, value in LIST_ENTRY.items() if key != "State"}
+    assert sandbox.sandbox_from_list_entry(old_docker).state == api.SANDBOX_READY
+    assert sandbox.sandbox_from_list_entry(dict(LIST_ENTRY, Names=["/someone-elses"])) is None
+    assert sandbox.sandbox_from_list_entry(dict(LIST_ENTRY, Names=[])) is None
+
+
+def test_orphan_checkpoint_is_a_notready_sandbox() -> None:
+    orphan = sandbox.sandbox_from_checkpoint(SANDBOX_ID, SandboxCheckpoint("web-0", "shop"))
+    assert orphan.state == api.SANDBOX_NOTREADY
+    assert (orphan.metadata.name, orphan.metadata.namespace) == ("web-0", "shop")
+
+
+@pytest.mark.parametrize(
+    "sandbox_filter, expected",
+    [
+        (None, True),
+        (api.PodSandboxFilter(), True),
+        (api.PodSandboxFilter(id="ccc"), True),
+        (api.PodSandboxFilter(id="cd"), False),
+        (api.PodSandboxFilter(state=api.PodSandboxStateValue(state=api.SANDBOX_READY)), True),
+        (api.PodSandboxFilter(state=api.PodSandboxStateValue(state=api.SANDBOX_NOTREADY)), False),
+        (api.PodSandboxFilter(label_selector={"app": "web"}), True),
+        (api.PodSandboxFilter(label_selector={"io.kubernetes.docker.type": "podsandbox"}), False),
+    ],
+)
+def test_matches_filter(sandbox_filter, expected: bool) -> None:
+    assert sandbox.matches_filter(sandbox.sandbox_from_list_entry(LIST_ENTRY), sandbox_filter) is expected
+
+
+INSPECT = {
+    "Id": SANDBOX_ID,
+    "Name": "/k8s_POD_web-0_shop_uid-1_2",
+    "Created": "2024-05-01T10:20:30.123456789Z",
+    "State": {"Running": True, "Pid": 42, "Status": "running"},
+    "Config": {"Image": "pause:3.10", "Labels": LIST_ENTRY["Labels"]},
+    "HostConfig": {"NetworkMode": "default", "IpcMode": "shareable", "PidMode": "", "Runtime": "runc"},
+    "ResolvConfPath": "/var/lib/docker/containers/x/resolv.conf",
+}
+
+
+def test_status_from_inspect() -> None:
+    status = sandbox.status_from_inspect(INSPECT, ["172.17.0.2", "fd00::2"])
+    assert status.id == SANDBOX_ID
+    assert status.state == api.SANDBOX_READY
+    assert status.created_at == 1714558830123456789
+    assert status.metadata.attempt == 2
+    assert status.network.ip == "172.17.0.2"
+    assert [ip.ip for ip in status.network.additional_ips] == ["fd00::2"]
+    assert status.linux.namespaces.options == api.NamespaceOption(network=api.POD, pid=api.CONTAINER, ipc=api.POD)
+    assert dict(status.labels) == {"app": "web"} and dict(status.annotations) == {"seen": "now"}
+    assert status.runtime_handler == "runc"
+
+
+def test_verbose_info_is_json() -> None:
+    info = json.loads(sandbox.verbose_info(INSPECT, ["172.17.0.2"], SandboxCheckpoint("web-0", "shop"))["info"])
+    assert info["pid"] == 42 and info["ips"] == ["172.17.0.2"] and info["checkpoint"]["name"] == "web-0"
