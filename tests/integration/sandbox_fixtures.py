@@ -1,0 +1,150 @@
+"""Fixtures of the pod sandbox tests: sandboxes in a namespace of their own, cleaned up afterwards.
+
+Not a conftest.py: a second `conftest` module in tests/integration would shadow tests/conftest.py
+for the test modules that `from conftest import ...`. Test modules import these fixtures by name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import socket
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from conftest import BUSYBOX
+from dockershim_py.api import api_pb2 as api
+from dockershim_py.api import api_pb2_grpc
+
+DOCKER_BRIDGE = "docker0"
+
+
+def ensure_docker_bridge(docker_api: docker.APIClient) -> None:
+    """Recreate Docker's default bridge interface if something deleted it.
+
+    A second dockerd started with `--bridge=none` in the host's network namespace deletes
+    `docker0` (dockerd's removeDefaultBridgeInterface), which breaks every bridge-networked
+    container of the suite's daemon until it is recreated.
+    """
+    if Path(f"/sys/class/net/{DOCKER_BRIDGE}").exists():
+        return
+    config = (docker_api.inspect_network("bridge").get("IPAM") or {}).get("Config") or [{}]
+    subnet = ipaddress.ip_network(config[0].get("Subnet") or "172.17.0.0/16")
+    gateway = config[0].get("Gateway") or str(next(subnet.hosts()))
+    warnings.warn(f"{DOCKER_BRIDGE} was missing (deleted by a dockerd run with --bridge=none?); recreating it")
+    for command in (
+        ["ip", "link", "add", DOCKER_BRIDGE, "type", "bridge"],
+        ["ip", "addr", "add", f"{gateway}/{subnet.prefixlen}", "dev", DOCKER_BRIDGE],
+        ["ip", "link", "set", DOCKER_BRIDGE, "up"],
+    ):
+        subprocess.run(command, check=True, capture_output=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Sandboxes:
+    """Makes pod sandboxes through a shim, in a pod namespace unique to one test, and removes them."""
+
+    def __init__(self, runtime: api_pb2_grpc.RuntimeServiceStub, docker_api: docker.APIClient) -> None:
+        self.runtime = runtime
+        self.docker = docker_api
+        self.namespace = f"dspy-sbx-{secrets.token_hex(4)}"
+        self._helpers: list[str] = []
+
+    def config(self, name: str = "pod", attempt: int = 0, **fields: object) -> api.PodSandboxConfig:
+        config = api.PodSandboxConfig(
+            metadata=api.PodSandboxMetadata(name=name, namespace=self.namespace, uid=f"uid-{name}", attempt=attempt),
+            hostname=name,
+            labels={"dspy-test": self.namespace, "pod": name},
+            annotations={"dspy.example/note": f"sandbox {name}"},
+        )
+        for key, value in fields.items():
+            if isinstance(value, list):
+                getattr(config, key).extend(value)
+            elif isinstance(value, dict):
+                getattr(config, key).update(value)
+            elif isinstance(value, str):
+                setattr(config, key, value)
+            else:
+                getattr(config, key).CopyFrom(value)
+        return config
+
+    def run(self, config: api.PodSandboxConfig | None = None, handler: str = "",
+            runtime: api_pb2_grpc.RuntimeServiceStub | None = None) -> str:
+        request = api.RunPodSandboxRequest(config=config or self.config(), runtime_handler=handler)
+        return (runtime or self.runtime).RunPodSandbox(request, timeout=60).pod_sandbox_id
+
+    def status(self, sandbox_id: str, verbose: bool = False) -> api.PodSandboxStatusResponse:
+        return self.runtime.PodSandboxStatus(
+            api.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=verbose), timeout=30
+        )
+
+    def listed(self, runtime: api_pb2_grpc.RuntimeServiceStub | None = None) -> list[api.PodSandbox]:
+        """This test's sandboxes, plus checkpoint-only ones of this namespace."""
+        items = (runtime or self.runtime).ListPodSandbox(api.ListPodSandboxRequest(), timeout=30).items
+        return [item for item in items if item.metadata.namespace == self.namespace]
+
+    def join(self, sandbox_id: str, command: str) -> str:
+        """A busybox container in the sandbox's network and IPC namespaces (CreateContainer's stand-in)."""
+        container = self.docker.create_container(
+            BUSYBOX, ["sh", "-c", command],
+            name=f"dspy-sbx-helper-{secrets.token_hex(4)}",
+            host_config=self.docker.create_host_config(
+                network_mode=f"container:{sandbox_id}", ipc_mode=f"container:{sandbox_id}"
+            ),
+        )["Id"]
+        self._helpers.append(container)
+        self.docker.start(container)
+        return container
+
+    def output_of(self, sandbox_id: str, command: str) -> str:
+        container = self.join(sandbox_id, command)
+        self.docker.wait(container, timeout=30)
+        return self.docker.logs(container).decode()
+
+    def docker_containers(self) -> list[dict]:
+        """Every Docker container, running or not, named for this test's pod namespace."""
+        return [
+            entry for entry in self.docker.containers(all=True)
+            if any(f"_{self.namespace}_" in name for name in entry.get("Names") or [])
+        ]
+
+    def cleanup(self) -> None:
+        for container in self._helpers + [entry["Id"] for entry in self.docker_containers()]:
+            try:
+                self.docker.remove_container(container, force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+
+
+@pytest.fixture
+def docker_bridge(docker_api: docker.APIClient) -> None:
+    ensure_docker_bridge(docker_api)
+
+
+@pytest.fixture
+def sandboxes(runtime: api_pb2_grpc.RuntimeServiceStub, docker_api: docker.APIClient,
+              docker_bridge: None) -> Iterator[Sandboxes]:
+    made = Sandboxes(runtime, docker_api)
+    yield made
+    made.cleanup()
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
+    """The first truthy value of `predicate()`, or the last one after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
