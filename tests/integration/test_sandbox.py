@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from conftest import PAUSE, host_has_capability
+from dockershim_py import network
 from dockershim_py.api import api_pb2 as api
 from sandbox_fixtures import Sandboxes, docker_bridge, free_port, sandboxes, wait_for  # noqa: F401 (fixtures)
 
@@ -59,7 +60,10 @@ def test_sandbox_lifecycle(sandboxes: Sandboxes, docker_api: docker.APIClient, s
     assert status.network.ip == inspect["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
     assert status.linux.namespaces.options.network == api.POD
     verbose = sandboxes.status(sandbox_id, verbose=True)
-    assert json.loads(verbose.info["info"])["pid"] == docker_api.inspect_container(sandbox_id)["State"]["Pid"]
+    pid = docker_api.inspect_container(sandbox_id)["State"]["Pid"]
+    assert json.loads(verbose.info["info"])["pid"] == pid
+    # The fallback for networks Docker did not configure reads the same address from the netns.
+    assert network.ips_from_network_namespace(pid) == [status.network.ip]
 
     # ListPodSandbox and its filters.
     (listed,) = sandboxes.listed()
@@ -297,3 +301,14 @@ def test_stop_and_remove_take_the_pods_containers(sandboxes: Sandboxes, docker_a
     with pytest.raises(docker.errors.NotFound):
         docker_api.inspect_container(member)
     assert sandboxes.docker_containers() == []
+
+
+def test_v1alpha2_clients_see_the_same_sandboxes(sandboxes: Sandboxes, shim) -> None:
+    sandbox_id = sandboxes.run()
+    list_alpha = shim.channel.unary_unary(
+        "/runtime.v1alpha2.RuntimeService/ListPodSandbox",
+        request_serializer=api.ListPodSandboxRequest.SerializeToString,
+        response_deserializer=api.ListPodSandboxResponse.FromString,
+    )
+    request = api.ListPodSandboxRequest(filter=api.PodSandboxFilter(id=sandbox_id))
+    assert [item.id for item in list_alpha(request, timeout=10).items] == [sandbox_id]
