@@ -26,7 +26,6 @@ import binascii
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
 CLOSE = 255
@@ -72,7 +71,7 @@ class ChannelClose:
     channel: int
 
 
-ChannelMessage = Union[ChannelData, ChannelClose]
+ChannelMessage = ChannelData | ChannelClose
 
 
 @dataclass(frozen=True)
@@ -302,7 +301,7 @@ def parse_port_query(values: Sequence[str]) -> list[int]:
     """The ports of a WebSocket port forward: every `port` query value, each comma-separated."""
     if not values:
         raise ChannelProtocolError('query parameter "port" is required')
-    ports = []
+    ports: list[int] = []
     for value in values:
         if not value:
             raise ChannelProtocolError('query parameter "port" cannot be empty')

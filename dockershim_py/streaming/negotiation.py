@@ -32,7 +32,6 @@ import enum
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Union
 
 from .channels import ChannelCodec
 
@@ -149,7 +148,7 @@ def spdy_upgrade_headers(protocol: str) -> list[tuple[str, str]]:
 
 
 def negotiate_remote_command(transport: Transport,
-                             offered: Sequence[str]) -> Union[RemoteCommandProtocol, Rejection]:
+                             offered: Sequence[str]) -> RemoteCommandProtocol | Rejection:
     if transport is Transport.SPDY:
         chosen = _negotiate_spdy(offered, SPDY_REMOTE_COMMAND)
         if isinstance(chosen, Rejection):
@@ -165,7 +164,7 @@ def negotiate_remote_command(transport: Transport,
 
 
 def negotiate_port_forward(transport: Transport,
-                           offered: Sequence[str]) -> Union[PortForwardProtocol, Rejection]:
+                           offered: Sequence[str]) -> PortForwardProtocol | Rejection:
     if transport is Transport.SPDY:
         chosen = _negotiate_spdy(offered, SPDY_PORT_FORWARD)
         if isinstance(chosen, Rejection):
@@ -180,7 +179,7 @@ def negotiate_port_forward(transport: Transport,
                                spdy_tunnel=chosen.startswith(SPDY_TUNNEL_PREFIX))
 
 
-def _negotiate_spdy(offered: Sequence[str], supported: Sequence[str]) -> Union[str, Rejection]:
+def _negotiate_spdy(offered: Sequence[str], supported: Sequence[str]) -> str | Rejection:
     if not offered:
         return Rejection(400, f"unable to upgrade: {HEADER_PROTOCOL_VERSION} is required")
     chosen = _first_common(offered, supported)
@@ -194,7 +193,7 @@ def _negotiate_spdy(offered: Sequence[str], supported: Sequence[str]) -> Union[s
     return chosen
 
 
-def _negotiate_websocket(offered: Sequence[str], supported: Sequence[str]) -> Union[str, Rejection]:
+def _negotiate_websocket(offered: Sequence[str], supported: Sequence[str]) -> str | Rejection:
     chosen = _first_common(offered, supported)
     if chosen is None:
         return Rejection(403, f"requested protocol(s) are not supported: {_go_list(offered)}; "

@@ -53,7 +53,7 @@ import struct
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NoReturn, Union
+from typing import NoReturn
 
 VERSION = 3
 DEFAULT_WINDOW = 64 * 1024
@@ -241,8 +241,8 @@ class DataFrame:
     fin: bool = False
 
 
-Frame = Union[SynStreamFrame, SynReplyFrame, RstStreamFrame, SettingsFrame, PingFrame, GoAwayFrame,
-              HeadersFrame, WindowUpdateFrame, DataFrame]
+Frame = (SynStreamFrame | SynReplyFrame | RstStreamFrame | SettingsFrame | PingFrame | GoAwayFrame
+         | HeadersFrame | WindowUpdateFrame | DataFrame)
 
 
 def _header_problem(name: str, value: str) -> str | None:
@@ -289,13 +289,12 @@ class FrameEncoder:
                 raise LocalProtocolError("RST_STREAM status must be a non-zero 32-bit code")
             return self._control(FrameType.RST_STREAM, 0, struct.pack(">II", frame.stream_id, frame.status))
         if isinstance(frame, SettingsFrame):
-            body = bytearray(_U32.pack(len(frame.entries)))
+            entries = bytearray(_U32.pack(len(frame.entries)))
             for flags, setting, value in frame.entries:
                 if not (0 <= flags <= 0xFF and 0 <= setting <= 0xFFFFFF and 0 <= value <= 0xFFFFFFFF):
                     raise LocalProtocolError(f"bad SETTINGS entry {(flags, setting, value)}")
-                body += struct.pack(">II", flags << 24 | setting, value)
-            return self._control(FrameType.SETTINGS, FLAG_SETTINGS_CLEAR_SETTINGS if frame.clear else 0,
-                                 bytes(body))
+                entries += struct.pack(">II", flags << 24 | setting, value)
+            return self._control(FrameType.SETTINGS, FLAG_SETTINGS_CLEAR_SETTINGS if frame.clear else 0, entries)
         if isinstance(frame, PingFrame):
             if not 0 <= frame.ping_id <= 0xFFFFFFFF:
                 raise LocalProtocolError("PING id is 32 bits")
@@ -312,7 +311,7 @@ class FrameEncoder:
             return self._control(FrameType.WINDOW_UPDATE, 0, struct.pack(">II", frame.stream_id, frame.delta))
         raise LocalProtocolError(f"not a SPDY frame: {frame!r}")
 
-    def _control(self, kind: FrameType, flags: int, body: bytes) -> bytes:
+    def _control(self, kind: FrameType, flags: int, body: bytes | bytearray) -> bytes:
         if len(body) > MAX_FRAME_LENGTH:
             raise LocalProtocolError("control frame over 16 MiB")
         return _HEADER.pack(0x80000000 | VERSION << 16 | kind, flags << 24 | len(body)) + body
@@ -595,8 +594,8 @@ class ProtocolError:
     message: str
 
 
-Event = Union[StreamOpened, StreamReply, HeadersReceived, DataReceived, StreamReset, PingReceived,
-              PingAck, GoAway, SettingsReceived, WindowUpdated, ProtocolError]
+Event = (StreamOpened | StreamReply | HeadersReceived | DataReceived | StreamReset | PingReceived
+         | PingAck | GoAway | SettingsReceived | WindowUpdated | ProtocolError)
 
 
 # Connection --------------------------------------------------------------------------------

@@ -25,13 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import Any
 
 import h11
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Request,
-                            TextMessage)
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Request, TextMessage
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import RemoteProtocolError
 
@@ -62,7 +61,7 @@ class Closed:
     reason: str = ""
 
 
-Event = Union[ChannelData, ChannelClose, TunnelData, Closed]
+Event = ChannelData | ChannelClose | TunnelData | Closed
 
 
 class WebSocketSession:
@@ -77,7 +76,7 @@ class WebSocketSession:
         self._size = 0
         self._text = False
         try:
-            self._ws.initiate_upgrade_connection(headers, target)
+            self._ws.initiate_upgrade_connection(list(headers), target)
             request = next(self._ws.events())
         except (RemoteProtocolError, h11.ProtocolError) as exc:
             hint = getattr(exc, "event_hint", None)
@@ -143,10 +142,10 @@ class WebSocketSession:
 
     def _send(self, message: bytes | str) -> None:
         if self._ws.state is ConnectionState.OPEN:
-            kind = TextMessage if isinstance(message, str) else BytesMessage
-            self._out += self._ws.send(kind(data=message))
+            event = TextMessage(data=message) if isinstance(message, str) else BytesMessage(data=message)
+            self._out += self._ws.send(event)
 
-    def _on_message(self, event: Message, events: list[Event]) -> None:
+    def _on_message(self, event: Message[Any], events: list[Event]) -> None:
         # Fragments are joined as bytes; whether the message was text is fixed by its first.
         if not self._parts:
             self._text = isinstance(event, TextMessage)
