@@ -17,6 +17,14 @@ to the socket::
             ...                             # GOAWAY is queued: flush, then close the socket
     sock.sendall(conn.data_to_send())
 
+API. `Connection(client_side, honor_peer_window=False)` with `receive_data(bytes) -> list[Event]`,
+`data_to_send()`, `open_stream(headers, fin=) -> stream id`, `reply(id, headers=, fin=)`,
+`send_headers`, `send_data(id, data, fin=)`, `reset_stream(id, status)`, `ping() -> ping id`,
+`goaway(status)`, `acknowledge_received_data(id, size)`, `send_window(id)`, `stream_count`
+and `closed`. Events: StreamOpened, StreamReply, HeadersReceived, DataReceived, StreamReset,
+PingReceived, PingAck, GoAway, SettingsReceived, WindowUpdated, ProtocolError. The frame layer
+underneath (`FrameEncoder`, `FrameDecoder`, the `*Frame` classes) is public for tests and tools.
+
 Errors. Nothing the peer sends makes `receive_data` raise. A session error (bad framing, a
 broken header compression context, a stream id out of order) yields a `ProtocolError` event,
 queues GOAWAY(PROTOCOL_ERROR) and closes the connection: later input is ignored. A stream error
@@ -41,9 +49,10 @@ default (blocking on a window spdystream never reopens would stall every session
 `Connection(honor_peer_window=True)` makes it refuse to exceed `send_window()` instead, for
 peers known to update windows.
 
-Limits. A frame is buffered whole: at most 16 MiB (the 24-bit length). A header block may be at
-most 1 MiB compressed and 1 MiB decompressed; more is a session error, which also stops zlib
-bombs.
+Limits. A frame is buffered whole: at most 16 MiB (the 24-bit length). A header block may be
+about 1 MiB compressed and 1 MiB decompressed; more is a session error, which also stops zlib
+bombs. The peer may open any number of streams: cap `stream_count` and refuse the excess with
+`reset_stream(id, RstStatus.REFUSED_STREAM)`.
 """
 
 from __future__ import annotations
@@ -71,7 +80,7 @@ _OUTSTANDING_PINGS = 64
 _HEADER = struct.Struct(">II")
 _U32 = struct.Struct(">I")
 _STREAM_MASK = 0x7FFFFFFF
-_MAX_CONTROL_LENGTH = MAX_HEADER_BLOCK + 10
+_MAX_CONTROL_LENGTH = MAX_HEADER_BLOCK + 1024    # room for deflate overhead and a frame prefix
 
 
 def _dictionary() -> bytes:
@@ -637,12 +646,17 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        """True after a session error: nothing more is received or sent."""
+        """True after a session error: input is ignored and only the queued GOAWAY remains."""
         return self._closed
 
     @property
     def goaway_received(self) -> bool:
         return self._goaway_received
+
+    @property
+    def stream_count(self) -> int:
+        """Streams not yet ended or reset: the number to cap (refuse more with REFUSED_STREAM)."""
+        return len(self._streams)
 
     def data_to_send(self) -> bytes:
         data = bytes(self._out)

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Pong, Request, TextMessage
 
-from dockershim_py.streaming import channels
+from dockershim_py.streaming import channels, spdy
 from dockershim_py.streaming.channels import (
     ChannelClose,
     ChannelCodec,
@@ -312,3 +312,31 @@ def test_session_garbage_never_raises(garbage: bytes, codec: ChannelCodec | None
     closed = [e for e in events if isinstance(e, Closed)]
     assert closed in ([], events[-1:])
     assert session.closed == bool(closed)
+
+
+def test_port_forward_over_a_spdy_tunnel() -> None:
+    """The whole sans-IO path of `kubectl port-forward` over WebSocket, as the wiring will run it."""
+    client, session = handshake(["SPDY/3.1+portforward.k8s.io"], None, "SPDY/3.1+portforward.k8s.io")
+    spdy_client, spdy_server = spdy.Connection(client_side=True), spdy.Connection(client_side=False)
+    error_id = spdy_client.open_stream({"streamtype": "error", "port": "8080", "requestid": "0"})
+    data_id = spdy_client.open_stream({"streamtype": "data", "port": "8080", "requestid": "0"})
+    spdy_client.send_data(data_id, b"GET / HTTP/1.0\r\n\r\n")
+
+    opened: dict[str, channels.PortForwardStream] = {}
+    for event in session.receive_data(client.send(BytesMessage(spdy_client.data_to_send()))):
+        assert isinstance(event, TunnelData)
+        for spdy_event in spdy_server.receive_data(event.data):
+            if isinstance(spdy_event, spdy.StreamOpened):
+                stream = channels.port_forward_stream(spdy_event.headers, spdy_event.stream_id)
+                opened[stream.stream_type] = stream
+                spdy_server.reply(spdy_event.stream_id)
+            elif isinstance(spdy_event, spdy.DataReceived):
+                assert spdy_event == spdy.DataReceived(data_id, b"GET / HTTP/1.0\r\n\r\n")
+                spdy_server.send_data(data_id, b"HTTP/1.0 200 OK\r\n\r\n", fin=True)
+    assert opened["data"].request_id == opened["error"].request_id == "0" and opened["data"].port == 8080
+
+    session.send_tunnel(spdy_server.data_to_send())
+    (message,) = client_events(client, session)
+    assert spdy_client.receive_data(message.data) == [
+        spdy.StreamReply(error_id, {}), spdy.StreamReply(data_id, {}),
+        spdy.DataReceived(data_id, b"HTTP/1.0 200 OK\r\n\r\n", fin=True)]
