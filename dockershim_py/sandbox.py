@@ -389,10 +389,9 @@ class SandboxService:
         log.warning("RunPodSandbox %s failed, removing what it made: %s", name, cause)
         if sandbox_id:
             try:
-                self._docker.remove_container(sandbox_id, force=True)
+                self._remove_if_present(sandbox_id)
             except CRIError as exc:
-                if exc.code != grpc.StatusCode.NOT_FOUND:
-                    log.error("could not remove the failed sandbox container %s: %s", sandbox_id, exc)
+                log.error("could not remove the failed sandbox container %s: %s", sandbox_id, exc)
             self._checkpoints.remove(sandbox_id)
         if log_directory:
             try:
@@ -412,10 +411,8 @@ class SandboxService:
         running = self._docker.list_containers(
             {"label": [f"{labels.SANDBOX_ID_LABEL}={full_id}"], "status": ["running"]}
         )
-        self._for_each(lambda container_id: self._ignore_gone(self._docker.stop_container, container_id,
-                                                              STOP_GRACE_SECONDS),
-                       [entry["Id"] for entry in running])
-        self._ignore_gone(self._docker.stop_container, full_id, STOP_GRACE_SECONDS)
+        self._for_each(self._stop_if_present, [entry["Id"] for entry in running])
+        self._stop_if_present(full_id)
         # The pod network is Docker's bridge (or the host's): stopping the container released it.
         log.info("stopped pod sandbox %s", full_id[:12])
 
@@ -429,9 +426,8 @@ class SandboxService:
             return
         full_id, _ = found
         members = self._docker.list_containers({"label": [f"{labels.SANDBOX_ID_LABEL}={full_id}"]})
-        self._for_each(lambda container_id: self._ignore_gone(self._docker.remove_container, container_id),
-                       [entry["Id"] for entry in members])
-        self._ignore_gone(self._docker.remove_container, full_id)
+        self._for_each(self._remove_if_present, [entry["Id"] for entry in members])
+        self._remove_if_present(full_id)
         self._checkpoints.remove(full_id)
         log.info("removed pod sandbox %s", full_id[:12])
 
@@ -530,15 +526,19 @@ class SandboxService:
             raise invalid_argument(f"pod sandbox id prefix {prefix!r} is ambiguous: it matches {shown}")
         return candidates.pop() if candidates else None
 
-    @staticmethod
-    def _ignore_gone(action: Callable[..., None], container_id: str, *args: Any) -> None:
-        """Run a stop or remove; a container already gone, or already being removed, is done."""
+    def _stop_if_present(self, container_id: str) -> None:
         try:
-            action(container_id, *args)
+            self._docker.stop_container(container_id, STOP_GRACE_SECONDS)
         except CRIError as exc:
-            if exc.code == grpc.StatusCode.NOT_FOUND or "already in progress" in exc.message:
-                return
-            raise
+            if not _already_gone(exc):
+                raise
+
+    def _remove_if_present(self, container_id: str) -> None:
+        try:
+            self._docker.remove_container(container_id, force=True)
+        except CRIError as exc:
+            if not _already_gone(exc):
+                raise
 
     @staticmethod
     def _for_each(action: Callable[[str], None], container_ids: list[str]) -> None:
@@ -550,3 +550,8 @@ class SandboxService:
         with futures.ThreadPoolExecutor(max_workers=min(PARALLEL_CONTAINER_CALLS, len(container_ids))) as pool:
             for result in [pool.submit(action, container_id) for container_id in container_ids]:
                 result.result()
+
+
+def _already_gone(error: CRIError) -> bool:
+    """A container Docker no longer has, or is removing right now: a stop or remove is done."""
+    return error.code == grpc.StatusCode.NOT_FOUND or "already in progress" in error.message
