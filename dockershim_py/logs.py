@@ -1,0 +1,453 @@
+"""CRI-format container logs: Docker's json-file log copied line by line into the kubelet's file.
+
+The kubelet and crictl read `<RFC3339Nano time> <stdout|stderr> <F|P> <text>` lines from the
+file at `log_directory/log_path`, rotate it by renaming and asking for ReopenContainerLog, and
+expect no line lost or repeated. dockershim and cri-dockerd only symlinked Docker's JSON file
+there, so rotation could not work. Here every CRI container logs to Docker's json-file driver
+and a copier follows that file (and Docker's own rotations of it, by inode) from a byte offset.
+
+Why follow the file and not an attach stream: the file survives a restart of the shim. The
+copier's position (source inode and offset, and the size of the CRI file it had written) is
+saved under the root directory; after a restart the CRI file is cut back to that size and the
+copy resumes from that offset, so a line is neither lost nor written twice.
+
+Docker ends a json-file entry with "\\n" unless the line was split (Docker cuts lines at 16 KiB),
+which is exactly CRI's F (full) and P (partial). Memory per container is one read chunk.
+
+One thread serves every copier: it wakes on a pidfd when a container's process exits, or every
+poll interval to copy what is new.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .errors import failed_precondition
+
+log = logging.getLogger(__name__)
+
+# Largest read; a Docker entry (16 KiB of text, JSON-escaped) always fits, longer ones are skipped.
+CHUNK_BYTES = 256 * 1024
+# What one copier may copy per round before the others get their turn.
+ROUND_BUDGET_BYTES = 4 * 1024 * 1024
+POLL_SECONDS = 0.2
+# Docker closes a container's log at most a few seconds after its process exits.
+EXIT_SETTLE_SECONDS = 3.0
+PERSIST_SECONDS = 1.0
+STREAMS = ("stdout", "stderr")
+
+
+# --- the format (pure) ----------------------------------------------------------------------------
+
+
+def cri_line(docker_line: bytes) -> bytes | None:
+    """One CRI log line from one line of Docker's json-file log; None for a line that is not an entry.
+
+    Docker's timestamp is already RFC 3339 with nanoseconds in UTC, so it is kept as written.
+    """
+    try:
+        entry = json.loads(docker_line)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict):
+        return None
+    text, stream, timestamp = entry.get("log"), entry.get("stream"), entry.get("time")
+    if not isinstance(text, str) or stream not in STREAMS or not isinstance(timestamp, str) or " " in timestamp:
+        return None
+    full = text.endswith("\n")
+    if full:
+        text = text[:-1]
+    prefix = f"{timestamp} {stream} {'F' if full else 'P'} "
+    return (prefix + text).encode("utf-8", errors="replace") + b"\n"
+
+
+@dataclass
+class CopyState:
+    """Where a copier stands; saved after each burst of copying, so a restart resumes exactly."""
+
+    container_id: str
+    source_path: str  # Docker's `<id>-json.log`; rotated files are `.1`, `.2`, ...
+    target_path: str  # the CRI log file
+    source_inode: int = 0  # 0 until the first source file is opened
+    source_offset: int = 0
+    target_inode: int = 0
+    target_size: int = 0
+    finished: bool = False
+
+    @classmethod
+    def load(cls, path: str) -> CopyState:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
+
+    def save(self, path: str) -> None:
+        temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(asdict(self), handle)
+        os.replace(temporary, path)
+
+
+def source_chain(source_path: str) -> list[tuple[str, int]]:
+    """Docker's log files of a container, newest first, as (path, inode)."""
+    chain = []
+    index = 0
+    while True:
+        path = source_path if index == 0 else f"{source_path}.{index}"
+        try:
+            chain.append((path, os.stat(path).st_ino))
+        except FileNotFoundError:
+            if index > 0:
+                return chain
+        index += 1
+
+
+# --- one container --------------------------------------------------------------------------------
+
+
+class LogCopier:
+    """Copies one container's Docker log into its CRI log file; thread-safe."""
+
+    def __init__(self, state: CopyState, state_path: str) -> None:
+        self.state = state
+        self._state_path = state_path
+        self._lock = threading.Lock()
+        self._source_fd: int | None = None
+        self._target_fd: int | None = None
+        self._skipping = False  # inside an entry longer than CHUNK_BYTES
+        self._saved_at = 0.0
+        self.exited_at: float | None = None
+        self.copied_at = time.monotonic()
+
+    # --- opening ---------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open both ends; on a resumed state the CRI file is cut back to what the saved offset matches."""
+        with self._lock:
+            self._open_target(resume=True)
+            self._save()
+
+    def _open_target(self, resume: bool) -> None:
+        directory = os.path.dirname(self.state.target_path)
+        try:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+            fd = os.open(self.state.target_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            raise failed_precondition(f"cannot open the container log {self.state.target_path}: {exc.strerror}") from exc
+        info = os.fstat(fd)
+        if resume and info.st_ino == self.state.target_inode and info.st_size > self.state.target_size:
+            log.info("container %s: dropping %d log bytes written after the last saved position, to copy them again",
+                     self.state.container_id[:12], info.st_size - self.state.target_size)
+            os.ftruncate(fd, self.state.target_size)
+        else:
+            self.state.target_size = info.st_size
+        self.state.target_inode = info.st_ino
+        if self._target_fd is not None:
+            os.close(self._target_fd)
+        self._target_fd = fd
+
+    def _open_source(self) -> bool:
+        """Open the file the saved position is in, else the oldest still there; False when none exists yet."""
+        chain = source_chain(self.state.source_path) if self.state.source_path else []
+        if not chain:
+            return False
+        for path, inode in chain:
+            if inode == self.state.source_inode:
+                self._source_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                if os.fstat(self._source_fd).st_size < self.state.source_offset:
+                    self.state.source_offset = 0
+                return True
+        if self.state.source_inode:
+            log.warning("container %s: Docker rotated away the log file being copied; lines in it are lost",
+                        self.state.container_id[:12])
+        path, inode = chain[-1]
+        self._source_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.state.source_inode, self.state.source_offset = inode, 0
+        return True
+
+    # --- copying ---------------------------------------------------------------------------------
+
+    def pump(self, budget: int = ROUND_BUDGET_BYTES) -> int:
+        """Copy up to `budget` bytes of Docker's log; the bytes of Docker's log consumed."""
+        with self._lock:
+            return self._pump(budget)
+
+    def _pump(self, budget: int) -> int:
+        if self.state.finished or self._target_fd is None:
+            return 0
+        if self._source_fd is None and not self._open_source():
+            return 0
+        consumed = 0
+        while consumed < budget:
+            data = os.pread(self._source_fd, CHUNK_BYTES, self.state.source_offset)
+            if not data:
+                if self._follow_rotation():
+                    continue
+                break
+            end = data.rfind(b"\n")
+            if end < 0:
+                if len(data) < CHUNK_BYTES:
+                    break  # Docker is writing this entry: wait for its end
+                self._skip(len(data))
+                consumed += len(data)
+                continue
+            if not self._write(data[:end + 1]):
+                break
+            self.state.source_offset += end + 1
+            consumed += end + 1
+        if consumed:
+            self.copied_at = time.monotonic()
+        if consumed or time.monotonic() - self._saved_at > PERSIST_SECONDS:
+            self._save(throttle=True)
+        return consumed
+
+    def _skip(self, length: int) -> None:
+        if not self._skipping:
+            log.warning("container %s: a Docker log entry is longer than %d bytes; it is skipped",
+                        self.state.container_id[:12], CHUNK_BYTES)
+        self._skipping = True
+        self.state.source_offset += length
+
+    def _write(self, lines: bytes) -> bool:
+        out = bytearray()
+        for line in lines.split(b"\n")[:-1]:
+            if self._skipping:  # the tail of an entry that was too long
+                self._skipping = False
+                continue
+            converted = cri_line(line)
+            if converted is not None:
+                out += converted
+        view = memoryview(out)
+        try:
+            while view:
+                view = view[os.write(self._target_fd, view):]
+        except OSError as exc:
+            log.error("container %s: cannot write its log %s: %s", self.state.container_id[:12],
+                      self.state.target_path, exc.strerror)
+            os.ftruncate(self._target_fd, self.state.target_size)  # a partial write is taken back
+            return False
+        self.state.target_size += len(out)
+        return True
+
+    def _follow_rotation(self) -> bool:
+        """At the end of a file: move to the next one if Docker rotated it; True when there is more to read."""
+        try:
+            current = os.stat(self.state.source_path)
+        except FileNotFoundError:
+            return False  # the container is being removed
+        if current.st_ino == self.state.source_inode:
+            if current.st_size < self.state.source_offset:  # truncated in place: start over
+                self.state.source_offset = 0
+                return True
+            return False
+        if os.fstat(self._source_fd).st_size > self.state.source_offset:
+            return True  # written just before the rotation: read it first, it is final now
+        chain = source_chain(self.state.source_path)
+        inodes = [inode for _, inode in chain]
+        position = inodes.index(self.state.source_inode) if self.state.source_inode in inodes else len(chain)
+        path, inode = chain[max(position - 1, 0)]
+        os.close(self._source_fd)
+        self._source_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.state.source_inode, self.state.source_offset = inode, 0
+        return True
+
+    # --- kubelet requests and the end --------------------------------------------------------------
+
+    def reopen(self) -> None:
+        """Start a new CRI file at the path (the kubelet renamed the old one); later lines go there."""
+        with self._lock:
+            if self.state.finished:
+                raise failed_precondition(f"container {self.state.container_id}: its log is complete and closed")
+            self._pump(ROUND_BUDGET_BYTES)  # what is already in Docker's log stays in the renamed file
+            self._open_target(resume=False)
+            self._save()
+
+    def finish(self) -> None:
+        """Copy everything that is left (the container has exited) and close."""
+        with self._lock:
+            if self.state.finished:
+                return
+            while self._pump(ROUND_BUDGET_BYTES):
+                pass
+            self.state.finished = True
+            self._save()
+            self._close()
+
+    def close(self) -> None:
+        """Save the position and close; copying resumes from here when the copier is opened again."""
+        with self._lock:
+            self._save()
+            self._close()
+
+    def _close(self) -> None:
+        for fd in (self._source_fd, self._target_fd):
+            if fd is not None:
+                os.close(fd)
+        self._source_fd = self._target_fd = None
+
+    def _save(self, throttle: bool = False) -> None:
+        now = time.monotonic()
+        if throttle and now - self._saved_at < PERSIST_SECONDS:
+            return
+        try:
+            self.state.save(self._state_path)
+            self._saved_at = now
+        except OSError as exc:
+            log.error("container %s: cannot save the log copy position: %s", self.state.container_id[:12], exc)
+
+
+# --- every container ------------------------------------------------------------------------------
+
+
+class LogManager:
+    """The copiers of all running containers and the one thread that drives them."""
+
+    def __init__(self, state_directory: str, poll_seconds: float = POLL_SECONDS) -> None:
+        self._directory = state_directory
+        os.makedirs(state_directory, mode=0o700, exist_ok=True)
+        self._poll_seconds = poll_seconds
+        self._lock = threading.Lock()
+        self._copiers: dict[str, LogCopier] = {}
+        self._pidfds: dict[int, str] = {}
+        self._epoll = select.epoll()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def state_path(self, container_id: str) -> str:
+        return os.path.join(self._directory, f"{container_id}.json")
+
+    def saved_state(self, container_id: str) -> CopyState | None:
+        try:
+            return CopyState.load(self.state_path(container_id))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("container %s: unreadable log copy position, starting over: %s", container_id[:12], exc)
+            return None
+
+    def saved_containers(self) -> list[str]:
+        return [name[:-len(".json")] for name in os.listdir(self._directory)
+                if name.endswith(".json") and not name.startswith(".")]
+
+    def prepare(self, container_id: str, target_path: str) -> None:
+        """Before a container starts: the CRI file exists and the starting position is saved."""
+        state = CopyState(container_id=container_id, source_path="", target_path=target_path)
+        copier = LogCopier(state, self.state_path(container_id))
+        copier.open()
+        copier.close()
+
+    def follow(self, container_id: str, source_path: str, pid: int) -> None:
+        """Copy a started (or, after a restart, still running) container's log until its process ends."""
+        state = self.saved_state(container_id)
+        if state is None or state.finished:
+            return
+        with self._lock:
+            if container_id in self._copiers:
+                return
+            state.source_path = source_path
+            copier = LogCopier(state, self.state_path(container_id))
+            copier.open()
+            self._copiers[container_id] = copier
+            self._watch_exit(container_id, copier, pid)
+        self._ensure_thread()
+
+    def finish(self, container_id: str, source_path: str = "") -> None:
+        """The container has exited: copy what is left now, so whoever reads the log next sees all of it.
+
+        `source_path` (Docker's LogPath) lets a container that exited while the shim was down catch up.
+        """
+        with self._lock:
+            copier = self._copiers.pop(container_id, None)
+        if copier is not None:
+            copier.finish()
+            return
+        state = self.saved_state(container_id)
+        if state is None or state.finished:
+            return
+        state.source_path = state.source_path or source_path
+        copier = LogCopier(state, self.state_path(container_id))
+        copier.open()
+        copier.finish()
+
+    def reopen(self, container_id: str) -> None:
+        with self._lock:
+            copier = self._copiers.get(container_id)
+        if copier is None:
+            raise failed_precondition(f"container {container_id} has no log being written (no log_path, or not running)")
+        copier.reopen()
+
+    def forget(self, container_id: str) -> None:
+        """The container is removed: stop copying and drop its saved position."""
+        with self._lock:
+            copier = self._copiers.pop(container_id, None)
+        if copier is not None:
+            copier.close()
+        try:
+            os.unlink(self.state_path(container_id))
+        except FileNotFoundError:
+            pass
+
+    def describe(self, container_id: str) -> dict[str, Any] | None:
+        state = self.saved_state(container_id)
+        return None if state is None else asdict(state)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            copiers = list(self._copiers.values())
+            self._copiers.clear()
+        for copier in copiers:
+            copier.pump()
+            copier.close()
+
+    # --- the thread ------------------------------------------------------------------------------
+
+    def _watch_exit(self, container_id: str, copier: LogCopier, pid: int) -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except (ProcessLookupError, ValueError, OSError):
+            copier.exited_at = time.monotonic()  # gone already (or no pid): finish once the log settles
+            return
+        self._pidfds[fd] = container_id
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="log-copier", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._round(self._epoll.poll(self._poll_seconds))
+            except Exception:  # one bad round must not end log copying for every container
+                log.exception("log copier round failed")
+                time.sleep(self._poll_seconds)
+
+    def _round(self, events: list[tuple[int, int]]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for fd, _ in events:
+                container_id = self._pidfds.pop(fd, None)
+                self._epoll.unregister(fd)
+                os.close(fd)
+                copier = self._copiers.get(container_id or "")
+                if copier is not None:
+                    copier.exited_at = now
+            copiers = list(self._copiers.items())
+        for container_id, copier in copiers:
+            try:
+                copier.pump()
+            except OSError as exc:
+                log.error("container %s: copying its log failed: %s", container_id[:12], exc)
+            if copier.exited_at is not None and now - max(copier.exited_at, copier.copied_at) > EXIT_SETTLE_SECONDS:
+                self.finish(container_id)

@@ -1,0 +1,248 @@
+"""The CRI log copier on files shaped like Docker's json-file logs: format, partial lines, rotation, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from dockershim_py import logs
+from dockershim_py.logs import CopyState, LogCopier, LogManager, cri_line
+
+T = "2026-11-22T15:00:00.123456789Z"
+
+
+def docker_entry(text: str, stream: str = "stdout", time_: str = T) -> bytes:
+    return json.dumps({"log": text, "stream": stream, "time": time_}).encode() + b"\n"
+
+
+def cri_texts(path: Path) -> list[str]:
+    """The text of every CRI line, partial ones joined to the line they belong to."""
+    texts, pending = [], ""
+    for line in path.read_bytes().decode().splitlines():
+        _, _, tag, text = line.split(" ", 3)
+        pending += text
+        if tag == "F":
+            texts.append(pending)
+            pending = ""
+    return texts
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    source = tmp_path / "docker" / "abc-json.log"
+    source.parent.mkdir()
+    source.touch()
+    return {"source": source, "target": tmp_path / "pods" / "c" / "0.log", "state": tmp_path / "state.json"}
+
+
+def copier_for(files: dict[str, Path], resume: bool = False) -> LogCopier:
+    if resume:
+        state = CopyState.load(str(files["state"]))
+    else:
+        state = CopyState(container_id="abc", source_path=str(files["source"]), target_path=str(files["target"]))
+    copier = LogCopier(state, str(files["state"]))
+    copier.open()
+    return copier
+
+
+def append(path: Path, *entries: bytes) -> None:
+    with open(path, "ab") as handle:
+        for entry in entries:
+            handle.write(entry)
+
+
+# --- the format ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (docker_entry("hello\n"), f"{T} stdout F hello\n"),
+        (docker_entry("no newline yet"), f"{T} stdout P no newline yet\n"),
+        (docker_entry("oops\n", "stderr"), f"{T} stderr F oops\n"),
+        (docker_entry("\n"), f"{T} stdout F \n"),
+        (docker_entry("tabs\tand spaces  \n"), f"{T} stdout F tabs\tand spaces  \n"),
+        (docker_entry("crlf from a tty\r\n"), f"{T} stdout F crlf from a tty\r\n"),
+        (docker_entry("grüße ✓\n"), f"{T} stdout F grüße ✓\n"),
+    ],
+)
+def test_docker_entries_become_cri_lines(entry: bytes, expected: str) -> None:
+    assert cri_line(entry.rstrip(b"\n")) == expected.encode()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"not json", b"[1, 2]", json.dumps({"log": "x\n", "stream": "stdin", "time": T}).encode(),
+     json.dumps({"log": "x\n", "stream": "stdout"}).encode(), json.dumps({"log": 3, "stream": "stdout", "time": T}).encode()],
+)
+def test_lines_that_are_not_entries_are_skipped(line: bytes) -> None:
+    assert cri_line(line) is None
+
+
+def test_a_lone_surrogate_does_not_break_the_line() -> None:
+    line = b'{"log":"\\ud800\\n","stream":"stdout","time":"' + T.encode() + b'"}'
+    assert cri_line(line) == f"{T} stdout F ?\n".encode()
+
+
+# --- copying ------------------------------------------------------------------------------------
+
+
+def test_copies_lines_in_order_and_waits_for_an_unfinished_entry(files: dict[str, Path]) -> None:
+    copier = copier_for(files)
+    append(files["source"], docker_entry("one\n"), docker_entry("two\n", "stderr"))
+    half = docker_entry("three\n")
+    append(files["source"], half[:10])
+    copier.pump()
+    assert files["target"].read_text() == f"{T} stdout F one\n{T} stderr F two\n"
+    append(files["source"], half[10:])
+    copier.pump()
+    assert cri_texts(files["target"]) == ["one", "two", "three"]
+
+
+def test_split_lines_are_partial_then_full(files: dict[str, Path]) -> None:
+    copier = copier_for(files)
+    append(files["source"], docker_entry("a" * 16384), docker_entry("b" * 100 + "\n"))
+    copier.pump()
+    tags = [line.split(" ")[2] for line in files["target"].read_text().splitlines()]
+    assert tags == ["P", "F"]
+    assert cri_texts(files["target"]) == ["a" * 16384 + "b" * 100]
+
+
+def test_follows_dockers_rotation_without_losing_a_line(files: dict[str, Path]) -> None:
+    source = files["source"]
+    copier = copier_for(files)
+    append(source, docker_entry("1\n"))
+    copier.pump()
+    append(source, docker_entry("2\n"))  # written, then rotated before the copier saw it
+    os.rename(source, f"{source}.1")
+    append(source, docker_entry("3\n"))
+    copier.pump()
+    os.rename(f"{source}.1", f"{source}.2")  # two more rotations in one round
+    os.rename(source, f"{source}.1")
+    append(source, docker_entry("4\n"))
+    os.rename(f"{source}.1", f"{source}.2")
+    os.rename(source, f"{source}.1")
+    append(source, docker_entry("5\n"))
+    copier.pump()
+    assert cri_texts(files["target"]) == ["1", "2", "3", "4", "5"]
+
+
+def test_resume_cuts_back_what_was_not_saved_and_copies_it_once(files: dict[str, Path], monkeypatch) -> None:
+    copier = copier_for(files)
+    append(files["source"], docker_entry("saved\n"))
+    copier.pump()
+    copier.close()
+    saved = json.loads(files["state"].read_text())
+    assert saved["source_offset"] == files["source"].stat().st_size
+    # the shim wrote more, then died before saving its position
+    monkeypatch.setattr(logs, "PERSIST_SECONDS", 3600)
+    copier = copier_for(files, resume=True)
+    append(files["source"], docker_entry("unsaved\n"))
+    copier._saved_at = time.monotonic()
+    copier.pump()
+    copier._close()  # dies: no save
+    assert cri_texts(files["target"]) == ["saved", "unsaved"]
+    copier = copier_for(files, resume=True)
+    append(files["source"], docker_entry("after restart\n"))
+    copier.pump()
+    assert cri_texts(files["target"]) == ["saved", "unsaved", "after restart"]
+
+
+def test_resume_after_docker_rotated_meanwhile(files: dict[str, Path]) -> None:
+    source = files["source"]
+    copier = copier_for(files)
+    append(source, docker_entry("1\n"))
+    copier.pump()
+    copier.close()
+    append(source, docker_entry("2\n"))
+    os.rename(source, f"{source}.1")
+    append(source, docker_entry("3\n"))
+    copier = copier_for(files, resume=True)
+    copier.pump()
+    assert cri_texts(files["target"]) == ["1", "2", "3"]
+
+
+def test_reopen_starts_a_new_file_and_leaves_the_renamed_one_alone(files: dict[str, Path]) -> None:
+    copier = copier_for(files)
+    append(files["source"], docker_entry("old\n"))
+    copier.pump()
+    rotated = files["target"].with_suffix(".log.20261122")
+    os.rename(files["target"], rotated)
+    append(files["source"], docker_entry("written before the reopen\n"))
+    copier.reopen()
+    append(files["source"], docker_entry("new\n"))
+    copier.pump()
+    assert cri_texts(rotated) == ["old", "written before the reopen"]
+    assert cri_texts(files["target"]) == ["new"]
+
+
+def test_an_overlong_entry_is_skipped_and_copying_goes_on(files: dict[str, Path]) -> None:
+    copier = copier_for(files)
+    append(files["source"], docker_entry("before\n"), docker_entry("x" * (logs.CHUNK_BYTES + 10) + "\n"),
+           docker_entry("after\n"))
+    copier.pump()
+    assert cri_texts(files["target"]) == ["before", "after"]
+
+
+def test_a_round_copies_at_most_its_budget(files: dict[str, Path]) -> None:
+    copier = copier_for(files)
+    entry = docker_entry("y" * 1000 + "\n")
+    append(files["source"], entry * 2000)
+    assert copier.pump(budget=len(entry) * 10) <= len(entry) * 10 + logs.CHUNK_BYTES
+    while copier.pump():
+        pass
+    assert len(cri_texts(files["target"])) == 2000
+
+
+def test_finish_copies_the_rest_and_closes(files: dict[str, Path]) -> None:
+    copier = copier_for(files)
+    append(files["source"], *(docker_entry(f"{n}\n") for n in range(100)))
+    copier.finish()
+    assert cri_texts(files["target"]) == [str(n) for n in range(100)]
+    assert json.loads(files["state"].read_text())["finished"] is True
+    with pytest.raises(Exception, match="complete"):
+        copier.reopen()
+
+
+# --- the manager --------------------------------------------------------------------------------
+
+
+def test_manager_finishes_a_copier_when_the_process_exits(files: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(logs, "EXIT_SETTLE_SECONDS", 0.2)
+    manager = LogManager(str(tmp_path / "states"), poll_seconds=0.05)
+    process = subprocess.Popen(["sleep", "0.3"])
+    try:
+        manager.prepare("abc", str(files["target"]))
+        manager.follow("abc", str(files["source"]), process.pid)
+        append(files["source"], docker_entry("from the container\n"))
+        process.wait()
+        deadline = time.monotonic() + 5
+        while not (manager.saved_state("abc") or CopyState("", "", "")).finished:
+            assert time.monotonic() < deadline, "the copier did not finish after the process exited"
+            time.sleep(0.05)
+        assert cri_texts(files["target"]) == ["from the container"]
+        manager.forget("abc")
+        assert manager.saved_state("abc") is None
+    finally:
+        manager.stop()
+
+
+def test_manager_catches_up_a_container_that_exited_while_the_shim_was_down(files: dict[str, Path], tmp_path: Path) -> None:
+    manager = LogManager(str(tmp_path / "states"))
+    manager.prepare("abc", str(files["target"]))
+    append(files["source"], docker_entry("while away\n"))
+    manager.finish("abc", str(files["source"]))
+    assert cri_texts(files["target"]) == ["while away"]
+    manager.finish("abc", str(files["source"]))  # once only
+    assert cri_texts(files["target"]) == ["while away"]
+
+
+def test_reopen_of_a_container_without_a_copier_is_refused(tmp_path: Path) -> None:
+    manager = LogManager(str(tmp_path / "states"))
+    with pytest.raises(Exception, match="no log being written"):
+        manager.reopen("nope")
