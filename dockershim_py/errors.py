@@ -35,3 +35,7 @@ def unavailable(message: str) -> CRIError:
 
 def deadline_exceeded(message: str) -> CRIError:
     return CRIError(grpc.StatusCode.DEADLINE_EXCEEDED, message)
+
+
+def unimplemented(message: str) -> CRIError:
+    return CRIError(grpc.StatusCode.UNIMPLEMENTED, message)

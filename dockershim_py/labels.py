@@ -23,7 +23,13 @@ KUBERNETES_CONTAINER_NAME_LABEL = "io.kubernetes.container.name"
 # does not say which runtime a container uses, and ListPodSandbox must not inspect).
 RUNTIME_HANDLER_LABEL = "io.kubernetes.dockershim-py.runtime-handler"
 
-INTERNAL_LABELS = frozenset({CONTAINER_TYPE_LABEL, SANDBOX_ID_LABEL, CONTAINER_LOG_PATH_LABEL, RUNTIME_HANDLER_LABEL})
+# dockershim-py's own: the image as the user wrote it in the pod spec (the kubelet shows it in
+# the pod status, while the container is created from the image ID).
+USER_SPECIFIED_IMAGE_LABEL = "io.kubernetes.dockershim-py.user-specified-image"
+
+INTERNAL_LABELS = frozenset({
+    CONTAINER_TYPE_LABEL, SANDBOX_ID_LABEL, CONTAINER_LOG_PATH_LABEL, RUNTIME_HANDLER_LABEL, USER_SPECIFIED_IMAGE_LABEL,
+})
 
 
 def make_labels(labels: Mapping[str, str], annotations: Mapping[str, str]) -> dict[str, str]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .api import api_pb2 as api
-from .errors import invalid_argument
+from .errors import failed_precondition, invalid_argument, unimplemented
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -303,3 +303,139 @@ def sandbox_security(
         context.run_as_group if context.HasField("run_as_group") else None,
     )
     return SandboxSecurity(user=user, namespaces=namespaces, host_config=host_config)
+
+
+# --- containers -----------------------------------------------------------------------------------
+
+# Linux capability names by number (include/uapi/linux/capability.h), without their CAP_ prefix.
+CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)
+
+
+def capability_name(name: str) -> str:
+    """Docker's spelling of a CRI capability (`net_admin`, `CAP_NET_ADMIN`): `CAP_NET_ADMIN`, or `ALL`."""
+    upper = name.strip().upper()
+    if upper == "ALL":
+        return "ALL"
+    bare = upper.removeprefix("CAP_")
+    if bare not in CAPABILITIES:
+        raise invalid_argument(f"capability {name!r} is unknown: use a Linux capability name such as NET_ADMIN, or ALL")
+    return "CAP_" + bare
+
+
+def missing_capabilities(bounding_set: int, last_capability: int) -> frozenset[str]:
+    """The capabilities the kernel has but the node's bounding set lacks (runc cannot grant them)."""
+    known = min(last_capability, len(CAPABILITIES) - 1)
+    return frozenset("CAP_" + CAPABILITIES[number] for number in range(known + 1) if not bounding_set >> number & 1)
+
+
+@dataclass(frozen=True)
+class ContainerSecurity:
+    """What an application container's security context sets in Docker's create request."""
+
+    user: str
+    host_config: dict[str, Any] = field(default_factory=dict)
+
+
+def container_security(
+    context: api.LinuxContainerSecurityContext,
+    node_lacks: frozenset[str] = frozenset(),
+    load_profile: Callable[[str], str] = read_profile,
+) -> ContainerSecurity:
+    """User, privileges, capabilities, profiles and proc masks of an application container.
+
+    `node_lacks` are the capabilities missing from the node's bounding set: `ALL` then means
+    every capability the node can grant, and a privileged container (which Docker gives every
+    capability, whatever it drops) is refused with the reason instead of failing inside runc.
+    Masked and read-only paths apply only to unprivileged containers; none asked for keeps
+    Docker's defaults. With no seccomp profile asked for the container is unconfined, as
+    dockershim did (the kubelet always asks for one).
+    """
+    if context.supplemental_groups_policy == api.Strict:
+        raise invalid_argument(
+            "supplemental_groups_policy Strict is not supported: Docker always merges the image's groups "
+            "(RuntimeFeatures.supplemental_groups_policy is false)"
+        )
+    if context.capabilities.add_ambient_capabilities:
+        raise unimplemented("ambient capabilities cannot be set through Docker Engine")
+    if context.privileged and node_lacks:
+        raise failed_precondition(
+            f"privileged containers cannot run on this node: its capability bounding set lacks "
+            f"{', '.join(sorted(node_lacks))}, and Docker gives a privileged container every capability, "
+            f"which runc then fails to apply"
+        )
+    security_opts = ["no-new-privileges"] if context.no_new_privs else []
+    security_opts += selinux_security_opts(context.selinux_options if context.HasField("selinux_options") else None)
+    security_opts += seccomp_security_opts(
+        context.seccomp if context.HasField("seccomp") else None,
+        context.seccomp_profile_path,
+        unset="unconfined",
+        read=load_profile,
+    )
+    security_opts += apparmor_security_opts(
+        context.apparmor if context.HasField("apparmor") else None, context.apparmor_profile
+    )
+    host_config: dict[str, Any] = {
+        "Privileged": context.privileged,
+        "ReadonlyRootfs": context.readonly_rootfs,
+        "SecurityOpt": security_opts,
+    }
+    if not context.privileged:
+        added = [capability_name(name) for name in context.capabilities.add_capabilities]
+        dropped = [capability_name(name) for name in context.capabilities.drop_capabilities]
+        if "ALL" in added and "ALL" not in dropped:
+            dropped += sorted(node_lacks - set(dropped))
+        if added:
+            host_config["CapAdd"] = added
+        if dropped:
+            host_config["CapDrop"] = dropped
+        if context.masked_paths:
+            host_config["MaskedPaths"] = list(context.masked_paths)
+        if context.readonly_paths:
+            host_config["ReadonlyPaths"] = list(context.readonly_paths)
+    groups = group_add(list(context.supplemental_groups))
+    if groups:
+        host_config["GroupAdd"] = groups
+    user = docker_user(
+        context.run_as_user if context.HasField("run_as_user") else None,
+        context.run_as_username,
+        context.run_as_group if context.HasField("run_as_group") else None,
+    )
+    return ContainerSecurity(user=user, host_config=host_config)
+
+
+_CONTAINER_ID = re.compile(r"[0-9a-f]{1,64}")
+
+
+def container_namespace_modes(
+    options: api.NamespaceOption | None, sandbox_id: str, sandbox_host_network: bool
+) -> dict[str, str]:
+    """Docker's namespace modes of a container in sandbox `sandbox_id`.
+
+    Network and IPC are always the sandbox's (on the host network the container also takes the
+    host's UTS namespace, so its hostname is the node's); PID follows the options: POD joins
+    the sandbox, CONTAINER gets its own, NODE the host's, TARGET another container's.
+    """
+    options = options or api.NamespaceOption()
+    check_user_namespace(options)
+    join = f"container:{sandbox_id}"
+    modes = {"NetworkMode": join, "IpcMode": join}
+    if options.pid == api.NODE:
+        modes["PidMode"] = "host"
+    elif options.pid == api.POD:
+        modes["PidMode"] = join
+    elif options.pid == api.TARGET:
+        if not _CONTAINER_ID.fullmatch(options.target_id):
+            raise invalid_argument(
+                f"namespace_options.pid is TARGET, so target_id must be a container ID, not {options.target_id!r}"
+            )
+        modes["PidMode"] = f"container:{options.target_id}"
+    if sandbox_host_network:
+        modes["UTSMode"] = "host"
+    return modes
