@@ -33,6 +33,11 @@ MIN_API_VERSION = "1.40"
 MAX_API_VERSION = "1.45"
 # Health checks must answer fast even when a normal request may wait minutes.
 HEALTH_TIMEOUT = 5.0
+# Docker's update body fields, as docker-py's update_container names them.
+_UPDATE_ARGUMENTS = {
+    "CpuPeriod": "cpu_period", "CpuQuota": "cpu_quota", "CpuShares": "cpu_shares", "CpusetCpus": "cpuset_cpus",
+    "CpusetMems": "cpuset_mems", "Memory": "mem_limit", "MemorySwap": "memswap_limit",
+}
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -190,6 +195,19 @@ class DockerClient:
     def disk_usage(self) -> dict[str, Any]:
         return self._read("Docker disk usage", lambda api: api.df())
 
+    # --- stats ----------------------------------------------------------------------------------
+
+    def writable_layer_size(self, container_id: str) -> int:
+        """The writable layer's bytes as dockerd measures them (`inspect size=1`: a full walk
+        of the layer inside dockerd), for storage drivers the shim cannot walk itself.
+        Slow: only the stats' background worker calls it, never a request."""
+
+        def inspect_with_size(api: docker.APIClient) -> dict[str, Any]:
+            url = api._url("/containers/{0}/json", container_id)
+            return api._result(api._get(url, params={"size": 1}), json=True)
+
+        return int(self._read(f"size of container {container_id}", inspect_with_size).get("SizeRw") or 0)
+
     # --- images ---------------------------------------------------------------------------------
 
     def images(self) -> list[dict[str, Any]]:
@@ -291,6 +309,84 @@ class DockerClient:
         """Every container, running or not, that matches Docker's list `filters`."""
         return self._read("list containers", lambda api: api.containers(all=True, filters=filters))
 
+    # --- containers in sandboxes: exec, update, export ------------------------------------------
+
+    @property
+    def api_version(self) -> str:
+        """The Engine API version spoken (negotiated on the first request)."""
+        self._read("negotiate the Docker API version", lambda api: None, health=True)
+        return self._api_version
+
+    def create_exec(self, container_id: str, cmd: list[str]) -> str:
+        """An exec of `cmd` with stdout and stderr attached, not yet started; its ID."""
+        created = self._write(
+            f"exec in container {container_id}",
+            lambda api: api.exec_create(container_id, cmd, stdout=True, stderr=True, stdin=False, tty=False),
+        )
+        return created["Id"]
+
+    def inspect_exec(self, exec_id: str) -> dict[str, Any]:
+        return self._read(f"exec {exec_id}", lambda api: api.exec_inspect(exec_id))
+
+    def start_exec(self, exec_id: str, timeout: float) -> RawStream:
+        """Start an exec attached; its multiplexed output on a connection of our own.
+
+        docker-py cannot put a deadline on reading an attached exec, so the caller reads the
+        stream with its own timeouts and closes it when done (or when it gives up).
+        """
+        what = f"start exec {exec_id}"
+        with self._call(what):
+            self._clients()
+        request = json.dumps({"Detach": False, "Tty": False}).encode()
+        head = (
+            f"POST /v{self._api_version}/exec/{exec_id}/start HTTP/1.1\r\n"
+            f"Host: docker\r\nContent-Type: application/json\r\nContent-Length: {len(request)}\r\n"
+            f"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+        ).encode()
+        stream = RawStream(self._raw_socket(timeout))
+        try:
+            stream.sock.sendall(head + request)
+            status, body = stream.read_response_head(timeout)
+        except (socket.timeout, TimeoutError) as exc:
+            stream.close()
+            raise deadline_exceeded(f"{what}: Docker did not answer in {timeout:g}s") from exc
+        except OSError as exc:
+            stream.close()
+            raise unavailable(f"{what}: connection to Docker lost: {exc}") from exc
+        if status not in (101, 200):
+            stream.close()
+            raise _http_error(what, status, body)
+        return stream
+
+    def update_container(self, container_id: str, resources: dict[str, Any]) -> None:
+        """Change a running container's resources, given as Docker's update body (CpuShares, Memory, ...)."""
+        arguments = {_UPDATE_ARGUMENTS[key]: value for key, value in resources.items()}
+        updated = self._write(
+            f"update container {container_id}", lambda api: api.update_container(container_id, **arguments)
+        )
+        for warning in (updated or {}).get("Warnings") or []:
+            log.warning("updating container %s: Docker warns: %s", container_id, warning)
+
+    def export_container(self, container_id: str) -> Iterator[bytes]:
+        """The container's filesystem as a tar stream."""
+        return self._read(f"export container {container_id}", lambda api: api.export(container_id))
+
+    def _raw_socket(self, timeout: float) -> socket.socket:
+        if self.endpoint.startswith("unix://"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address: Any = self.endpoint[len("unix://"):]
+        else:
+            host, _, port = self.endpoint.split("://", 1)[-1].rpartition(":")
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            address = (host.strip("[]"), int(port))
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            raise unavailable(f"cannot reach the Docker daemon at {self.endpoint}: {exc}") from exc
+        return sock
+
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         """A connection of our own to dockerd, for requests that must be abortable."""
         if self.endpoint.startswith("unix://"):
@@ -310,6 +406,56 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         sock.settimeout(self.timeout)
         sock.connect(self._path)
         self.sock = sock
+
+
+class RawStream:
+    """A connection Docker hijacked for an attached stream; closing it ends the request."""
+
+    MAX_HEAD = 64 * 1024
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._pending = b""
+
+    def read_response_head(self, timeout: float) -> tuple[int, bytes]:
+        """The HTTP status, and for an error the body Docker sent with it."""
+        self.sock.settimeout(timeout)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = self.sock.recv(4096)
+            if not chunk or len(data) > self.MAX_HEAD:
+                raise OSError("Docker closed the connection before answering")
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        try:
+            status = int(lines[0].split()[1])
+        except (IndexError, ValueError) as exc:
+            raise OSError(f"unreadable answer from Docker: {lines[0]!r}") from exc
+        if status in (101, 200):
+            self._pending = rest
+            return status, b""
+        length = next((int(line.split(":", 1)[1]) for line in lines[1:]
+                       if line.lower().startswith("content-length:")), None)
+        while length is not None and len(rest) < min(length, self.MAX_HEAD):
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                break
+            rest += chunk
+        return status, rest
+
+    def recv(self, size: int, timeout: float | None) -> bytes:
+        """Up to `size` bytes, b"" at the end; socket.timeout when nothing came in `timeout` seconds."""
+        if self._pending:
+            data, self._pending = self._pending[:size], self._pending[size:]
+            return data
+        self.sock.settimeout(timeout)
+        return self.sock.recv(size)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
 
 
 def _http_error(what: str, status: int, body: bytes) -> CRIError:

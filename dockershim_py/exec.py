@@ -1,0 +1,235 @@
+"""ExecSync: run a command in a running container and return its output and exit code.
+
+Two promises cri-dockerd does not keep. Each stream is capped at 16 MiB and the rest is read
+and dropped, so a chatty probe cannot grow the shim without bound (the CVE-2022-31030 class).
+And on timeout the command's processes are killed before DEADLINE_EXCEEDED is returned, so
+timed-out probes do not pile up in the container (critest "execSync with timeout").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+
+from .docker_client import DockerClient, RawStream
+from .errors import CRIError, deadline_exceeded, invalid_argument
+from .server import MAX_MESSAGE_BYTES
+
+log = logging.getLogger(__name__)
+
+MAX_OUTPUT_BYTES = 16 * 1024 * 1024
+# Both streams together must fit one gRPC reply (the kubelet receives at most 16 MiB too).
+MAX_REPLY_OUTPUT_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
+READ_BYTES = 64 * 1024
+STDOUT, STDERR = 1, 2
+# Docker records the exit code a moment after the output stream ends.
+EXIT_CODE_WAIT_SECONDS = 2.0
+# Connecting to dockerd and starting the exec must not take the whole timeout of a probe.
+START_TIMEOUT_SECONDS = 30.0
+# Longest single wait for output (a command without a timeout may run for ever).
+WAIT_SLICE_SECONDS = 60.0
+
+
+# --- the stream format (pure) ---------------------------------------------------------------------
+
+
+class Demultiplexer:
+    """Docker's attach framing, sans I/O: 8-byte headers (stream, 0, 0, 0, big-endian size), then payload.
+
+    Payloads are handed out as they arrive, never gathered whole, so a huge frame costs nothing.
+    """
+
+    def __init__(self) -> None:
+        self._header = b""
+        self._stream = 0
+        self._remaining = 0
+
+    def feed(self, data: bytes) -> Iterator[tuple[int, bytes]]:
+        view = memoryview(data)
+        while view:
+            if self._remaining:
+                piece = view[:self._remaining]
+                self._remaining -= len(piece)
+                view = view[len(piece):]
+                yield self._stream, bytes(piece)
+                continue
+            take = 8 - len(self._header)
+            self._header += bytes(view[:take])
+            view = view[take:]
+            if len(self._header) == 8:
+                self._stream = self._header[0]
+                self._remaining = int.from_bytes(self._header[4:8], "big")
+                self._header = b""
+
+
+class CappedOutput:
+    """Keeps the first `limit` bytes of a stream and counts the rest."""
+
+    def __init__(self, limit: int = MAX_OUTPUT_BYTES) -> None:
+        self._limit = limit
+        self._data = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = self._limit - len(self._data)
+        self._data += chunk[:room]
+        self.dropped += max(len(chunk) - room, 0)
+
+    def value(self) -> bytes:
+        return bytes(self._data)
+
+
+def fit_reply(stdout: bytes, stderr: bytes, budget: int = MAX_REPLY_OUTPUT_BYTES) -> tuple[bytes, bytes]:
+    """Both streams cut so that together they fit `budget`: each keeps at least half, a short one all."""
+    if len(stdout) + len(stderr) <= budget:
+        return stdout, stderr
+    half = budget // 2
+    if len(stderr) <= half:
+        return stdout[:budget - len(stderr)], stderr
+    if len(stdout) <= half:
+        return stdout, stderr[:budget - len(stdout)]
+    return stdout[:half], stderr[:budget - half]
+
+
+# --- killing what a timed-out exec left (host /proc) ----------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return children
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as handle:
+                children += [int(child) for child in handle.read().split()]
+        except OSError:
+            continue
+    return children
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants, parents first."""
+    tree, queue = [], [pid]
+    while queue:
+        current = queue.pop(0)
+        if current not in tree:
+            tree.append(current)
+            queue += _children(current)
+    return tree
+
+
+def in_container(pid: int, container_id: str) -> bool:
+    """Whether process `pid` is in the container's cgroup (so a reused PID is never killed)."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as handle:
+            return container_id in handle.read()
+    except OSError:
+        return False
+
+
+def kill_process_tree(pid: int, container_id: str) -> int:
+    """Stop `pid` and every descendant (so none escapes by forking or re-parenting), then kill them all."""
+    if not in_container(pid, container_id):
+        return 0
+    stopped: list[int] = []
+    for _ in range(10):
+        new = [process for process in process_tree(pid) if process not in stopped]
+        if not new:
+            break
+        for process in new:
+            try:
+                os.kill(process, signal.SIGSTOP)
+                stopped.append(process)
+            except ProcessLookupError:
+                continue
+    for process in stopped:
+        try:
+            os.kill(process, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    return len(stopped)
+
+
+# --- ExecSync -------------------------------------------------------------------------------------
+
+
+class ExecService:
+    def __init__(self, docker: DockerClient) -> None:
+        self._docker = docker
+
+    def exec_sync(self, container_id: str, cmd: list[str], timeout: float) -> tuple[bytes, bytes, int]:
+        """(stdout, stderr, exit code) of `cmd`; `timeout` 0 means none. A non-zero exit is not an error."""
+        if not container_id:
+            raise invalid_argument("container_id is empty")
+        if not cmd:
+            raise invalid_argument("cmd is empty")
+        if timeout < 0:
+            raise invalid_argument(f"timeout {timeout} is negative")
+        deadline = time.monotonic() + timeout if timeout else None
+        exec_id = self._docker.create_exec(container_id, cmd)
+        start_timeout = min(START_TIMEOUT_SECONDS, timeout) if timeout else START_TIMEOUT_SECONDS
+        stream = self._docker.start_exec(exec_id, start_timeout)
+        stdout, stderr = CappedOutput(), CappedOutput()
+        try:
+            finished = self._copy(stream, stdout, stderr, deadline)
+        finally:
+            stream.close()
+        if not finished:
+            killed = self._kill(exec_id, container_id)
+            raise deadline_exceeded(
+                f"command {cmd!r} in container {container_id} timed out after {timeout:g}s; "
+                f"{killed} process(es) killed"
+            )
+        out, err = fit_reply(stdout.value(), stderr.value())
+        dropped = stdout.dropped + stderr.dropped + len(stdout.value()) + len(stderr.value()) - len(out) - len(err)
+        if dropped:
+            log.warning("ExecSync in %s: output beyond %d bytes per stream (%d in all) dropped: %d bytes",
+                        container_id[:12], MAX_OUTPUT_BYTES, MAX_REPLY_OUTPUT_BYTES, dropped)
+        return out, err, self._exit_code(exec_id)
+
+    @staticmethod
+    def _copy(stream: RawStream, stdout: CappedOutput, stderr: CappedOutput, deadline: float | None) -> bool:
+        """Read until the command's output ends (True) or the deadline passes (False)."""
+        frames = Demultiplexer()
+        while True:
+            remaining = WAIT_SLICE_SECONDS if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                data = stream.recv(READ_BYTES, min(remaining, WAIT_SLICE_SECONDS))
+            except (socket.timeout, TimeoutError):
+                continue
+            if not data:
+                return True
+            for kind, payload in frames.feed(data):
+                (stderr if kind == STDERR else stdout).add(payload)
+
+    def _kill(self, exec_id: str, container_id: str) -> int:
+        try:
+            details = self._docker.inspect_exec(exec_id)
+        except CRIError as exc:
+            log.error("ExecSync timed out but its process could not be found: %s", exc.message)
+            return 0
+        if not details.get("Running") or not details.get("Pid"):
+            return 0
+        killed = kill_process_tree(int(details["Pid"]), details.get("ContainerID") or container_id)
+        log.info("ExecSync %s in %s timed out: killed %d process(es)", exec_id[:12], container_id[:12], killed)
+        return killed
+
+    def _exit_code(self, exec_id: str) -> int:
+        deadline = time.monotonic() + EXIT_CODE_WAIT_SECONDS
+        while True:
+            details = self._docker.inspect_exec(exec_id)
+            if not details.get("Running") and details.get("ExitCode") is not None:
+                return int(details["ExitCode"])
+            if time.monotonic() > deadline:
+                raise deadline_exceeded(
+                    f"exec {exec_id}: its output ended but Docker reports no exit code after {EXIT_CODE_WAIT_SECONDS:g}s"
+                )
+            time.sleep(0.02)

@@ -1,0 +1,69 @@
+"""ExecSync's pure parts: Docker's stream framing, the output caps, and killing a process tree."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dockershim_py.exec import CappedOutput, Demultiplexer, fit_reply, in_container, kill_process_tree, process_tree
+
+
+def frame(stream: int, payload: bytes) -> bytes:
+    return bytes([stream, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+
+
+@given(st.lists(st.tuples(st.sampled_from([1, 2]), st.binary(max_size=300)), max_size=20), st.integers(1, 50))
+def test_demultiplexer_reassembles_any_split(frames, piece) -> None:
+    wire = b"".join(frame(stream, payload) for stream, payload in frames)
+    demux = Demultiplexer()
+    got: dict[int, bytes] = {1: b"", 2: b""}
+    for start in range(0, len(wire), piece):
+        for stream, payload in demux.feed(wire[start:start + piece]):
+            got[stream] += payload
+    assert got[1] == b"".join(payload for stream, payload in frames if stream == 1)
+    assert got[2] == b"".join(payload for stream, payload in frames if stream == 2)
+
+
+def test_capped_output_keeps_the_start_and_counts_the_rest() -> None:
+    output = CappedOutput(limit=10)
+    for chunk in (b"12345", b"67890abc", b"def"):
+        output.add(chunk)
+    assert output.value() == b"1234567890"
+    assert output.dropped == 6
+
+
+def test_the_reply_fits_one_grpc_message() -> None:
+    assert fit_reply(b"a" * 4, b"b" * 4, budget=10) == (b"a" * 4, b"b" * 4)
+    assert fit_reply(b"a" * 20, b"b" * 2, budget=10) == (b"a" * 8, b"b" * 2)
+    assert fit_reply(b"a" * 2, b"b" * 20, budget=10) == (b"a" * 2, b"b" * 8)
+    assert fit_reply(b"a" * 20, b"b" * 20, budget=10) == (b"a" * 5, b"b" * 5)
+
+
+def test_kill_process_tree_kills_children_that_would_outlive_their_parent(tmp_path: Path) -> None:
+    marker = tmp_path / "grandchild.pid"
+    parent = subprocess.Popen(["sh", "-c", f"sleep 300 & echo $! > {marker}; sleep 300"])
+    try:
+        deadline = time.monotonic() + 5
+        while not marker.exists() or not marker.read_text().strip() or len(process_tree(parent.pid)) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        grandchild = int(marker.read_text())
+        own_cgroup = Path(f"/proc/{parent.pid}/cgroup").read_text().splitlines()[0]
+        assert in_container(parent.pid, own_cgroup)
+        assert not in_container(parent.pid, "no-such-container-id")
+        assert kill_process_tree(parent.pid, "no-such-container-id") == 0  # never a process outside the container
+        assert kill_process_tree(parent.pid, own_cgroup) == 3
+        parent.wait(timeout=5)
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{grandchild}").exists() and "Z" not in Path(f"/proc/{grandchild}/stat").read_text().split()[2]:
+            assert time.monotonic() < deadline, "the grandchild survived"
+            time.sleep(0.02)
+    finally:
+        if parent.poll() is None:
+            os.kill(parent.pid, 9)
+            parent.wait()
