@@ -15,6 +15,14 @@ Remote command (exec, attach) and port forward reuse one vocabulary over both tr
   which is how kubectl learns the exit status. Earlier versions carry the error text only.
 - The resize stream carries JSON objects {"Width": w, "Height": h}, one after another.
 
+API. Framing: `ChannelCodec(base64=, close_signal=)` with `encode`, `encode_close`, `decode`
+-> `ChannelData` / `ChannelClose` / None (get one from the negotiated protocol's `codec()`).
+Remote command: the channel numbers and `streamtype` names, `expected_stream_types`,
+`first_websocket_channel`, `Status.ok()` / `.exit_code(n)` / `.internal_error(msg)` with
+`payload(status_json=)`, `ResizeDecoder.feed(bytes) -> [TerminalSize]`. Port forward:
+`parse_port_query`, `port_channels`, `port_prefix`, `port_forward_stream(headers, stream_id)`,
+`port_forward_error`.
+
 Everything here is data in, data out; `ChannelProtocolError` is the only exception raised for
 bad peer input.
 """
