@@ -7,6 +7,7 @@ and the test images named below.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,6 +98,10 @@ class Shim:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def remove_files(self) -> None:
+        """The socket directory, root directory and log; kept when a shim failed, for its log."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int:
         if self.channel is not None:
             self.channel.close()
@@ -132,6 +137,7 @@ def shim(docker_api: docker.APIClient) -> Iterator[Shim]:
     yield process
     code = process.stop()
     assert code == 0, f"shim exited with {code} on SIGTERM:\n{process.log()[-4000:]}"
+    process.remove_files()
 
 
 @pytest.fixture
@@ -155,7 +161,8 @@ def start_shim(docker_api: docker.APIClient) -> Iterator[callable]:
 
     yield start
     for process in started:
-        process.stop()
+        if process.stop() == 0:
+            process.remove_files()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -1,7 +1,7 @@
 """A Docker daemon that stops and comes back: UNAVAILABLE meanwhile, recovery without a shim restart.
 
-Runs its own throwaway dockerd (own data root, exec root and socket), so the suite's daemon and
-its containers are left alone.
+Runs its own throwaway dockerd (own data root, exec root, socket and network namespace), so the
+suite's daemon, its containers and its docker0 bridge are left alone.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ class PrivateDockerd:
         log = open(self.dir / "dockerd.log", "ab")
         self.process = subprocess.Popen(
             [
+                # Its own network namespace: a dockerd with --bridge=none in the host's namespace
+                # deletes the host's docker0 bridge out from under the suite's daemon.
+                "unshare", "--net",
                 "dockerd", "--data-root", str(self.dir / "data"), "--exec-root", str(self.dir / "exec"),
                 "--pidfile", str(self.dir / "dockerd.pid"), "--host", self.endpoint,
                 "--bridge=none", "--iptables=false", "--ip-masq=false", "--ip-forward=false",
@@ -60,8 +63,8 @@ class PrivateDockerd:
 
 @pytest.fixture
 def private_dockerd(docker_api) -> Iterator[PrivateDockerd]:
-    if os.geteuid() != 0 or shutil.which("dockerd") is None:
-        pytest.skip("a second dockerd needs root and the dockerd binary")
+    if os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("unshare") is None:
+        pytest.skip("a second dockerd needs root, dockerd and unshare")
     daemon = PrivateDockerd()
     daemon.start()
     yield daemon
