@@ -13,6 +13,11 @@ DEFAULT_ROOT_DIRECTORY = "/var/lib/dockershim-py"
 # The kubelet keeps pause containers the last to be OOM-killed on the node, as dockershim did.
 DEFAULT_SANDBOX_OOM_SCORE_ADJ = -998
 
+# How often each container's writable layer is measured, and how many directory entries a
+# second the one background walker may visit (cri-dockerd had dockerd `du` every layer each minute).
+DEFAULT_WRITABLE_LAYER_SCAN_PERIOD = 60.0
+DEFAULT_WRITABLE_LAYER_SCAN_RATE = 10_000
+
 # The places the kubelet's credential keyring searched for Docker config.json files.
 DEFAULT_DOCKER_CONFIG_PATHS = (
     "~/.docker/config.json",
@@ -33,6 +38,8 @@ class Config:
     grpc_workers: int = 32
     shutdown_grace: float = 30.0
     log_level: str = "info"
+    writable_layer_scan_period: float = DEFAULT_WRITABLE_LAYER_SCAN_PERIOD
+    writable_layer_scan_rate: int = DEFAULT_WRITABLE_LAYER_SCAN_RATE
     sandbox_oom_score_adj: int = DEFAULT_SANDBOX_OOM_SCORE_ADJ
 
 
@@ -110,6 +117,15 @@ def argument_parser() -> argparse.ArgumentParser:
              "that cannot lower OOM scores)",
     )
     parser.add_argument(
+        "--writable-layer-scan-period", type=_duration, default=DEFAULT_WRITABLE_LAYER_SCAN_PERIOD,
+        help="how often the stats measure each container's writable layer, in the background; "
+             "0 turns it off (default 1m)",
+    )
+    parser.add_argument(
+        "--writable-layer-scan-rate", type=int, default=DEFAULT_WRITABLE_LAYER_SCAN_RATE,
+        help="directory entries per second the writable-layer walker may visit (default %(default)s)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"],
         help="log verbosity (default %(default)s)",
     )
@@ -123,6 +139,10 @@ def from_args(argv: list[str] | None = None) -> Config:
         paths = (os.path.join(os.environ["DOCKER_CONFIG"], "config.json"),) + paths
     if args.grpc_workers < 1:
         argument_parser().error("--grpc-workers must be at least 1")
+    if args.writable_layer_scan_period < 0:
+        argument_parser().error("--writable-layer-scan-period must not be negative")
+    if args.writable_layer_scan_rate < 1:
+        argument_parser().error("--writable-layer-scan-rate must be at least 1")
     if not -1000 <= args.sandbox_oom_score_adj <= 1000:
         argument_parser().error("--sandbox-oom-score-adj must be in -1000..1000")
     return Config(
@@ -135,5 +155,7 @@ def from_args(argv: list[str] | None = None) -> Config:
         docker_config_paths=paths,
         grpc_workers=args.grpc_workers,
         log_level=args.log_level,
+        writable_layer_scan_period=args.writable_layer_scan_period,
+        writable_layer_scan_rate=args.writable_layer_scan_rate,
         sandbox_oom_score_adj=args.sandbox_oom_score_adj,
     )
