@@ -208,19 +208,6 @@ class DockerClient:
 
         return int(self._read(f"size of container {container_id}", inspect_with_size).get("SizeRw") or 0)
 
-    # --- stats ----------------------------------------------------------------------------------
-
-    def writable_layer_size(self, container_id: str) -> int:
-        """The writable layer's bytes as dockerd measures them (`inspect size=1`: a full walk
-        of the layer inside dockerd), for storage drivers the shim cannot walk itself.
-        Slow: only the stats' background worker calls it, never a request."""
-
-        def inspect_with_size(api: docker.APIClient) -> dict[str, Any]:
-            url = api._url("/containers/{0}/json", container_id)
-            return api._result(api._get(url, params={"size": 1}), json=True)
-
-        return int(self._read(f"size of container {container_id}", inspect_with_size).get("SizeRw") or 0)
-
     # --- images ---------------------------------------------------------------------------------
 
     def images(self) -> list[dict[str, Any]]:
