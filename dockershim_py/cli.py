@@ -10,11 +10,15 @@ import threading
 
 from . import __version__, config as config_module
 from .checkpoint import CheckpointStore
+from .container import ContainerService
 from .cri.image_service import ImageServiceAdapter
 from .cri.runtime_service import RuntimeServiceAdapter
 from .docker_client import DockerClient
 from .errors import CRIError
+from .exec import ExecService
 from .image import ImageService
+from .image_volume import ImageVolumes
+from .logs import LogManager
 from .network import Network
 from .runtime import RuntimeInfo
 from .sandbox import SandboxService
@@ -37,12 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     images = ImageService(docker, config)
     try:
         checkpoints = CheckpointStore(os.path.join(config.root_directory, "sandbox"))
+        container_logs = LogManager(os.path.join(config.root_directory, "logs"))
     except OSError as exc:
         log.error("cannot use the root directory %s: %s", config.root_directory, exc)
         return 2
     sandboxes = SandboxService(docker, config, images, checkpoints)
+    containers = ContainerService(docker, config, container_logs, ImageVolumes(docker, config.root_directory))
     adapters = [
-        RuntimeServiceAdapter(RuntimeInfo(docker, config, network), sandboxes),
+        RuntimeServiceAdapter(RuntimeInfo(docker, config, network), sandboxes, containers, ExecService(docker)),
         ImageServiceAdapter(images),
     ]
     server = CRIServer(config.container_runtime_endpoint, adapters, config.grpc_workers)
@@ -60,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         docker.ping()
     except CRIError as exc:
         log.warning("Docker is not reachable yet; RuntimeReady stays false until it is: %s", exc.message)
+    containers.recover_in_background(stopping)
     stopping.wait()
     log.info("shutting down: finishing in-flight calls for up to %.0fs", config.shutdown_grace)
     server.stop(config.shutdown_grace)
+    container_logs.stop()
     return 0

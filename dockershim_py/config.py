@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass
 
 DEFAULT_ENDPOINT = "unix:///var/run/dockershim.sock"
@@ -12,6 +13,10 @@ DEFAULT_SANDBOX_IMAGE = "registry.k8s.io/pause:3.10"
 DEFAULT_ROOT_DIRECTORY = "/var/lib/dockershim-py"
 # The kubelet keeps pause containers the last to be OOM-killed on the node, as dockershim did.
 DEFAULT_SANDBOX_OOM_SCORE_ADJ = -998
+# Docker's json-file log of each container, which the shim copies into the CRI log file: what
+# Docker keeps is what survives while the shim is down, and costs this much disk per container.
+DEFAULT_DOCKER_LOG_MAX_SIZE = "10m"
+DEFAULT_DOCKER_LOG_MAX_FILES = 3
 
 # How often each container's writable layer is measured, and how many directory entries a
 # second the one background walker may visit (cri-dockerd had dockerd `du` every layer each minute).
@@ -41,6 +46,8 @@ class Config:
     writable_layer_scan_period: float = DEFAULT_WRITABLE_LAYER_SCAN_PERIOD
     writable_layer_scan_rate: int = DEFAULT_WRITABLE_LAYER_SCAN_RATE
     sandbox_oom_score_adj: int = DEFAULT_SANDBOX_OOM_SCORE_ADJ
+    docker_log_max_size: str = DEFAULT_DOCKER_LOG_MAX_SIZE
+    docker_log_max_files: int = DEFAULT_DOCKER_LOG_MAX_FILES
 
 
 def _duration(text: str) -> float:
@@ -70,6 +77,13 @@ def _duration(text: str) -> float:
     if number:
         raise argparse.ArgumentTypeError(f"invalid duration {text!r}: a number needs a unit (h, m, s, ms)")
     return total
+
+
+def _log_size(text: str) -> str:
+    """Docker's log-opt size: a number with an optional k, m or g."""
+    if not re.fullmatch(r"[1-9][0-9]*[kmg]?", text.strip().lower()):
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: use e.g. 10m, 512k, 1g")
+    return text.strip().lower()
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -117,6 +131,15 @@ def argument_parser() -> argparse.ArgumentParser:
              "that cannot lower OOM scores)",
     )
     parser.add_argument(
+        "--docker-log-max-size", type=_log_size, default=DEFAULT_DOCKER_LOG_MAX_SIZE,
+        help="size at which Docker rotates a container's json-file log, which the shim copies into the "
+             "CRI log file (default %(default)s)",
+    )
+    parser.add_argument(
+        "--docker-log-max-files", type=int, default=DEFAULT_DOCKER_LOG_MAX_FILES,
+        help="json-file logs Docker keeps per container, at least 2 (default %(default)s)",
+    )
+    parser.add_argument(
         "--writable-layer-scan-period", type=_duration, default=DEFAULT_WRITABLE_LAYER_SCAN_PERIOD,
         help="how often the stats measure each container's writable layer, in the background; "
              "0 turns it off (default 1m)",
@@ -139,6 +162,8 @@ def from_args(argv: list[str] | None = None) -> Config:
         paths = (os.path.join(os.environ["DOCKER_CONFIG"], "config.json"),) + paths
     if args.grpc_workers < 1:
         argument_parser().error("--grpc-workers must be at least 1")
+    if args.docker_log_max_files < 2:
+        argument_parser().error("--docker-log-max-files must be at least 2 (the log copier follows rotations)")
     if args.writable_layer_scan_period < 0:
         argument_parser().error("--writable-layer-scan-period must not be negative")
     if args.writable_layer_scan_rate < 1:
@@ -158,4 +183,6 @@ def from_args(argv: list[str] | None = None) -> Config:
         writable_layer_scan_period=args.writable_layer_scan_period,
         writable_layer_scan_rate=args.writable_layer_scan_rate,
         sandbox_oom_score_adj=args.sandbox_oom_score_adj,
+        docker_log_max_size=args.docker_log_max_size,
+        docker_log_max_files=args.docker_log_max_files,
     )

@@ -9,10 +9,11 @@ import grpc
 from ..api import api_pb2 as api
 from ..errors import invalid_argument
 from ..runtime import RuntimeInfo
+from ..container import ContainerService
+from ..exec import ExecService
 from ..sandbox import SandboxService
 from .handlers import Adapter
 
-_CONTAINERS = "containers are not implemented yet (see the README's roadmap)"
 _STREAMING = "the streaming server is not implemented yet (see the README's roadmap)"
 _STATS = "stats are not implemented yet (see the README's roadmap)"
 _LIST_STREAMING = "the streaming lists (KEP-5825, alpha) are not served; the kubelet falls back to the unary RPC"
@@ -23,15 +24,6 @@ class RuntimeServiceAdapter(Adapter):
     UNIMPLEMENTED = {
         "UpdatePodSandboxResources": "Docker cannot change the pod-level cgroup of a running pause container; "
                                      "container resources are updated one by one",
-        "CreateContainer": _CONTAINERS,
-        "StartContainer": _CONTAINERS,
-        "StopContainer": _CONTAINERS,
-        "RemoveContainer": _CONTAINERS,
-        "ListContainers": _CONTAINERS,
-        "ContainerStatus": _CONTAINERS,
-        "UpdateContainerResources": _CONTAINERS,
-        "ReopenContainerLog": _CONTAINERS,
-        "ExecSync": _CONTAINERS,
         "Exec": _STREAMING,
         "Attach": _STREAMING,
         "PortForward": _STREAMING,
@@ -50,9 +42,13 @@ class RuntimeServiceAdapter(Adapter):
         "StreamPodSandboxMetrics": _LIST_STREAMING,
     }
 
-    def __init__(self, runtime: RuntimeInfo, sandboxes: SandboxService) -> None:
+    def __init__(
+        self, runtime: RuntimeInfo, sandboxes: SandboxService, containers: ContainerService, execs: ExecService
+    ) -> None:
         self._runtime = runtime
         self._sandboxes = sandboxes
+        self._containers = containers
+        self._execs = execs
 
     def Version(self, request: api.VersionRequest, context: grpc.ServicerContext, api_version: str) -> api.VersionResponse:
         return self._runtime.version(api_version)
@@ -96,3 +92,57 @@ class RuntimeServiceAdapter(Adapter):
     def ListPodSandbox(self, request: api.ListPodSandboxRequest, context: grpc.ServicerContext) -> api.ListPodSandboxResponse:
         sandbox_filter = request.filter if request.HasField("filter") else None
         return api.ListPodSandboxResponse(items=self._sandboxes.list(sandbox_filter))
+
+    # --- containers -------------------------------------------------------------------------------
+
+    def CreateContainer(
+        self, request: api.CreateContainerRequest, context: grpc.ServicerContext
+    ) -> api.CreateContainerResponse:
+        if not request.config.HasField("metadata") or not request.sandbox_config.HasField("metadata"):
+            raise invalid_argument("CreateContainer needs config.metadata and sandbox_config.metadata")
+        container_id = self._containers.create(request.pod_sandbox_id, request.config, request.sandbox_config)
+        return api.CreateContainerResponse(container_id=container_id)
+
+    def StartContainer(self, request: api.StartContainerRequest, context: grpc.ServicerContext) -> api.StartContainerResponse:
+        self._containers.start(request.container_id)
+        return api.StartContainerResponse()
+
+    def StopContainer(self, request: api.StopContainerRequest, context: grpc.ServicerContext) -> api.StopContainerResponse:
+        self._containers.stop(request.container_id, request.timeout)
+        return api.StopContainerResponse()
+
+    def RemoveContainer(
+        self, request: api.RemoveContainerRequest, context: grpc.ServicerContext
+    ) -> api.RemoveContainerResponse:
+        self._containers.remove(request.container_id)
+        return api.RemoveContainerResponse()
+
+    def ListContainers(self, request: api.ListContainersRequest, context: grpc.ServicerContext) -> api.ListContainersResponse:
+        container_filter = request.filter if request.HasField("filter") else None
+        return api.ListContainersResponse(containers=self._containers.list(container_filter))
+
+    def ContainerStatus(
+        self, request: api.ContainerStatusRequest, context: grpc.ServicerContext
+    ) -> api.ContainerStatusResponse:
+        status, info = self._containers.status(request.container_id, request.verbose)
+        return api.ContainerStatusResponse(status=status, info=info)
+
+    def UpdateContainerResources(
+        self, request: api.UpdateContainerResourcesRequest, context: grpc.ServicerContext
+    ) -> api.UpdateContainerResourcesResponse:
+        self._containers.update_resources(request.container_id, request.linux)
+        return api.UpdateContainerResourcesResponse()
+
+    def ReopenContainerLog(
+        self, request: api.ReopenContainerLogRequest, context: grpc.ServicerContext
+    ) -> api.ReopenContainerLogResponse:
+        self._containers.reopen_log(request.container_id)
+        return api.ReopenContainerLogResponse()
+
+    def ExecSync(self, request: api.ExecSyncRequest, context: grpc.ServicerContext) -> api.ExecSyncResponse:
+        timeout = float(request.timeout)
+        remaining = context.time_remaining()
+        if remaining is not None and (not timeout or remaining < timeout):
+            timeout = max(remaining, 0.001)  # the caller's deadline is a timeout too: the process is killed
+        stdout, stderr, exit_code = self._execs.exec_sync(request.container_id, list(request.cmd), timeout)
+        return api.ExecSyncResponse(stdout=stdout, stderr=stderr, exit_code=exit_code)

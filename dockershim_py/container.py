@@ -1,0 +1,428 @@
+"""Containers in pod sandboxes: CreateContainer, StartContainer, StopContainer, RemoveContainer,
+ListContainers, ContainerStatus, UpdateContainerResources and ReopenContainerLog.
+
+Each method reads top to bottom as the steps the CRI asks for; the conversions are pure, in
+`container_convert`. Containers are Docker containers named and labelled exactly as dockershim
+named them, logging to Docker's json-file driver, from which `logs` writes the CRI log file.
+Stop and Remove of a container that is already gone succeed, as the kubelet retries them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from typing import Any
+
+import grpc
+
+from . import labels
+from .api import api_pb2 as api
+from .cgroups import can_lower_oom_score
+from .config import Config
+from .container_convert import (
+    REASON_CANNOT_RUN,
+    ImageVolume,
+    NodeView,
+    SandboxView,
+    container_from_list_entry,
+    container_name_of,
+    create_body,
+    matches_filter,
+    state_of,
+    status_of,
+    update_body,
+    verbose_info,
+)
+from .docker_client import DockerClient
+from .errors import CRIError, failed_precondition, invalid_argument, not_found
+from .image_volume import EXPORT_LABEL, ImageVolumes
+from .logs import LogManager
+from .naming import randomized
+from .security_context import missing_capabilities
+
+log = logging.getLogger(__name__)
+
+INFO_CACHE_SECONDS = 30.0
+IMAGE_CACHE_SECONDS = 30.0
+RECOVERY_RETRY_SECONDS = 5.0
+_CONTAINER_ID = re.compile(r"[0-9a-f]{1,64}")
+_CONFLICT = re.compile(r'is already in use by container "?([0-9a-f]{12,64})"?')
+
+
+def node_lacking_capabilities() -> frozenset[str]:
+    """The capabilities this node's bounding set lacks (a VM may lack CAP_SYS_RESOURCE)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            bounding = next(int(line.split()[1], 16) for line in handle if line.startswith("CapBnd:"))
+        with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as handle:
+            last = int(handle.read())
+    except (OSError, StopIteration, ValueError):
+        return frozenset()  # cannot tell: let Docker decide
+    return missing_capabilities(bounding, last)
+
+
+class ContainerService:
+    def __init__(self, docker: DockerClient, config: Config, logs: LogManager, image_volumes: ImageVolumes) -> None:
+        self._docker = docker
+        self._config = config
+        self._logs = logs
+        self._image_volumes = image_volumes
+        self._lacking_capabilities = node_lacking_capabilities()
+        self._can_lower_oom_score = can_lower_oom_score()
+        self._cache_lock = threading.Lock()
+        self._info: tuple[float, dict[str, Any]] | None = None
+        self._images: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        # Containers whose start failed: Docker lists them as "created", CRI calls them exited.
+        self._cannot_run: set[str] = set()
+        if self._lacking_capabilities:
+            log.warning("this node's capability bounding set lacks %s: containers asking for ALL capabilities "
+                        "get all the others, privileged containers are refused",
+                        ", ".join(sorted(self._lacking_capabilities)))
+
+    # --- CreateContainer --------------------------------------------------------------------------
+
+    def create(self, sandbox_id: str, config: api.ContainerConfig, sandbox_config: api.PodSandboxConfig) -> str:
+        """Create (not start) the container; nothing is left behind when it is refused."""
+        # 1. Check the request and name the container as dockershim did.
+        name = container_name_of(config, sandbox_config)
+
+        # 2. The sandbox must exist and run: the container joins its namespaces.
+        sandbox = self._sandbox(sandbox_id)
+
+        # 3. The image must be on the node (the kubelet pulls first).
+        try:
+            self._docker.inspect_image(config.image.image)
+        except CRIError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                raise not_found(f"image {config.image.image!r} is not on the node; pull it first") from exc
+            raise
+
+        # 4. Image volumes, materialised on the node, then Docker's create body.
+        image_volumes = {
+            index: self._image_volumes.prepare(mount)
+            for index, mount in enumerate(config.mounts)
+            if mount.HasField("image") and mount.image.image
+        }
+        body = create_body(config, sandbox_config, sandbox, self._node_view(), image_volumes)
+
+        # 5. Host paths that do not exist are created as directories, as dockershim's binds did.
+        self._make_missing_host_paths(config.mounts, image_volumes)
+
+        # 6. Create, recovering from a name left by an earlier attempt.
+        container_id = self._create(name, body)
+        log.info("created container %s (%s) in sandbox %s", container_id[:12], name, sandbox.id[:12])
+        return container_id
+
+    def _sandbox(self, sandbox_id: str) -> SandboxView:
+        if not sandbox_id:
+            raise invalid_argument("pod_sandbox_id is empty")
+        try:
+            inspect = self._docker.inspect_container(sandbox_id)
+        except CRIError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                raise not_found(f"pod sandbox {sandbox_id!r} not found") from exc
+            raise
+        if not labels.is_sandbox((inspect.get("Config") or {}).get("Labels")):
+            raise not_found(f"{sandbox_id} is not a pod sandbox")
+        if not (inspect.get("State") or {}).get("Running"):
+            raise failed_precondition(f"pod sandbox {sandbox_id} is not running: its containers cannot join it")
+        host_config = inspect.get("HostConfig") or {}
+        return SandboxView(
+            id=inspect["Id"],
+            host_network=host_config.get("NetworkMode") == "host",
+            runtime=host_config.get("Runtime") or "",
+        )
+
+    def _node_view(self) -> NodeView:
+        info = self._docker_info()
+        return NodeView(
+            cgroup_driver=info.get("CgroupDriver") or "cgroupfs",
+            api_version=self._docker.api_version,
+            lacking_capabilities=self._lacking_capabilities,
+            can_lower_oom_score=self._can_lower_oom_score,
+            selinux_enabled=any("name=selinux" in option for option in info.get("SecurityOptions") or []),
+            cdi_supported=bool(info.get("CDISpecDirs")),
+            log_config={"Type": "json-file", "Config": {
+                "max-size": self._config.docker_log_max_size,
+                "max-file": str(self._config.docker_log_max_files),
+                "compress": "false",
+            }},
+        )
+
+    def _docker_info(self) -> dict[str, Any]:
+        with self._cache_lock:
+            if self._info is None or time.monotonic() - self._info[0] > INFO_CACHE_SECONDS:
+                self._info = (time.monotonic(), self._docker.info())
+            return self._info[1]
+
+    @staticmethod
+    def _make_missing_host_paths(mounts: list[api.Mount], image_volumes: dict[int, ImageVolume]) -> None:
+        for index, mount in enumerate(mounts):
+            if index in image_volumes or os.path.lexists(mount.host_path):
+                continue
+            try:
+                os.makedirs(mount.host_path, mode=0o755, exist_ok=True)
+            except OSError as exc:
+                raise CRIError(
+                    grpc.StatusCode.INTERNAL, f"mount {mount.container_path}: cannot create host path "
+                    f"{mount.host_path}: {exc.strerror}"
+                ) from exc
+            log.info("created missing host path %s for mount %s", mount.host_path, mount.container_path)
+
+    def _create(self, name: str, body: dict[str, Any]) -> str:
+        """Create under `name`; a stopped holder of the name (a lost earlier attempt) is replaced."""
+        try:
+            return self._docker.create_container(name, body)
+        except CRIError as exc:
+            match = _CONFLICT.search(exc.message)
+            if match is None:
+                raise
+            holder = match.group(1)
+        log.info("container name %s is taken by %s: removing it", name, holder[:12])
+        try:
+            self._docker.remove_container(holder, force=False)
+        except CRIError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise CRIError(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    f"container {name} already exists as {holder} and cannot be replaced: {exc.message}; "
+                    f"stop and remove it first",
+                ) from exc
+            name = randomized(name)
+        else:
+            self._logs.forget(holder)
+        return self._docker.create_container(name, body)
+
+    # --- StartContainer ---------------------------------------------------------------------------
+
+    def start(self, container_id: str) -> None:
+        """Start a created container, with its CRI log file ready before its first line."""
+        inspect = self._inspect(container_id)
+        full_id = inspect["Id"]
+        state = inspect.get("State") or {}
+        if state_of(state, 0).state != api.CONTAINER_CREATED:
+            raise failed_precondition(
+                f"container {full_id} is not in the created state (Docker: {state.get('Status')}): "
+                f"a CRI container starts once"
+            )
+        log_path = (inspect.get("Config") or {}).get("Labels", {}).get(labels.CONTAINER_LOG_PATH_LABEL, "")
+        if log_path:
+            self._logs.prepare(full_id, log_path)
+        try:
+            self._docker.start_container(full_id)
+        except CRIError as exc:
+            self._cannot_run.add(full_id)
+            self._logs.forget(full_id)
+            raise CRIError(exc.code, f"container {full_id} failed to start: {exc.message}") from exc
+        if log_path:
+            started = self._docker.inspect_container(full_id)
+            self._logs.follow(full_id, started.get("LogPath") or "", (started.get("State") or {}).get("Pid") or 0)
+        log.info("started container %s", full_id[:12])
+
+    # --- StopContainer ----------------------------------------------------------------------------
+
+    def stop(self, container_id: str, timeout: int) -> None:
+        """Stop signal, then SIGKILL after `timeout` seconds; a container already stopped or gone is done."""
+        inspect = self._inspect_or_none(container_id)
+        if inspect is None:
+            log.info("StopContainer %s: no such container, nothing to stop", container_id)
+            return
+        full_id = inspect["Id"]
+        try:
+            self._docker.stop_container(full_id, max(int(timeout), 0))
+        except CRIError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise
+            return
+        self._logs.finish(full_id, inspect.get("LogPath") or "")
+        log.info("stopped container %s", full_id[:12])
+
+    # --- RemoveContainer --------------------------------------------------------------------------
+
+    def remove(self, container_id: str) -> None:
+        """Force-remove (killing it if it runs); a container already gone is done. Its CRI log stays."""
+        inspect = self._inspect_or_none(container_id)
+        if inspect is None:
+            log.info("RemoveContainer %s: no such container, nothing to remove", container_id)
+            return
+        full_id = inspect["Id"]
+        try:
+            self._docker.remove_container(full_id, force=True)
+        except CRIError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND and "already in progress" not in exc.message:
+                raise
+        self._logs.forget(full_id)
+        self._cannot_run.discard(full_id)
+        if any(mount.get("Source", "").startswith(self._image_volumes.root + "/") for mount in inspect.get("Mounts") or []):
+            self._prune_image_volumes()
+        log.info("removed container %s", full_id[:12])
+
+    def _prune_image_volumes(self) -> None:
+        images = [image["Id"] for image in self._docker.images()]
+        entries = self._docker.list_containers({})
+        sources = [mount.get("Source", "") for entry in entries for mount in entry.get("Mounts") or []]
+        self._image_volumes.prune(images, sources)
+
+    # --- ListContainers ---------------------------------------------------------------------------
+
+    def list(self, container_filter: api.ContainerFilter | None) -> list[api.Container]:
+        """One Docker list call, no inspect: the kubelet asks every second."""
+        docker_filters: dict[str, Any] = {"label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_CONTAINER}"]}
+        if container_filter is not None:
+            for value in (container_filter.id, container_filter.pod_sandbox_id):
+                if value and not _CONTAINER_ID.fullmatch(value):
+                    return []
+            if container_filter.id:
+                docker_filters["id"] = [container_filter.id]  # Docker matches anywhere; the prefix rule is ours
+            if len(container_filter.pod_sandbox_id) == 64:
+                docker_filters["label"].append(f"{labels.SANDBOX_ID_LABEL}={container_filter.pod_sandbox_id}")
+            docker_filters["label"] += labels.docker_label_filters(container_filter.label_selector)
+        containers = []
+        for entry in self._docker.list_containers(docker_filters):
+            container = container_from_list_entry(entry, entry["Id"] in self._cannot_run)
+            if container is not None and matches_filter(container, container_filter):
+                containers.append(container)
+        return containers
+
+    # --- ContainerStatus --------------------------------------------------------------------------
+
+    def status(self, container_id: str, verbose: bool) -> tuple[api.ContainerStatus, dict[str, str]]:
+        """The container's state as the kubelet reads it; an exited container's CRI log is complete first."""
+        inspect = self._inspect(container_id)
+        full_id = inspect["Id"]
+        state = inspect.get("State") or {}
+        process_status = self._process_status(state.get("Pid")) if state.get("Running") else None
+        try:
+            status = status_of(inspect, self._image(inspect.get("Image", "")), self._image_volumes.root, process_status)
+        except ValueError as exc:
+            raise not_found(f"container {container_id!r} is not a CRI container: {exc}") from exc
+        if status.state == api.CONTAINER_EXITED:
+            self._logs.finish(full_id, inspect.get("LogPath") or "")
+            if status.reason == REASON_CANNOT_RUN:
+                self._cannot_run.add(full_id)
+        info = verbose_info(inspect, self._logs.describe(full_id)) if verbose else {}
+        return status, info
+
+    def _image(self, image_id: str) -> dict[str, Any] | None:
+        """The image's inspect for its tags and digests, cached briefly (the kubelet asks often)."""
+        with self._cache_lock:
+            cached = self._images.get(image_id)
+            if cached is not None and time.monotonic() - cached[0] < IMAGE_CACHE_SECONDS:
+                return cached[1]
+        try:
+            found: dict[str, Any] | None = self._docker.inspect_image(image_id)
+        except CRIError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise
+            found = None
+        with self._cache_lock:
+            now = time.monotonic()
+            self._images = {key: value for key, value in self._images.items() if now - value[0] < IMAGE_CACHE_SECONDS}
+            self._images[image_id] = (now, found)
+        return found
+
+    @staticmethod
+    def _process_status(pid: int | None) -> str | None:
+        if not pid:
+            return None
+        try:
+            with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+        except OSError:
+            return None
+
+    # --- UpdateContainerResources -----------------------------------------------------------------
+
+    def update_resources(self, container_id: str, resources: api.LinuxContainerResources) -> None:
+        """CPU, memory and cpusets of a container; Docker cannot change its OOM score or hugepages."""
+        inspect = self._inspect(container_id)
+        body = update_body(resources)
+        if body:
+            self._docker.update_container(inspect["Id"], body)
+
+    # --- ReopenContainerLog -----------------------------------------------------------------------
+
+    def reopen_log(self, container_id: str) -> None:
+        """Start writing a new CRI log file at the container's log path (the kubelet renamed the old one)."""
+        inspect = self._inspect(container_id)
+        if not (inspect.get("State") or {}).get("Running"):
+            raise failed_precondition(f"container {inspect['Id']} is not running: its log is closed")
+        self._logs.reopen(inspect["Id"])
+
+    # --- after a restart --------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Resume the log copies of running containers, finish those that exited meanwhile, drop leftovers."""
+        for entry in self._docker.list_containers({"label": [f"{EXPORT_LABEL}=true"]}):
+            self._docker.remove_container(entry["Id"], force=True)
+        saved = set(self._logs.saved_containers())
+        existing = {entry["Id"] for entry in self._docker.list_containers(
+            {"label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_CONTAINER}"]})}
+        for container_id in sorted(saved):
+            state = self._logs.saved_state(container_id)
+            if container_id not in existing:
+                self._logs.forget(container_id)
+            elif state is not None and not state.finished:
+                self._resume_log(container_id)
+        if self._image_volumes.materialised():
+            self._prune_image_volumes()
+
+    def _resume_log(self, container_id: str) -> None:
+        try:
+            inspect = self._docker.inspect_container(container_id)
+        except CRIError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                self._logs.forget(container_id)
+                return
+            raise
+        state = inspect.get("State") or {}
+        if state.get("Running"):
+            self._logs.follow(container_id, inspect.get("LogPath") or "", state.get("Pid") or 0)
+            log.info("container %s: resumed copying its log", container_id[:12])
+        else:
+            self._logs.finish(container_id, inspect.get("LogPath") or "")
+
+    def recover_in_background(self, stopping: threading.Event) -> threading.Thread:
+        """Recover once Docker answers (it may start after the shim)."""
+
+        def run() -> None:
+            while not stopping.is_set():
+                try:
+                    self.recover()
+                    return
+                except CRIError as exc:
+                    log.info("container recovery: %s; trying again in %.0fs", exc.message, RECOVERY_RETRY_SECONDS)
+                stopping.wait(RECOVERY_RETRY_SECONDS)
+
+        thread = threading.Thread(target=run, name="container-recovery", daemon=True)
+        thread.start()
+        return thread
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _inspect_or_none(self, container_id: str) -> dict[str, Any] | None:
+        """Docker's inspect of a CRI container; None when there is no such container."""
+        if not container_id:
+            raise invalid_argument("container_id is empty")
+        if not _CONTAINER_ID.fullmatch(container_id):
+            return None
+        try:
+            inspect = self._docker.inspect_container(container_id)
+        except CRIError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        if labels.is_sandbox((inspect.get("Config") or {}).get("Labels")):
+            raise invalid_argument(f"{container_id} is a pod sandbox, not a container: use the PodSandbox calls")
+        if not labels.is_container((inspect.get("Config") or {}).get("Labels")):
+            return None
+        return inspect
+
+    def _inspect(self, container_id: str) -> dict[str, Any]:
+        inspect = self._inspect_or_none(container_id)
+        if inspect is None:
+            raise not_found(f"container {container_id!r} not found")
+        return inspect

@@ -1,0 +1,249 @@
+"""Containers on the real daemon: create, start, list, status, stop, remove; exit codes and reasons."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import docker
+import grpc
+import pytest
+
+from conftest import BUSYBOX
+from containers_fixtures import Pod, fresh_pod, pod, rpc_error, wait_for  # noqa: F401 (fixtures)
+from dockershim_py.api import api_pb2 as api
+
+UNKNOWN_ID = "0123456789abcdef" * 4
+
+
+def test_lifecycle(fresh_pod: Pod, docker_api: docker.APIClient, images) -> None:
+    pod = fresh_pod
+    config = pod.container_config("app", ["sleep", "3600"], labels={"tier": "web"}, annotations={"note": "hi"},
+                                  envs=[api.KeyValue(key="GREETING", value="grüße".encode())], working_dir="/tmp",
+                                  stop_signal=api.SIGKILL)
+    config.image.user_specified_image = "busybox:1.0"
+    before = time.time_ns()
+    container_id = pod.create(config)
+
+    # Docker's side: dockershim's name and labels, the sandbox's namespaces, json-file logging.
+    inspect = docker_api.inspect_container(container_id)
+    assert inspect["Name"] == f"/k8s_app_pod_{pod.namespace}_uid-{pod.namespace}_0"
+    docker_labels = inspect["Config"]["Labels"]
+    assert docker_labels["io.kubernetes.docker.type"] == "container"
+    assert docker_labels["io.kubernetes.sandbox.id"] == pod.id
+    assert docker_labels["io.kubernetes.container.logpath"] == str(pod.log_directory / "app/0.log")
+    assert docker_labels["annotation.note"] == "hi"
+    host_config = inspect["HostConfig"]
+    assert host_config["NetworkMode"] == host_config["IpcMode"] == host_config["PidMode"] == f"container:{pod.id}"
+    assert host_config["LogConfig"]["Type"] == "json-file"
+    assert host_config["ShmSize"] == 64 * 1024 * 1024
+
+    status = pod.status(container_id)
+    assert status.state == api.CONTAINER_CREATED
+    assert before - 2_000_000_000 < status.created_at <= time.time_ns()
+    assert status.created_at % 1_000_000_000 != 0  # nanoseconds
+    assert (status.started_at, status.finished_at) == (0, 0)
+
+    pod.start(container_id)
+    status = pod.status(container_id)
+    assert status.state == api.CONTAINER_RUNNING
+    assert status.started_at >= status.created_at
+    assert status.metadata == api.ContainerMetadata(name="app", attempt=0)
+    # Docker merges the image's labels into the container's (as dockershim showed them); internal ones stay hidden.
+    assert dict(status.labels) == {"tier": "web", "io.dockershim-py.test": "busybox"}
+    assert dict(status.annotations) == {"note": "hi"}
+    image = images.ImageStatus(api.ImageStatusRequest(image=api.ImageSpec(image=BUSYBOX)), timeout=10).image
+    assert status.image_id == image.id
+    assert status.image.image == BUSYBOX
+    assert status.image.user_specified_image == "busybox:1.0"
+    assert status.image_ref.startswith("docker-pullable://127.0.0.1:5000/dspy/busybox@sha256:")
+    assert status.log_path == str(pod.log_directory / "app/0.log")
+    assert status.user.linux.uid == 0
+    assert status.stop_signal == api.SIGKILL
+    assert pod.sh(container_id, "echo $GREETING; pwd") == "grüße\n/tmp\n"
+
+    verbose = pod.runtime.ContainerStatus(api.ContainerStatusRequest(container_id=container_id, verbose=True), timeout=10)
+    info = json.loads(verbose.info["info"])
+    assert info["sandboxID"] == pod.id and info["pid"] > 0
+
+    listed = pod.runtime.ListContainers(api.ListContainersRequest(
+        filter=api.ContainerFilter(pod_sandbox_id=pod.id)), timeout=10).containers
+    assert [(c.id, c.state, c.pod_sandbox_id, c.image_id) for c in listed] == [
+        (container_id, api.CONTAINER_RUNNING, pod.id, image.id)]
+    assert dict(listed[0].labels) == dict(status.labels)
+
+    # StopContainer: the stop signal (SIGKILL here) ends it at once; stopping again is fine.
+    pod.runtime.StopContainer(api.StopContainerRequest(container_id=container_id, timeout=30), timeout=60)
+    status = pod.status(container_id)
+    assert status.state == api.CONTAINER_EXITED
+    assert (status.exit_code, status.reason) == (137, "Error")
+    assert status.finished_at >= status.started_at > 0
+    pod.runtime.StopContainer(api.StopContainerRequest(container_id=container_id, timeout=0), timeout=60)
+
+    pod.remove(container_id)
+    assert not pod.runtime.ListContainers(api.ListContainersRequest(
+        filter=api.ContainerFilter(id=container_id)), timeout=10).containers
+    with pytest.raises(docker.errors.NotFound):
+        docker_api.inspect_container(container_id)
+
+    # Stop and Remove of a container already gone succeed (the kubelet retries them).
+    pod.runtime.StopContainer(api.StopContainerRequest(container_id=container_id, timeout=1), timeout=10)
+    pod.remove(container_id)
+
+
+def test_stop_waits_the_grace_period_then_kills(pod: Pod) -> None:
+    trapped = pod.run("trapper", ["sh", "-c", "trap 'echo term; exit 7' TERM; while true; do sleep 0.1; done"])
+    ignoring = pod.run("ignorer", ["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"])
+    time.sleep(0.3)
+    pod.runtime.StopContainer(api.StopContainerRequest(container_id=trapped, timeout=10), timeout=30)
+    assert pod.status(trapped).exit_code == 7
+    started = time.monotonic()
+    pod.runtime.StopContainer(api.StopContainerRequest(container_id=ignoring, timeout=1), timeout=30)
+    assert 0.9 < time.monotonic() - started < 10
+    assert pod.status(ignoring).exit_code == 137
+    for container_id in (trapped, ignoring):
+        pod.remove(container_id)
+
+
+@pytest.mark.parametrize(
+    ("command", "exit_code", "reason"),
+    [(["sh", "-c", "exit 0"], 0, "Completed"), (["sh", "-c", "exit 3"], 3, "Error")],
+)
+def test_exit_codes_and_reasons(pod: Pod, command, exit_code, reason) -> None:
+    container_id = pod.run("exiter", command)
+    status = pod.exited(container_id)
+    assert (status.exit_code, status.reason) == (exit_code, reason)
+    assert status.finished_at >= status.started_at > 0
+    pod.remove(container_id)
+
+
+def test_oom_killed(pod: Pod) -> None:
+    resources = api.LinuxContainerResources(memory_limit_in_bytes=16 * 1024 * 1024)
+    container_id = pod.run("hog", ["sh", "-c", "tail /dev/zero"], linux=api.LinuxContainerConfig(resources=resources))
+    status = pod.exited(container_id)
+    assert (status.reason, status.exit_code) == ("OOMKilled", 137)
+    pod.remove(container_id)
+
+
+def test_a_container_that_cannot_run(pod: Pod) -> None:
+    container_id = pod.create(pod.container_config("broken", ["/no/such/binary"]))
+    code, message = rpc_error(pod.start, container_id)
+    assert "no/such/binary" in message
+    status = pod.status(container_id)
+    assert (status.state, status.reason) == (api.CONTAINER_EXITED, "ContainerCannotRun")
+    assert status.exit_code != 0 and "no/such/binary" in status.message
+    assert status.started_at == status.finished_at == status.created_at
+    listed = pod.runtime.ListContainers(api.ListContainersRequest(filter=api.ContainerFilter(id=container_id)),
+                                        timeout=10).containers
+    assert listed[0].state == api.CONTAINER_EXITED  # Docker lists it as "created"
+    assert rpc_error(pod.start, container_id)[0] == grpc.StatusCode.FAILED_PRECONDITION
+    pod.remove(container_id)
+
+
+def test_list_filters(fresh_pod: Pod, shim) -> None:
+    pod = fresh_pod
+    running = pod.run("one", labels={"role": "a"})
+    created = pod.create(pod.container_config("two", labels={"role": "b"}))
+    other = Pod(shim.runtime, pod.docker)
+    try:
+        elsewhere = other.run("three", labels={"role": "a"})
+
+        def listed(**fields) -> set[str]:
+            reply = pod.runtime.ListContainers(api.ListContainersRequest(filter=api.ContainerFilter(**fields)), timeout=10)
+            return {container.id for container in reply.containers}
+
+        assert {running, created, elsewhere} <= listed()
+        assert listed(pod_sandbox_id=pod.id) == {running, created}
+        assert listed(pod_sandbox_id=pod.id[:12]) == {running, created}
+        assert listed(id=running[:12]) == {running}
+        assert listed(id="not-hex") == set()
+        assert listed(pod_sandbox_id=pod.id, state=api.ContainerStateValue(state=api.CONTAINER_CREATED)) == {created}
+        assert listed(pod_sandbox_id=pod.id, state=api.ContainerStateValue(state=api.CONTAINER_RUNNING)) == {running}
+        assert listed(label_selector={"role": "a"}) >= {running, elsewhere}
+        assert created not in listed(label_selector={"role": "a"})
+        assert listed(pod_sandbox_id=pod.id, label_selector={"role": "b"}) == {created}
+        sandbox_ids = {c.pod_sandbox_id for c in pod.runtime.ListContainers(api.ListContainersRequest(), timeout=10).containers}
+        assert pod.id in sandbox_ids and other.id in sandbox_ids
+    finally:
+        other.close()
+
+
+def test_status_and_start_by_id_prefix(pod: Pod) -> None:
+    container_id = pod.create(pod.container_config("prefix"))
+    pod.start(container_id[:12])
+    assert pod.status(container_id[:12]).id == container_id
+    pod.remove(container_id[:12])
+
+
+def test_unknown_ids_are_not_found_except_for_stop_and_remove(pod: Pod) -> None:
+    runtime = pod.runtime
+    for call, request in [
+        (runtime.StartContainer, api.StartContainerRequest(container_id=UNKNOWN_ID)),
+        (runtime.ContainerStatus, api.ContainerStatusRequest(container_id=UNKNOWN_ID)),
+        (runtime.ContainerStatus, api.ContainerStatusRequest(container_id="not-hex")),
+        (runtime.UpdateContainerResources, api.UpdateContainerResourcesRequest(container_id=UNKNOWN_ID)),
+        (runtime.ReopenContainerLog, api.ReopenContainerLogRequest(container_id=UNKNOWN_ID)),
+        (runtime.ExecSync, api.ExecSyncRequest(container_id=UNKNOWN_ID, cmd=["true"])),
+    ]:
+        code, message = rpc_error(call, request, timeout=10)
+        assert code == grpc.StatusCode.NOT_FOUND, (call, message)
+    runtime.StopContainer(api.StopContainerRequest(container_id=UNKNOWN_ID), timeout=10)
+    runtime.RemoveContainer(api.RemoveContainerRequest(container_id=UNKNOWN_ID), timeout=10)
+    # A sandbox is not a container.
+    code, _ = rpc_error(runtime.RemoveContainer, api.RemoveContainerRequest(container_id=pod.id), timeout=10)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert rpc_error(runtime.RemoveContainer, api.RemoveContainerRequest(container_id=""), timeout=10)[0] == \
+        grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_create_refusals(pod: Pod) -> None:
+    code, message = rpc_error(pod.create, pod.container_config("noimage", image=api.ImageSpec(image="127.0.0.1:5000/dspy/absent:1")))
+    assert code == grpc.StatusCode.NOT_FOUND and "dspy/absent" in message
+    request = api.CreateContainerRequest(pod_sandbox_id=UNKNOWN_ID, config=pod.container_config("nopod"),
+                                         sandbox_config=pod.config)
+    assert rpc_error(pod.runtime.CreateContainer, request, timeout=10)[0] == grpc.StatusCode.NOT_FOUND
+    code, message = rpc_error(pod.create, pod.container_config(
+        "badcap", linux=api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(
+            capabilities=api.Capability(add_capabilities=["WIZARDRY"])))))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "WIZARDRY" in message
+    assert not [c for c in pod.docker.containers(all=True, filters={"name": f"_{pod.namespace}_"})
+                if "_badcap_" in c["Names"][0] or "_noimage_" in c["Names"][0]]
+
+
+def test_create_replaces_a_created_container_of_the_same_name(pod: Pod) -> None:
+    config = pod.container_config("again")
+    first = pod.create(config)
+    second = pod.create(config)  # the kubelet lost the first answer and asks again
+    assert second != first
+    with pytest.raises(docker.errors.NotFound):
+        pod.docker.inspect_container(first)
+    pod.remove(second)
+
+
+def test_a_stopped_sandbox_takes_no_containers(fresh_pod: Pod) -> None:
+    fresh_pod.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=fresh_pod.id), timeout=30)
+    code, message = rpc_error(fresh_pod.create, fresh_pod.container_config("late"))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "not running" in message
+
+
+def test_update_container_resources(pod: Pod) -> None:
+    container_id = pod.run("resize", linux=api.LinuxContainerConfig(resources=api.LinuxContainerResources(
+        cpu_shares=512, memory_limit_in_bytes=64 << 20)))
+    assert pod.sh(container_id, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes").strip() == str(64 << 20)
+    pod.runtime.UpdateContainerResources(api.UpdateContainerResourcesRequest(
+        container_id=container_id, linux=api.LinuxContainerResources(
+            cpu_shares=1024, cpu_period=100000, cpu_quota=50000, memory_limit_in_bytes=128 << 20)), timeout=30)
+    observed = pod.sh(container_id, "cd /sys/fs/cgroup; cat cpu/cpu.shares cpu/cpu.cfs_period_us cpu/cpu.cfs_quota_us "
+                                    "memory/memory.limit_in_bytes").split()
+    assert observed == ["1024", "100000", "50000", str(128 << 20)]
+    resources = pod.status(container_id).resources.linux
+    assert (resources.cpu_shares, resources.cpu_quota, resources.memory_limit_in_bytes) == (1024, 50000, 128 << 20)
+    pod.remove(container_id)
+
+
+def test_docker_restart_policy_is_never_set(pod: Pod, docker_api: docker.APIClient) -> None:
+    container_id = pod.run("once", ["sh", "-c", "exit 1"])
+    pod.exited(container_id)
+    assert docker_api.inspect_container(container_id)["HostConfig"]["RestartPolicy"]["Name"] in ("", "no")
+    assert wait_for(lambda: pod.status(container_id).state == api.CONTAINER_EXITED, timeout=1)
+    pod.remove(container_id)
