@@ -233,20 +233,50 @@ class DockerClient:
     ) -> None:
         """Pull, handing every progress message to `on_message`.
 
-        docker-py's pull has no read timeout and no way to abort it, so this one owns its connection:
-        a wait longer than `progress_deadline` for the next message (or for dockerd's first answer)
-        ends the pull with DEADLINE_EXCEEDED, and the function given to `register_cancel` aborts it
-        from another thread. Either way the connection closes, which makes dockerd cancel the pull.
+        docker-py's pull has no read timeout and no way to abort it: a wait longer than
+        `progress_deadline` for the next message (or for dockerd's first answer) ends this one with
+        DEADLINE_EXCEEDED, and `register_cancel` gets a function that aborts it.
         """
         what = f"pull image {repository}{'@' if ':' in tag_or_digest else ':'}{tag_or_digest}"
         headers = {"Content-Type": "text/plain"}
         if auth:
             headers["X-Registry-Auth"] = docker.auth.encode_header(auth).decode()
         query = urllib.parse.urlencode({"fromImage": repository, "tag": tag_or_digest})
+        self._json_stream(
+            what, "POST", f"/images/create?{query}", headers, progress_deadline, on_message, register_cancel,
+            timed_out=f"no progress for {progress_deadline:g}s (--image-pull-progress-deadline); pull cancelled",
+        )
+
+    def follow_events(
+        self,
+        on_event: Callable[[dict[str, Any]], None],
+        register_cancel: Callable[[Callable[[], None]], None],
+    ) -> None:
+        """Hand Docker's container events to `on_event` until the stream ends or is cancelled."""
+        query = urllib.parse.urlencode({"filters": json.dumps({"type": ["container"]})})
+        self._json_stream("follow Docker events", "GET", f"/events?{query}", {}, None, on_event, register_cancel)
+
+    def _json_stream(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        timeout: float | None,
+        on_message: Callable[[dict[str, Any]], None],
+        register_cancel: Callable[[Callable[[], None]], None],
+        timed_out: str = "Docker went quiet",
+    ) -> None:
+        """A streamed JSON answer read on a connection of our own, so it can time out and be aborted.
+
+        A wait longer than `timeout` for the next message ends it with DEADLINE_EXCEEDED; the
+        function given to `register_cancel` aborts it from another thread (CANCELLED). Either way
+        the connection closes, which makes dockerd stop the work behind it.
+        """
         cancelled = threading.Event()
         with self._call(what):
             self._clients()
-            connection = self._connection(progress_deadline)
+            connection = self._connection(timeout)
 
             def cancel() -> None:
                 cancelled.set()
@@ -257,7 +287,7 @@ class DockerClient:
             try:
                 connection.connect()
                 register_cancel(cancel)
-                connection.request("POST", f"/v{self._api_version}/images/create?{query}", headers=headers)
+                connection.request(method, f"/v{self._api_version}{path}", headers=headers)
                 response = connection.getresponse()
                 if response.status != 200:
                     raise _http_error(what, response.status, response.read())
@@ -268,10 +298,7 @@ class DockerClient:
                 if cancelled.is_set():
                     raise _cancelled(what) from exc
                 if isinstance(exc, (socket.timeout, TimeoutError)):
-                    raise deadline_exceeded(
-                        f"{what}: no progress for {progress_deadline:g}s (--image-pull-progress-deadline); "
-                        f"pull cancelled"
-                    ) from exc
+                    raise deadline_exceeded(f"{what}: {timed_out}") from exc
                 if isinstance(exc, OSError):
                     raise unavailable(f"{what}: connection to Docker lost: {exc}") from exc
                 raise CRIError(grpc.StatusCode.INTERNAL, f"{what}: unreadable answer from Docker: {exc}") from exc
@@ -387,7 +414,7 @@ class DockerClient:
             raise unavailable(f"cannot reach the Docker daemon at {self.endpoint}: {exc}") from exc
         return sock
 
-    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
         """A connection of our own to dockerd, for requests that must be abortable."""
         if self.endpoint.startswith("unix://"):
             return _UnixHTTPConnection(self.endpoint[len("unix://"):], timeout)
@@ -397,7 +424,7 @@ class DockerClient:
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
+    def __init__(self, path: str, timeout: float | None) -> None:
         super().__init__("localhost", timeout=timeout)
         self._path = path
 
