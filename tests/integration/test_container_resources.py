@@ -1,0 +1,46 @@
+"""Container resources as the container's cgroups (v1 here) and /proc see them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import host_has_capability
+from containers_fixtures import Pod, pod  # noqa: F401 (fixtures)
+from dockershim_py.api import api_pb2 as api
+
+CGROUP_V1 = Path("/sys/fs/cgroup/memory").is_dir()
+
+
+@pytest.mark.skipif(not CGROUP_V1, reason="reads cgroup v1 files")
+def test_resources_in_the_cgroup(pod: Pod) -> None:
+    resources = api.LinuxContainerResources(
+        cpu_period=50000, cpu_quota=25000, cpu_shares=256, memory_limit_in_bytes=96 << 20, oom_score_adj=500,
+        cpuset_cpus="0", cpuset_mems="0", hugepage_limits=[api.HugepageLimit(page_size="2MB", limit=0)],
+    )
+    container_id = pod.run("limited", linux=api.LinuxContainerConfig(resources=resources))
+    script = ("cd /sys/fs/cgroup; cat cpu/cpu.cfs_period_us cpu/cpu.cfs_quota_us cpu/cpu.shares "
+              "memory/memory.limit_in_bytes cpuset/cpuset.cpus cpuset/cpuset.mems /proc/self/oom_score_adj")
+    assert pod.sh(container_id, script).split() == ["50000", "25000", "256", str(96 << 20), "0", "0", "500"]
+    if Path("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists():  # swap accounting on: swap off
+        assert pod.sh(container_id, "cat /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").strip() == str(96 << 20)
+    status = pod.status(container_id).resources.linux
+    assert (status.cpu_period, status.cpu_quota, status.cpu_shares, status.memory_limit_in_bytes,
+            status.oom_score_adj, status.cpuset_cpus) == (50000, 25000, 256, 96 << 20, 500, "0")
+    pod.remove(container_id)
+
+
+def test_negative_oom_score_adj(pod: Pod) -> None:
+    """runc cannot lower OOM scores without CAP_SYS_RESOURCE: such nodes get 0 instead of a failure."""
+    container_id = pod.run("favoured", linux=api.LinuxContainerConfig(
+        resources=api.LinuxContainerResources(oom_score_adj=-500)))
+    expected = "-500" if host_has_capability(24) else "0"
+    assert pod.sh(container_id, "cat /proc/self/oom_score_adj").strip() == expected
+    pod.remove(container_id)
+
+
+def test_shm_is_64_mib(pod: Pod) -> None:
+    container_id = pod.run("shm")
+    assert pod.sh(container_id, "df -k /dev/shm | tail -1").split()[1] == "65536"
+    pod.remove(container_id)

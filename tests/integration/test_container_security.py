@@ -1,0 +1,165 @@
+"""The container security context, observed from inside the container on the real daemon."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import docker
+import grpc
+import pytest
+
+from conftest import host_has_capability
+from containers_fixtures import Pod, pod, rpc_error  # noqa: F401 (fixtures)
+from dockershim_py.api import api_pb2 as api
+from dockershim_py.security_context import CAPABILITIES
+
+CAP_SYS_RESOURCE = 24
+Profile = api.SecurityProfile
+
+
+def context(**fields) -> api.LinuxContainerConfig:
+    return api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(**fields))
+
+
+def proc_status(pod: Pod, container_id: str) -> dict[str, str]:
+    text = pod.sh(container_id, "cat /proc/self/status")
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in text.splitlines())}
+
+
+def capabilities(pod: Pod, container_id: str) -> set[str]:
+    effective = int(proc_status(pod, container_id)["CapEff"], 16)
+    return {name for number, name in enumerate(CAPABILITIES) if effective >> number & 1}
+
+
+@pytest.fixture
+def run(pod: Pod):
+    """Run containers in the module's pod; each is removed after the test."""
+    made: list[str] = []
+
+    def start(name: str, linux: api.LinuxContainerConfig, **fields) -> str:
+        container_id = pod.run(name, linux=linux, **fields)
+        made.append(container_id)
+        return container_id
+
+    yield start
+    for container_id in made:
+        pod.remove(container_id)
+
+
+def test_user_group_and_supplemental_groups(pod: Pod, run) -> None:
+    container_id = run("ids", context(run_as_user=api.Int64Value(value=1234), run_as_group=api.Int64Value(value=5678),
+                                      supplemental_groups=[7777]))
+    assert pod.sh(container_id, "id -u; id -g; id -G").split() == ["1234", "5678", "5678", "7777"]
+    user = pod.status(container_id).user.linux
+    assert (user.uid, user.gid, sorted(user.supplemental_groups)) == (1234, 5678, [5678, 7777])
+
+
+def test_username(pod: Pod, run) -> None:
+    container_id = run("named", context(run_as_username="tester"))
+    assert pod.sh(container_id, "id -un; id -u; id -g").split() == ["tester", "1234", "5678"]
+
+
+def test_capabilities_added_and_dropped(pod: Pod, run) -> None:
+    default = capabilities(pod, run("default-caps", context()))
+    assert "NET_ADMIN" not in default and "CHOWN" in default
+    changed = capabilities(pod, run("some-caps", context(capabilities=api.Capability(
+        add_capabilities=["NET_ADMIN"], drop_capabilities=["CAP_CHOWN"]))))
+    assert changed == (default | {"NET_ADMIN"}) - {"CHOWN"}
+    assert capabilities(pod, run("no-caps", context(capabilities=api.Capability(drop_capabilities=["ALL"])))) == set()
+    everything = capabilities(pod, run("all-caps", context(capabilities=api.Capability(add_capabilities=["ALL"]))))
+    assert {"SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "SYS_TIME", "MKNOD"} <= everything
+    assert ("SYS_RESOURCE" in everything) == host_has_capability(CAP_SYS_RESOURCE)
+
+
+def test_readonly_rootfs_and_no_new_privs(pod: Pod, run) -> None:
+    locked = run("locked", context(readonly_rootfs=True, no_new_privs=True))
+    reply = pod.exec(locked, ["touch", "/written"])
+    assert reply.exit_code != 0 and b"Read-only file system" in reply.stderr
+    assert proc_status(pod, locked)["NoNewPrivs"] == "1"
+    free = run("free", context())
+    pod.sh(free, "touch /written")
+    assert proc_status(pod, free)["NoNewPrivs"] == "0"
+
+
+def test_masked_and_readonly_paths(pod: Pod, run) -> None:
+    masked = run("masked", context(masked_paths=["/proc/cpuinfo", "/proc/scsi"], readonly_paths=["/tmp"]))
+    assert pod.sh(masked, "wc -c < /proc/cpuinfo").strip() == "0"
+    reply = pod.exec(masked, ["touch", "/tmp/x"])
+    assert reply.exit_code != 0 and b"Read-only file system" in reply.stderr
+    plain = run("unmasked", context())
+    assert int(pod.sh(plain, "wc -c < /proc/cpuinfo")) > 0
+    pod.sh(plain, "touch /tmp/x")
+
+
+def test_seccomp_profiles(pod: Pod, run, tmp_path: Path) -> None:
+    assert proc_status(pod, run("seccomp-default", context(seccomp=Profile(profile_type=Profile.RuntimeDefault))))[
+        "Seccomp"] == "2"
+    assert proc_status(pod, run("seccomp-off", context(seccomp=Profile(profile_type=Profile.Unconfined))))[
+        "Seccomp"] == "0"
+    profile = tmp_path / "no-mkdir.json"
+    profile.write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}],
+    }))
+    localhost = run("seccomp-file", context(seccomp=Profile(profile_type=Profile.Localhost, localhost_ref=str(profile))))
+    reply = pod.exec(localhost, ["mkdir", "/tmp/d"])
+    assert reply.exit_code != 0 and b"Operation not permitted" in reply.stderr
+    code, message = rpc_error(pod.create, pod.container_config("seccomp-missing", linux=context(
+        seccomp=Profile(profile_type=Profile.Localhost, localhost_ref=str(tmp_path / "absent.json")))))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "absent.json" in message
+
+
+def test_apparmor_from_both_fields_and_selinux_labels(pod: Pod, docker_api: docker.APIClient) -> None:
+    """AppArmor and SELinux are not enabled on every node; what Docker is told is checked."""
+    current = pod.create(pod.container_config("apparmor-current", linux=context(
+        apparmor=Profile(profile_type=Profile.Unconfined), apparmor_profile="localhost/ignored")))
+    deprecated = pod.create(pod.container_config("apparmor-deprecated", linux=context(apparmor_profile="localhost/old")))
+    labelled = pod.create(pod.container_config("selinux", linux=context(
+        selinux_options=api.SELinuxOption(user="system_u", role="system_r", type="container_t", level="s0:c1,c2"))))
+    try:
+        assert "apparmor=unconfined" in docker_api.inspect_container(current)["HostConfig"]["SecurityOpt"]
+        assert "apparmor=old" in docker_api.inspect_container(deprecated)["HostConfig"]["SecurityOpt"]
+        assert docker_api.inspect_container(labelled)["HostConfig"]["SecurityOpt"][:4] == [
+            "label=user:system_u", "label=role:system_r", "label=type:container_t", "label=level:s0:c1,c2"]
+    finally:
+        for container_id in (current, deprecated, labelled):
+            pod.remove(container_id)
+
+
+@pytest.mark.skipif(not host_has_capability(CAP_SYS_RESOURCE), reason="runc cannot run privileged containers on a "
+                    "node whose capability bounding set lacks CAP_SYS_RESOURCE")
+def test_privileged(pod: Pod, run) -> None:
+    container_id = run("privileged", context(privileged=True, masked_paths=["/proc/cpuinfo"]))
+    assert "SYS_ADMIN" in capabilities(pod, container_id)
+    assert int(pod.sh(container_id, "wc -c < /proc/cpuinfo")) > 0  # no masks for privileged containers
+
+
+@pytest.mark.skipif(host_has_capability(CAP_SYS_RESOURCE), reason="this node can run privileged containers")
+def test_privileged_is_refused_with_the_reason_where_the_node_cannot(pod: Pod) -> None:
+    code, message = rpc_error(pod.create, pod.container_config("privileged", linux=context(privileged=True)))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "CAP_SYS_RESOURCE" in message
+
+
+def test_pid_namespaces(pod: Pod, run) -> None:
+    shared = run("pid-pod", context(namespace_options=api.NamespaceOption(pid=api.POD)))
+    assert pod.sh(shared, "cat /proc/1/cmdline | tr '\\0' ' '").strip() == "/pause"
+    own = run("pid-own", context(namespace_options=api.NamespaceOption(pid=api.CONTAINER)))
+    assert pod.sh(own, "cat /proc/1/cmdline | tr '\\0' ' '").strip() == "sleep 3600"
+    target = run("pid-target", context(namespace_options=api.NamespaceOption(pid=api.TARGET, target_id=own)))
+    assert pod.sh(target, "cat /proc/1/cmdline | tr '\\0' ' '").strip() == "sleep 3600"
+    host = run("pid-host", context(namespace_options=api.NamespaceOption(pid=api.NODE)))
+    assert pod.sh(host, "cat /proc/1/cmdline | tr '\\0' ' '").strip() == \
+        Path("/proc/1/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+
+
+def test_host_network_pod_shares_the_hostname(shim, docker_api: docker.APIClient) -> None:
+    host_pod = Pod(shim.runtime, docker_api, linux=api.LinuxPodSandboxConfig(
+        security_context=api.LinuxSandboxSecurityContext(namespace_options=api.NamespaceOption(network=api.NODE))))
+    try:
+        container_id = host_pod.run("hostnet")
+        assert host_pod.sh(container_id, "hostname").strip() == socket.gethostname()
+        assert docker_api.inspect_container(container_id)["HostConfig"]["UTSMode"] == "host"
+    finally:
+        host_pod.close()
