@@ -23,6 +23,7 @@ from .network import Network
 from .runtime import RuntimeInfo
 from .sandbox import SandboxService
 from .server import CRIServer
+from .stats import StatsService
 
 log = logging.getLogger("dockershim_py")
 
@@ -47,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sandboxes = SandboxService(docker, config, images, checkpoints)
     containers = ContainerService(docker, config, container_logs, ImageVolumes(docker, config.root_directory))
+    stats = StatsService(docker, config)
     adapters = [
-        RuntimeServiceAdapter(RuntimeInfo(docker, config, network), sandboxes, containers, ExecService(docker)),
+        RuntimeServiceAdapter(
+            RuntimeInfo(docker, config, network), sandboxes, containers, ExecService(docker), stats=stats
+        ),
         ImageServiceAdapter(images),
     ]
     server = CRIServer(config.container_runtime_endpoint, adapters, config.grpc_workers)
@@ -70,5 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     stopping.wait()
     log.info("shutting down: finishing in-flight calls for up to %.0fs", config.shutdown_grace)
     server.stop(config.shutdown_grace)
+    stats.close()
     container_logs.stop()
     return 0

@@ -54,8 +54,6 @@ PARALLEL_INSPECTS = 8
 FORGET_AFTER_SECONDS = 600.0
 # The Docker label filter that lists pod sandboxes and containers in one call.
 _OURS = labels.CONTAINER_TYPE_LABEL
-# dockershim-py's label for the image as the pod spec names it (the container runs the image ID).
-_USER_IMAGE_LABEL = "io.kubernetes.dockershim-py.user-specified-image"
 
 
 # --- conversions (pure) ---------------------------------------------------------------------------
@@ -194,7 +192,7 @@ def layers_mountpoint(info: dict[str, Any]) -> str:
 
 def image_name(entry: dict[str, Any]) -> str:
     """The image as the pod spec names it, for the metrics' `image` label."""
-    return (entry.get("Labels") or {}).get(_USER_IMAGE_LABEL) or entry.get("Image") or ""
+    return (entry.get("Labels") or {}).get(labels.USER_SPECIFIED_IMAGE_LABEL) or entry.get("Image") or ""
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ from ..runtime import RuntimeInfo
 from ..container import ContainerService
 from ..exec import ExecService
 from ..sandbox import SandboxService
+from ..stats import StatsService
 from .handlers import Adapter
 
 _STREAMING = "the streaming server is not implemented yet (see the README's roadmap)"
-_STATS = "stats are not implemented yet (see the README's roadmap)"
 _LIST_STREAMING = "the streaming lists (KEP-5825, alpha) are not served; the kubelet falls back to the unary RPC"
 
 
@@ -27,12 +27,6 @@ class RuntimeServiceAdapter(Adapter):
         "Exec": _STREAMING,
         "Attach": _STREAMING,
         "PortForward": _STREAMING,
-        "ContainerStats": _STATS,
-        "ListContainerStats": _STATS,
-        "PodSandboxStats": _STATS,
-        "ListPodSandboxStats": _STATS,
-        "ListMetricDescriptors": _STATS,
-        "ListPodSandboxMetrics": _STATS,
         "GetContainerEvents": "the Docker event stream is not wired to CRI events yet; the kubelet relists instead",
         "CheckpointContainer": "Docker Engine's checkpoint feature is experimental and cannot produce a CRI checkpoint",
         "StreamPodSandboxes": _LIST_STREAMING,
@@ -43,12 +37,14 @@ class RuntimeServiceAdapter(Adapter):
     }
 
     def __init__(
-        self, runtime: RuntimeInfo, sandboxes: SandboxService, containers: ContainerService, execs: ExecService
+        self, runtime: RuntimeInfo, sandboxes: SandboxService, containers: ContainerService, execs: ExecService,
+        *, stats: StatsService,
     ) -> None:
         self._runtime = runtime
         self._sandboxes = sandboxes
         self._containers = containers
         self._execs = execs
+        self._stats = stats
 
     def Version(self, request: api.VersionRequest, context: grpc.ServicerContext, api_version: str) -> api.VersionResponse:
         return self._runtime.version(api_version)
@@ -146,3 +142,35 @@ class RuntimeServiceAdapter(Adapter):
             timeout = max(remaining, 0.001)  # the caller's deadline is a timeout too: the process is killed
         stdout, stderr, exit_code = self._execs.exec_sync(request.container_id, list(request.cmd), timeout)
         return api.ExecSyncResponse(stdout=stdout, stderr=stderr, exit_code=exit_code)
+
+    # --- stats ------------------------------------------------------------------------------------
+
+    def ContainerStats(self, request: api.ContainerStatsRequest, context: grpc.ServicerContext) -> api.ContainerStatsResponse:
+        return api.ContainerStatsResponse(stats=self._stats.container_stats(request.container_id))
+
+    def ListContainerStats(
+        self, request: api.ListContainerStatsRequest, context: grpc.ServicerContext
+    ) -> api.ListContainerStatsResponse:
+        stats_filter = request.filter if request.HasField("filter") else None
+        return api.ListContainerStatsResponse(stats=self._stats.list_container_stats(stats_filter))
+
+    def PodSandboxStats(
+        self, request: api.PodSandboxStatsRequest, context: grpc.ServicerContext
+    ) -> api.PodSandboxStatsResponse:
+        return api.PodSandboxStatsResponse(stats=self._stats.pod_sandbox_stats(request.pod_sandbox_id))
+
+    def ListPodSandboxStats(
+        self, request: api.ListPodSandboxStatsRequest, context: grpc.ServicerContext
+    ) -> api.ListPodSandboxStatsResponse:
+        stats_filter = request.filter if request.HasField("filter") else None
+        return api.ListPodSandboxStatsResponse(stats=self._stats.list_pod_sandbox_stats(stats_filter))
+
+    def ListMetricDescriptors(
+        self, request: api.ListMetricDescriptorsRequest, context: grpc.ServicerContext
+    ) -> api.ListMetricDescriptorsResponse:
+        return api.ListMetricDescriptorsResponse(descriptors=self._stats.metric_descriptors())
+
+    def ListPodSandboxMetrics(
+        self, request: api.ListPodSandboxMetricsRequest, context: grpc.ServicerContext
+    ) -> api.ListPodSandboxMetricsResponse:
+        return api.ListPodSandboxMetricsResponse(pod_metrics=self._stats.pod_sandbox_metrics())

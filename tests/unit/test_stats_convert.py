@@ -35,7 +35,7 @@ def container_entry(**overrides: object) -> dict:
         "State": "running",
         "Labels": {
             **labels.container_labels({"tier": "front"}, {"note": "x"}, SANDBOX_ID, "/var/log/pods/app.log"),
-            "io.kubernetes.dockershim-py.user-specified-image": "busybox:1.0",
+            labels.USER_SPECIFIED_IMAGE_LABEL: "busybox:1.0",
         },
     }
     entry.update(overrides)

@@ -1,0 +1,372 @@
+"""Container and pod sandbox stats and metrics through the real gRPC client, checked against what
+the containers do: memory held, a busy core, bytes written, packets counted by the kernel.
+
+One module-wide set of pods (made once, removed at the end) keeps the run short:
+  pod "busy":  a cgroup parent (pod-level figures come from the pod cgroup), containers
+               "mem" (holds 64 MiB in /dev/shm), "spin" (a busy loop) and "done" (exited);
+  pod "quiet": no cgroup parent (pod figures are the sum of its containers), container "idle".
+Containers are made with Docker under the names and labels CreateContainer gives them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import docker
+import grpc
+import pytest
+
+from conftest import BUSYBOX, Shim
+from dockershim_py import labels, naming
+from dockershim_py.api import api_pb2 as api
+from dockershim_py.api import api_pb2_grpc
+from dockershim_py.cgroup_stats import CgroupReader
+from sandbox_fixtures import ensure_docker_bridge
+
+MiB = 1024 * 1024
+CORE = 1_000_000_000
+CRICTL = "/opt/cri-tools/bin/crictl"
+
+
+@dataclass
+class Pod:
+    id: str
+    name: str
+    namespace: str
+    cgroup_parent: str
+    containers: dict[str, str] = field(default_factory=dict)
+
+
+class Pods:
+    """Pods made through the shim, with containers made the way CreateContainer makes them."""
+
+    def __init__(self, runtime: api_pb2_grpc.RuntimeServiceStub, docker_api: docker.APIClient) -> None:
+        self.runtime = runtime
+        self.docker = docker_api
+        self.namespace = f"dspy-stats-{secrets.token_hex(4)}"
+        self.pods: list[Pod] = []
+
+    def run(self, name: str, cgroup_parent: str = "", pod_labels: dict[str, str] | None = None) -> Pod:
+        config = api.PodSandboxConfig(
+            metadata=api.PodSandboxMetadata(name=name, namespace=self.namespace, uid=f"uid-{name}"),
+            labels={"dspy-stats": self.namespace, "pod": name, **(pod_labels or {})},
+            linux=api.LinuxPodSandboxConfig(cgroup_parent=cgroup_parent),
+        )
+        sandbox_id = self.runtime.RunPodSandbox(api.RunPodSandboxRequest(config=config), timeout=60).pod_sandbox_id
+        parent = self.docker.inspect_container(sandbox_id)["HostConfig"]["CgroupParent"] or ""
+        pod = Pod(sandbox_id, name, self.namespace, parent)
+        self.pods.append(pod)
+        return pod
+
+    def add(self, pod: Pod, name: str, script: str, container_labels: dict[str, str] | None = None,
+            wait_running: bool = True) -> str:
+        container_id = self.docker.create_container(
+            BUSYBOX, ["sh", "-c", script],
+            name=naming.container_name(name, pod.name, pod.namespace, f"uid-{pod.name}", 0),
+            labels={
+                **labels.container_labels({"app": name, **(container_labels or {})}, {"note": name}, pod.id),
+                labels.USER_SPECIFIED_IMAGE_LABEL: BUSYBOX,
+            },
+            host_config=self.docker.create_host_config(
+                network_mode=f"container:{pod.id}", ipc_mode=f"container:{pod.id}",
+                cgroup_parent=pod.cgroup_parent or None,
+            ),
+        )["Id"]
+        pod.containers[name] = container_id
+        self.docker.start(container_id)
+        if wait_running:
+            assert wait_for(lambda: self.docker.inspect_container(container_id)["State"]["Running"])
+        return container_id
+
+    def cleanup(self) -> None:
+        for pod in self.pods:
+            for container_id in [*pod.containers.values(), pod.id]:
+                try:
+                    self.docker.remove_container(container_id, force=True, v=True)
+                except docker.errors.NotFound:
+                    pass
+            self.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
+            remove_cgroup(pod.cgroup_parent, self.docker.info().get("CgroupDriver", "cgroupfs"))
+
+
+def remove_cgroup(cgroup_parent: str, driver: str) -> None:
+    """Docker leaves the (now empty) pod cgroup it created for the parent behind."""
+    if not cgroup_parent:
+        return
+    found = CgroupReader.for_this_host().locate_pod(cgroup_parent, driver)
+    if found is None:
+        return
+    dirs = found[1]
+    for directory in {dirs.cpu, dirs.cpuacct, dirs.memory, dirs.pids} - {None}:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def rpc_error(call, request) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(request, timeout=30)
+    return caught.value.code()
+
+
+@pytest.fixture(scope="module")
+def pods(shim: Shim, docker_api: docker.APIClient) -> Iterator[Pods]:
+    ensure_docker_bridge(docker_api)
+    made = Pods(shim.runtime, docker_api)
+    try:
+        busy = made.run("busy", cgroup_parent=f"/dspystats{secrets.token_hex(4)}", pod_labels={"tier": "busy"})
+        made.add(busy, "mem", "head -c 67108864 /dev/zero > /dev/shm/held && touch /tmp/ready; exec sleep 3600")
+        made.add(busy, "spin", "while :; do :; done")
+        made.add(busy, "done", "echo bye > /tmp/out", wait_running=False)
+        quiet = made.run("quiet")
+        made.add(quiet, "idle", "exec sleep 3600", container_labels={"role": "idle"})
+        assert wait_for(lambda: not docker_api.inspect_container(busy.containers["done"])["State"]["Running"])
+        assert wait_for(lambda: exec_in(docker_api, busy.containers["mem"], "test -f /tmp/ready && echo ok") == "ok")
+        yield made
+    finally:
+        made.cleanup()
+
+
+@pytest.fixture(scope="module")
+def busy(pods: Pods) -> Pod:
+    return pods.pods[0]
+
+
+@pytest.fixture(scope="module")
+def quiet(pods: Pods) -> Pod:
+    return pods.pods[1]
+
+
+def exec_in(docker_api: docker.APIClient, container_id: str, script: str) -> str:
+    exec_id = docker_api.exec_create(container_id, ["sh", "-c", script])["Id"]
+    return docker_api.exec_start(exec_id).decode().strip()
+
+
+def container_stats(runtime: api_pb2_grpc.RuntimeServiceStub, container_id: str) -> api.ContainerStats:
+    return runtime.ContainerStats(api.ContainerStatsRequest(container_id=container_id), timeout=30).stats
+
+
+def list_stats(runtime: api_pb2_grpc.RuntimeServiceStub, **filters: object) -> dict[str, api.ContainerStats]:
+    request = api.ListContainerStatsRequest(filter=api.ContainerStatsFilter(**filters))
+    return {stats.attributes.id: stats for stats in runtime.ListContainerStats(request, timeout=30).stats}
+
+
+def pod_stats(runtime: api_pb2_grpc.RuntimeServiceStub, **filters: object) -> dict[str, api.PodSandboxStats]:
+    request = api.ListPodSandboxStatsRequest(filter=api.PodSandboxStatsFilter(**filters))
+    return {stats.attributes.id: stats for stats in runtime.ListPodSandboxStats(request, timeout=30).stats}
+
+
+# --- values against what the containers do ------------------------------------------------------
+
+
+def test_memory_held_shows_in_the_working_set(runtime: api_pb2_grpc.RuntimeServiceStub, busy: Pod) -> None:
+    stats = container_stats(runtime, busy.containers["mem"])
+    assert stats.attributes.metadata.name == "mem"
+    memory = stats.memory
+    assert memory.working_set_bytes.value >= 64 * MiB
+    assert memory.usage_bytes.value >= memory.working_set_bytes.value
+    assert memory.rss_bytes.value < 16 * MiB  # tmpfs pages are not anonymous memory
+    assert memory.page_faults.value > 0
+    assert memory.timestamp > 0
+    assert not memory.HasField("available_bytes")  # no limit
+    pod = runtime.PodSandboxStats(api.PodSandboxStatsRequest(pod_sandbox_id=busy.id), timeout=30).stats
+    assert pod.linux.memory.working_set_bytes.value >= 64 * MiB
+
+
+def test_a_busy_loop_uses_about_one_core(runtime: api_pb2_grpc.RuntimeServiceStub, busy: Pod) -> None:
+    spin = busy.containers["spin"]
+    first = container_stats(runtime, spin)
+    pod_stats(runtime, id=busy.id)  # the pod's first sample too
+    time.sleep(2.5)
+    second = container_stats(runtime, spin)
+    cores = second.cpu.usage_nano_cores.value / CORE
+    assert 0.5 <= cores <= 1.5, f"a busy loop used {cores:.2f} cores"
+    elapsed = second.cpu.timestamp - first.cpu.timestamp
+    used = second.cpu.usage_core_nano_seconds.value - first.cpu.usage_core_nano_seconds.value
+    assert 0.5 <= used / elapsed <= 1.5
+    pod = pod_stats(runtime, id=busy.id)[busy.id]
+    assert pod.linux.cpu.usage_nano_cores.value >= 0.5 * CORE
+    assert pod.linux.cpu.usage_core_nano_seconds.value >= second.cpu.usage_core_nano_seconds.value
+    idle = container_stats(runtime, busy.containers["mem"])
+    assert idle.cpu.usage_nano_cores.value < 0.2 * CORE
+
+
+def test_pod_network_and_processes(runtime: api_pb2_grpc.RuntimeServiceStub, docker_api: docker.APIClient,
+                                   busy: Pod) -> None:
+    kernel = exec_in(docker_api, busy.containers["mem"], "cat /proc/net/dev")
+    before = {line.split(":")[0].strip(): int(line.split(":")[1].split()[0])
+              for line in kernel.splitlines() if ":" in line}
+    pod = pod_stats(runtime, id=busy.id)[busy.id]
+    network = pod.linux.network
+    assert network.default_interface.name == "eth0"
+    assert network.default_interface.rx_bytes.value >= before["eth0"]
+    assert "lo" not in [interface.name for interface in network.interfaces]
+    # pause, sleep, the busy shell (the exited container has none left)
+    assert pod.linux.process.process_count.value >= 3
+
+
+def test_writable_layer_is_measured_in_the_background(runtime: api_pb2_grpc.RuntimeServiceStub,
+                                                      pods: Pods, quiet: Pod) -> None:
+    writer = pods.add(quiet, "writer", "head -c 5242880 /dev/urandom > /blob && mkdir -p /a/b && exec sleep 3600")
+    assert wait_for(lambda: exec_in(pods.docker, writer, "test -d /a/b && echo ok") == "ok")
+
+    def measured() -> api.ContainerStats | None:
+        stats = container_stats(runtime, writer)
+        return stats if stats.writable_layer.used_bytes.value >= 5 * MiB else None
+
+    stats = wait_for(measured, timeout=20, interval=0.2)
+    assert stats, "the writable layer was not measured"
+    layer = stats.writable_layer
+    assert layer.inodes_used.value >= 4  # the layer's root, /blob, /a, /a/b
+    assert layer.fs_id.mountpoint
+    assert 0 < layer.timestamp <= time.time_ns()
+
+
+# --- filters and unknown IDs ----------------------------------------------------------------------
+
+
+def test_filters(runtime: api_pb2_grpc.RuntimeServiceStub, busy: Pod, quiet: Pod) -> None:
+    ours = set(busy.containers.values()) | set(quiet.containers.values())
+    everything = list_stats(runtime)
+    assert ours <= set(everything)
+    assert set(list_stats(runtime, pod_sandbox_id=busy.id)) == set(busy.containers.values())
+    assert set(list_stats(runtime, pod_sandbox_id=quiet.id[:13])) == set(quiet.containers.values())
+    spin = busy.containers["spin"]
+    assert set(list_stats(runtime, id=spin[:12])) == {spin}
+    assert set(list_stats(runtime, label_selector={"role": "idle"})) == {quiet.containers["idle"]}
+    assert set(list_stats(runtime, label_selector={"app": "spin"}, pod_sandbox_id=busy.id)) == {spin}
+    assert list_stats(runtime, label_selector={"app": "spin"}, pod_sandbox_id=quiet.id) == {}
+    assert list_stats(runtime, id="0" * 64) == {}
+    assert list_stats(runtime, id="not-hex") == {}
+    # a pod sandbox is not a container
+    assert busy.id not in everything
+
+    assert set(pod_stats(runtime, label_selector={"dspy-stats": busy.namespace})) == {busy.id, quiet.id}
+    assert set(pod_stats(runtime, label_selector={"tier": "busy"})) == {busy.id}
+    assert set(pod_stats(runtime, id=quiet.id[:12])) == {quiet.id}
+    assert pod_stats(runtime, id="0" * 64) == {}
+
+
+def test_unknown_ids(runtime: api_pb2_grpc.RuntimeServiceStub, busy: Pod) -> None:
+    assert rpc_error(runtime.ContainerStats, api.ContainerStatsRequest(container_id="0" * 64)) == grpc.StatusCode.NOT_FOUND
+    assert rpc_error(runtime.ContainerStats, api.ContainerStatsRequest(container_id="zz")) == grpc.StatusCode.NOT_FOUND
+    assert rpc_error(runtime.ContainerStats, api.ContainerStatsRequest(container_id=busy.id)) == grpc.StatusCode.NOT_FOUND
+    assert rpc_error(runtime.ContainerStats, api.ContainerStatsRequest()) == grpc.StatusCode.INVALID_ARGUMENT
+    assert rpc_error(runtime.PodSandboxStats,
+                     api.PodSandboxStatsRequest(pod_sandbox_id="0" * 64)) == grpc.StatusCode.NOT_FOUND
+    assert rpc_error(runtime.PodSandboxStats,
+                     api.PodSandboxStatsRequest(pod_sandbox_id=busy.containers["spin"])) == grpc.StatusCode.NOT_FOUND
+    assert rpc_error(runtime.PodSandboxStats, api.PodSandboxStatsRequest()) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# --- exited containers and stopped pods -----------------------------------------------------------
+
+
+def test_exited_containers_have_attributes_but_no_figures(runtime: api_pb2_grpc.RuntimeServiceStub,
+                                                          busy: Pod) -> None:
+    done = container_stats(runtime, busy.containers["done"])
+    assert done.attributes.metadata.name == "done"
+    assert dict(done.attributes.labels)["app"] == "done"
+    assert dict(done.attributes.annotations) == {"note": "done"}
+    assert not done.HasField("cpu") and not done.HasField("memory")
+    pod = pod_stats(runtime, id=busy.id)[busy.id]
+    members = {stats.attributes.metadata.name: stats for stats in pod.linux.containers}
+    assert set(members) == {"mem", "spin", "done"}
+    assert not members["done"].HasField("cpu")
+    assert members["spin"].cpu.usage_core_nano_seconds.value > 0
+    assert pod.attributes.metadata.name == "busy" and pod.attributes.metadata.namespace == busy.namespace
+    assert dict(pod.attributes.labels)["tier"] == "busy"
+
+
+def test_pod_without_cgroup_parent_sums_its_containers(runtime: api_pb2_grpc.RuntimeServiceStub,
+                                                       quiet: Pod) -> None:
+    pod = runtime.PodSandboxStats(api.PodSandboxStatsRequest(pod_sandbox_id=quiet.id), timeout=30).stats
+    containers_memory = sum(stats.memory.working_set_bytes.value for stats in pod.linux.containers)
+    assert pod.linux.memory.working_set_bytes.value >= containers_memory  # plus the pause container
+    assert pod.linux.memory.working_set_bytes.value > 0
+    assert pod.linux.process.process_count.value >= 2
+    assert pod.linux.network.default_interface.name == "eth0"
+
+
+def test_stopped_pod(runtime: api_pb2_grpc.RuntimeServiceStub, pods: Pods) -> None:
+    stopped = pods.run("stopped")
+    pods.add(stopped, "gone", "trap 'exit 0' TERM; sleep 3600 & wait $!")  # stops at once
+    runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=stopped.id), timeout=60)
+    assert stopped.id not in pod_stats(runtime)  # only ready pods are listed
+    stats = runtime.PodSandboxStats(api.PodSandboxStatsRequest(pod_sandbox_id=stopped.id), timeout=30).stats
+    assert stats.attributes.id == stopped.id
+    assert not stats.linux.HasField("cpu") and not stats.linux.HasField("network")
+    assert [member.attributes.metadata.name for member in stats.linux.containers] == ["gone"]
+    runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=stopped.id), timeout=60)
+    assert rpc_error(runtime.PodSandboxStats,
+                     api.PodSandboxStatsRequest(pod_sandbox_id=stopped.id)) == grpc.StatusCode.NOT_FOUND
+
+
+# --- metrics --------------------------------------------------------------------------------------
+
+
+def test_metrics_carry_pod_namespace_container_and_image(runtime: api_pb2_grpc.RuntimeServiceStub,
+                                                         docker_api: docker.APIClient, busy: Pod) -> None:
+    descriptors = runtime.ListMetricDescriptors(api.ListMetricDescriptorsRequest(), timeout=30).descriptors
+    keys = {descriptor.name: list(descriptor.label_keys) for descriptor in descriptors}
+    assert "container_memory_working_set_bytes" in keys
+    reply = runtime.ListPodSandboxMetrics(api.ListPodSandboxMetricsRequest(), timeout=30)
+    pod = next(metrics for metrics in reply.pod_metrics if metrics.pod_sandbox_id == busy.id)
+    by_container = {metrics.container_id: metrics for metrics in pod.container_metrics}
+    assert set(by_container) == {busy.containers["mem"], busy.containers["spin"]}  # "done" has exited
+
+    def value(metrics: list[api.Metric], name: str) -> tuple[int, dict[str, str]]:
+        metric = next(metric for metric in metrics if metric.name == name)
+        assert len(metric.label_values) == len(keys[name])
+        return metric.value.value, dict(zip(keys[name], metric.label_values))
+
+    working_set, metric_labels = value(by_container[busy.containers["mem"]].metrics,
+                                       "container_memory_working_set_bytes")
+    assert working_set >= 64 * MiB
+    assert metric_labels["pod"] == "busy" and metric_labels["namespace"] == busy.namespace
+    assert metric_labels["container"] == "mem" and metric_labels["image"] == BUSYBOX
+    assert metric_labels["id"].endswith(busy.containers["mem"])
+    _, network_labels = value(list(pod.metrics), "container_network_receive_bytes_total")
+    assert network_labels["interface"] == "eth0" and network_labels["container"] == ""
+    pod_cgroup = CgroupReader.for_this_host().locate_pod(busy.cgroup_parent, docker_api.info()["CgroupDriver"])
+    _, pod_labels = value(list(pod.metrics), "container_cpu_usage_seconds_total")
+    assert pod_cgroup is not None and pod_labels["id"] == pod_cgroup[0]
+    assert pod_labels["container"] == "" and pod_labels["pod"] == "busy"
+    assert all(metric.name in keys for metric in pod.metrics)
+
+
+# --- crictl ---------------------------------------------------------------------------------------
+
+
+def crictl(shim: Shim, *args: str) -> dict:
+    result = subprocess.run(
+        [CRICTL, "--runtime-endpoint", shim.endpoint, "--timeout", "30s", *args],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_crictl_stats_and_statsp(shim: Shim, busy: Pod) -> None:
+    stats = crictl(shim, "stats", "-o", "json", "--id", busy.containers["mem"][:12])["stats"]
+    assert len(stats) == 1
+    assert int(stats[0]["memory"]["workingSetBytes"]["value"]) >= 64 * MiB
+    pods = crictl(shim, "statsp", "-o", "json", "--id", busy.id)["stats"]
+    assert [pod["attributes"]["id"] for pod in pods] == [busy.id]
+    assert int(pods[0]["linux"]["memory"]["workingSetBytes"]["value"]) >= 64 * MiB
