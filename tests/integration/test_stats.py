@@ -5,7 +5,6 @@ One module-wide set of pods (made once, removed at the end) keeps the run short:
   pod "busy":  a cgroup parent (pod-level figures come from the pod cgroup), containers
                "mem" (holds 64 MiB in /dev/shm), "spin" (a busy loop) and "done" (exited);
   pod "quiet": no cgroup parent (pod figures are the sum of its containers), container "idle".
-Containers are made with Docker under the names and labels CreateContainer gives them.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import grpc
 import pytest
 
 from conftest import BUSYBOX, Shim
-from dockershim_py import labels, naming
 from dockershim_py.api import api_pb2 as api
 from dockershim_py.api import api_pb2_grpc
 from dockershim_py.cgroup_stats import CgroupReader
@@ -37,14 +35,17 @@ CRICTL = "/opt/cri-tools/bin/crictl"
 @dataclass
 class Pod:
     id: str
-    name: str
-    namespace: str
-    cgroup_parent: str
+    config: api.PodSandboxConfig
+    cgroup_parent: str  # Docker's, as the pause container got it
     containers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def namespace(self) -> str:
+        return self.config.metadata.namespace
 
 
 class Pods:
-    """Pods made through the shim, with containers made the way CreateContainer makes them."""
+    """Pods and their containers made through the shim, removed with what Docker left behind."""
 
     def __init__(self, runtime: api_pb2_grpc.RuntimeServiceStub, docker_api: docker.APIClient) -> None:
         self.runtime = runtime
@@ -59,40 +60,39 @@ class Pods:
             linux=api.LinuxPodSandboxConfig(cgroup_parent=cgroup_parent),
         )
         sandbox_id = self.runtime.RunPodSandbox(api.RunPodSandboxRequest(config=config), timeout=60).pod_sandbox_id
-        parent = self.docker.inspect_container(sandbox_id)["HostConfig"]["CgroupParent"] or ""
-        pod = Pod(sandbox_id, name, self.namespace, parent)
+        pod = Pod(sandbox_id, config, self.docker.inspect_container(sandbox_id)["HostConfig"]["CgroupParent"] or "")
         self.pods.append(pod)
         return pod
 
     def add(self, pod: Pod, name: str, script: str, container_labels: dict[str, str] | None = None,
             wait_running: bool = True) -> str:
-        container_id = self.docker.create_container(
-            BUSYBOX, ["sh", "-c", script],
-            name=naming.container_name(name, pod.name, pod.namespace, f"uid-{pod.name}", 0),
-            labels={
-                **labels.container_labels({"app": name, **(container_labels or {})}, {"note": name}, pod.id),
-                labels.USER_SPECIFIED_IMAGE_LABEL: BUSYBOX,
-            },
-            host_config=self.docker.create_host_config(
-                network_mode=f"container:{pod.id}", ipc_mode=f"container:{pod.id}",
-                cgroup_parent=pod.cgroup_parent or None,
-            ),
-        )["Id"]
+        config = api.ContainerConfig(
+            metadata=api.ContainerMetadata(name=name),
+            image=api.ImageSpec(image=BUSYBOX, user_specified_image=BUSYBOX),
+            command=["sh", "-c", script],
+            labels={"app": name, **(container_labels or {})},
+            annotations={"note": name},
+        )
+        request = api.CreateContainerRequest(pod_sandbox_id=pod.id, config=config, sandbox_config=pod.config)
+        container_id = self.runtime.CreateContainer(request, timeout=60).container_id
         pod.containers[name] = container_id
-        self.docker.start(container_id)
+        self.runtime.StartContainer(api.StartContainerRequest(container_id=container_id), timeout=60)
         if wait_running:
             assert wait_for(lambda: self.docker.inspect_container(container_id)["State"]["Running"])
         return container_id
 
     def cleanup(self) -> None:
+        driver = self.docker.info().get("CgroupDriver", "cgroupfs")
         for pod in self.pods:
-            for container_id in [*pod.containers.values(), pod.id]:
-                try:
-                    self.docker.remove_container(container_id, force=True, v=True)
-                except docker.errors.NotFound:
-                    pass
-            self.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
-            remove_cgroup(pod.cgroup_parent, self.docker.info().get("CgroupDriver", "cgroupfs"))
+            try:
+                self.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
+            finally:
+                for container_id in [*pod.containers.values(), pod.id]:  # in case the shim could not
+                    try:
+                        self.docker.remove_container(container_id, force=True, v=True)
+                    except docker.errors.NotFound:
+                        pass
+                remove_cgroup(pod.cgroup_parent, driver)
 
 
 def remove_cgroup(cgroup_parent: str, driver: str) -> None:
