@@ -1,0 +1,134 @@
+"""CRI-format container logs on the real daemon: the format, partial lines, rotation, restarts, crictl."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+import grpc
+
+from conftest import Shim
+from containers_fixtures import Pod, fresh_pod, pod, rpc_error, wait_for  # noqa: F401 (fixtures)
+from dockershim_py.api import api_pb2 as api
+
+CRICTL = "/opt/cri-tools/bin/crictl"
+
+
+def numbered(count: int, pause_every: int = 0) -> list[str]:
+    """A shell command printing `line 0` .. `line count-1`, pausing 10 ms every `pause_every` lines."""
+    pause = f"[ $((i % {pause_every})) -eq 0 ] && usleep 10000; " if pause_every else ""
+    return ["sh", "-c", f"i=0; while [ $i -lt {count} ]; do echo line $i; {pause}i=$((i+1)); done"]
+
+
+def texts(pod: Pod, *paths: Path) -> list[str]:
+    """The log's lines, partial ones joined, across files in order."""
+    joined, pending = [], ""
+    for path in paths:
+        for _, _, tag, text in pod.log_lines(path):
+            pending += text
+            if tag == "F":
+                joined.append(pending)
+                pending = ""
+    return joined + ([pending] if pending else [])
+
+
+def test_format_streams_and_partial_lines(pod: Pod) -> None:
+    script = "echo out; echo err >&2; head -c 20000 /dev/zero | tr '\\0' a; echo; printf 'no newline at the end'"
+    container_id = pod.run("format", ["sh", "-c", script])
+    pod.exited(container_id)  # the log is complete once the container is reported exited
+    lines = pod.log_lines(pod.log_file(container_id))
+    # Docker copies the two streams apart, so only each stream's own order is certain.
+    stdout = [(tag, text) for _, stream, tag, text in lines if stream == "stdout"]
+    assert [(tag, text) for _, stream, tag, text in lines if stream == "stderr"] == [("F", "err")]
+    assert stdout[0] == ("F", "out")
+    assert [tag for tag, _ in stdout[1:-1]] == ["P", "F"]  # Docker splits lines at 16 KiB
+    assert "".join(text for _, text in stdout[1:-1]) == "a" * 20000
+    assert stdout[-1] == ("P", "no newline at the end")
+    assert all(stamp.endswith("Z") for stamp, _, _, _ in lines)
+    pod.remove(container_id)
+    assert pod.log_directory.joinpath("format/0.log").exists()  # the kubelet removes logs, not the runtime
+
+
+def test_reopen_after_rotation_loses_no_line(pod: Pod) -> None:
+    count = 3000
+    container_id = pod.run("rotating", numbered(count, pause_every=30))
+    current = pod.log_file(container_id)
+    rotated = []
+    for number in range(4):
+        assert wait_for(lambda: current.exists() and current.stat().st_size > 0, timeout=10)
+        renamed = current.with_name(f"{current.name}.{number}")
+        os.rename(current, renamed)  # the kubelet's rotation: rename, then ask for a reopen
+        rotated.append(renamed)
+        try:
+            pod.runtime.ReopenContainerLog(api.ReopenContainerLogRequest(container_id=container_id), timeout=10)
+        except grpc.RpcError as exc:  # the container finished early: the last rename holds the rest
+            assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+            break
+        assert current.exists()
+    pod.exited(container_id)
+    files = rotated + ([current] if current.exists() else [])
+    assert texts(pod, *files) == [f"line {n}" for n in range(count)]
+    assert len(rotated) >= 2
+    code, _ = rpc_error(pod.runtime.ReopenContainerLog,
+                        api.ReopenContainerLogRequest(container_id=container_id), timeout=10)
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    pod.remove(container_id)
+
+
+def test_dockers_own_rotation_is_followed(start_shim, docker_api: docker.APIClient) -> None:
+    shim = start_shim(["--docker-log-max-size", "8k", "--docker-log-max-files", "2"])
+    pod = Pod(shim.runtime, docker_api)
+    try:
+        count = 4000
+        container_id = pod.run("chatty", numbered(count, pause_every=10))
+        assert docker_api.inspect_container(container_id)["HostConfig"]["LogConfig"]["Config"]["max-size"] == "8k"
+        pod.exited(container_id, timeout=60)
+        assert texts(pod, pod.log_file(container_id)) == [f"line {n}" for n in range(count)]
+        assert os.path.getsize(docker_api.inspect_container(container_id)["LogPath"]) < 16 * 1024
+    finally:
+        pod.close()
+
+
+def test_a_restarted_shim_resumes_without_losing_or_repeating(docker_api: docker.APIClient) -> None:
+    root = tempfile.mkdtemp(prefix="dspy-shim-root-")
+    first = Shim(["--root-directory", root]).start()
+    second: Shim | None = None
+    pod = Pod(first.runtime, docker_api)
+    try:
+        count = 1500
+        container_id = pod.run("survivor", numbered(count, pause_every=5))
+        log_file = pod.log_file(container_id)
+        assert wait_for(lambda: log_file.exists() and log_file.stat().st_size > 0, timeout=10)
+        first.stop(signal.SIGKILL)  # a crash: no position saved on the way out
+        time.sleep(0.5)
+        second = Shim(["--root-directory", root]).start()
+        pod.runtime = second.runtime
+        pod.exited(container_id, timeout=60)
+        assert texts(pod, log_file) == [f"line {n}" for n in range(count)]
+    finally:
+        if second is None:
+            second = Shim(["--root-directory", root]).start()
+        pod.runtime = second.runtime
+        pod.close()
+        second.stop()
+        first.stop()
+        subprocess.run(["rm", "-rf", root], check=True)
+
+
+def test_crictl_reads_the_log(pod: Pod, shim: Shim) -> None:
+    container_id = pod.run("crictl", ["sh", "-c", "sleep 1; echo out; echo err >&2; sleep 1; echo last"])
+    crictl = [CRICTL, "--runtime-endpoint", shim.endpoint, "--timeout", "30s"]
+    followed = subprocess.run([*crictl, "logs", "-f", container_id], capture_output=True, text=True, timeout=60)
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stdout == "out\nlast\n"
+    assert "err\n" in followed.stderr
+    stamped = subprocess.run([*crictl, "logs", "-t", container_id], capture_output=True, text=True, timeout=30)
+    stamps = [line.split(" ", 1) for line in stamped.stdout.splitlines()]
+    assert [text for _, text in stamps] == ["out", "last"]
+    assert all(stamp.startswith("20") and stamp.endswith("Z") for stamp, _ in stamps)
+    pod.remove(container_id)

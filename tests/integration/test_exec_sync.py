@@ -1,0 +1,72 @@
+"""ExecSync on the real daemon: output apart, exit codes, the 16 MiB cap, and timeouts that kill."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from conftest import Shim
+from containers_fixtures import Pod, pod, rpc_error, wait_for  # noqa: F401 (fixtures)
+from dockershim_py.api import api_pb2 as api
+from dockershim_py.api import api_pb2_grpc
+from dockershim_py.exec import MAX_REPLY_OUTPUT_BYTES
+
+
+@pytest.fixture(scope="module")
+def sleeper(pod: Pod) -> str:
+    return pod.run("sleeper")
+
+
+def sleeps_left(pod: Pod, container_id: str) -> list[str]:
+    listing = pod.sh(container_id, "ps -o pid,args")
+    return [line for line in listing.splitlines() if "sleep 6" in line]
+
+
+def test_stdout_stderr_and_exit_code(pod: Pod, sleeper: str) -> None:
+    reply = pod.exec(sleeper, ["sh", "-c", "echo out; echo err >&2; echo more; exit 3"])
+    assert (reply.stdout, reply.stderr, reply.exit_code) == (b"out\nmore\n", b"err\n", 3)
+    assert pod.exec(sleeper, ["true"]) == api.ExecSyncResponse()
+
+
+def test_timeout_kills_the_command_and_its_children(pod: Pod, sleeper: str) -> None:
+    started = time.monotonic()
+    code, message = rpc_error(pod.exec, sleeper, ["sh", "-c", "sleep 61 & sleep 62; echo never"], timeout=1)
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "timed out" in message
+    assert time.monotonic() - started < 10
+    assert wait_for(lambda: not sleeps_left(pod, sleeper), timeout=5), sleeps_left(pod, sleeper)
+
+
+def test_the_callers_deadline_kills_too(pod: Pod, sleeper: str) -> None:
+    request = api.ExecSyncRequest(container_id=sleeper, cmd=["sh", "-c", "sleep 63"], timeout=0)
+    code, _ = rpc_error(pod.runtime.ExecSync, request, timeout=1.5)
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert wait_for(lambda: not sleeps_left(pod, sleeper), timeout=5), sleeps_left(pod, sleeper)
+
+
+def test_output_is_capped_to_fit_one_reply(pod: Pod, sleeper: str, shim: Shim) -> None:
+    channel = grpc.insecure_channel(shim.endpoint, options=[("grpc.max_receive_message_length", 64 << 20)])
+    runtime = api_pb2_grpc.RuntimeServiceStub(channel)
+    try:
+        request = api.ExecSyncRequest(container_id=sleeper, timeout=60,
+                                      cmd=["sh", "-c", "head -c 20000000 /dev/zero; head -c 100 /dev/zero >&2"])
+        reply = runtime.ExecSync(request, timeout=90)
+        assert len(reply.stdout) == MAX_REPLY_OUTPUT_BYTES - 100 and set(reply.stdout) == {0}
+        assert len(reply.stderr) == 100 and reply.exit_code == 0
+        request.cmd[:] = ["sh", "-c", "head -c 20000000 /dev/zero; head -c 20000000 /dev/zero >&2; exit 4"]
+        reply = runtime.ExecSync(request, timeout=90)
+        assert len(reply.stdout) == len(reply.stderr) == MAX_REPLY_OUTPUT_BYTES // 2
+        assert reply.exit_code == 4  # the command ran to its end: the rest was read and dropped
+        assert len(reply.SerializeToString()) <= 16 << 20  # what the kubelet can receive
+    finally:
+        channel.close()
+
+
+def test_refusals(pod: Pod) -> None:
+    stopped = pod.run("stopped", ["true"])
+    pod.exited(stopped)
+    code, message = rpc_error(pod.exec, stopped, ["true"])
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "not running" in message
+    assert rpc_error(pod.exec, stopped, [])[0] == grpc.StatusCode.INVALID_ARGUMENT
+    pod.remove(stopped)
