@@ -14,6 +14,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -159,7 +160,7 @@ class ContainerService:
             return self._info[1]
 
     @staticmethod
-    def _make_missing_host_paths(mounts: list[api.Mount], image_volumes: dict[int, ImageVolume]) -> None:
+    def _make_missing_host_paths(mounts: Sequence[api.Mount], image_volumes: dict[int, ImageVolume]) -> None:
         for index, mount in enumerate(mounts):
             if index in image_volumes or os.path.lexists(mount.host_path):
                 continue
@@ -280,8 +281,11 @@ class ContainerService:
             if len(container_filter.pod_sandbox_id) == 64:
                 docker_filters["label"].append(f"{labels.SANDBOX_ID_LABEL}={container_filter.pod_sandbox_id}")
             docker_filters["label"] += labels.docker_label_filters(container_filter.label_selector)
+        entries = self._docker.list_containers(docker_filters)
+        if container_filter is None:  # forget failed starts of containers removed with their pod
+            self._cannot_run &= {entry["Id"] for entry in entries}
         containers = []
-        for entry in self._docker.list_containers(docker_filters):
+        for entry in entries:
             container = container_from_list_entry(entry, entry["Id"] in self._cannot_run)
             if container is not None and matches_filter(container, container_filter):
                 containers.append(container)

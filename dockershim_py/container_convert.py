@@ -410,9 +410,9 @@ def user_of(process_status: str | None, config_user: str, group_add: Sequence[st
     if not uid_text.isdigit() or (gid_text and not gid_text.isdigit()):
         return None
     extra = [int(group) for group in group_add or [] if group.isdigit()]
-    gid = int(gid_text) if gid_text else (0 if uid_text == "0" else None)
-    if gid is None:
-        return None
+    if not gid_text and uid_text != "0":
+        return None  # the primary group is in the image's /etc/passwd
+    gid = int(gid_text) if gid_text else 0
     return api.ContainerUser(linux=api.LinuxContainerUser(uid=int(uid_text), gid=gid, supplemental_groups=extra))
 
 

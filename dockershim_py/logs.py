@@ -41,6 +41,8 @@ POLL_SECONDS = 0.2
 # Docker closes a container's log at most a few seconds after its process exits.
 EXIT_SETTLE_SECONDS = 3.0
 PERSIST_SECONDS = 1.0
+# How often an idle copier looks whether Docker rotated its file (a rotated file is final).
+ROTATION_CHECK_SECONDS = 1.0
 STREAMS = ("stdout", "stderr")
 
 
@@ -122,6 +124,8 @@ class LogCopier:
         self._target_fd: int | None = None
         self._skipping = False  # inside an entry longer than CHUNK_BYTES
         self._saved_at = 0.0
+        self._unsaved = False  # copied since the position was last saved
+        self._rotation_checked_at = 0.0
         self.exited_at: float | None = None
         self.copied_at = time.monotonic()
 
@@ -169,16 +173,18 @@ class LogCopier:
         path, inode = chain[-1]
         self._source_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self.state.source_inode, self.state.source_offset = inode, 0
+        self._unsaved = True
         return True
 
     # --- copying ---------------------------------------------------------------------------------
 
-    def pump(self, budget: int = ROUND_BUDGET_BYTES) -> int:
+    def pump(self, budget: int = ROUND_BUDGET_BYTES, thorough: bool = False) -> int:
         """Copy up to `budget` bytes of Docker's log; the bytes of Docker's log consumed."""
         with self._lock:
-            return self._pump(budget)
+            return self._pump(budget, thorough)
 
-    def _pump(self, budget: int) -> int:
+    def _pump(self, budget: int, thorough: bool = False) -> int:
+        """Copy; `thorough` looks for a rotation at every end of file, not just once a second."""
         if self.state.finished or self._target_fd is None:
             return 0
         if self._source_fd is None and not self._open_source():
@@ -187,7 +193,8 @@ class LogCopier:
         while consumed < budget:
             data = os.pread(self._source_fd, CHUNK_BYTES, self.state.source_offset)
             if not data:
-                if self._follow_rotation():
+                if (thorough or time.monotonic() - self._rotation_checked_at > ROTATION_CHECK_SECONDS) \
+                        and self._follow_rotation():
                     continue
                 break
             end = data.rfind(b"\n")
@@ -203,8 +210,9 @@ class LogCopier:
             consumed += end + 1
         if consumed:
             self.copied_at = time.monotonic()
-        if consumed or time.monotonic() - self._saved_at > PERSIST_SECONDS:
-            self._save(throttle=True)
+            self._unsaved = True
+        if self._unsaved and time.monotonic() - self._saved_at > PERSIST_SECONDS:
+            self._save()
         return consumed
 
     def _skip(self, length: int) -> None:
@@ -237,6 +245,7 @@ class LogCopier:
 
     def _follow_rotation(self) -> bool:
         """At the end of a file: move to the next one if Docker rotated it; True when there is more to read."""
+        self._rotation_checked_at = time.monotonic()
         try:
             current = os.stat(self.state.source_path)
         except FileNotFoundError:
@@ -244,6 +253,7 @@ class LogCopier:
         if current.st_ino == self.state.source_inode:
             if current.st_size < self.state.source_offset:  # truncated in place: start over
                 self.state.source_offset = 0
+                self._unsaved = True
                 return True
             return False
         if os.fstat(self._source_fd).st_size > self.state.source_offset:
@@ -255,6 +265,7 @@ class LogCopier:
         os.close(self._source_fd)
         self._source_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self.state.source_inode, self.state.source_offset = inode, 0
+        self._unsaved = True
         return True
 
     # --- kubelet requests and the end --------------------------------------------------------------
@@ -273,7 +284,7 @@ class LogCopier:
         with self._lock:
             if self.state.finished:
                 return
-            while self._pump(ROUND_BUDGET_BYTES):
+            while self._pump(ROUND_BUDGET_BYTES, thorough=True):
                 pass
             self.state.finished = True
             self._save()
@@ -291,13 +302,11 @@ class LogCopier:
                 os.close(fd)
         self._source_fd = self._target_fd = None
 
-    def _save(self, throttle: bool = False) -> None:
-        now = time.monotonic()
-        if throttle and now - self._saved_at < PERSIST_SECONDS:
-            return
+    def _save(self) -> None:
         try:
             self.state.save(self._state_path)
-            self._saved_at = now
+            self._saved_at = time.monotonic()
+            self._unsaved = False
         except OSError as exc:
             log.error("container %s: cannot save the log copy position: %s", self.state.container_id[:12], exc)
 
@@ -451,3 +460,5 @@ class LogManager:
                 log.error("container %s: copying its log failed: %s", container_id[:12], exc)
             if copier.exited_at is not None and now - max(copier.exited_at, copier.copied_at) > EXIT_SETTLE_SECONDS:
                 self.finish(container_id)
+                if not os.path.exists(copier.state.source_path):  # removed with its pod, not by RemoveContainer
+                    self.forget(container_id)

@@ -13,7 +13,7 @@ import docker
 import grpc
 
 from conftest import Shim
-from containers_fixtures import Pod, fresh_pod, pod, rpc_error, wait_for  # noqa: F401 (fixtures)
+from containers_fixtures import Pod, pod, rpc_error, wait_for  # noqa: F401 (fixtures)
 from dockershim_py.api import api_pb2 as api
 
 CRICTL = "/opt/cri-tools/bin/crictl"

@@ -117,18 +117,18 @@ def test_follows_dockers_rotation_without_losing_a_line(files: dict[str, Path]) 
     source = files["source"]
     copier = copier_for(files)
     append(source, docker_entry("1\n"))
-    copier.pump()
+    copier.pump(thorough=True)
     append(source, docker_entry("2\n"))  # written, then rotated before the copier saw it
     os.rename(source, f"{source}.1")
     append(source, docker_entry("3\n"))
-    copier.pump()
+    copier.pump(thorough=True)
     os.rename(f"{source}.1", f"{source}.2")  # two more rotations in one round
     os.rename(source, f"{source}.1")
     append(source, docker_entry("4\n"))
     os.rename(f"{source}.1", f"{source}.2")
     os.rename(source, f"{source}.1")
     append(source, docker_entry("5\n"))
-    copier.pump()
+    copier.pump(thorough=True)
     assert cri_texts(files["target"]) == ["1", "2", "3", "4", "5"]
 
 
@@ -157,13 +157,13 @@ def test_resume_after_docker_rotated_meanwhile(files: dict[str, Path]) -> None:
     source = files["source"]
     copier = copier_for(files)
     append(source, docker_entry("1\n"))
-    copier.pump()
+    copier.pump(thorough=True)
     copier.close()
     append(source, docker_entry("2\n"))
     os.rename(source, f"{source}.1")
     append(source, docker_entry("3\n"))
     copier = copier_for(files, resume=True)
-    copier.pump()
+    copier.pump(thorough=True)
     assert cri_texts(files["target"]) == ["1", "2", "3"]
 
 
@@ -187,6 +187,30 @@ def test_an_overlong_entry_is_skipped_and_copying_goes_on(files: dict[str, Path]
            docker_entry("after\n"))
     copier.pump()
     assert cri_texts(files["target"]) == ["before", "after"]
+
+
+def test_an_idle_copier_looks_for_rotations_once_a_second_and_saves_only_news(files: dict[str, Path]) -> None:
+    copier = copier_for(files)
+    append(files["source"], docker_entry("1\n"))
+    copier.pump()
+    state = json.loads(files["state"].read_text())
+    assert state["source_offset"] == 0  # saved at most once a second
+    copier._saved_at -= 2 * logs.PERSIST_SECONDS
+    copier.pump()
+    assert json.loads(files["state"].read_text())["source_offset"] == files["source"].stat().st_size
+    saved = files["state"].stat().st_mtime_ns
+    copier._saved_at -= 2 * logs.PERSIST_SECONDS
+    copier.pump()  # nothing new: nothing written
+    assert files["state"].stat().st_mtime_ns == saved
+
+    os.rename(files["source"], f"{files['source']}.1")
+    append(files["source"], docker_entry("2\n"))
+    copier._rotation_checked_at = time.monotonic()
+    copier.pump()  # the rotation was looked for a moment ago: not yet
+    assert cri_texts(files["target"]) == ["1"]
+    copier._rotation_checked_at -= 2 * logs.ROTATION_CHECK_SECONDS
+    copier.pump()
+    assert cri_texts(files["target"]) == ["1", "2"]
 
 
 def test_a_round_copies_at_most_its_budget(files: dict[str, Path]) -> None:
