@@ -335,6 +335,7 @@ def state_of(docker_state: Mapping[str, Any], created_at: int) -> State:
     if docker_state.get("Running"):
         return State(api.CONTAINER_RUNNING, started_at=started)
     if finished:
+        finished = max(finished, started)  # Docker may stamp a very short run's start after its exit
         if docker_state.get("OOMKilled"):
             reason = REASON_OOM_KILLED
         elif exit_code == 0:

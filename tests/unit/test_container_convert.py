@@ -410,6 +410,11 @@ def test_state_and_reason(docker_state, state, reason, started, finished) -> Non
     assert result.message == docker_state.get("Error", "")
 
 
+def test_a_run_too_short_for_docker_never_finishes_before_it_starts() -> None:
+    result = convert.state_of({"StartedAt": FINISHED, "FinishedAt": STARTED, "ExitCode": 0}, 0)
+    assert result.finished_at == result.started_at == convert.parse_docker_time(FINISHED)
+
+
 def inspect_of(**overrides) -> dict:
     inspect = {
         "Id": "f" * 64,
