@@ -186,7 +186,16 @@ def same_path(layout: CgroupLayout, cgroup: str) -> dict[str, str]:
 
 
 def parse_keyed(text: str) -> dict[str, int]:
-    """`key value` lines (memory.stat, cpu.stat, cpuacct.stat, memory.events, memory.oom_control)."""
+    """`key value` lines (memory.stat, cpu.stat, cpuacct.stat, memory.events, memory.oom_control).
+
+    Read on every request for every container: the well-formed case takes one split.
+    """
+    fields = text.split()
+    if len(fields) % 2 == 0 and len(fields) == 2 * text.count("\n"):
+        try:
+            return dict(zip(fields[::2], map(int, fields[1::2])))
+        except ValueError:
+            pass
     values: dict[str, int] = {}
     for line in text.splitlines():
         parts = line.split()
@@ -389,8 +398,15 @@ _V2_DETAIL = (("memory.events", False), ("memory.peak", False))
 
 
 def _read_text(path: str) -> str:
-    with open(path, encoding="ascii", errors="replace") as handle:
-        return handle.read()
+    """A small kernel file, without Python's buffered text layer (which triples the cost)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode("ascii", "replace")
+    finally:
+        os.close(fd)
 
 
 class CgroupReader:
@@ -465,7 +481,7 @@ class CgroupReader:
                 raise CgroupGone(f"no hierarchy for {name}")
             return
         try:
-            files[name] = _read_text(os.path.join(directory, name))
+            files[name] = _read_text(f"{directory}/{name}")
         except OSError as exc:  # absent, or ENODEV from a cgroup being removed
             if required:
                 raise CgroupGone(f"{directory}: {exc}") from exc

@@ -52,8 +52,6 @@ INFO_CACHE_SECONDS = 60.0
 PARALLEL_INSPECTS = 8
 # What inspect told about containers not listed for this long is forgotten.
 FORGET_AFTER_SECONDS = 600.0
-# The Docker label filter that lists pod sandboxes and containers in one call.
-_OURS = labels.CONTAINER_TYPE_LABEL
 
 
 # --- conversions (pure) ---------------------------------------------------------------------------
@@ -249,7 +247,6 @@ class StatsService:
     def __init__(self, docker: DockerClient, config: Config, reader: CgroupReader | None = None) -> None:
         self._docker = docker
         self._reader = reader
-        self._reader_error = ""
         self._processes = ProcessFiles()
         self._rates = CpuRates()
         self._layers = WritableLayers(
@@ -286,7 +283,9 @@ class StatsService:
 
     def _containers(self, stats_filter: api.ContainerStatsFilter | None) -> list[_Container]:
         """One Docker list call, narrowed by every filter Docker can apply, then ours."""
-        docker_filters: dict[str, Any] = {"label": [f"{_OURS}={labels.CONTAINER_TYPE_CONTAINER}"]}
+        docker_filters: dict[str, Any] = {
+            "label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_CONTAINER}"]
+        }
         if stats_filter is not None:
             if not _hex(stats_filter.id) or not _hex(stats_filter.pod_sandbox_id):
                 return []
@@ -305,14 +304,14 @@ class StatsService:
     def _stats_of(self, containers: list[_Container]) -> list[api.ContainerStats]:
         """CPU, memory and swap of the running ones, the writable layer of all."""
         self._learn(containers)
-        now, mountpoint = time.time_ns(), self._mountpoint()
+        mountpoint = self._mountpoint()
         result = []
         for container in containers:
             stats = api.ContainerStats(attributes=container.attributes)
             container_id = container.entry["Id"]
             container.sample = self._read(container_id, container.known)
             if container.sample is not None:
-                sample = container.sample
+                sample, now = container.sample, time.time_ns()
                 stats.cpu.CopyFrom(cpu_usage(sample, self._rate(container_id, sample), now))
                 stats.memory.CopyFrom(memory_usage(sample, now))
                 swap = swap_usage(sample, now)
@@ -353,7 +352,8 @@ class StatsService:
             return [], {}
         sandboxes = []
         containers: dict[str, list[_Container]] = {}
-        for entry in self._docker.list_containers({"label": [_OURS]}):
+        # The type label without a value: pod sandboxes and containers in one call.
+        for entry in self._docker.list_containers({"label": [labels.CONTAINER_TYPE_LABEL]}):
             docker_labels = entry.get("Labels") or {}
             if labels.is_sandbox(docker_labels):
                 attributes = sandbox_attributes(entry)
