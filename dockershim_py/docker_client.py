@@ -344,29 +344,33 @@ class DockerClient:
         self._read("negotiate the Docker API version", lambda api: None, health=True)
         return self._api_version
 
-    def create_exec(self, container_id: str, cmd: list[str]) -> str:
-        """An exec of `cmd` with stdout and stderr attached, not yet started; its ID."""
+    def create_exec(self, container_id: str, cmd: list[str], *, stdin: bool = False, stdout: bool = True,
+                    stderr: bool = True, tty: bool = False) -> str:
+        """An exec of `cmd` with the given streams attached (stdout and stderr by default), not yet started; its ID."""
         created = self._write(
             f"exec in container {container_id}",
-            lambda api: api.exec_create(container_id, cmd, stdout=True, stderr=True, stdin=False, tty=False),
+            lambda api: api.exec_create(container_id, cmd, stdout=stdout, stderr=stderr, stdin=stdin, tty=tty),
         )
         return created["Id"]
 
     def inspect_exec(self, exec_id: str) -> dict[str, Any]:
         return self._read(f"exec {exec_id}", lambda api: api.exec_inspect(exec_id))
 
-    def start_exec(self, exec_id: str, timeout: float) -> RawStream:
-        """Start an exec attached; its multiplexed output on a connection of our own.
+    def start_exec(self, exec_id: str, timeout: float, *, tty: bool = False) -> RawStream:
+        """Start an exec attached; its output (multiplexed unless `tty`) on a connection of our own.
 
         docker-py cannot put a deadline on reading an attached exec, so the caller reads the
         stream with its own timeouts and closes it when done (or when it gives up).
         """
-        what = f"start exec {exec_id}"
+        request = json.dumps({"Detach": False, "Tty": tty}).encode()
+        return self._hijack(f"start exec {exec_id}", f"/exec/{exec_id}/start", request, timeout)
+
+    def _hijack(self, what: str, path: str, request: bytes, timeout: float) -> RawStream:
+        """POST `path` asking Docker to hand the connection over to the process's stdio."""
         with self._call(what):
             self._clients()
-        request = json.dumps({"Detach": False, "Tty": False}).encode()
         head = (
-            f"POST /v{self._api_version}/exec/{exec_id}/start HTTP/1.1\r\n"
+            f"POST /v{self._api_version}{path} HTTP/1.1\r\n"
             f"Host: docker\r\nContent-Type: application/json\r\nContent-Length: {len(request)}\r\n"
             f"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
         ).encode()
@@ -393,6 +397,25 @@ class DockerClient:
         )
         for warning in (updated or {}).get("Warnings") or []:
             log.warning("updating container %s: Docker warns: %s", container_id, warning)
+
+    # --- streaming: interactive exec, attach, terminal sizes ------------------------------------
+
+    def resize_exec(self, exec_id: str, height: int, width: int) -> None:
+        """Set the terminal size of a running exec's TTY."""
+        self._write(f"resize exec {exec_id}", lambda api: api.exec_resize(exec_id, height=height, width=width))
+
+    def attach_container(self, container_id: str, *, stdin: bool, stdout: bool, stderr: bool,
+                         timeout: float) -> RawStream:
+        """Join a running container's stdio from now on (no logs); multiplexed unless it has a TTY."""
+        query = urllib.parse.urlencode({"stream": 1, "stdin": int(stdin), "stdout": int(stdout),
+                                        "stderr": int(stderr)})
+        return self._hijack(f"attach to container {container_id}", f"/containers/{container_id}/attach?{query}",
+                            b"", timeout)
+
+    def resize_container(self, container_id: str, height: int, width: int) -> None:
+        """Set the terminal size of a container's TTY."""
+        self._write(f"resize container {container_id}",
+                    lambda api: api.resize(container_id, height=height, width=width))
 
     def export_container(self, container_id: str) -> Iterator[bytes]:
         """The container's filesystem as a tar stream."""
@@ -470,6 +493,11 @@ class RawStream:
                 break
             rest += chunk
         return status, rest
+
+    def take_buffered(self) -> bytes:
+        """What arrived with the response head, for callers that read `sock` themselves."""
+        data, self._pending = self._pending, b""
+        return data
 
     def recv(self, size: int, timeout: float | None) -> bytes:
         """Up to `size` bytes, b"" at the end; socket.timeout when nothing came in `timeout` seconds."""
