@@ -24,6 +24,8 @@ from .runtime import RuntimeInfo
 from .sandbox import SandboxService
 from .server import CRIServer
 from .stats import StatsService
+from .streaming.runtime import StreamingRuntime
+from .streaming.server import StreamingServer
 
 log = logging.getLogger("dockershim_py")
 
@@ -49,9 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     sandboxes = SandboxService(docker, config, images, checkpoints)
     containers = ContainerService(docker, config, container_logs, ImageVolumes(docker, config.root_directory))
     stats = StatsService(docker, config)
+    streaming = StreamingServer(config, StreamingRuntime(docker))
     adapters = [
         RuntimeServiceAdapter(
-            RuntimeInfo(docker, config, network), sandboxes, containers, ExecService(docker), stats=stats
+            RuntimeInfo(docker, config, network), sandboxes, containers, ExecService(docker), stats=stats,
+            streaming=streaming,
         ),
         ImageServiceAdapter(images),
     ]
@@ -61,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stopping.set())
     try:
         os.makedirs(config.root_directory, exist_ok=True)
+        streaming.start()
         server.start()
-    except (CRIError, OSError) as exc:
+    except (CRIError, OSError) as exc:  # ssl.SSLError is an OSError too
+        streaming.stop()
         log.error("cannot start: %s", exc)
         return 2
     log.info("dockershim-py %s, Docker at %s", __version__, config.docker_endpoint)
@@ -74,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     stopping.wait()
     log.info("shutting down: finishing in-flight calls for up to %.0fs", config.shutdown_grace)
     server.stop(config.shutdown_grace)
+    streaming.stop()
     stats.close()
     container_logs.stop()
     return 0

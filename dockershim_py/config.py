@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -22,6 +23,13 @@ DEFAULT_DOCKER_LOG_MAX_FILES = 3
 # second the one background walker may visit (cri-dockerd had dockerd `du` every layer each minute).
 DEFAULT_WRITABLE_LAYER_SCAN_PERIOD = 60.0
 DEFAULT_WRITABLE_LAYER_SCAN_RATE = 10_000
+
+# The streaming server (exec, attach, port-forward): loopback on an ephemeral port, as dockershim
+# and containerd bind it (cri-dockerd listened on every interface); the kubelet's idle timeout;
+# how long a client may take to open a session's streams.
+DEFAULT_STREAMING_BIND_ADDR = "127.0.0.1:0"
+DEFAULT_STREAMING_IDLE_TIMEOUT = 4 * 3600.0
+DEFAULT_STREAMING_CREATION_TIMEOUT = 30.0
 
 # The places the kubelet's credential keyring searched for Docker config.json files.
 DEFAULT_DOCKER_CONFIG_PATHS = (
@@ -48,6 +56,11 @@ class Config:
     sandbox_oom_score_adj: int = DEFAULT_SANDBOX_OOM_SCORE_ADJ
     docker_log_max_size: str = DEFAULT_DOCKER_LOG_MAX_SIZE
     docker_log_max_files: int = DEFAULT_DOCKER_LOG_MAX_FILES
+    streaming_bind_addr: str = DEFAULT_STREAMING_BIND_ADDR
+    streaming_tls_cert: str = ""
+    streaming_tls_key: str = ""
+    streaming_idle_timeout: float = DEFAULT_STREAMING_IDLE_TIMEOUT
+    streaming_creation_timeout: float = DEFAULT_STREAMING_CREATION_TIMEOUT
 
 
 def _duration(text: str) -> float:
@@ -77,6 +90,33 @@ def _duration(text: str) -> float:
     if number:
         raise argparse.ArgumentTypeError(f"invalid duration {text!r}: a number needs a unit (h, m, s, ms)")
     return total
+
+
+def parse_bind_address(text: str) -> tuple[str, int]:
+    """(host, port) of `HOST[:PORT]` or `[V6]:PORT`; the host must be an IP address, port 0 picks one."""
+    host, port = text.strip(), "0"
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0 or host[end + 1:end + 2] not in ("", ":"):
+            raise ValueError(f"invalid address {text!r}: use HOST:PORT or [IPV6]:PORT")
+        host, port = host[1:end], host[end + 2:] or "0"
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"invalid address {text!r}: the host must be an IP address") from None
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid port in {text!r}")
+    return host, int(port)
+
+
+def _bind_address(text: str) -> str:
+    try:
+        parse_bind_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip()
 
 
 def _log_size(text: str) -> str:
@@ -149,6 +189,26 @@ def argument_parser() -> argparse.ArgumentParser:
         help="directory entries per second the writable-layer walker may visit (default %(default)s)",
     )
     parser.add_argument(
+        "--streaming-bind-addr", type=_bind_address, default=DEFAULT_STREAMING_BIND_ADDR, metavar="HOST:PORT",
+        help="where the exec/attach/port-forward streaming server listens; port 0 picks a free one "
+             "(default %(default)s: loopback only)",
+    )
+    parser.add_argument(
+        "--streaming-tls-cert", default="", metavar="PATH",
+        help="serve the streaming server over TLS with this PEM certificate (chain); needs --streaming-tls-key",
+    )
+    parser.add_argument("--streaming-tls-key", default="", metavar="PATH", help="the PEM key of --streaming-tls-cert")
+    parser.add_argument(
+        "--streaming-connection-idle-timeout", dest="streaming_idle_timeout", type=_duration,
+        default=DEFAULT_STREAMING_IDLE_TIMEOUT,
+        help="close a streaming connection that carried nothing for this long (default 4h, the kubelet's)",
+    )
+    parser.add_argument(
+        "--streaming-creation-timeout", type=_duration, default=DEFAULT_STREAMING_CREATION_TIMEOUT,
+        help="how long a client may take to open the streams of an exec, attach or forwarded "
+             "connection (default 30s)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"],
         help="log verbosity (default %(default)s)",
     )
@@ -168,6 +228,10 @@ def from_args(argv: list[str] | None = None) -> Config:
         argument_parser().error("--writable-layer-scan-period must not be negative")
     if args.writable_layer_scan_rate < 1:
         argument_parser().error("--writable-layer-scan-rate must be at least 1")
+    if bool(args.streaming_tls_cert) != bool(args.streaming_tls_key):
+        argument_parser().error("--streaming-tls-cert and --streaming-tls-key go together")
+    if args.streaming_idle_timeout <= 0 or args.streaming_creation_timeout <= 0:
+        argument_parser().error("the streaming timeouts must be positive")
     if not -1000 <= args.sandbox_oom_score_adj <= 1000:
         argument_parser().error("--sandbox-oom-score-adj must be in -1000..1000")
     return Config(
@@ -185,4 +249,9 @@ def from_args(argv: list[str] | None = None) -> Config:
         sandbox_oom_score_adj=args.sandbox_oom_score_adj,
         docker_log_max_size=args.docker_log_max_size,
         docker_log_max_files=args.docker_log_max_files,
+        streaming_bind_addr=args.streaming_bind_addr,
+        streaming_tls_cert=args.streaming_tls_cert,
+        streaming_tls_key=args.streaming_tls_key,
+        streaming_idle_timeout=args.streaming_idle_timeout,
+        streaming_creation_timeout=args.streaming_creation_timeout,
     )

@@ -13,9 +13,9 @@ from ..container import ContainerService
 from ..exec import ExecService
 from ..sandbox import SandboxService
 from ..stats import StatsService
+from ..streaming.server import StreamingServer
 from .handlers import Adapter
 
-_STREAMING = "the streaming server is not implemented yet (see the README's roadmap)"
 _LIST_STREAMING = "the streaming lists (KEP-5825, alpha) are not served; the kubelet falls back to the unary RPC"
 
 
@@ -24,9 +24,6 @@ class RuntimeServiceAdapter(Adapter):
     UNIMPLEMENTED = {
         "UpdatePodSandboxResources": "Docker cannot change the pod-level cgroup of a running pause container; "
                                      "container resources are updated one by one",
-        "Exec": _STREAMING,
-        "Attach": _STREAMING,
-        "PortForward": _STREAMING,
         "GetContainerEvents": "the Docker event stream is not wired to CRI events yet; the kubelet relists instead",
         "CheckpointContainer": "Docker Engine's checkpoint feature is experimental and cannot produce a CRI checkpoint",
         "StreamPodSandboxes": _LIST_STREAMING,
@@ -38,13 +35,14 @@ class RuntimeServiceAdapter(Adapter):
 
     def __init__(
         self, runtime: RuntimeInfo, sandboxes: SandboxService, containers: ContainerService, execs: ExecService,
-        *, stats: StatsService,
+        *, stats: StatsService, streaming: StreamingServer,
     ) -> None:
         self._runtime = runtime
         self._sandboxes = sandboxes
         self._containers = containers
         self._execs = execs
         self._stats = stats
+        self._streaming = streaming
 
     def Version(self, request: api.VersionRequest, context: grpc.ServicerContext, api_version: str) -> api.VersionResponse:
         return self._runtime.version(api_version)
@@ -142,6 +140,17 @@ class RuntimeServiceAdapter(Adapter):
             timeout = max(remaining, 0.001)  # the caller's deadline is a timeout too: the process is killed
         stdout, stderr, exit_code = self._execs.exec_sync(request.container_id, list(request.cmd), timeout)
         return api.ExecSyncResponse(stdout=stdout, stderr=stderr, exit_code=exit_code)
+
+    # --- streaming: URLs of the streaming server ----------------------------------------------------
+
+    def Exec(self, request: api.ExecRequest, context: grpc.ServicerContext) -> api.ExecResponse:
+        return api.ExecResponse(url=self._streaming.get_exec(request))
+
+    def Attach(self, request: api.AttachRequest, context: grpc.ServicerContext) -> api.AttachResponse:
+        return api.AttachResponse(url=self._streaming.get_attach(request))
+
+    def PortForward(self, request: api.PortForwardRequest, context: grpc.ServicerContext) -> api.PortForwardResponse:
+        return api.PortForwardResponse(url=self._streaming.get_port_forward(request))
 
     # --- stats ------------------------------------------------------------------------------------
 

@@ -1,0 +1,422 @@
+"""The streaming server: the URLs Exec, Attach and PortForward hand out, and the HTTP listener behind them.
+
+The RPC side (`get_exec`, `get_attach`, `get_port_forward`) checks the request as the kubelet's
+streaming library does (a running container or sandbox, tty without stderr, at least one
+stream), stores it under a single-use token and returns an absolute URL: `http://host:port/...`,
+or `https://` with TLS. (cri-dockerd's scheme-less `//host/...` URLs are read as https by
+kubelets from 1.36 on, which breaks kubectl exec.)
+
+The listener is its own: loopback on an ephemeral port unless `--streaming-bind-addr` says
+otherwise, TLS when given a certificate. Each connection gets a thread of its own, up to
+`MAX_CONNECTIONS` (more are answered 503): h11 reads the request within `REQUEST_TIMEOUT`, the
+token is looked up (unknown, used or expired: 404), the upgrade is negotiated (`negotiation`:
+400 or 403 with the headers kubectl expects), and the session runs on its own `loop.Loop`,
+so a slow or dead client holds only its own thread, never the gRPC server or another session.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import selectors
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+
+import h11
+
+from ..api import api_pb2 as api
+from ..config import Config, parse_bind_address
+from ..errors import CRIError, invalid_argument, unavailable
+from .channels import ChannelCodec, ChannelProtocolError, parse_port, parse_port_query, port_channels
+from .loop import Loop, Pipe, TlsLayer
+from .negotiation import (
+    PortForwardProtocol,
+    Rejection,
+    RemoteCommandProtocol,
+    Transport,
+    negotiate_port_forward,
+    negotiate_remote_command,
+    offered_protocols,
+    spdy_upgrade_headers,
+    upgrade_transport,
+)
+from .portforward import (
+    Forwards,
+    PortForward,
+    PortForwardSession,
+    SpdyForwards,
+    TunnelledSpdyForwards,
+    WebSocketForwards,
+)
+from .remotecommand import RemoteCommand, RemoteCommandSession, SpdyStreams, Streams, WebSocketStreams
+from .runtime import Process, StreamingRuntime
+from .tokens import TokenCache
+from .websocket import HandshakeError, WebSocketSession
+
+log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 256
+REQUEST_TIMEOUT = 10.0
+MAX_REQUEST_HEAD = 64 * 1024
+_ROUTE = re.compile(r"/(exec|attach|portforward)/([A-Za-z0-9_-]{1,128})")
+_MAX_PORTS = 127  # WebSocket channel pairs
+
+
+def url_host(bound: str) -> str:
+    """The host to put in URLs: the kubelet runs on this node, so a wildcard bind means loopback."""
+    address = ipaddress.ip_address(bound)
+    if address.is_unspecified:
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def _check_streams(tty: bool, stdin: bool, stdout: bool, stderr: bool) -> None:
+    if tty and stderr:
+        raise invalid_argument("tty and stderr cannot both be true: a terminal has one output stream")
+    if not (stdin or stdout or stderr):
+        raise invalid_argument("one of stdin, stdout, or stderr must be set")
+
+
+class StreamingServer:
+    def __init__(self, config: Config, runtime: StreamingRuntime, tokens: TokenCache[RemoteCommand | PortForward]
+                 | None = None) -> None:
+        self._config = config
+        self._runtime = runtime
+        self._tokens: TokenCache[RemoteCommand | PortForward] = tokens or TokenCache()
+        self._host, self._port = parse_bind_address(config.streaming_bind_addr)
+        self._tls: ssl.SSLContext | None = None
+        self._listener: socket.socket | None = None
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self._sessions: dict[Loop, Callable[[], None]] = {}  # each session's shutdown
+        self._accepter: threading.Thread | None = None
+        self._stopping = False
+        self.base_url = ""
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._config.streaming_tls_cert:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(self._config.streaming_tls_cert, self._config.streaming_tls_key)
+            context.set_alpn_protocols(["http/1.1"])
+            self._tls = context
+        family = socket.AF_INET6 if ipaddress.ip_address(self._host).version == 6 else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self._host, self._port))
+            listener.listen(128)
+        except OSError:
+            listener.close()
+            raise
+        listener.setblocking(False)
+        self._listener = listener
+        port = listener.getsockname()[1]
+        self.base_url = f"{'https' if self._tls else 'http'}://{url_host(self._host)}:{port}"
+        self._accepter = threading.Thread(target=self._accept_loop, name="streaming-accept", daemon=True)
+        self._accepter.start()
+        log.info("streaming server listening on %s", self.base_url)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, end every session (clients are told why), wait for their threads."""
+        self._stopping = True
+        try:
+            self._wake_writer.send(b"\0")
+        except OSError:
+            pass
+        if self._accepter is not None:
+            self._accepter.join(timeout)
+        with self._lock:
+            for loop, shutdown in self._sessions.items():
+                loop.post(shutdown)
+            threads = list(self._threads)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            for loop in self._sessions:
+                loop.post(loop.stop)
+        self._wake_reader.close()
+        self._wake_writer.close()
+        log.info("streaming server stopped")
+
+    # --- the RPCs -------------------------------------------------------------------------------
+
+    def get_exec(self, request: api.ExecRequest) -> str:
+        _check_streams(request.tty, request.stdin, request.stdout, request.stderr)
+        if not request.cmd:
+            raise invalid_argument("missing required cmd")
+        container = self._runtime.running_container(request.container_id)
+        return self._url("exec", RemoteCommand("exec", container["Id"], request.stdin, request.stdout,
+                                               request.stderr, request.tty, tuple(request.cmd)))
+
+    def get_attach(self, request: api.AttachRequest) -> str:
+        _check_streams(request.tty, request.stdin, request.stdout, request.stderr)
+        container = self._runtime.running_container(request.container_id)
+        return self._url("attach", RemoteCommand("attach", container["Id"], request.stdin, request.stdout,
+                                                 request.stderr, request.tty))
+
+    def get_port_forward(self, request: api.PortForwardRequest) -> str:
+        try:
+            ports = tuple(parse_port(str(port)) for port in request.port)
+        except ChannelProtocolError as exc:
+            raise invalid_argument(str(exc)) from None
+        sandbox = self._runtime.running_sandbox(request.pod_sandbox_id)
+        return self._url("portforward", PortForward(sandbox["Id"], ports))
+
+    def _url(self, route: str, request: RemoteCommand | PortForward) -> str:
+        if not self.base_url or self._stopping:
+            raise unavailable("the streaming server is not running")
+        return f"{self.base_url}/{route}/{self._tokens.insert(request)}"
+
+    # --- connections ----------------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._listener, selectors.EVENT_READ)
+            selector.register(self._wake_reader, selectors.EVENT_READ)
+            while not self._stopping:
+                selector.select()
+                while not self._stopping:
+                    try:
+                        sock, _ = self._listener.accept()
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError as exc:  # e.g. out of descriptors: back off, keep serving
+                        log.warning("streaming server cannot accept: %s", exc)
+                        time.sleep(0.1)
+                        break
+                    self._admit(sock)
+        self._listener.close()
+
+    def _admit(self, sock: socket.socket) -> None:
+        sock.setblocking(True)
+        if not self._slots.acquire(blocking=False):
+            log.warning("streaming server: %d connections already; refusing one", MAX_CONNECTIONS)
+            sock.settimeout(1.0)
+            try:
+                sock.sendall(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            except OSError:
+                pass
+            sock.close()
+            return
+        thread = threading.Thread(target=self._serve, args=(sock,), name="streaming-conn", daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client = _BlockingClient(sock, TlsLayer(self._tls) if self._tls else None)
+            self._handle(client)
+        except (OSError, ssl.SSLError, h11.ProtocolError) as exc:
+            log.debug("streaming connection ended: %s", exc)
+        except Exception:  # a bug must not take the listener down
+            log.exception("streaming connection failed")
+        finally:
+            sock.close()
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+            self._slots.release()
+
+    def _handle(self, client: _BlockingClient) -> None:
+        http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+        request = client.read_request(http, time.monotonic() + REQUEST_TIMEOUT)
+        if request is None:
+            return
+        target = request.target.decode("ascii", "replace")
+        path, _, query = target.partition("?")
+        match = _ROUTE.fullmatch(path)
+        if request.method not in (b"GET", b"POST"):
+            client.respond(http, 405, "405 method not allowed\n")
+            return
+        cached = self._tokens.consume(match.group(2)) if match else None
+        if match is None or cached is None or cached.action != match.group(1):
+            client.respond(http, 404, "404 page not found\n")
+            return
+        if self._stopping:
+            client.respond(http, 503, "the streaming server is shutting down\n")
+            return
+        headers = list(request.headers)
+        transport = upgrade_transport(headers)
+        if transport is None:
+            client.respond(http, 400, "unable to upgrade: missing upgrade headers in request\n")
+            return
+        offered = offered_protocols(headers, transport)
+        if isinstance(cached, PortForward):
+            self._port_forward(client, http, headers, request.target, query, transport, offered, cached)
+        else:
+            self._remote_command(client, http, headers, request.target, transport, offered, cached)
+
+    def _remote_command(self, client: _BlockingClient, http: h11.Connection, headers: list[tuple[bytes, bytes]],
+                        target: bytes, transport: Transport, offered: list[str], request: RemoteCommand) -> None:
+        protocol = negotiate_remote_command(transport, offered)
+        if isinstance(protocol, Rejection):
+            client.reject(http, protocol)
+            return
+        streams = self._remote_command_streams(client, http, headers, target, protocol, request)
+        if streams is None:
+            return
+        runtime = self._runtime
+
+        def start() -> Process:
+            if request.action == "exec":
+                return runtime.exec(request.container_id, list(request.cmd), stdin=request.stdin,
+                                    stdout=request.stdout, stderr=request.stderr, tty=request.tty)
+            return runtime.attach(request.container_id, stdin=request.stdin, stdout=request.stdout,
+                                  stderr=request.stderr)
+
+        session = RemoteCommandSession(streams, request, start, creation_timeout=self._config.streaming_creation_timeout)
+        log.debug("%s in %s over %s", request.action, request.container_id[:12], protocol.name or transport.value)
+        self._run(client, http, session.run, session.shutdown)
+
+    def _remote_command_streams(self, client: _BlockingClient, http: h11.Connection,
+                                headers: list[tuple[bytes, bytes]], target: bytes, protocol: RemoteCommandProtocol,
+                                request: RemoteCommand) -> Streams | None:
+        if protocol.transport is Transport.SPDY:
+            client.switch_to_spdy(http, protocol.name)
+            return SpdyStreams(protocol, request)
+        session = client.websocket(http, headers, target, protocol.name, protocol.codec())
+        return None if session is None else WebSocketStreams(session, protocol, request)
+
+    def _port_forward(self, client: _BlockingClient, http: h11.Connection, headers: list[tuple[bytes, bytes]],
+                      target: bytes, query: str, transport: Transport, offered: list[str], request: PortForward) -> None:
+        protocol = negotiate_port_forward(transport, offered)
+        if isinstance(protocol, Rejection):
+            client.reject(http, protocol)
+            return
+        loop = Loop(self._config.streaming_idle_timeout)
+        forwards = self._forwards(client, http, headers, target, query, protocol, request, loop)
+        if forwards is None:
+            loop.close()
+            return
+        runtime = self._runtime
+        session = PortForwardSession(forwards, request.sandbox_id,
+                                     lambda: runtime.sandbox_network_namespace(request.sandbox_id))
+        self._run(client, http, session.run, session.shutdown, loop)
+
+    def _forwards(self, client: _BlockingClient, http: h11.Connection, headers: list[tuple[bytes, bytes]],
+                  target: bytes, query: str, protocol: PortForwardProtocol, request: PortForward,
+                  loop: Loop) -> Forwards | None:
+        timeout = self._config.streaming_creation_timeout
+        if protocol.transport is Transport.SPDY:
+            client.switch_to_spdy(http, protocol.name)
+            return SpdyForwards(loop, timeout)
+        if protocol.spdy_tunnel:
+            session = client.websocket(http, headers, target, protocol.name, None)
+            return None if session is None else TunnelledSpdyForwards(session, loop, timeout)
+        ports = request.ports
+        try:
+            if not ports:
+                ports = tuple(parse_port_query(urllib.parse.parse_qs(query, keep_blank_values=True).get("port", [])))
+            port_channels(len(ports) - 1)
+        except (ChannelProtocolError, ValueError) as exc:
+            client.respond(http, 400, f"{exc}\n")
+            return None
+        session = client.websocket(http, headers, target, protocol.name, protocol.codec())
+        return None if session is None else WebSocketForwards(session, ports)
+
+    def _run(self, client: _BlockingClient, http: h11.Connection, run: Callable[..., None],
+             shutdown: Callable[[], None], loop: Loop | None = None) -> None:
+        loop = loop or Loop(self._config.streaming_idle_timeout)
+        pipe = Pipe(client.sock, name="client", tls=client.tls, on_data=lambda data: None,
+                    on_eof=lambda: None, on_error=lambda exc: None)
+        if client.pending_output:
+            pipe.write(client.pending_output)
+        with self._lock:
+            self._sessions[loop] = shutdown
+        try:
+            if self._stopping:
+                loop.post(shutdown)
+            run(loop, pipe, http.trailing_data[0])
+        finally:
+            with self._lock:
+                self._sessions.pop(loop, None)
+            loop.close()
+
+
+class _BlockingClient:
+    """The client's socket before the upgrade: a blocking request/response exchange, maybe over TLS."""
+
+    def __init__(self, sock: socket.socket, tls: TlsLayer | None) -> None:
+        self.sock = sock
+        self.tls = tls
+        self.pending_output = b""  # an upgrade answer, sent by the session's pipe
+
+    def read_request(self, http: h11.Connection, deadline: float) -> h11.Request | None:
+        """The request head (its body read and dropped), or None if the client went away."""
+        request: h11.Request | None = None
+        while True:
+            try:
+                event = http.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._send(b"HTTP/1.1 %d Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+                           % exc.error_status_hint)
+                return None
+            if event is h11.NEED_DATA:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("the client did not send its request in time")
+                self.sock.settimeout(remaining)
+                http.receive_data(self._recv())
+            elif isinstance(event, h11.Request):
+                request = event
+            elif event is h11.PAUSED or isinstance(event, h11.EndOfMessage):
+                return request
+            elif isinstance(event, h11.ConnectionClosed):
+                return None
+
+    def respond(self, http: h11.Connection, status: int, body: str,
+                headers: tuple[tuple[str, str], ...] = ()) -> None:
+        content = body.encode()
+        data = http.send(h11.Response(status_code=status, headers=[
+            ("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff"),
+            ("Content-Length", str(len(content))), ("Connection", "close"), *headers]))
+        data += http.send(h11.Data(data=content)) + http.send(h11.EndOfMessage())
+        self._send(data)
+
+    def reject(self, http: h11.Connection, rejection: Rejection) -> None:
+        self.respond(http, rejection.status, rejection.body + "\n", rejection.headers)
+
+    def switch_to_spdy(self, http: h11.Connection, protocol: str) -> None:
+        self.pending_output = http.send(h11.InformationalResponse(
+            status_code=101, headers=spdy_upgrade_headers(protocol), reason=b"Switching Protocols"))
+
+    def websocket(self, http: h11.Connection, headers: list[tuple[bytes, bytes]], target: bytes, subprotocol: str,
+                  codec: ChannelCodec | None) -> WebSocketSession | None:
+        """The accepted WebSocket (its 101 queued in it), or None after answering a bad handshake."""
+        try:
+            return WebSocketSession(headers, target, subprotocol or None, codec)
+        except HandshakeError as exc:
+            self.reject(http, exc.rejection)
+            return None
+
+    def _recv(self) -> bytes:
+        while True:
+            raw = self.sock.recv(65536)
+            if not raw or self.tls is None:
+                return raw
+            plain = self.tls.receive(raw)
+            handshake = self.tls.data_to_send()
+            if handshake:
+                self.sock.sendall(handshake)
+            if plain or self.tls.peer_closed:
+                return plain
+
+    def _send(self, data: bytes) -> None:
+        if self.tls is not None:
+            self.tls.send(data)
+            data = self.tls.data_to_send()
+        self.sock.settimeout(REQUEST_TIMEOUT)
+        self.sock.sendall(data)
