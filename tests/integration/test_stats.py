@@ -53,12 +53,15 @@ class Pods:
         self.namespace = f"dspy-stats-{secrets.token_hex(4)}"
         self.pods: list[Pod] = []
 
-    def run(self, name: str, cgroup_parent: str = "", pod_labels: dict[str, str] | None = None) -> Pod:
+    def run(self, name: str, cgroup_parent: str = "", pod_labels: dict[str, str] | None = None,
+            host_network: bool = False) -> Pod:
         config = api.PodSandboxConfig(
             metadata=api.PodSandboxMetadata(name=name, namespace=self.namespace, uid=f"uid-{name}"),
             labels={"dspy-stats": self.namespace, "pod": name, **(pod_labels or {})},
             linux=api.LinuxPodSandboxConfig(cgroup_parent=cgroup_parent),
         )
+        if host_network:
+            config.linux.security_context.namespace_options.network = api.NODE
         sandbox_id = self.runtime.RunPodSandbox(api.RunPodSandboxRequest(config=config), timeout=60).pod_sandbox_id
         pod = Pod(sandbox_id, config, self.docker.inspect_container(sandbox_id)["HostConfig"]["CgroupParent"] or "")
         self.pods.append(pod)
@@ -302,6 +305,14 @@ def test_pod_without_cgroup_parent_sums_its_containers(runtime: api_pb2_grpc.Run
     assert pod.linux.memory.working_set_bytes.value > 0
     assert pod.linux.process.process_count.value >= 2
     assert pod.linux.network.default_interface.name == "eth0"
+
+
+def test_host_network_pod_has_no_network_figures(runtime: api_pb2_grpc.RuntimeServiceStub, pods: Pods) -> None:
+    """The pause process's namespace is the node's: its counters are not the pod's."""
+    host = pods.run("host", host_network=True)
+    stats = runtime.PodSandboxStats(api.PodSandboxStatsRequest(pod_sandbox_id=host.id), timeout=30).stats
+    assert not stats.linux.HasField("network")
+    assert stats.linux.memory.working_set_bytes.value > 0 and stats.linux.process.process_count.value >= 1
 
 
 def test_stopped_pod(runtime: api_pb2_grpc.RuntimeServiceStub, pods: Pods) -> None:
