@@ -251,9 +251,13 @@ class DockerClient:
         self,
         on_event: Callable[[dict[str, Any]], None],
         register_cancel: Callable[[Callable[[], None]], None],
+        since: float | None = None,
     ) -> None:
-        """Hand Docker's container events to `on_event` until the stream ends or is cancelled."""
-        query = urllib.parse.urlencode({"filters": json.dumps({"type": ["container"]})})
+        """Hand Docker's container events (from `since`, a Unix time) to `on_event` until the stream ends."""
+        parameters = {"filters": json.dumps({"type": ["container"]})}
+        if since is not None:
+            parameters["since"] = f"{since:.9f}"
+        query = urllib.parse.urlencode(parameters)
         self._json_stream("follow Docker events", "GET", f"/events?{query}", {}, None, on_event, register_cancel)
 
     def _json_stream(

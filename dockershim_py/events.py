@@ -1,0 +1,383 @@
+"""Docker's event stream, feeding an in-memory index of containers and the CRI container events.
+
+The kubelet relists every sandbox and container every second and asks a status for every
+container of a changed pod. `IndexedDockerClient` answers those list and inspect requests from
+memory while the index is fresh: filled by a full list, kept current by Docker's events (each event
+re-reads the containers it names, in batches), re-listed periodically as a safety net, and updated
+synchronously after every change the shim itself makes. While the event stream is down the index is
+stale and every request goes to Docker, so a stale index never answers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from . import labels
+from .api import api_pb2 as api
+from .docker_client import DockerClient
+from .errors import CRIError
+
+if TYPE_CHECKING:
+    from .container import ContainerService
+    from .sandbox import SandboxService
+
+log = logging.getLogger(__name__)
+
+RESYNC_SECONDS = 30.0
+RECONNECT_MAX_SECONDS = 5.0
+# Actions that do not change what a list or an inspect says about a container.
+_NO_CHANGE_PREFIXES = ("exec_", "top", "attach", "resize", "archive-path", "extract-to-dir", "copy", "export",
+                       "commit")
+# What the kubelet's evented PLEG hears, from Docker's actions.
+LIFECYCLE_ACTIONS = {"create": "created", "start": "started", "die": "stopped", "destroy": "deleted"}
+SUBSCRIBER_QUEUE = 1024
+
+
+@dataclass(frozen=True)
+class ContainerChange:
+    """A lifecycle change of one container, for GetContainerEvents."""
+
+    container_id: str
+    kind: str  # created, started, stopped or deleted
+    attributes: dict[str, str]  # the container's labels, its name and image, as Docker reports them
+    at_ns: int
+
+
+INDEXED_FILTERS = {"label", "id"}
+
+
+def matches(entry: dict[str, Any], filters: dict[str, Any]) -> bool:
+    """Docker's list filter semantics for the filters in INDEXED_FILTERS."""
+    for key, values in filters.items():
+        values = [values] if isinstance(values, str) else list(values)
+        if key == "label":
+            entry_labels = entry.get("Labels") or {}
+            for wanted in values:
+                name, sep, value = wanted.partition("=")
+                if name not in entry_labels or (sep and entry_labels[name] != value):
+                    return False
+        elif key == "id":
+            if not any(value in entry["Id"] for value in values):
+                return False
+        else:
+            raise ValueError(f"filter {key!r} is not indexed")
+    return True
+
+
+class Subscription:
+    """One GetContainerEvents caller; a caller that does not keep up is dropped, not waited for."""
+
+    def __init__(self, hub: "EventHub") -> None:
+        self._hub = hub
+        # Unbounded underneath so that close() can always queue its end marker; offer() bounds it.
+        self._queue: queue.SimpleQueue[ContainerChange | None] = queue.SimpleQueue()
+        self.dropped = False
+
+    def offer(self, change: ContainerChange) -> None:
+        if self._queue.qsize() >= SUBSCRIBER_QUEUE:
+            self.dropped = True
+            self.close()
+            return
+        self._queue.put(change)
+
+    def close(self) -> None:
+        self._hub.unsubscribe(self)
+        self._queue.put(None)
+
+    def __iter__(self) -> Iterator[ContainerChange]:
+        while True:
+            change = self._queue.get()
+            if change is None or self.dropped:
+                return
+            yield change
+
+
+class EventHub:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: list[Subscription] = []
+
+    def subscribe(self) -> Subscription:
+        subscription = Subscription(self)
+        with self._lock:
+            self._subscribers.append(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            if subscription in self._subscribers:
+                self._subscribers.remove(subscription)
+
+    def publish(self, change: ContainerChange) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscription in subscribers:
+            subscription.offer(change)
+
+    def close_all(self) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscription in subscribers:
+            subscription.close()
+
+
+class IndexedDockerClient(DockerClient):
+    """A DockerClient whose container list and inspect answers come from the event-fed index."""
+
+    def __init__(self, endpoint: str, timeout: float, pool_size: int = 32) -> None:
+        super().__init__(endpoint, timeout, pool_size)
+        self.events = EventHub()
+        self._index_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._inspects: dict[str, dict[str, Any]] = {}
+        self._applied: dict[str, int] = {}  # id -> sequence number of the newest fetch applied
+        self._dirty: dict[str, int] = {}  # id -> sequence number of the event that made it dirty
+        self._sequence = itertools.count(1)
+        self._fresh = False
+        self._stopping = threading.Event()
+        self._cancel_stream: Callable[[], None] | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- the index's life -----------------------------------------------------------------------
+
+    @property
+    def fresh(self) -> bool:
+        return self._fresh
+
+    def start_index(self) -> None:
+        self._thread = threading.Thread(target=self._follow, name="docker-events", daemon=True)
+        self._thread.start()
+        threading.Thread(target=self._resync_periodically, name="docker-resync", daemon=True).start()
+
+    def stop_index(self) -> None:
+        self._stopping.set()
+        self._fresh = False
+        cancel = self._cancel_stream
+        if cancel is not None:
+            cancel()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.events.close_all()
+
+    def _follow(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            since = time.time() - 1  # events from just before the list are replayed, none lost
+            try:
+                self.resync()
+                backoff = 0.1
+                self.follow_events(self._on_event, self._set_cancel, since=since)
+                log.info("Docker's event stream ended; listing from Docker until it is back")
+            except CRIError as exc:
+                if not self._stopping.is_set():
+                    log.info("Docker's event stream is down (%s); listing from Docker until it is back", exc.message)
+            self._fresh = False
+            self._stopping.wait(backoff)
+            backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
+
+    def _set_cancel(self, cancel: Callable[[], None]) -> None:
+        self._cancel_stream = cancel
+        if self._stopping.is_set():
+            cancel()
+
+    def _resync_periodically(self) -> None:
+        """The safety net: a full list now and then, in case an event was ever missed."""
+        while not self._stopping.wait(RESYNC_SECONDS):
+            if self._fresh:
+                try:
+                    self.resync()
+                except CRIError as exc:
+                    log.info("periodic resync failed: %s", exc.message)
+
+    def resync(self) -> None:
+        sequence = next(self._sequence)
+        entries = super().list_containers({})
+        with self._index_lock:
+            listed = {entry["Id"]: entry for entry in entries}
+            for container_id in set(self._entries) | set(listed):
+                if self._applied.get(container_id, 0) < sequence:
+                    self._store(container_id, listed.get(container_id), sequence)
+            # Containers gone as of this list need no guard against older fetches any more.
+            for container_id in [cid for cid, applied in self._applied.items()
+                                 if applied < sequence and cid not in self._entries and cid not in self._dirty]:
+                del self._applied[container_id]
+            self._fresh = True
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        container_id = event.get("id") or (event.get("Actor") or {}).get("ID")
+        action = (event.get("Action") or event.get("status") or "").split(":", 1)[0]
+        if not container_id or action.startswith(_NO_CHANGE_PREFIXES):
+            return
+        with self._index_lock:
+            self._dirty[container_id] = next(self._sequence)
+        self._refresh_dirty()
+        if action in LIFECYCLE_ACTIONS:
+            attributes = (event.get("Actor") or {}).get("Attributes") or {}
+            self.events.publish(ContainerChange(
+                container_id=container_id,
+                kind=LIFECYCLE_ACTIONS[action],
+                attributes=attributes,
+                at_ns=int(event.get("timeNano") or time.time_ns()),
+            ))
+
+    def _refresh_dirty(self) -> None:
+        """Re-read every container an event named, in one list call."""
+        with self._refresh_lock:
+            with self._index_lock:
+                dirty = dict(self._dirty)
+            if not dirty:
+                return
+            sequence = next(self._sequence)
+            entries = {entry["Id"]: entry for entry in super().list_containers({"id": list(dirty)})}
+            with self._index_lock:
+                for container_id, marked in dirty.items():
+                    if self._applied.get(container_id, 0) < sequence:
+                        self._store(container_id, entries.get(container_id), sequence)
+                    if self._dirty.get(container_id) == marked:
+                        del self._dirty[container_id]
+
+    def _store(self, container_id: str, entry: dict[str, Any] | None, sequence: int) -> None:
+        self._applied[container_id] = sequence
+        self._inspects.pop(container_id, None)
+        if entry is None:
+            self._entries.pop(container_id, None)
+        else:
+            self._entries[container_id] = entry
+
+    def _refresh(self, container_id: str) -> None:
+        """After the shim's own change: the index shows it before the call returns."""
+        if not self._fresh:
+            return
+        with self._index_lock:
+            self._dirty[container_id] = next(self._sequence)
+        try:
+            self._refresh_dirty()
+        except CRIError:
+            self._fresh = False  # cannot vouch for the index now; the event loop will resync
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def list_containers(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        if self._fresh and set(filters) <= INDEXED_FILTERS:
+            if self._dirty:
+                self._refresh_dirty()
+            with self._index_lock:
+                if self._fresh:
+                    return [entry for entry in self._entries.values() if matches(entry, filters)]
+        return super().list_containers(filters)
+
+    def inspect_container(self, container_id: str) -> dict[str, Any]:
+        if self._fresh and container_id in self._entries and container_id not in self._dirty:
+            with self._index_lock:
+                cached = self._inspects.get(container_id)
+            if cached is not None:
+                return cached
+            sequence = next(self._sequence)
+            inspect = super().inspect_container(container_id)
+            with self._index_lock:
+                if self._applied.get(container_id, 0) < sequence and container_id not in self._dirty:
+                    self._inspects[container_id] = inspect
+            return inspect
+        return super().inspect_container(container_id)
+
+    # --- the shim's own changes ---------------------------------------------------------------
+
+    def create_container(self, name: str, body: dict[str, Any]) -> str:
+        container_id = super().create_container(name, body)
+        self._refresh(container_id)
+        return container_id
+
+    def start_container(self, container_id: str) -> None:
+        try:
+            super().start_container(container_id)
+        finally:
+            self._refresh(container_id)
+
+    def stop_container(self, container_id: str, grace_seconds: int) -> None:
+        try:
+            super().stop_container(container_id, grace_seconds)
+        finally:
+            self._refresh(container_id)
+
+    def remove_container(self, container_id: str, force: bool = True) -> None:
+        try:
+            super().remove_container(container_id, force)
+        finally:
+            self._refresh(container_id)
+
+    def update_container(self, container_id: str, resources: dict[str, Any]) -> None:
+        try:
+            super().update_container(container_id, resources)
+        finally:
+            self._refresh(container_id)
+
+
+_EVENT_TYPES = {
+    "created": "CONTAINER_CREATED_EVENT",
+    "started": "CONTAINER_STARTED_EVENT",
+    "stopped": "CONTAINER_STOPPED_EVENT",
+    "deleted": "CONTAINER_DELETED_EVENT",
+}
+
+
+class ContainerEvents:
+    """GetContainerEvents: each lifecycle change of a pod's sandbox or container, with the pod's state."""
+
+    def __init__(self, hub: EventHub, sandboxes: "SandboxService", containers: "ContainerService") -> None:
+        self._hub = hub
+        self._sandboxes = sandboxes
+        self._containers = containers
+
+    def follow(self, register_cancel: Callable[[Callable[[], None]], None]) -> Iterator[api.ContainerEventResponse]:
+        subscription = self._hub.subscribe()
+        register_cancel(subscription.close)
+        for change in subscription:
+            response = self._response(change)
+            if response is not None:
+                yield response
+        if subscription.dropped:
+            raise CRIError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"GetContainerEvents: this subscriber fell {SUBSCRIBER_QUEUE} events behind and was dropped; "
+                f"relist and subscribe again",
+            )
+
+    def _response(self, change: ContainerChange) -> api.ContainerEventResponse | None:
+        kind = change.attributes.get(labels.CONTAINER_TYPE_LABEL)
+        if kind == labels.CONTAINER_TYPE_SANDBOX:
+            sandbox_id = change.container_id
+        elif kind == labels.CONTAINER_TYPE_CONTAINER:
+            sandbox_id = change.attributes.get(labels.SANDBOX_ID_LABEL, "")
+        else:
+            return None  # not a CRI object
+        response = api.ContainerEventResponse(
+            container_id=change.container_id,
+            container_event_type=api.ContainerEventType.Value(_EVENT_TYPES[change.kind]),
+            created_at=change.at_ns,
+        )
+        try:
+            status, _ = self._sandboxes.status(sandbox_id, verbose=False)
+            response.pod_sandbox_status.CopyFrom(status)
+        except CRIError:
+            pass  # the sandbox is gone (a deleted event): the kubelet needs only the ids then
+        try:
+            members = self._containers.list(api.ContainerFilter(pod_sandbox_id=sandbox_id))
+        except CRIError:
+            members = []
+        for member in members:
+            try:
+                container_status, _ = self._containers.status(member.id, verbose=False)
+            except CRIError:
+                continue  # removed meanwhile
+            response.containers_statuses.append(container_status)
+        return response

@@ -1,0 +1,64 @@
+"""The pure parts of the event-fed index: filter semantics and subscriber fan-out."""
+
+import pytest
+
+from dockershim_py.events import ContainerChange, EventHub, SUBSCRIBER_QUEUE, matches
+
+ENTRY = {"Id": "abcdef0123456789", "Labels": {"io.kubernetes.docker.type": "container", "app": "web"}}
+
+
+@pytest.mark.parametrize(
+    "filters, expected",
+    [
+        ({}, True),
+        ({"label": ["io.kubernetes.docker.type=container"]}, True),
+        ({"label": ["io.kubernetes.docker.type=podsandbox"]}, False),
+        ({"label": ["app"]}, True),
+        ({"label": ["missing"]}, False),
+        ({"label": ["app=web", "io.kubernetes.docker.type=container"]}, True),
+        ({"label": ["app=web", "app2=x"]}, False),
+        ({"id": ["abcdef"]}, True),
+        ({"id": ["0123"]}, True),  # Docker matches anywhere in the ID; callers apply the prefix rule
+        ({"id": ["ffff", "abcd"]}, True),
+        ({"id": ["ffff"]}, False),
+        ({"label": "app=web"}, True),
+    ],
+)
+def test_filters_match_like_docker(filters: dict, expected: bool) -> None:
+    assert matches(ENTRY, filters) is expected
+
+
+def test_unindexed_filters_are_refused() -> None:
+    with pytest.raises(ValueError):
+        matches(ENTRY, {"status": ["running"]})
+
+
+def _change(n: int) -> ContainerChange:
+    return ContainerChange(container_id=f"c{n}", kind="started", attributes={}, at_ns=n)
+
+
+def test_every_subscriber_hears_every_change_in_order() -> None:
+    hub = EventHub()
+    first, second = hub.subscribe(), hub.subscribe()
+    for n in range(5):
+        hub.publish(_change(n))
+    first.close()
+    second.close()
+    assert [c.container_id for c in first] == [f"c{n}" for n in range(5)]
+    assert [c.container_id for c in second] == [f"c{n}" for n in range(5)]
+
+
+def test_a_slow_subscriber_is_dropped_without_blocking_the_others() -> None:
+    hub = EventHub()
+    slow, fast = hub.subscribe(), hub.subscribe()
+    for n in range(SUBSCRIBER_QUEUE):
+        hub.publish(_change(n))
+    fast_reader = iter(fast)
+    heard = [next(fast_reader).container_id for _ in range(10)]  # the fast one keeps up, the slow one not
+    for n in range(SUBSCRIBER_QUEUE, SUBSCRIBER_QUEUE + 10):
+        hub.publish(_change(n))
+    assert slow.dropped and not fast.dropped
+    fast.close()
+    heard += [change.container_id for change in fast_reader]
+    assert heard == [f"c{n}" for n in range(SUBSCRIBER_QUEUE + 10)]
+    assert list(slow) == []  # the reader learns it was dropped and stops
