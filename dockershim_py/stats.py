@@ -443,34 +443,32 @@ class StatsService:
             if known.pod_cgroup is not None:  # without one, the containers' metrics are all there is
                 sample = self._read(sandbox_id, known, detailed=True, pod_level=True)
                 if sample is not None:
-                    pod_metrics.metrics.extend(metrics.cgroup_metrics(pod, sample))
+                    metrics.add_cgroup_metrics(pod_metrics.metrics, pod, sample)
             interfaces = self._interfaces(sandbox_id, known)
             if interfaces is not None:
-                pod_metrics.metrics.extend(metrics.network_metrics(
-                    {**pod, "name": _docker_name(entry)}, interfaces))
+                metrics.add_network_metrics(pod_metrics.metrics, {**pod, "name": _docker_name(entry)}, interfaces)
             for member in containers.get(sandbox_id, []):
-                container_metrics = self._container_metrics(member, pod, mountpoint)
-                if container_metrics is not None:
-                    pod_metrics.container_metrics.append(container_metrics)
+                self._add_container_metrics(pod_metrics, member, pod, mountpoint)
             results.append(pod_metrics)
         return results
 
-    def _container_metrics(
-        self, member: _Container, pod: dict[str, str], mountpoint: str
-    ) -> api.ContainerMetrics | None:
+    def _add_container_metrics(
+        self, pod_metrics: api.PodSandboxMetrics, member: _Container, pod: dict[str, str], mountpoint: str
+    ) -> None:
+        """A running container's metrics, labelled like cAdvisor's (`id` its cgroup, `name` Docker's)."""
         container_id = member.entry["Id"]
         sample = self._read(container_id, member.known, detailed=True)
         if sample is None or member.known is None or member.known.cgroup is None:
-            return None
+            return
         container = {**pod, "container": member.attributes.metadata.name, "id": member.known.cgroup[0],
                      "image": image_name(member.entry), "name": _docker_name(member.entry)}
-        result = api.ContainerMetrics(container_id=container_id, metrics=metrics.cgroup_metrics(container, sample))
+        target = pod_metrics.container_metrics.add(container_id=container_id).metrics
+        metrics.add_cgroup_metrics(target, container, sample)
         if member.known.inspected.started_at:
-            result.metrics.append(metrics.start_time_metric(container, member.known.inspected.started_at))
+            metrics.add_start_time_metric(target, container, member.known.inspected.started_at)
         layer = self._layer(container_id, member.known)
         if layer is not None:
-            result.metrics.append(metrics.writable_layer_metric(container, mountpoint, layer))
-        return result
+            metrics.add_writable_layer_metric(target, container, mountpoint, layer)
 
     # --- helpers ------------------------------------------------------------------------------------
 

@@ -214,12 +214,11 @@ def test_descriptors_are_unique_with_sorted_keys() -> None:
 
 def test_every_metric_follows_its_descriptor() -> None:
     keys = {descriptor.name: list(descriptor.label_keys) for descriptor in metrics.descriptors()}
-    produced = (
-        metrics.cgroup_metrics(LABELS, SAMPLE)
-        + [metrics.start_time_metric(LABELS, 1714558830_500_000_000)]
-        + [metrics.writable_layer_metric(LABELS, "/var/lib/docker/overlay2", LayerUsage(4096, 1, 77))]
-        + metrics.network_metrics(LABELS, {"eth0": counters(10), "lo": counters(0)})
-    )
+    produced = api.ContainerMetrics().metrics
+    metrics.add_cgroup_metrics(produced, LABELS, SAMPLE)
+    metrics.add_start_time_metric(produced, LABELS, 1714558830_500_000_000)
+    metrics.add_writable_layer_metric(produced, LABELS, "/var/lib/docker/overlay2", LayerUsage(4096, 1, 77))
+    metrics.add_network_metrics(produced, LABELS, {"eth0": counters(10), "lo": counters(0)})
     for metric in produced:
         assert metric.name in keys
         assert len(metric.label_values) == len(keys[metric.name])
@@ -239,6 +238,8 @@ def test_every_metric_follows_its_descriptor() -> None:
 
 
 def test_unknown_figures_are_left_out() -> None:
-    names = {metric.name for metric in metrics.cgroup_metrics(LABELS, CgroupSample(1, 10, 5, 3, 0, 0))}
+    produced = api.ContainerMetrics().metrics
+    metrics.add_cgroup_metrics(produced, LABELS, CgroupSample(1, 10, 5, 3, 0, 0))
+    names = {metric.name for metric in produced}
     assert "container_memory_failcnt" not in names and "container_cpu_user_seconds_total" not in names
     assert "container_spec_memory_limit_bytes" in names  # 0: unlimited, as cAdvisor says
