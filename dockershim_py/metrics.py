@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
@@ -119,7 +120,7 @@ def descriptors() -> list[api.MetricDescriptor]:
 
 # Where metrics are added: the `metrics` field of a PodSandboxMetrics or ContainerMetrics.
 # Adding in place costs half of building a Metric and copying it in, for thousands per scrape.
-Target = RepeatedCompositeFieldContainer[api.Metric]
+Target: TypeAlias = "RepeatedCompositeFieldContainer[api.Metric]"
 
 
 def _add(target: Target, spec: _Spec, values: list[str], value: int, timestamp_ns: int = 0) -> None:

@@ -585,4 +585,4 @@ def _hex(text: str) -> bool:
 
 
 def _docker_name(entry: dict[str, Any]) -> str:
-    return (entry.get("Names") or [""])[0].removeprefix("/")
+    return str((entry.get("Names") or [""])[0]).removeprefix("/")
