@@ -13,7 +13,7 @@ from .checkpoint import CheckpointStore
 from .container import ContainerService
 from .cri.image_service import ImageServiceAdapter
 from .cri.runtime_service import RuntimeServiceAdapter
-from .docker_client import DockerClient
+from .events import ContainerEvents, IndexedDockerClient
 from .errors import CRIError
 from .exec import ExecService
 from .image import ImageService
@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("docker", "urllib3"):  # their debug lines repeat every request
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
-    docker = DockerClient(config.docker_endpoint, config.runtime_request_timeout, pool_size=config.grpc_workers)
+    docker = IndexedDockerClient(
+        config.docker_endpoint, config.runtime_request_timeout, pool_size=config.grpc_workers
+    )
     network = Network()
     images = ImageService(docker, config)
     try:
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     adapters = [
         RuntimeServiceAdapter(
             RuntimeInfo(docker, config, network), sandboxes, containers, ExecService(docker), stats=stats,
-            streaming=streaming,
+            streaming=streaming, events=ContainerEvents(docker.events, sandboxes, containers),
         ),
         ImageServiceAdapter(images),
     ]
@@ -76,10 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         docker.ping()
     except CRIError as exc:
         log.warning("Docker is not reachable yet; RuntimeReady stays false until it is: %s", exc.message)
+    docker.start_index()
     containers.recover_in_background(stopping)
     stopping.wait()
     log.info("shutting down: finishing in-flight calls for up to %.0fs", config.shutdown_grace)
+    docker.events.close_all()  # GetContainerEvents streams would otherwise hold the shutdown open
     server.stop(config.shutdown_grace)
+    docker.stop_index()
     streaming.stop()
     stats.close()
     container_logs.stop()

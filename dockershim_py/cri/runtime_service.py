@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import grpc
 
 from ..api import api_pb2 as api
 from ..errors import invalid_argument
+from ..events import ContainerEvents
 from ..runtime import RuntimeInfo
 from ..container import ContainerService
 from ..exec import ExecService
@@ -24,7 +26,6 @@ class RuntimeServiceAdapter(Adapter):
     UNIMPLEMENTED = {
         "UpdatePodSandboxResources": "Docker cannot change the pod-level cgroup of a running pause container; "
                                      "container resources are updated one by one",
-        "GetContainerEvents": "the Docker event stream is not wired to CRI events yet; the kubelet relists instead",
         "CheckpointContainer": "Docker Engine's checkpoint feature is experimental and cannot produce a CRI checkpoint",
         "StreamPodSandboxes": _LIST_STREAMING,
         "StreamContainers": _LIST_STREAMING,
@@ -35,7 +36,7 @@ class RuntimeServiceAdapter(Adapter):
 
     def __init__(
         self, runtime: RuntimeInfo, sandboxes: SandboxService, containers: ContainerService, execs: ExecService,
-        *, stats: StatsService, streaming: StreamingServer,
+        *, stats: StatsService, streaming: StreamingServer, events: ContainerEvents,
     ) -> None:
         self._runtime = runtime
         self._sandboxes = sandboxes
@@ -43,6 +44,7 @@ class RuntimeServiceAdapter(Adapter):
         self._execs = execs
         self._stats = stats
         self._streaming = streaming
+        self._events = events
 
     def Version(self, request: api.VersionRequest, context: grpc.ServicerContext, api_version: str) -> api.VersionResponse:
         return self._runtime.version(api_version)
@@ -183,3 +185,10 @@ class RuntimeServiceAdapter(Adapter):
         self, request: api.ListPodSandboxMetricsRequest, context: grpc.ServicerContext
     ) -> api.ListPodSandboxMetricsResponse:
         return api.ListPodSandboxMetricsResponse(pod_metrics=self._stats.pod_sandbox_metrics())
+
+    # --- events -----------------------------------------------------------------------------------
+
+    def GetContainerEvents(
+        self, request: api.GetEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[api.ContainerEventResponse]:
+        return self._events.follow(context.add_callback)
