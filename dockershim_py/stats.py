@@ -227,6 +227,7 @@ class _Known:
     """A container (or pause container) as inspected, with its cgroups located."""
 
     state: str
+    sandbox: bool
     inspected: Inspected
     cgroup: tuple[str, CgroupDirs] | None  # (hierarchy path, directories) while it runs
     pod_cgroup: tuple[str, CgroupDirs] | None  # sandboxes with a cgroup parent only
@@ -294,8 +295,11 @@ class StatsService:
             if len(stats_filter.pod_sandbox_id) == 64:
                 docker_filters["label"].append(f"{labels.SANDBOX_ID_LABEL}={stats_filter.pod_sandbox_id}")
             docker_filters["label"] += labels.docker_label_filters(stats_filter.label_selector)
+        entries = self._docker.list_containers(docker_filters)
+        if _unfiltered(stats_filter):
+            self._forget_unlisted({entry["Id"] for entry in entries}, containers_only=True)
         containers = []
-        for entry in self._docker.list_containers(docker_filters):
+        for entry in entries:
             attributes = container_attributes(entry)
             if attributes is not None and container_matches(entry, attributes, stats_filter):
                 containers.append(_Container(entry, attributes))
@@ -353,7 +357,9 @@ class StatsService:
         sandboxes = []
         containers: dict[str, list[_Container]] = {}
         # The type label without a value: pod sandboxes and containers in one call.
-        for entry in self._docker.list_containers({"label": [labels.CONTAINER_TYPE_LABEL]}):
+        entries = self._docker.list_containers({"label": [labels.CONTAINER_TYPE_LABEL]})
+        self._forget_unlisted({entry["Id"] for entry in entries}, containers_only=False)
+        for entry in entries:
             docker_labels = entry.get("Labels") or {}
             if labels.is_sandbox(docker_labels):
                 attributes = sandbox_attributes(entry)
@@ -514,7 +520,8 @@ class StatsService:
             if cgroup is None:
                 log.warning("stats of %s: its cgroup was not found (parent %r, driver %s)",
                             container_id[:12], facts.cgroup_parent, driver)
-        known = _Known(entry.get("State") or facts.state, facts, cgroup, pod_cgroup, pid_start)
+        known = _Known(entry.get("State") or facts.state, labels.is_sandbox(entry.get("Labels")), facts, cgroup,
+                       pod_cgroup, pid_start)
         with self._lock:
             self._known[container_id] = (known, time.monotonic())
         return known
@@ -544,8 +551,15 @@ class StatsService:
         with self._lock:
             self._known.pop(container_id, None)
 
+    def _forget_unlisted(self, listed: set[str], containers_only: bool) -> None:
+        """Forget what inspect told about containers a full list no longer shows (removed)."""
+        with self._lock:
+            for container_id in [key for key, (known, _) in self._known.items()
+                                 if key not in listed and not (containers_only and known.sandbox)]:
+                del self._known[container_id]
+
     def _prune(self, now: float) -> None:
-        """Forget containers not listed for a while (removed ones), so churn does not grow the cache."""
+        """Forget containers not asked about for a while, so churn under filtered lists cannot grow the cache."""
         if now - self._pruned_at < FORGET_AFTER_SECONDS / 10:
             return
         self._pruned_at = now
@@ -572,6 +586,10 @@ class StatsService:
 
     def _mountpoint(self) -> str:
         return layers_mountpoint(self._docker_info())
+
+
+def _unfiltered(stats_filter: api.ContainerStatsFilter | None) -> bool:
+    return stats_filter is None or not (stats_filter.id or stats_filter.pod_sandbox_id or stats_filter.label_selector)
 
 
 def _pause_containers(sandboxes: list[tuple[dict[str, Any], api.PodSandboxAttributes]]) -> dict[str, _Container]:

@@ -1,0 +1,193 @@
+"""StatsService against a fake Docker client and a fake cgroup v2 tree: what it asks Docker,
+how often, and where pod-level figures come from."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from dockershim_py import labels
+from dockershim_py.api import api_pb2 as api
+from dockershim_py.cgroup_stats import CgroupLayout, CgroupReader, Mount
+from dockershim_py.config import Config
+from dockershim_py.errors import CRIError
+from dockershim_py.stats import StatsService
+
+SANDBOX = "5" * 64
+APP = "a" * 64
+SIDECAR = "b" * 64
+PARENT = "/kubepods/pod1"
+
+
+def cgroup_files(memory: int, cpu_usec: int, tasks: int) -> dict[str, str]:
+    return {
+        "cpu.stat": f"usage_usec {cpu_usec}\nuser_usec {cpu_usec}\nsystem_usec 0\n",
+        "memory.current": f"{memory}\n",
+        "memory.stat": f"anon {memory // 2}\ninactive_file 1000\npgfault 7\npgmajfault 1\n",
+        "memory.max": "max\n",
+        "pids.current": f"{tasks}\n",
+    }
+
+
+class FakeDocker:
+    """Answers list, inspect and info like dockerd would for one pod; records every call."""
+
+    def __init__(self, cgroup_parent: str = PARENT) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.states = {SANDBOX: "running", APP: "running", SIDECAR: "running"}
+        self.cgroup_parent = cgroup_parent
+
+    def entry(self, container_id: str) -> dict[str, Any]:
+        if container_id == SANDBOX:
+            name, docker_labels = "/k8s_POD_web_default_uid1_0", labels.sandbox_labels({"app": "web"}, {})
+        else:
+            container = "app" if container_id == APP else "sidecar"
+            name = f"/k8s_{container}_web_default_uid1_0"
+            docker_labels = labels.container_labels({"c": container}, {}, SANDBOX)
+        return {"Id": container_id, "Names": [name], "Image": "busybox", "State": self.states[container_id],
+                "Labels": docker_labels}
+
+    def list_containers(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        self.calls.append(("list", repr(filters)))
+        entries = [self.entry(container_id) for container_id in self.states]
+        for wanted in filters.get("label", []):
+            key, _, value = wanted.partition("=")
+            entries = [entry for entry in entries if key in entry["Labels"] and value in ("", entry["Labels"][key])]
+        return entries
+
+    def inspect_container(self, container_id: str) -> dict[str, Any]:
+        self.calls.append(("inspect", container_id))
+        if container_id not in self.states:
+            raise CRIError(grpc.StatusCode.NOT_FOUND, "no such container")
+        return {
+            "State": {"Status": self.states[container_id], "Pid": 0, "StartedAt": "2024-05-01T10:20:30Z"},
+            "HostConfig": {"CgroupParent": self.cgroup_parent, "NetworkMode": "host"},
+            "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": f"/nonexistent/{container_id}"}},
+        }
+
+    def info(self) -> dict[str, Any]:
+        self.calls.append(("info", ""))
+        return {"CgroupDriver": "cgroupfs", "DockerRootDir": "/var/lib/docker", "Driver": "overlay2"}
+
+    def writable_layer_size(self, container_id: str) -> int:
+        return 0
+
+    def count(self, method: str) -> int:
+        return sum(1 for called, _ in self.calls if called == method)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """Cgroups of the pod (own figures, distinct from the sum) and of its three containers."""
+    parent = PARENT.strip("/")
+    for path, files in (
+        (parent, cgroup_files(memory=900_000, cpu_usec=9_000_000, tasks=9)),
+        (f"{parent}/{SANDBOX}", cgroup_files(memory=100_000, cpu_usec=1_000, tasks=1)),
+        (f"{parent}/{APP}", cgroup_files(memory=300_000, cpu_usec=2_000_000, tasks=2)),
+        (f"{parent}/{SIDECAR}", cgroup_files(memory=200_000, cpu_usec=1_000_000, tasks=3)),
+    ):
+        (tmp_path / path).mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (tmp_path / path / name).write_text(text)
+    return tmp_path
+
+
+def service(docker: FakeDocker, tree: Path) -> StatsService:
+    reader = CgroupReader(CgroupLayout(2, {"": Mount(str(tree), "/")}))
+    return StatsService(docker, Config(writable_layer_scan_period=0), reader)  # type: ignore[arg-type]
+
+
+def test_each_container_is_inspected_once_and_docker_never_asked_for_stats(tree: Path) -> None:
+    docker = FakeDocker()
+    stats = service(docker, tree)
+    for _ in range(3):
+        listed = stats.list_container_stats(None)
+        assert {item.attributes.id for item in listed} == {APP, SIDECAR}
+        assert {item.memory.working_set_bytes.value for item in listed} == {299_000, 199_000}
+    assert docker.count("list") == 3  # one per request
+    assert docker.count("inspect") == 2  # once per container, not per request
+    assert {method for method, _ in docker.calls} == {"list", "inspect", "info"}
+
+
+def test_a_state_change_is_inspected_again(tree: Path) -> None:
+    docker = FakeDocker()
+    stats = service(docker, tree)
+    stats.list_container_stats(None)
+    docker.states[APP] = "exited"
+    shutil.rmtree(tree / PARENT.strip("/") / APP)
+    app = stats.container_stats(APP[:8])
+    assert not app.HasField("cpu") and not app.HasField("memory")
+    assert docker.calls.count(("inspect", APP)) == 2
+
+
+def test_a_cgroup_gone_under_a_running_container_is_looked_up_again(tree: Path) -> None:
+    docker = FakeDocker()
+    stats = service(docker, tree)
+    stats.list_container_stats(None)
+    (tree / PARENT.strip("/") / APP / "memory.current").unlink()  # stopped between list and read
+    assert not stats.container_stats(APP).HasField("memory")
+    (tree / PARENT.strip("/") / APP / "memory.current").write_text("300000\n")
+    assert stats.container_stats(APP).memory.usage_bytes.value == 300_000
+    assert docker.calls.count(("inspect", APP)) == 2
+
+
+def test_removed_containers_are_forgotten_by_a_full_list(tree: Path) -> None:
+    docker = FakeDocker()
+    stats = service(docker, tree)
+    stats.list_container_stats(None)
+    del docker.states[SIDECAR]
+    stats.list_container_stats(api.ContainerStatsFilter())  # an empty filter is a full list
+    docker.states[SIDECAR] = "running"  # the same ID back: what was known about it is gone
+    stats.list_container_stats(None)
+    assert docker.calls.count(("inspect", SIDECAR)) == 2
+    assert docker.calls.count(("inspect", APP)) == 1
+
+
+def test_pod_figures_come_from_the_pod_cgroup(tree: Path) -> None:
+    stats = service(FakeDocker(), tree)
+    pod = stats.pod_sandbox_stats(SANDBOX[:6])
+    assert pod.attributes.metadata.name == "web" and dict(pod.attributes.labels) == {"app": "web"}
+    assert pod.linux.memory.usage_bytes.value == 900_000
+    assert pod.linux.cpu.usage_core_nano_seconds.value == 9_000_000_000
+    assert pod.linux.process.process_count.value == 9
+    assert {member.attributes.metadata.name for member in pod.linux.containers} == {"app", "sidecar"}
+    assert not pod.linux.HasField("network")  # host network
+
+
+def test_pod_without_cgroup_parent_sums_pause_and_containers(tree: Path) -> None:
+    docker = FakeDocker(cgroup_parent="")
+    parent = tree / PARENT.strip("/")
+    (tree / "docker").mkdir()
+    for container_id in (SANDBOX, APP, SIDECAR):
+        shutil.copytree(parent / container_id, tree / "docker" / container_id)
+    pod = service(docker, tree).list_pod_sandbox_stats(None)[0]
+    assert pod.linux.memory.usage_bytes.value == 600_000
+    assert pod.linux.process.process_count.value == 6
+    assert not pod.linux.memory.HasField("available_bytes")
+
+
+def test_bad_ids(tree: Path) -> None:
+    stats = service(FakeDocker(), tree)
+    for call, bad in ((stats.container_stats, ""), (stats.pod_sandbox_stats, "")):
+        with pytest.raises(CRIError) as caught:
+            call(bad)
+        assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    for call, unknown in ((stats.container_stats, "c" * 64), (stats.container_stats, SANDBOX),
+                          (stats.pod_sandbox_stats, APP), (stats.pod_sandbox_stats, "xyz")):
+        with pytest.raises(CRIError) as caught:
+            call(unknown)
+        assert caught.value.code == grpc.StatusCode.NOT_FOUND
+    assert stats.list_container_stats(api.ContainerStatsFilter(pod_sandbox_id="not hex")) == []
+
+
+def test_metrics_of_the_pod_and_its_running_containers(tree: Path) -> None:
+    stats = service(FakeDocker(), tree)
+    [pod] = stats.pod_sandbox_metrics()
+    assert pod.pod_sandbox_id == SANDBOX
+    assert {metrics.container_id for metrics in pod.container_metrics} == {APP, SIDECAR}
+    names = {metric.name for metric in pod.metrics}
+    assert "container_memory_working_set_bytes" in names and "container_network_receive_bytes_total" not in names
