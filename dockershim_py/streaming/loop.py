@@ -282,17 +282,17 @@ class Loop:
         self._wake_writer.close()
 
     def _sync_interest(self) -> None:
+        # Flush first: a session may have queued output since the last round, and what drains
+        # opens the gates of the pipes that feed it.
+        for pipe in list(self._pipes.values()):
+            if pipe.wants_write and not pipe.closed:
+                pipe.handle_write()
         for sock, pipe in list(self._pipes.items()):
             if pipe.closed:
                 del self._pipes[sock]
                 if self._interest.pop(sock, 0):
                     self._selector.unregister(sock)
                 continue
-            # Flush first: a session may have queued output since the last round.
-            if pipe.wants_write:
-                pipe.handle_write()
-                if pipe.closed:
-                    continue
             mask = (selectors.EVENT_READ if pipe.wants_read else 0) | (selectors.EVENT_WRITE if pipe.wants_write else 0)
             old = self._interest.get(sock, 0)
             if mask == old:
