@@ -462,9 +462,7 @@ class PortForwardSession:
         for event in events:
             if isinstance(event, Gone):
                 log.debug("port forward to %s ends: %s", self._sandbox_id[:12], event.reason)
-                self._flush()
-                assert self._loop is not None
-                self._loop.stop()
+                self._drain()
                 return
             if isinstance(event, Connect):
                 self._connect(event.key, event.port)
@@ -600,6 +598,40 @@ class PortForwardSession:
         client.on_eof = loop.stop
         client.on_error = lambda exc: loop.stop()
         client.gate = lambda: True
+        loop.call_later(LINGER_SECONDS, loop.stop)
+
+    def _drain(self) -> None:
+        """The client left: pass on what it sent to each pod connection, half-close them, and stop
+        once the pods have closed their ends (at most `LINGER_SECONDS` later).
+
+        The kubelet's copy to the pod also runs to the end of what it read, so an upload followed
+        by a close arrives whole.
+        """
+        assert self._loop is not None
+        loop = self._loop
+        pipes = [f.pipe for f in self._active.values() if f.pipe is not None and not f.pipe.closed]
+        self._active.clear()
+        if self._client is not None:
+            self._client.close()
+        if not pipes:
+            loop.stop()
+            return
+        remaining = [len(pipes)]
+
+        def closed() -> None:
+            remaining[0] -= 1
+            if not remaining[0]:
+                loop.stop()
+
+        for pipe in pipes:
+            pipe.gate = lambda: True
+            pipe.on_data = lambda data: None
+            pipe.on_error = lambda exc: closed()
+            if pipe.eof:  # the pod has closed already: done once its data is out
+                pipe.write(b"", closed)
+            else:
+                pipe.on_eof = closed
+            pipe.shutdown_write()
         loop.call_later(LINGER_SECONDS, loop.stop)
 
     def _flush(self) -> None:
