@@ -2,8 +2,9 @@
 
 The kubelet relists every sandbox and container every second and asks a status for every
 container of a changed pod. `IndexedDockerClient` answers those list and inspect requests from
-memory while the index is fresh: filled by a full list, kept current by Docker's events (each event
-re-reads the containers it names, in batches), re-listed periodically as a safety net, and updated
+memory while the index is fresh: filled by a full list, kept current by Docker's events (the
+containers they name are marked dirty and re-read in batches, and a read never answers for a
+dirty container from memory), re-listed periodically as a safety net, and updated
 synchronously after every change the shim itself makes. While the event stream is down the index is
 stale and every request goes to Docker, so a stale index never answers.
 """
@@ -40,6 +41,29 @@ _NO_CHANGE_PREFIXES = ("exec_", "top", "attach", "resize", "archive-path", "extr
 # What the kubelet's evented PLEG hears, from Docker's actions.
 LIFECYCLE_ACTIONS = {"create": "created", "start": "started", "die": "stopped", "destroy": "deleted"}
 SUBSCRIBER_QUEUE = 1024
+
+
+# What Docker's list must show after an action. dockerd announces an action before its list
+# (a replica of its state) shows it, so a container stays dirty until its list entry agrees.
+_EXPECTED_STATE: dict[str, Callable[[dict[str, Any] | None], bool]] = {
+    "create": lambda entry: entry is not None,
+    "start": lambda entry: entry is not None and entry.get("State") == "running",
+    "die": lambda entry: entry is None or entry.get("State") != "running",
+    "destroy": lambda entry: entry is None,
+}
+SETTLE_SECONDS = 2.0
+SETTLE_RETRY_SECONDS = 0.02
+
+
+@dataclass(frozen=True)
+class _Dirty:
+    marked: int  # sequence number of the event
+    settled: Callable[[dict[str, Any] | None], bool]
+    give_up_at: float
+
+
+def _any_state(entry: dict[str, Any] | None) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -141,10 +165,11 @@ class IndexedDockerClient(DockerClient):
         self._entries: dict[str, dict[str, Any]] = {}
         self._inspects: dict[str, dict[str, Any]] = {}
         self._applied: dict[str, int] = {}  # id -> sequence number of the newest fetch applied
-        self._dirty: dict[str, int] = {}  # id -> sequence number of the event that made it dirty
+        self._dirty: dict[str, _Dirty] = {}  # containers an event named, not yet re-read as it said
         self._sequence = itertools.count(1)
         self._fresh = False
         self._stopping = threading.Event()
+        self._dirty_signal = threading.Event()
         self._cancel_stream: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
 
@@ -158,9 +183,11 @@ class IndexedDockerClient(DockerClient):
         self._thread = threading.Thread(target=self._follow, name="docker-events", daemon=True)
         self._thread.start()
         threading.Thread(target=self._resync_periodically, name="docker-resync", daemon=True).start()
+        threading.Thread(target=self._refresh_when_dirty, name="docker-refresh", daemon=True).start()
 
     def stop_index(self) -> None:
         self._stopping.set()
+        self._dirty_signal.set()
         self._fresh = False
         cancel = self._cancel_stream
         if cancel is not None:
@@ -199,6 +226,21 @@ class IndexedDockerClient(DockerClient):
                 except CRIError as exc:
                     log.info("periodic resync failed: %s", exc.message)
 
+    def _refresh_when_dirty(self) -> None:
+        while not self._stopping.is_set():
+            self._dirty_signal.wait()
+            self._dirty_signal.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self._refresh_dirty()
+            except CRIError as exc:
+                log.info("re-reading changed containers failed: %s", exc.message)
+                self._fresh = False  # the event loop resyncs when the stream is back
+            if self._dirty:  # some list entries do not show their event yet: read again shortly
+                self._stopping.wait(SETTLE_RETRY_SECONDS)
+                self._dirty_signal.set()
+
     def resync(self) -> None:
         sequence = next(self._sequence)
         entries = super().list_containers({})
@@ -218,9 +260,8 @@ class IndexedDockerClient(DockerClient):
         action = (event.get("Action") or event.get("status") or "").split(":", 1)[0]
         if not container_id or action.startswith(_NO_CHANGE_PREFIXES):
             return
-        with self._index_lock:
-            self._dirty[container_id] = next(self._sequence)
-        self._refresh_dirty()
+        self._mark_dirty(container_id, _EXPECTED_STATE.get(action, _any_state))
+        self._dirty_signal.set()  # the refresher re-reads in batches; the stream never waits for it
         if action in LIFECYCLE_ACTIONS:
             attributes = (event.get("Actor") or {}).get("Attributes") or {}
             self.events.publish(ContainerChange(
@@ -229,6 +270,10 @@ class IndexedDockerClient(DockerClient):
                 attributes=attributes,
                 at_ns=int(event.get("timeNano") or time.time_ns()),
             ))
+
+    def _mark_dirty(self, container_id: str, settled: Callable[[dict[str, Any] | None], bool]) -> None:
+        with self._index_lock:
+            self._dirty[container_id] = _Dirty(next(self._sequence), settled, time.monotonic() + SETTLE_SECONDS)
 
     def _refresh_dirty(self) -> None:
         """Re-read every container an event named, in one list call."""
@@ -239,11 +284,13 @@ class IndexedDockerClient(DockerClient):
                 return
             sequence = next(self._sequence)
             entries = {entry["Id"]: entry for entry in super().list_containers({"id": list(dirty)})}
+            now = time.monotonic()
             with self._index_lock:
-                for container_id, marked in dirty.items():
+                for container_id, mark in dirty.items():
+                    entry = entries.get(container_id)
                     if self._applied.get(container_id, 0) < sequence:
-                        self._store(container_id, entries.get(container_id), sequence)
-                    if self._dirty.get(container_id) == marked:
+                        self._store(container_id, entry, sequence)
+                    if self._dirty.get(container_id) is mark and (mark.settled(entry) or now > mark.give_up_at):
                         del self._dirty[container_id]
 
     def _store(self, container_id: str, entry: dict[str, Any] | None, sequence: int) -> None:
@@ -254,12 +301,11 @@ class IndexedDockerClient(DockerClient):
         else:
             self._entries[container_id] = entry
 
-    def _refresh(self, container_id: str) -> None:
+    def _refresh(self, container_id: str, action: str) -> None:
         """After the shim's own change: the index shows it before the call returns."""
         if not self._fresh:
             return
-        with self._index_lock:
-            self._dirty[container_id] = next(self._sequence)
+        self._mark_dirty(container_id, _EXPECTED_STATE.get(action, _any_state))
         try:
             self._refresh_dirty()
         except CRIError:
@@ -292,34 +338,38 @@ class IndexedDockerClient(DockerClient):
 
     # --- the shim's own changes ---------------------------------------------------------------
 
+    def _changing(self, container_id: str, action: str, change: Callable[[], None]) -> None:
+        """Make `change`, then re-read the container: as the action says it must be, or as it is."""
+        try:
+            change()
+        except CRIError:
+            self._refresh(container_id, "failed")
+            raise
+        self._refresh(container_id, action)
+
     def create_container(self, name: str, body: dict[str, Any]) -> str:
         container_id = super().create_container(name, body)
-        self._refresh(container_id)
+        self._refresh(container_id, "create")
         return container_id
 
     def start_container(self, container_id: str) -> None:
-        try:
-            super().start_container(container_id)
-        finally:
-            self._refresh(container_id)
+        self._changing(container_id, "start", lambda: super(IndexedDockerClient, self).start_container(container_id))
 
     def stop_container(self, container_id: str, grace_seconds: int) -> None:
-        try:
-            super().stop_container(container_id, grace_seconds)
-        finally:
-            self._refresh(container_id)
+        self._changing(
+            container_id, "die",
+            lambda: super(IndexedDockerClient, self).stop_container(container_id, grace_seconds),
+        )
 
     def remove_container(self, container_id: str, force: bool = True) -> None:
-        try:
-            super().remove_container(container_id, force)
-        finally:
-            self._refresh(container_id)
+        self._changing(
+            container_id, "destroy", lambda: super(IndexedDockerClient, self).remove_container(container_id, force)
+        )
 
     def update_container(self, container_id: str, resources: dict[str, Any]) -> None:
-        try:
-            super().update_container(container_id, resources)
-        finally:
-            self._refresh(container_id)
+        self._changing(
+            container_id, "update", lambda: super(IndexedDockerClient, self).update_container(container_id, resources)
+        )
 
 
 _EVENT_TYPES = {

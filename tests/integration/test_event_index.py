@@ -1,0 +1,161 @@
+"""The event-fed index: lists equal Docker's truth after every step, whoever made the change,
+and GetContainerEvents tells each subscriber about every lifecycle change."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import docker
+import grpc
+
+from conftest import BUSYBOX
+from containers_fixtures import fresh_pod  # noqa: F401  (fixture)
+from dockershim_py.api import api_pb2 as api
+
+CONTAINERS = {"label": ["io.kubernetes.docker.type=container"]}
+SANDBOXES = {"label": ["io.kubernetes.docker.type=podsandbox"]}
+
+
+def docker_truth(docker_api: docker.APIClient, namespace: str) -> tuple[dict, dict]:
+    """(containers, sandboxes) of one pod namespace as Docker has them: id -> CRI state."""
+    def states(filters: dict, running_state: int, other_state: int) -> dict:
+        entries = docker_api.containers(all=True, filters={**filters, "name": f"_{namespace}_"})
+        return {e["Id"]: running_state if e["State"] == "running" else
+                (api.CONTAINER_CREATED if e["State"] == "created" and other_state == api.CONTAINER_EXITED
+                 else other_state) for e in entries}
+    return (states(CONTAINERS, api.CONTAINER_RUNNING, api.CONTAINER_EXITED),
+            states(SANDBOXES, api.SANDBOX_READY, api.SANDBOX_NOTREADY))
+
+
+def assert_lists_match(runtime, docker_api: docker.APIClient, namespace: str, pod_id: str) -> None:
+    """The shim's lists equal Docker's truth; changes behind its back show within a second."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        truth_containers, truth_sandboxes = docker_truth(docker_api, namespace)
+        listed = runtime.ListContainers(
+            api.ListContainersRequest(filter=api.ContainerFilter(pod_sandbox_id=pod_id)), timeout=30).containers
+        seen_containers = {c.id: c.state for c in listed}
+        sandboxes = runtime.ListPodSandbox(api.ListPodSandboxRequest(), timeout=30).items
+        seen_sandboxes = {s.id: s.state for s in sandboxes if s.metadata.namespace == namespace}
+        if seen_containers == truth_containers and seen_sandboxes == truth_sandboxes:
+            return
+        if time.monotonic() > deadline:
+            assert seen_containers == truth_containers
+            assert seen_sandboxes == truth_sandboxes
+        time.sleep(0.05)
+
+
+def test_lists_follow_changes_made_by_the_shim_and_behind_its_back(fresh_pod, docker_api) -> None:
+    pod = fresh_pod
+    check = lambda: assert_lists_match(pod.runtime, docker_api, pod.namespace, pod.id)  # noqa: E731
+    check()
+    first = pod.run("first")
+    check()
+    second = pod.create(pod.container_config("second"))
+    check()
+    # Behind the shim's back: a container with the shim's own labels, made and started by Docker.
+    labels = docker_api.inspect_container(first)["Config"]["Labels"]
+    labels = {**labels, "io.kubernetes.container.name": "intruder"}
+    intruder = docker_api.create_container(
+        BUSYBOX, command=["sleep", "3600"], labels=labels,
+        name=f"k8s_intruder_pod_{pod.namespace}_uid-{pod.namespace}_0",
+        host_config=docker_api.create_host_config(network_mode=f"container:{pod.id}"),
+    )["Id"]
+    check()
+    docker_api.start(intruder)
+    check()
+    docker_api.kill(first)
+    check()
+    pod.start(second)
+    check()
+    docker_api.remove_container(intruder, force=True)
+    check()
+    pod.runtime.StopContainer(api.StopContainerRequest(container_id=second, timeout=0), timeout=30)
+    check()
+    pod.remove(second)
+    check()
+    docker_api.stop(pod.id, timeout=0)
+    check()
+
+
+def test_status_calls_see_changes_at_once(fresh_pod, docker_api) -> None:
+    pod = fresh_pod
+    container = pod.run("status")
+    assert pod.status(container).state == api.CONTAINER_RUNNING
+    docker_api.kill(container)
+    docker_api.wait(container, timeout=30)
+    deadline = time.monotonic() + 2
+    while pod.status(container).state != api.CONTAINER_EXITED:
+        assert time.monotonic() < deadline, "ContainerStatus kept a stale state"
+        time.sleep(0.05)
+    assert pod.status(container).exit_code == 137
+
+
+def _subscribe(runtime) -> tuple[queue.Queue, grpc.Future]:
+    events: queue.Queue = queue.Queue()
+    call = runtime.GetContainerEvents(api.GetEventsRequest(), timeout=120)
+
+    def read() -> None:
+        try:
+            for event in call:
+                events.put(event)
+        except grpc.RpcError:
+            pass
+
+    threading.Thread(target=read, daemon=True).start()
+    return events, call
+
+
+def _events_for(events: queue.Queue, container_id: str, count: int, timeout: float = 20) -> list:
+    found: list = []
+    deadline = time.monotonic() + timeout
+    while len(found) < count and time.monotonic() < deadline:
+        try:
+            event = events.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if event.container_id == container_id:
+            found.append(event)
+    return found
+
+
+def test_get_container_events_reports_the_lifecycle_to_every_subscriber(fresh_pod) -> None:
+    pod = fresh_pod
+    subscribers = [_subscribe(pod.runtime) for _ in range(2)]
+    time.sleep(0.5)  # both streams are open
+    try:
+        container = pod.run("evented")
+        pod.runtime.StopContainer(api.StopContainerRequest(container_id=container, timeout=0), timeout=30)
+        pod.remove(container)
+        for events, _ in subscribers:
+            seen = _events_for(events, container, 4)
+            assert [e.container_event_type for e in seen] == [
+                api.CONTAINER_CREATED_EVENT, api.CONTAINER_STARTED_EVENT,
+                api.CONTAINER_STOPPED_EVENT, api.CONTAINER_DELETED_EVENT,
+            ]
+            started = seen[1]
+            assert started.pod_sandbox_status.id == pod.id
+            assert started.pod_sandbox_status.state == api.SANDBOX_READY
+            assert container in {s.id for s in started.containers_statuses}
+            assert next(s for s in started.containers_statuses if s.id == container).state == api.CONTAINER_RUNNING
+            assert all(e.created_at > 0 for e in seen)
+            assert container not in {s.id for s in seen[3].containers_statuses}
+    finally:
+        for _, call in subscribers:
+            call.cancel()
+
+
+def test_sandbox_lifecycle_events_carry_the_sandbox_status(shim, docker_api) -> None:
+    from containers_fixtures import Pod
+
+    events, call = _subscribe(shim.runtime)
+    time.sleep(0.5)
+    pod = Pod(shim.runtime, docker_api)
+    try:
+        started = [e for e in _events_for(events, pod.id, 2) if e.container_event_type == api.CONTAINER_STARTED_EVENT]
+        assert started and started[0].pod_sandbox_status.metadata.namespace == pod.namespace
+    finally:
+        call.cancel()
+        pod.close()
