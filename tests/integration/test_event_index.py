@@ -10,8 +10,9 @@ import time
 import docker
 import grpc
 
-from conftest import BUSYBOX
+from conftest import BUSYBOX, PAUSE
 from containers_fixtures import fresh_pod  # noqa: F401  (fixture)
+from private_dockerd import private_dockerd  # noqa: F401  (fixture)
 from dockershim_py.api import api_pb2 as api
 
 CONTAINERS = {"label": ["io.kubernetes.docker.type=container"]}
@@ -159,3 +160,44 @@ def test_sandbox_lifecycle_events_carry_the_sandbox_status(shim, docker_api) -> 
     finally:
         call.cancel()
         pod.close()
+
+
+def test_the_index_is_right_after_a_docker_restart(start_shim, private_dockerd, docker_api) -> None:
+    """dockerd restarts without live-restore stop every container: the lists must say so."""
+
+    daemon = docker.APIClient(base_url=private_dockerd.endpoint, version="1.41", timeout=120)
+    for image in (PAUSE, BUSYBOX):  # the private daemon cannot reach the registries: load them
+        daemon.load_image(b"".join(docker_api.get_image(image)))
+    shim = start_shim(docker_endpoint=private_dockerd.endpoint)
+    host_network = api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(
+        namespace_options=api.NamespaceOption(network=api.NODE)))
+    config = api.PodSandboxConfig(
+        metadata=api.PodSandboxMetadata(name="restart", namespace="dspy-restart", uid="uid-restart"),
+        linux=host_network,
+    )
+    sandbox_id = shim.runtime.RunPodSandbox(api.RunPodSandboxRequest(config=config), timeout=60).pod_sandbox_id
+    container_id = shim.runtime.CreateContainer(api.CreateContainerRequest(
+        pod_sandbox_id=sandbox_id, sandbox_config=config,
+        config=api.ContainerConfig(metadata=api.ContainerMetadata(name="app"), image=api.ImageSpec(image=BUSYBOX),
+                                   command=["sleep", "3600"]),
+    ), timeout=60).container_id
+    shim.runtime.StartContainer(api.StartContainerRequest(container_id=container_id), timeout=60)
+    assert_lists_match(shim.runtime, daemon, "dspy-restart", sandbox_id)
+
+    private_dockerd.stop()
+    private_dockerd.start()
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            shim.runtime.ListContainers(api.ListContainersRequest(), timeout=10)
+            break
+        except grpc.RpcError:
+            assert time.monotonic() < deadline, "the shim did not see dockerd come back"
+            time.sleep(0.2)
+    assert_lists_match(shim.runtime, daemon, "dspy-restart", sandbox_id)
+    status = shim.runtime.ContainerStatus(api.ContainerStatusRequest(container_id=container_id), timeout=10)
+    assert status.status.state == api.CONTAINER_EXITED
+    for call, request in ((shim.runtime.StopPodSandbox, api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id)),
+                          (shim.runtime.RemovePodSandbox, api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id))):
+        call(request, timeout=60)
+    assert daemon.containers(all=True) == []
