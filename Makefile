@@ -6,7 +6,7 @@ ENDPOINT ?= unix:///var/run/dockershim.sock
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv env run test unit proto clean
+.PHONY: venv env run test unit bench proto clean
 
 venv: $(VENV)/.installed
 
@@ -27,6 +27,13 @@ run: venv env
 
 test: venv env
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Benchmarks against the real daemon (not part of `make test`); figures on stdout, JSON beside.
+BENCH_ARGS ?=
+bench: venv env
+	$(PY) bench/kubelet_bench.py --json bench-kubelet.json $(BENCH_ARGS)
+	$(PY) bench/stats_bench.py --json bench-stats.json
+	@if [ -f bench/streaming_bench.py ]; then $(PY) bench/streaming_bench.py --json bench-streaming.json; fi
 
 # Tests that need neither Docker nor root.
 unit: venv

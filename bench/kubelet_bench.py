@@ -1,0 +1,491 @@
+"""A kubelet-like load on dockershim-py, beside the same Docker work done directly with docker-py.
+
+Phases, for each pod count N (default 10 and 110; two containers per pod):
+  populate  RunPodSandbox and StartContainer through the shim, interleaved with the same Docker
+            create+start calls made directly, so the shim's own overhead shows as a ratio;
+  rpcs      per-RPC latency (p50, p95, p99, max) of what the kubelet calls, each beside the
+            docker-py request(s) that answer the same question;
+  mixed     relist every 1 s (plus the PLEG follow-ups for a changed pod), Status every 5 s, the
+            stats / image-fs / log-manager sweep every 10 s, and churn (one pod stopped, removed and
+            recreated every 2 s); relist latency under churn, errors, CPU seconds per minute of the
+            shim and of dockerd, the shim's RSS before and after; then the same load answered by
+            direct Docker calls, for dockerd's CPU.
+Bounded in count and time; it talks only to local unix sockets. Output: a table and a JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import grpc
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+
+from conftest import BUSYBOX, PAUSE, Shim  # noqa: E402  (the suite's shim launcher and images)
+from dockershim_py.api import api_pb2 as api  # noqa: E402
+
+NAMESPACE = "dspy-bench"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """Milliseconds: p50, p95, p99, max and the count, from samples in seconds."""
+    if not samples:
+        return {"n": 0}
+    ordered = sorted(samples)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] * 1000
+
+    return {"n": len(ordered), "p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "max": ordered[-1] * 1000}
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def repeat(fn: Callable[[], Any], count: int, seconds: float) -> list[float]:
+    samples: list[float] = []
+    deadline = time.monotonic() + seconds
+    while len(samples) < count and time.monotonic() < deadline:
+        samples.append(timed(fn))
+    return samples
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def dockerd_pid() -> int:
+    for candidate in ("/var/run/docker.pid", "/run/docker.pid"):
+        if os.path.exists(candidate):
+            return int(Path(candidate).read_text().strip())
+    raise SystemExit("cannot find dockerd's pid file")
+
+
+# --- the pods -----------------------------------------------------------------------------------
+
+
+class Pods:
+    """Creates and removes bench pods through the shim and keeps their ids."""
+
+    def __init__(self, runtime: Any, log_root: Path) -> None:
+        self.runtime = runtime
+        self.log_root = log_root
+        self.sandboxes: dict[str, str] = {}  # uid -> sandbox id
+        self.containers: dict[str, list[str]] = {}  # uid -> container ids
+        self.run_latencies: list[float] = []
+        self.start_latencies: list[float] = []
+
+    def create(self, index: int) -> str:
+        uid = uuid.uuid4().hex
+        config = api.PodSandboxConfig(
+            metadata=api.PodSandboxMetadata(name=f"bench-{index}", uid=uid, namespace=NAMESPACE),
+            hostname=f"bench-{index}",
+            log_directory=str(self.log_root / uid),
+            labels={"bench": "kubelet"},
+        )
+        started = time.perf_counter()
+        sandbox_id = self.runtime.RunPodSandbox(api.RunPodSandboxRequest(config=config), timeout=120).pod_sandbox_id
+        self.run_latencies.append(time.perf_counter() - started)
+        self.sandboxes[uid] = sandbox_id
+        self.containers[uid] = []
+        for name in ("app", "sidecar"):
+            container = api.ContainerConfig(
+                metadata=api.ContainerMetadata(name=name),
+                image=api.ImageSpec(image=BUSYBOX),
+                command=["sleep", "3600"],
+                log_path=f"{name}/0.log",
+            )
+            container_id = self.runtime.CreateContainer(
+                api.CreateContainerRequest(pod_sandbox_id=sandbox_id, config=container, sandbox_config=config),
+                timeout=120,
+            ).container_id
+            started = time.perf_counter()
+            self.runtime.StartContainer(api.StartContainerRequest(container_id=container_id), timeout=120)
+            self.start_latencies.append(time.perf_counter() - started)
+            self.containers[uid].append(container_id)
+        return uid
+
+    def remove(self, uid: str) -> None:
+        sandbox_id = self.sandboxes.pop(uid)
+        self.containers.pop(uid, None)
+        self.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
+        self.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=120)
+
+    def remove_all(self) -> None:
+        for uid in list(self.sandboxes):
+            try:
+                self.remove(uid)
+            except grpc.RpcError as exc:
+                print(f"warning: removing pod {uid}: {exc.details()}", file=sys.stderr)
+
+
+class DirectPods:
+    """The same pause + two busybox containers made with docker-py alone: the baseline."""
+
+    def __init__(self, client: docker.APIClient) -> None:
+        self.client = client
+        self.ids: list[str] = []
+        self.run_latencies: list[float] = []
+        self.start_latencies: list[float] = []
+
+    def create(self, index: int) -> None:
+        """A pause container and two busybox containers in its namespaces, like one pod."""
+        started = time.perf_counter()
+        pause = self.client.create_container(
+            PAUSE, name=f"dspy-bench-direct-{index}-{uuid.uuid4().hex[:6]}", hostname=f"bench-{index}",
+            labels={"dspy-bench": "direct"},
+            host_config=self.client.create_host_config(ipc_mode="shareable", cpu_shares=2, shm_size=64 << 20),
+        )["Id"]
+        self.client.start(pause)
+        self.run_latencies.append(time.perf_counter() - started)
+        self.ids.append(pause)
+        for _ in range(2):
+            container = self.client.create_container(
+                BUSYBOX, command=["sleep", "3600"], labels={"dspy-bench": "direct"},
+                host_config=self.client.create_host_config(
+                    network_mode=f"container:{pause}", ipc_mode=f"container:{pause}", shm_size=64 << 20,
+                ),
+            )["Id"]
+            started = time.perf_counter()
+            self.client.start(container)
+            self.start_latencies.append(time.perf_counter() - started)
+            self.ids.append(container)
+
+    def remove_oldest_pod(self) -> None:
+        for container in reversed(self.ids[:3]):
+            self.client.stop(container, timeout=10)
+            self.client.remove_container(container, force=True)
+        del self.ids[:3]
+
+    def remove_all(self) -> None:
+        for container in reversed(self.ids):
+            try:
+                self.client.remove_container(container, force=True)
+            except docker.errors.NotFound:
+                pass
+        self.ids.clear()
+
+
+# --- phases -------------------------------------------------------------------------------------
+
+
+def call_or_none(fn: Callable[[], Any]) -> Callable[[], Any] | None:
+    """The call if the shim implements it (one probe), else None so the row says so."""
+    try:
+        fn()
+        return fn
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            return None
+        raise
+
+
+def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, count: int, seconds: float) -> dict:
+    uid = next(iter(pods.sandboxes))
+    sandbox_id = pods.sandboxes[uid]
+    container_id = pods.containers[uid][0]
+    all_containers = [c for ids in pods.containers.values() for c in ids]
+    sandbox_filter = {"label": "io.kubernetes.docker.type=podsandbox"}
+    container_filter = {"label": "io.kubernetes.docker.type=container"}
+
+    def relist() -> None:
+        runtime.ListPodSandbox(api.ListPodSandboxRequest(), timeout=60)
+        runtime.ListContainers(api.ListContainersRequest(), timeout=60)
+
+    def direct_relist() -> None:
+        client.containers(all=True, filters=sandbox_filter)
+        client.containers(all=True, filters=container_filter)
+
+    def direct_container_status() -> None:
+        inspect = client.inspect_container(container_id)
+        client.inspect_image(inspect["Image"])
+
+    def direct_stats() -> None:
+        for container in all_containers:
+            client.stats(container, stream=False, one_shot=True)
+
+    rows: dict[str, tuple[Callable[[], Any] | None, Callable[[], Any] | None]] = {
+        "Version": (lambda: runtime.Version(api.VersionRequest(), timeout=60), lambda: client.version()),
+        "Status": (lambda: runtime.Status(api.StatusRequest(), timeout=60), lambda: client.ping()),
+        "ListPodSandbox": (
+            lambda: runtime.ListPodSandbox(api.ListPodSandboxRequest(), timeout=60),
+            lambda: client.containers(all=True, filters=sandbox_filter),
+        ),
+        "ListContainers": (
+            lambda: runtime.ListContainers(api.ListContainersRequest(), timeout=60),
+            lambda: client.containers(all=True, filters=container_filter),
+        ),
+        "relist": (relist, direct_relist),
+        "PodSandboxStatus": (
+            lambda: runtime.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id), timeout=60),
+            lambda: client.inspect_container(sandbox_id),
+        ),
+        "ContainerStatus": (
+            lambda: runtime.ContainerStatus(api.ContainerStatusRequest(container_id=container_id), timeout=60),
+            direct_container_status,
+        ),
+        "ListContainerStats": (
+            lambda: runtime.ListContainerStats(api.ListContainerStatsRequest(), timeout=120),
+            direct_stats,
+        ),
+        "ListPodSandboxStats": (
+            lambda: runtime.ListPodSandboxStats(api.ListPodSandboxStatsRequest(), timeout=120),
+            direct_stats,
+        ),
+        "ListImages": (lambda: images.ListImages(api.ListImagesRequest(), timeout=60), lambda: client.images()),
+        "ImageFsInfo": (lambda: images.ImageFsInfo(api.ImageFsInfoRequest(), timeout=60), lambda: client.df()),
+        "ExecSync": (
+            lambda: runtime.ExecSync(api.ExecSyncRequest(container_id=container_id, cmd=["true"], timeout=10),
+                                     timeout=60),
+            lambda: client.exec_start(client.exec_create(container_id, ["true"])["Id"]),
+        ),
+    }
+    results: dict[str, dict] = {}
+    for name, (shim_call, direct_call) in rows.items():
+        shim_call = call_or_none(shim_call)
+        if shim_call is None:
+            results[name] = {"shim": "UNIMPLEMENTED"}
+            continue
+        # Stats fan out over every container directly: fewer rounds keep the run bounded.
+        rounds = max(3, count // 10) if name in ("ListContainerStats", "ListPodSandboxStats") else count
+        shim = percentiles(repeat(shim_call, rounds, seconds))
+        direct = percentiles(repeat(direct_call, rounds, seconds))
+        results[name] = {"shim": shim, "docker": direct, "p99_ratio": shim["p99"] / direct["p99"]}
+    return results
+
+
+class MixedLoad:
+    """The kubelet's loops on threads for `seconds`; `direct` answers them with docker-py instead."""
+
+    def __init__(self, runtime: Any, images: Any, client: docker.APIClient, pods: Pods,
+                 direct_pods: DirectPods | None = None) -> None:
+        self.runtime, self.images, self.client, self.pods = runtime, images, client, pods
+        self.direct_pods = direct_pods
+        self.direct = direct_pods is not None
+        self.relist_latencies: list[float] = []
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self._previous: dict[str, str] = {}
+
+    def _guard(self, what: str, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except (grpc.RpcError, docker.errors.APIError) as exc:
+            detail = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
+            self.errors.append(f"{what}: {detail}")
+
+    def _every(self, period: float, what: str, fn: Callable[[], Any]) -> None:
+        next_at = time.monotonic()
+        while not self.stop.is_set():
+            self._guard(what, fn)
+            next_at += period
+            self.stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def relist(self) -> None:
+        started = time.perf_counter()
+        if self.direct:
+            containers = self.client.containers(all=True, filters={"label": "io.kubernetes.docker.type=container"})
+            self.client.containers(all=True, filters={"label": "io.kubernetes.docker.type=podsandbox"})
+            current = {c["Id"]: c["State"] for c in containers}
+        else:
+            self.runtime.ListPodSandbox(api.ListPodSandboxRequest(), timeout=60)
+            listed = self.runtime.ListContainers(api.ListContainersRequest(), timeout=60).containers
+            current = {c.id: str(c.state) for c in listed}
+        self.relist_latencies.append(time.perf_counter() - started)
+        changed = [cid for cid, state in current.items() if self._previous.get(cid) != state]
+        self._previous = current
+        for container_id in changed[:20]:  # the PLEG follow-ups for changed pods
+            if self.direct:
+                self._guard("inspect", lambda: self.client.inspect_container(container_id))
+            else:
+                self._guard("ContainerStatus", lambda: self.runtime.ContainerStatus(
+                    api.ContainerStatusRequest(container_id=container_id), timeout=60))
+
+    def status(self) -> None:
+        if self.direct:
+            self.client.ping()
+        else:
+            self.runtime.Status(api.StatusRequest(), timeout=60)
+
+    def sweep(self) -> None:
+        if self.direct:
+            running = self.client.containers(filters={"label": "io.kubernetes.docker.type=container"})
+            for container in running:
+                self.client.stats(container["Id"], stream=False, one_shot=True)
+                self.client.inspect_container(container["Id"])
+            self.client.df()
+            return
+        for call in (
+            lambda: self.runtime.ListContainerStats(api.ListContainerStatsRequest(), timeout=120),
+            lambda: self.runtime.ListPodSandboxStats(api.ListPodSandboxStatsRequest(), timeout=120),
+        ):
+            self._guard("stats", call)
+        self.images.ImageFsInfo(api.ImageFsInfoRequest(), timeout=60)
+        running = self.runtime.ListContainers(api.ListContainersRequest(
+            filter=api.ContainerFilter(state=api.ContainerStateValue(state=api.CONTAINER_RUNNING))), timeout=60)
+        for container in running.containers:
+            self.runtime.ContainerStatus(api.ContainerStatusRequest(container_id=container.id), timeout=60)
+
+    def churn(self) -> None:
+        if self.direct_pods is not None:
+            self.direct_pods.remove_oldest_pod()
+            self.direct_pods.create(len(self.direct_pods.ids))
+            return
+        victim = next(iter(self.pods.sandboxes))
+        self.pods.remove(victim)
+        self.pods.create(len(self.pods.sandboxes))
+
+    def run(self, seconds: float) -> dict:
+        loops = [
+            (1.0, "relist", self.relist), (5.0, "status", self.status),
+            (10.0, "sweep", self.sweep), (2.0, "churn", self.churn),
+        ]
+        threads = [threading.Thread(target=self._every, args=loop, daemon=True) for loop in loops]
+        for thread in threads:
+            thread.start()
+        self.stop.wait(seconds)
+        self.stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+        return {
+            "relist": percentiles(self.relist_latencies),
+            "errors": len(self.errors),
+            "first_errors": self.errors[:5],
+        }
+
+
+def mixed_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, shim_pid: int,
+                seconds: float) -> dict:
+    daemon = dockerd_pid()
+    rss_before = rss_bytes(shim_pid)
+    shim_cpu, dockerd_cpu = cpu_seconds(shim_pid), cpu_seconds(daemon)
+    result = MixedLoad(runtime, images, client, pods).run(seconds)
+    minutes = seconds / 60
+    result["shim_cpu_s_per_min"] = (cpu_seconds(shim_pid) - shim_cpu) / minutes
+    result["dockerd_cpu_s_per_min"] = (cpu_seconds(daemon) - dockerd_cpu) / minutes
+    result["shim_rss_before_mib"] = rss_before / 2**20
+    result["shim_rss_after_mib"] = rss_bytes(shim_pid) / 2**20
+    churned = DirectPods(client)
+    try:
+        for index in range(3):
+            churned.create(index)
+        dockerd_cpu = cpu_seconds(daemon)
+        direct = MixedLoad(runtime, images, client, pods, direct_pods=churned).run(seconds)
+        direct["dockerd_cpu_s_per_min"] = (cpu_seconds(daemon) - dockerd_cpu) / minutes
+    finally:
+        churned.remove_all()
+    result["direct"] = direct
+    result["dockerd_cpu_ratio"] = result["dockerd_cpu_s_per_min"] / max(direct["dockerd_cpu_s_per_min"], 1e-9)
+    return result
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def print_report(report: dict) -> None:
+    for pods, run in report["runs"].items():
+        print(f"\n== {pods} pods, {2 * int(pods)} containers ==")
+        populate = run["populate"]
+        for name in ("RunPodSandbox", "StartContainer"):
+            row = populate[name]
+            print(f"{name:<20} shim p50 {row['shim']['p50']:8.1f} ms   docker p50 {row['docker']['p50']:8.1f} ms"
+                  f"   ratio {row['p50_ratio']:.2f}")
+        print(f"\n{'RPC':<20} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8} | {'docker p50':>10} {'p99':>8}"
+              f" | {'p99 ratio':>9}")
+        for name, row in run["rpcs"].items():
+            if row["shim"] == "UNIMPLEMENTED":
+                print(f"{name:<20} UNIMPLEMENTED")
+                continue
+            shim, direct = row["shim"], row["docker"]
+            print(f"{name:<20} {shim['p50']:8.2f} {shim['p95']:8.2f} {shim['p99']:8.2f} {shim['max']:8.2f} |"
+                  f" {direct['p50']:10.2f} {direct['p99']:8.2f} | {row['p99_ratio']:9.2f}")
+        mixed = run.get("mixed")
+        if mixed:
+            relist = mixed["relist"]
+            print(f"\nmixed load {report['mixed_seconds']:.0f}s: relist p50 {relist['p50']:.2f} ms, "
+                  f"p99 {relist['p99']:.2f} ms, max {relist['max']:.2f} ms; errors {mixed['errors']}")
+            print(f"  shim CPU {mixed['shim_cpu_s_per_min']:.2f} s/min, dockerd CPU "
+                  f"{mixed['dockerd_cpu_s_per_min']:.2f} s/min (direct Docker: "
+                  f"{mixed['direct']['dockerd_cpu_s_per_min']:.2f} s/min, ratio {mixed['dockerd_cpu_ratio']:.2f});"
+                  f" shim RSS {mixed['shim_rss_before_mib']:.1f} -> {mixed['shim_rss_after_mib']:.1f} MiB")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pods", type=int, nargs="+", default=[10, 110], help="pod counts (default 10 110)")
+    parser.add_argument("--count", type=int, default=200, help="calls per RPC (default 200)")
+    parser.add_argument("--rpc-seconds", type=float, default=20.0, help="time cap per RPC row (default 20)")
+    parser.add_argument("--mixed-seconds", type=float, default=60.0, help="mixed phase length; 0 skips it")
+    parser.add_argument("--json", default="bench-results.json", help="where the JSON goes")
+    args = parser.parse_args()
+
+    client = docker.APIClient(version="auto", timeout=300)
+    shim = Shim(["--log-level", "info"]).start()  # info: Shim.start waits for the "serving" line
+    log_root = Path(shim.dir) / "pod-logs"
+    report: dict[str, Any] = {"mixed_seconds": args.mixed_seconds, "runs": {}}
+    try:
+        for count in args.pods:
+            pods = Pods(shim.runtime, log_root)
+            direct = DirectPods(client)
+            try:
+                for index in range(count):
+                    pods.create(index)
+                    direct.create(index)
+                populate = {
+                    name: {
+                        "shim": percentiles(shim_samples), "docker": percentiles(docker_samples),
+                        "p50_ratio": statistics.median(shim_samples) / statistics.median(docker_samples),
+                    }
+                    for name, shim_samples, docker_samples in (
+                        ("RunPodSandbox", pods.run_latencies, direct.run_latencies),
+                        ("StartContainer", pods.start_latencies, direct.start_latencies),
+                    )
+                }
+                direct.remove_all()
+                run = {"populate": populate,
+                       "rpcs": rpc_phase(shim.runtime, shim.images, client, pods, args.count, args.rpc_seconds)}
+                if args.mixed_seconds > 0:
+                    run["mixed"] = mixed_phase(shim.runtime, shim.images, client, pods, shim.process.pid,
+                                               args.mixed_seconds)
+                report["runs"][str(count)] = run
+            finally:
+                direct.remove_all()
+                pods.remove_all()
+    finally:
+        shim.stop()
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    print_report(report)
+    print(f"\nJSON: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
