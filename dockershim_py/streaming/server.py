@@ -87,7 +87,7 @@ class StreamingServer:
                  | None = None) -> None:
         self._config = config
         self._runtime = runtime
-        self._tokens: TokenCache[RemoteCommand | PortForward] = tokens or TokenCache()
+        self._tokens: TokenCache[RemoteCommand | PortForward] = tokens if tokens is not None else TokenCache()
         self._host, self._port = parse_bind_address(config.streaming_bind_addr)
         self._tls: ssl.SSLContext | None = None
         self._listener: socket.socket | None = None
