@@ -249,7 +249,7 @@ class WebSocketStreams:
         events: list[Event] = []
         for event in self._session.receive_data(data):
             if isinstance(event, Closed):
-                events.append(Gone(f"WebSocket closed ({event.code} {event.reason})".strip()))
+                events.append(Gone(f"WebSocket closed ({' '.join(filter(None, (str(event.code), event.reason)))})"))
             elif isinstance(event, ChannelClose):
                 if event.channel == STDIN and self._request.stdin:
                     events.append(StdinClosed())
