@@ -1,4 +1,4 @@
-"""A streaming client for the tests: SPDY/3.1 and WebSocket, written apart from the server.
+"""A streaming client for the tests (unit and integration): SPDY/3.1 and WebSocket, written apart from the server.
 
 The HTTP upgrade, the WebSocket channel framing and the port-forward conventions are coded
 here again from the Kubernetes documentation and client-go's behaviour, not imported from

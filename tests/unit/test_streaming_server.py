@@ -1,0 +1,324 @@
+"""The streaming server in-process, with a fake Docker side: routes, tokens, refusals, limits, sessions.
+
+The "Docker" of these tests is one end of a socket pair speaking Docker's stream framing, so the
+server's sessions run for real (threads, loop, protocol cores) without a daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+import streaming_client as client
+from dockershim_py.api import api_pb2 as api
+from dockershim_py.config import Config
+from dockershim_py.docker_client import RawStream
+from dockershim_py.errors import CRIError, failed_precondition, not_found
+from dockershim_py.streaming import server as server_module
+from dockershim_py.streaming.channels import Status, TerminalSize
+from dockershim_py.streaming.server import StreamingServer, url_host
+from dockershim_py.streaming.tokens import TokenCache
+
+CONTAINER = "c" * 64
+SANDBOX = "s" * 64
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    return bytes((stream, 0, 0, 0)) + len(data).to_bytes(4, "big") + data
+
+
+class FakeProcess:
+    """A process behind a socket pair: echoes stdin to stdout (and "err:" + it to stderr) until stdin ends."""
+
+    def __init__(self, tty: bool, status: Status) -> None:
+        ours, self._docker = socket.socketpair()
+        self.stream = RawStream(ours)
+        self.multiplexed = not tty
+        self.status = status
+        self.sizes: list[tuple[int, int]] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with self._docker:
+            while chunk := self._docker.recv(65536):
+                if self.multiplexed:
+                    self._docker.sendall(frame(1, chunk) + frame(2, b"err:" + chunk))
+                else:
+                    self._docker.sendall(chunk)
+
+    def resize(self, size: TerminalSize) -> None:
+        self.sizes.append((size.width, size.height))
+
+    def outcome(self) -> Status:
+        return self.status
+
+
+class FakeRuntime:
+    def __init__(self) -> None:
+        self.processes: list[FakeProcess] = []
+        self.status = Status.exit_code(3)
+        self.fail: CRIError | None = None
+
+    def running_container(self, container_id: str) -> dict:
+        if container_id != CONTAINER:
+            raise not_found(f"container {container_id!r} not found")
+        return {"Id": CONTAINER}
+
+    def running_sandbox(self, sandbox_id: str) -> dict:
+        if sandbox_id != SANDBOX:
+            raise not_found(f"pod sandbox {sandbox_id!r} not found")
+        return {"Id": SANDBOX}
+
+    def exec(self, container_id: str, cmd: list[str], *, stdin: bool, stdout: bool, stderr: bool,
+             tty: bool) -> FakeProcess:
+        if self.fail:
+            raise self.fail
+        self.processes.append(FakeProcess(tty, self.status))
+        return self.processes[-1]
+
+    def attach(self, container_id: str, *, stdin: bool, stdout: bool, stderr: bool) -> FakeProcess:
+        self.processes.append(FakeProcess(False, Status.ok()))
+        return self.processes[-1]
+
+    def sandbox_network_namespace(self, sandbox_id: str) -> int:
+        """This process's own namespace: forwards reach the test's loopback servers."""
+        return os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def runtime() -> FakeRuntime:
+    return FakeRuntime()
+
+
+@pytest.fixture
+def server(runtime: FakeRuntime, clock: Clock) -> Iterator[StreamingServer]:
+    made = StreamingServer(Config(streaming_creation_timeout=1.0), runtime,  # type: ignore[arg-type]
+                           TokenCache(clock=clock))
+    made.start()
+    yield made
+    made.stop()
+
+
+def address(server: StreamingServer) -> tuple[str, int]:
+    host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+def exec_url(server: StreamingServer, **fields: object) -> str:
+    fields = {"container_id": CONTAINER, "cmd": ["cat"], "stdin": True, "stdout": True, "stderr": True, **fields}
+    return server.get_exec(api.ExecRequest(**fields))
+
+
+def test_urls(server: StreamingServer) -> None:
+    assert server.base_url.startswith("http://127.0.0.1:")
+    assert exec_url(server).startswith(server.base_url + "/exec/")
+    assert server.get_attach(api.AttachRequest(container_id=CONTAINER, stdout=True)).startswith(
+        server.base_url + "/attach/")
+    assert server.get_port_forward(api.PortForwardRequest(pod_sandbox_id=SANDBOX, port=[80])).startswith(
+        server.base_url + "/portforward/")
+    assert url_host("0.0.0.0") == "127.0.0.1" and url_host("::") == "[::1]" and url_host("::1") == "[::1]"
+
+
+@pytest.mark.parametrize(("call", "fields", "code"), [
+    ("exec", {"tty": True}, grpc.StatusCode.INVALID_ARGUMENT),
+    ("exec", {"stdin": False, "stdout": False, "stderr": False}, grpc.StatusCode.INVALID_ARGUMENT),
+    ("exec", {"cmd": []}, grpc.StatusCode.INVALID_ARGUMENT),
+    ("exec", {"container_id": "other"}, grpc.StatusCode.NOT_FOUND),
+    ("attach", {"tty": True}, grpc.StatusCode.INVALID_ARGUMENT),
+    ("portforward", {"port": [0]}, grpc.StatusCode.INVALID_ARGUMENT),
+    ("portforward", {"pod_sandbox_id": "other"}, grpc.StatusCode.NOT_FOUND),
+])
+def test_rpc_checks(server: StreamingServer, call: str, fields: dict, code: grpc.StatusCode) -> None:
+    with pytest.raises(CRIError) as refused:
+        if call == "exec":
+            exec_url(server, **fields)
+        elif call == "attach":
+            server.get_attach(api.AttachRequest(**{"container_id": CONTAINER, "stdout": True, "stderr": True,
+                                                   **fields}))
+        else:
+            server.get_port_forward(api.PortForwardRequest(**{"pod_sandbox_id": SANDBOX, **fields}))
+    assert refused.value.code == code
+
+
+def test_a_full_token_cache_is_resource_exhausted(runtime: FakeRuntime) -> None:
+    server = StreamingServer(Config(), runtime, TokenCache(capacity=1))  # type: ignore[arg-type]
+    server.start()
+    try:
+        exec_url(server)
+        with pytest.raises(CRIError) as full:
+            exec_url(server)
+        assert full.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        server.stop()
+
+
+def test_unknown_used_expired_and_misrouted_tokens_are_404(server: StreamingServer, clock: Clock) -> None:
+    used = exec_url(server)
+    session = client.SpdyExec(used, "v4.channel.k8s.io", stdin=True)
+    session.close_stdin()
+    session.finish()
+    expired = exec_url(server)
+    clock.now += 60
+    misrouted = exec_url(server).replace("/exec/", "/attach/")
+    for url in (used, expired, misrouted, server.base_url + "/exec/unknown", server.base_url + "/exec/a/b",
+                server.base_url + "/"):
+        answer = client.http_get(url, {"Connection": "Upgrade", "Upgrade": "SPDY/3.1",
+                                       "X-Stream-Protocol-Version": "v4.channel.k8s.io"})
+        assert (answer.status, answer.body) == (404, b"404 page not found\n"), url
+
+
+def test_refusals(server: StreamingServer) -> None:
+    assert client.http_get(exec_url(server)).status == 400  # not an upgrade
+    with pytest.raises(client.Refused) as spdy:
+        client.SpdySession(exec_url(server), ["v9.channel.k8s.io", "other"])
+    assert spdy.value.status == 403
+    assert spdy.value.body == (b"unable to upgrade: unable to negotiate protocol: client supports "
+                               b"[v9.channel.k8s.io other], server accepts [v5.channel.k8s.io v4.channel.k8s.io "
+                               b"v3.channel.k8s.io v2.channel.k8s.io channel.k8s.io]\n")
+    with pytest.raises(client.Refused) as websocket:
+        client.WsExec(exec_url(server), "v9.channel.k8s.io", stdin=True)
+    assert websocket.value.status == 403
+    with socket.create_connection(address(server)) as sock:
+        sock.sendall(b"PUT /exec/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 405 ")
+
+
+@pytest.mark.parametrize("protocol", ["v4.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"])
+def test_spdy_exec_session(server: StreamingServer, runtime: FakeRuntime, protocol: str) -> None:
+    session = client.SpdyExec(exec_url(server), protocol, stdin=True)
+    session.write(b"abc")
+    session.wait_output(b"abc")
+    session.close_stdin()
+    outcome = session.finish()
+    assert (outcome.stdout, outcome.stderr) == (b"abc", b"err:abc")
+    if protocol.startswith("v4"):
+        assert outcome.status["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
+    else:
+        assert outcome.error.endswith(b": 3")
+
+
+def test_websocket_exec_session_with_resize(server: StreamingServer, runtime: FakeRuntime) -> None:
+    session = client.WsExec(exec_url(server, tty=True, stderr=False), "v5.channel.k8s.io", stdin=True, tty=True,
+                            stderr=False)
+    session.resize(0, 24)  # dropped: Docker cannot size a terminal to nothing
+    session.resize(80, 24)
+    session.write(b"typed")
+    session.wait_output(b"typed")
+    session.close_stdin()
+    outcome = session.finish()
+    assert outcome.status["reason"] == "NonZeroExitCode"
+    assert runtime.processes[0].sizes == [(80, 24)]
+    assert session.first == [client.STDOUT]
+
+
+def test_start_failures_reach_the_error_stream(server: StreamingServer, runtime: FakeRuntime) -> None:
+    runtime.fail = failed_precondition("container is not running")
+    outcome = client.SpdyExec(exec_url(server), "v4.channel.k8s.io", stdin=True).finish()
+    assert outcome.status["reason"] == "InternalError"
+    assert outcome.status["message"] == ("Internal error occurred: error executing command in container: "
+                                         "container is not running")
+    assert outcome.status["code"] == 500
+
+
+def test_attach_session(server: StreamingServer) -> None:
+    url = server.get_attach(api.AttachRequest(container_id=CONTAINER, stdin=True, stdout=True))
+    session = client.SpdyExec(url, "v4.channel.k8s.io", stdin=True, stderr=False)
+    session.write(b"in")
+    session.wait_output(b"in")
+    session.close_stdin()
+    assert session.finish().status == {"metadata": {}, "status": "Success"}
+
+
+def test_missing_streams_close_the_connection(server: StreamingServer) -> None:
+    session = client.SpdySession(exec_url(server), ["v4.channel.k8s.io"])
+    session.open({"streamtype": "error"})
+    refused = session.open({"streamtype": "bogus"})
+    assert session.streams[refused].reset
+    started = time.monotonic()
+    session.wait(lambda: session.eof, 10)
+    assert 0.5 < time.monotonic() - started < 5  # the 1 s stream-creation timeout
+
+
+def test_connections_are_bounded(runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 1)
+    server = StreamingServer(Config(), runtime)  # type: ignore[arg-type]
+    server.start()
+    try:
+        with socket.create_connection(address(server)):  # holds the only slot
+            time.sleep(0.2)
+            answer = client.http_get(exec_url(server))
+            assert answer.status == 503
+        assert client.wait_until(lambda: client.http_get(exec_url(server)).status == 400, 5)
+    finally:
+        server.stop()
+
+
+def test_stop_ends_sessions_with_a_reason(runtime: FakeRuntime) -> None:
+    server = StreamingServer(Config(), runtime)  # type: ignore[arg-type]
+    server.start()
+    session = client.SpdyExec(exec_url(server), "v4.channel.k8s.io", stdin=True)
+    session.write(b"x")
+    session.wait_output(b"x")
+    server.stop()
+    outcome = session.finish(5)
+    assert outcome.status["reason"] == "InternalError" and "shutting down" in outcome.status["message"]
+    assert not server._threads
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setns needs root")
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_port_forward_in_this_namespace(server: StreamingServer, family: int) -> None:
+    listener = socket.socket(family)
+    listener.bind(("127.0.0.1" if family == socket.AF_INET else "::1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def echo() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            while data := connection.recv(65536):
+                connection.sendall(data)
+
+    threading.Thread(target=echo, daemon=True).start()
+    forward = client.SpdyForward(server.get_port_forward(api.PortForwardRequest(pod_sandbox_id=SANDBOX)))
+    data, error = forward.connect(port)
+    payload = os.urandom(300_000)
+    forward.send(data, payload, fin=True)
+    assert forward.wait_end(data) == payload
+    assert forward.wait_end(error) == b""
+    forward.close()
+    listener.close()
+
+
+def test_port_forward_errors_are_json(server: StreamingServer) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("setns needs root")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, never listening: refused
+        forward = client.SpdyForward(server.get_port_forward(api.PortForwardRequest(pod_sandbox_id=SANDBOX)))
+        data, error = forward.connect(port)
+        report = json.loads(forward.wait_end(error))
+        forward.close()
+    assert report["closeConnection"] is True
+    assert report["message"].startswith(f"error forwarding port {port} to pod {SANDBOX}, uid : failed to connect")
