@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 from conftest import BUSYBOX, DOCKER_SOCKET, Shim  # noqa: E402  (the suite's shim launcher and images)
 from dockershim_py.api import api_pb2 as api  # noqa: E402
 from dockershim_py.api import api_pb2_grpc  # noqa: E402
-from dockershim_py.cgroup_stats import CgroupReader  # noqa: E402
+from dockershim_py.cgroup_stats import Mount, pod_cgroup  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # cri-dockerd's ListContainerStats: one-shot stats calls, NumCPU x 6 at a time.
@@ -161,25 +161,24 @@ class Population:
         self._remove_cgroups()
 
     def _remove_cgroups(self) -> None:
-        """Docker leaves the empty pod cgroups (and their parent) it made for the cgroup parents."""
-        reader = CgroupReader.for_this_host()
+        """Docker leaves the empty pod cgroups (and their parent) it made, in every hierarchy."""
         driver = self.docker.info().get("CgroupDriver") or "cgroupfs"
-        parents: set[str] = set()
-        for cgroup_parent in self.cgroup_parents:
-            found = reader.locate_pod(cgroup_parent, driver)
-            for directory in {found[1].cpu, found[1].cpuacct, found[1].memory, found[1].pids} if found else ():
-                if directory:
-                    parents.add(os.path.dirname(directory))
+        paths = [pod_cgroup(parent, driver) for parent in self.cgroup_parents]
+        paths = [path for path in paths if path]
+        paths += sorted({os.path.dirname(path) for path in paths})  # the pods' parent, after them
+        mounts = []
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            fields = line.split()
+            if "-" in fields and fields[fields.index("-") + 1] in ("cgroup", "cgroup2"):
+                mounts.append(Mount(fields[4], fields[3]))
+        for path in paths:
+            for mount in mounts:
+                directory = mount.directory(path)
+                if directory is not None and os.path.isdir(directory) and self.cgroup_root.strip("/") in directory:
                     try:
                         os.rmdir(directory)
                     except OSError:
                         pass
-        for directory in parents:
-            if os.path.basename(directory).startswith(self.cgroup_root.lstrip("/")):
-                try:
-                    os.rmdir(directory)
-                except OSError:
-                    pass
 
 
 # --- one pod count ------------------------------------------------------------------------------

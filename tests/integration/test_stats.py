@@ -9,6 +9,7 @@ One module-wide set of pods (made once, removed at the end) keeps the run short:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -16,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import docker
 import grpc
@@ -24,7 +26,7 @@ import pytest
 from conftest import BUSYBOX, Shim
 from dockershim_py.api import api_pb2 as api
 from dockershim_py.api import api_pb2_grpc
-from dockershim_py.cgroup_stats import CgroupReader
+from dockershim_py.cgroup_stats import CgroupReader, Mount, pod_cgroup
 from sandbox_fixtures import ensure_docker_bridge
 
 MiB = 1024 * 1024
@@ -99,18 +101,17 @@ class Pods:
 
 
 def remove_cgroup(cgroup_parent: str, driver: str) -> None:
-    """Docker leaves the (now empty) pod cgroup it created for the parent behind."""
-    if not cgroup_parent:
+    """Docker leaves the (now empty) pod cgroup it made for the parent behind, in every hierarchy."""
+    path = pod_cgroup(cgroup_parent, driver)
+    if path is None:
         return
-    found = CgroupReader.for_this_host().locate_pod(cgroup_parent, driver)
-    if found is None:
-        return
-    dirs = found[1]
-    for directory in {dirs.cpu, dirs.cpuacct, dirs.memory, dirs.pids} - {None}:
-        try:
-            os.rmdir(directory)
-        except OSError:
-            pass
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields and fields[fields.index("-") + 1] in ("cgroup", "cgroup2"):
+            directory = Mount(fields[4], fields[3]).directory(path)
+            if directory is not None and os.path.isdir(directory):
+                with contextlib.suppress(OSError):
+                    os.rmdir(directory)
 
 
 def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
@@ -355,9 +356,9 @@ def test_metrics_carry_pod_namespace_container_and_image(runtime: api_pb2_grpc.R
     assert metric_labels["id"].endswith(busy.containers["mem"])
     _, network_labels = value(list(pod.metrics), "container_network_receive_bytes_total")
     assert network_labels["interface"] == "eth0" and network_labels["container"] == ""
-    pod_cgroup = CgroupReader.for_this_host().locate_pod(busy.cgroup_parent, docker_api.info()["CgroupDriver"])
+    found = CgroupReader.for_this_host().locate_pod(busy.cgroup_parent, docker_api.info()["CgroupDriver"])
     _, pod_labels = value(list(pod.metrics), "container_cpu_usage_seconds_total")
-    assert pod_cgroup is not None and pod_labels["id"] == pod_cgroup[0]
+    assert found is not None and pod_labels["id"] == found[0]
     assert pod_labels["container"] == "" and pod_labels["pod"] == "busy"
     assert all(metric.name in keys for metric in pod.metrics)
 
