@@ -64,7 +64,6 @@ MAX_CONNECTIONS = 256
 REQUEST_TIMEOUT = 10.0
 MAX_REQUEST_HEAD = 64 * 1024
 _ROUTE = re.compile(r"/(exec|attach|portforward)/([A-Za-z0-9_-]{1,128})")
-_MAX_PORTS = 127  # WebSocket channel pairs
 
 
 def url_host(bound: str) -> str:
@@ -218,8 +217,7 @@ class StreamingServer:
     def _serve(self, sock: socket.socket) -> None:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client = _BlockingClient(sock, TlsLayer(self._tls) if self._tls else None)
-            self._handle(client)
+            self._handle(_Client(sock, TlsLayer(self._tls) if self._tls else None))
         except (OSError, ssl.SSLError, h11.ProtocolError) as exc:
             log.debug("streaming connection ended: %s", exc)
         except Exception:  # a bug must not take the listener down
@@ -230,42 +228,39 @@ class StreamingServer:
                 self._threads.discard(threading.current_thread())
             self._slots.release()
 
-    def _handle(self, client: _BlockingClient) -> None:
-        http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
-        request = client.read_request(http, time.monotonic() + REQUEST_TIMEOUT)
+    def _handle(self, client: _Client) -> None:
+        request = client.read_request(time.monotonic() + REQUEST_TIMEOUT)
         if request is None:
             return
-        target = request.target.decode("ascii", "replace")
-        path, _, query = target.partition("?")
+        path, _, query = request.target.decode("ascii", "replace").partition("?")
         match = _ROUTE.fullmatch(path)
         if request.method not in (b"GET", b"POST"):
-            client.respond(http, 405, "405 method not allowed\n")
+            client.respond(405, "405 method not allowed\n")
             return
         cached = self._tokens.consume(match.group(2)) if match else None
         if match is None or cached is None or cached.action != match.group(1):
-            client.respond(http, 404, "404 page not found\n")
+            client.respond(404, "404 page not found\n")
             return
         if self._stopping:
-            client.respond(http, 503, "the streaming server is shutting down\n")
+            client.respond(503, "the streaming server is shutting down\n")
             return
-        headers = list(request.headers)
-        transport = upgrade_transport(headers)
+        transport = upgrade_transport(request.headers)
         if transport is None:
-            client.respond(http, 400, "unable to upgrade: missing upgrade headers in request\n")
+            client.respond(400, "unable to upgrade: missing upgrade headers in request\n")
             return
-        offered = offered_protocols(headers, transport)
+        offered = offered_protocols(request.headers, transport)
         if isinstance(cached, PortForward):
-            self._port_forward(client, http, headers, request.target, query, transport, offered, cached)
+            self._port_forward(client, transport, offered, cached, query)
         else:
-            self._remote_command(client, http, headers, request.target, transport, offered, cached)
+            self._remote_command(client, transport, offered, cached)
 
-    def _remote_command(self, client: _BlockingClient, http: h11.Connection, headers: list[tuple[bytes, bytes]],
-                        target: bytes, transport: Transport, offered: list[str], request: RemoteCommand) -> None:
+    def _remote_command(self, client: _Client, transport: Transport, offered: list[str],
+                        request: RemoteCommand) -> None:
         protocol = negotiate_remote_command(transport, offered)
         if isinstance(protocol, Rejection):
-            client.reject(http, protocol)
+            client.reject(protocol)
             return
-        streams = self._remote_command_streams(client, http, headers, target, protocol, request)
+        streams = self._remote_command_streams(client, protocol, request)
         if streams is None:
             return
         runtime = self._runtime
@@ -277,59 +272,58 @@ class StreamingServer:
             return runtime.attach(request.container_id, stdin=request.stdin, stdout=request.stdout,
                                   stderr=request.stderr)
 
-        session = RemoteCommandSession(streams, request, start, creation_timeout=self._config.streaming_creation_timeout)
+        session = RemoteCommandSession(streams, request, start,
+                                       creation_timeout=self._config.streaming_creation_timeout)
         log.debug("%s in %s over %s", request.action, request.container_id[:12], protocol.name or transport.value)
-        self._run(client, http, session.run, session.shutdown)
+        self._run(client, session.run, session.shutdown, Loop(self._config.streaming_idle_timeout))
 
-    def _remote_command_streams(self, client: _BlockingClient, http: h11.Connection,
-                                headers: list[tuple[bytes, bytes]], target: bytes, protocol: RemoteCommandProtocol,
+    @staticmethod
+    def _remote_command_streams(client: _Client, protocol: RemoteCommandProtocol,
                                 request: RemoteCommand) -> Streams | None:
         if protocol.transport is Transport.SPDY:
-            client.switch_to_spdy(http, protocol.name)
+            client.switch_to_spdy(protocol.name)
             return SpdyStreams(protocol, request)
-        session = client.websocket(http, headers, target, protocol.name, protocol.codec())
+        session = client.websocket(protocol.name, protocol.codec())
         return None if session is None else WebSocketStreams(session, protocol, request)
 
-    def _port_forward(self, client: _BlockingClient, http: h11.Connection, headers: list[tuple[bytes, bytes]],
-                      target: bytes, query: str, transport: Transport, offered: list[str], request: PortForward) -> None:
+    def _port_forward(self, client: _Client, transport: Transport, offered: list[str], request: PortForward,
+                      query: str) -> None:
         protocol = negotiate_port_forward(transport, offered)
         if isinstance(protocol, Rejection):
-            client.reject(http, protocol)
+            client.reject(protocol)
             return
         loop = Loop(self._config.streaming_idle_timeout)
-        forwards = self._forwards(client, http, headers, target, query, protocol, request, loop)
+        forwards = self._forwards(client, protocol, request, query, loop)
         if forwards is None:
             loop.close()
             return
         runtime = self._runtime
         session = PortForwardSession(forwards, request.sandbox_id,
                                      lambda: runtime.sandbox_network_namespace(request.sandbox_id))
-        self._run(client, http, session.run, session.shutdown, loop)
+        self._run(client, session.run, session.shutdown, loop)
 
-    def _forwards(self, client: _BlockingClient, http: h11.Connection, headers: list[tuple[bytes, bytes]],
-                  target: bytes, query: str, protocol: PortForwardProtocol, request: PortForward,
+    def _forwards(self, client: _Client, protocol: PortForwardProtocol, request: PortForward, query: str,
                   loop: Loop) -> Forwards | None:
         timeout = self._config.streaming_creation_timeout
         if protocol.transport is Transport.SPDY:
-            client.switch_to_spdy(http, protocol.name)
+            client.switch_to_spdy(protocol.name)
             return SpdyForwards(loop, timeout)
         if protocol.spdy_tunnel:
-            session = client.websocket(http, headers, target, protocol.name, None)
+            session = client.websocket(protocol.name, None)
             return None if session is None else TunnelledSpdyForwards(session, loop, timeout)
-        ports = request.ports
+        ports = request.ports  # the kubelet's are in the RPC; a direct client's may be in the query
         try:
             if not ports:
                 ports = tuple(parse_port_query(urllib.parse.parse_qs(query, keep_blank_values=True).get("port", [])))
             port_channels(len(ports) - 1)
         except (ChannelProtocolError, ValueError) as exc:
-            client.respond(http, 400, f"{exc}\n")
+            client.respond(400, f"{exc}\n")
             return None
-        session = client.websocket(http, headers, target, protocol.name, protocol.codec())
+        session = client.websocket(protocol.name, protocol.codec())
         return None if session is None else WebSocketForwards(session, ports)
 
-    def _run(self, client: _BlockingClient, http: h11.Connection, run: Callable[..., None],
-             shutdown: Callable[[], None], loop: Loop | None = None) -> None:
-        loop = loop or Loop(self._config.streaming_idle_timeout)
+    def _run(self, client: _Client, run: Callable[[Loop, Pipe, bytes], None], shutdown: Callable[[], None],
+             loop: Loop) -> None:
         pipe = Pipe(client.sock, name="client", tls=client.tls, on_data=lambda data: None,
                     on_eof=lambda: None, on_error=lambda exc: None)
         if client.pending_output:
@@ -339,24 +333,26 @@ class StreamingServer:
         try:
             if self._stopping:
                 loop.post(shutdown)
-            run(loop, pipe, http.trailing_data[0])
+            run(loop, pipe, client.http.trailing_data[0])
         finally:
             with self._lock:
                 self._sessions.pop(loop, None)
             loop.close()
 
 
-class _BlockingClient:
-    """The client's socket before the upgrade: a blocking request/response exchange, maybe over TLS."""
+class _Client:
+    """The client's connection before the upgrade: one blocking request and its answer, maybe over TLS."""
 
     def __init__(self, sock: socket.socket, tls: TlsLayer | None) -> None:
         self.sock = sock
         self.tls = tls
+        self.http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+        self.request: h11.Request | None = None
         self.pending_output = b""  # an upgrade answer, sent by the session's pipe
 
-    def read_request(self, http: h11.Connection, deadline: float) -> h11.Request | None:
+    def read_request(self, deadline: float) -> h11.Request | None:
         """The request head (its body read and dropped), or None if the client went away."""
-        request: h11.Request | None = None
+        http = self.http
         while True:
             try:
                 event = http.next_event()
@@ -371,35 +367,35 @@ class _BlockingClient:
                 self.sock.settimeout(remaining)
                 http.receive_data(self._recv())
             elif isinstance(event, h11.Request):
-                request = event
+                self.request = event
             elif event is h11.PAUSED or isinstance(event, h11.EndOfMessage):
-                return request
+                return self.request
             elif isinstance(event, h11.ConnectionClosed):
                 return None
 
-    def respond(self, http: h11.Connection, status: int, body: str,
-                headers: tuple[tuple[str, str], ...] = ()) -> None:
+    def respond(self, status: int, body: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         content = body.encode()
+        http = self.http
         data = http.send(h11.Response(status_code=status, headers=[
             ("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff"),
             ("Content-Length", str(len(content))), ("Connection", "close"), *headers]))
         data += http.send(h11.Data(data=content)) + http.send(h11.EndOfMessage())
         self._send(data)
 
-    def reject(self, http: h11.Connection, rejection: Rejection) -> None:
-        self.respond(http, rejection.status, rejection.body + "\n", rejection.headers)
+    def reject(self, rejection: Rejection) -> None:
+        self.respond(rejection.status, rejection.body + "\n", rejection.headers)
 
-    def switch_to_spdy(self, http: h11.Connection, protocol: str) -> None:
-        self.pending_output = http.send(h11.InformationalResponse(
+    def switch_to_spdy(self, protocol: str) -> None:
+        self.pending_output = self.http.send(h11.InformationalResponse(
             status_code=101, headers=spdy_upgrade_headers(protocol), reason=b"Switching Protocols"))
 
-    def websocket(self, http: h11.Connection, headers: list[tuple[bytes, bytes]], target: bytes, subprotocol: str,
-                  codec: ChannelCodec | None) -> WebSocketSession | None:
+    def websocket(self, subprotocol: str, codec: ChannelCodec | None) -> WebSocketSession | None:
         """The accepted WebSocket (its 101 queued in it), or None after answering a bad handshake."""
+        assert self.request is not None
         try:
-            return WebSocketSession(headers, target, subprotocol or None, codec)
+            return WebSocketSession(self.request.headers, self.request.target, subprotocol or None, codec)
         except HandshakeError as exc:
-            self.reject(http, exc.rejection)
+            self.reject(exc.rejection)
             return None
 
     def _recv(self) -> bytes:
