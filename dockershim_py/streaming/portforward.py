@@ -102,13 +102,19 @@ def connect_in_namespace(netns_fd: int, port: int, timeout: float = CONNECT_TIME
 
 
 def connect_in_background(netns_fd: int, port: int, done: Callable[[socket.socket | OSError], None]) -> None:
-    """Connect on a new thread (the setns stays there) and hand `done` the socket or the error."""
+    """Connect on a new thread (the setns stays there) and hand `done` the socket or the error.
+
+    The thread works on its own duplicate of `netns_fd`, so the caller may close its own at any time.
+    """
+    own_fd = os.dup(netns_fd)
 
     def run() -> None:
         try:
-            result: socket.socket | OSError = connect_in_namespace(netns_fd, port)
+            result: socket.socket | OSError = connect_in_namespace(own_fd, port)
         except OSError as exc:
             result = exc
+        finally:
+            os.close(own_fd)
         done(result)
 
     threading.Thread(target=run, name=f"portforward-connect-{port}", daemon=True).start()
@@ -423,6 +429,11 @@ class PortForwardSession:
         self._client: Pipe | None = None
         self._active: dict[str, _Forward] = {}
         self._closing = False
+        # Connections made on other threads, waiting for the loop; once the session has ended,
+        # late ones are closed where they arrive.
+        self._lock = threading.Lock()
+        self._arrived: dict[str, socket.socket | OSError] = {}
+        self._ended = False
 
     def run(self, loop: Loop, client: Pipe, initial: bytes = b"") -> None:
         self._loop, self._client = loop, client
@@ -444,6 +455,12 @@ class PortForwardSession:
                 self._handle(self._forwards.receive_data(initial))
             loop.run()
         finally:
+            with self._lock:
+                self._ended = True
+                late, self._arrived = list(self._arrived.values()), {}
+            for result in late:
+                if isinstance(result, socket.socket):
+                    result.close()
             for forward in self._active.values():
                 if forward.pipe is not None:
                     forward.pipe.close()
@@ -481,8 +498,24 @@ class PortForwardSession:
             self._maybe_done()
             return
         self._active[key] = _Forward(port)
-        loop = self._loop
-        connect_in_background(self._netns, port, lambda result: loop.post(lambda: self._connected(key, result)))
+        connect_in_background(self._netns, port, lambda result: self._arrive(key, result))
+
+    def _arrive(self, key: str, result: socket.socket | OSError) -> None:
+        """On the connecting thread: hand the result to the loop, or close it if the session is over."""
+        with self._lock:
+            if not self._ended:
+                assert self._loop is not None
+                self._arrived[key] = result
+                self._loop.post(self._take_arrivals)
+                return
+        if isinstance(result, socket.socket):
+            result.close()
+
+    def _take_arrivals(self) -> None:
+        with self._lock:
+            arrived, self._arrived = self._arrived, {}
+        for key, result in arrived.items():
+            self._connected(key, result)
 
     def _connected(self, key: str, result: socket.socket | OSError) -> None:
         forward = self._active.get(key)
