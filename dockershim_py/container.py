@@ -80,7 +80,8 @@ class ContainerService:
         self._cannot_run: set[str] = set()
         if self._lacking_capabilities:
             log.warning("this node's capability bounding set lacks %s: containers asking for ALL capabilities "
-                        "get all the others, privileged containers are refused",
+                        "get all the others; privileged containers start only if Docker's runtime copes "
+                        "(plain runc cannot apply every capability here)",
                         ", ".join(sorted(self._lacking_capabilities)))
 
     # --- CreateContainer --------------------------------------------------------------------------

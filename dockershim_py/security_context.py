@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .api import api_pb2 as api
-from .errors import failed_precondition, invalid_argument, unimplemented
+from .errors import invalid_argument, unimplemented
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -351,8 +351,9 @@ def container_security(
     """User, privileges, capabilities, profiles and proc masks of an application container.
 
     `node_lacks` are the capabilities missing from the node's bounding set: `ALL` then means
-    every capability the node can grant, and a privileged container (which Docker gives every
-    capability, whatever it drops) is refused with the reason instead of failing inside runc.
+    every capability the node can grant. A privileged container is passed on as it is: Docker
+    gives it every capability whatever it drops, which plain runc cannot apply on such a node,
+    but a runtime that copes (a runc wrapper such as critest-env's) runs it.
     Masked and read-only paths apply only to unprivileged containers; none asked for keeps
     Docker's defaults. With no seccomp profile asked for the container is unconfined, as
     dockershim did (the kubelet always asks for one).
@@ -364,12 +365,6 @@ def container_security(
         )
     if context.capabilities.add_ambient_capabilities:
         raise unimplemented("ambient capabilities cannot be set through Docker Engine")
-    if context.privileged and node_lacks:
-        raise failed_precondition(
-            f"privileged containers cannot run on this node: its capability bounding set lacks "
-            f"{', '.join(sorted(node_lacks))}, and Docker gives a privileged container every capability, "
-            f"which runc then fails to apply"
-        )
     security_opts = ["no-new-privileges"] if context.no_new_privs else []
     security_opts += selinux_security_opts(context.selinux_options if context.HasField("selinux_options") else None)
     security_opts += seccomp_security_opts(
