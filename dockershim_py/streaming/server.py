@@ -199,16 +199,16 @@ class StreamingServer:
         self._listener.close()
 
     def _admit(self, sock: socket.socket) -> None:
-        sock.setblocking(True)
         if not self._slots.acquire(blocking=False):
             log.warning("streaming server: %d connections already; refusing one", MAX_CONNECTIONS)
-            sock.settimeout(1.0)
-            try:
-                sock.sendall(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            try:  # best effort and without waiting: the accept thread serves everybody
+                sock.setblocking(False)
+                sock.send(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
             except OSError:
                 pass
             sock.close()
             return
+        sock.setblocking(True)
         thread = threading.Thread(target=self._serve, args=(sock,), name="streaming-conn", daemon=True)
         with self._lock:
             self._threads.add(thread)
