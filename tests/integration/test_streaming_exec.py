@@ -182,6 +182,18 @@ def test_tty_resize(pod: Pod, shell: str, transport: str, protocol: str) -> None
         assert outcome.status["details"]["causes"][0]["message"] == "3"
 
 
+@pytest.mark.parametrize(("transport", "protocol"), [("spdy", "v4.channel.k8s.io"), ("websocket", "v5.channel.k8s.io")])
+def test_stdin_only(pod: Pod, shell: str, transport: str, protocol: str) -> None:
+    """With no output stream the session still ends, with the status, when the process does."""
+    url = exec_url(pod, shell, ["sh", "-c", f"cat > /tmp/stdin-only-{transport}"], stdin=True, stdout=False,
+                   stderr=False)
+    session = open_session(url, transport, protocol, stdin=True, stdout=False, stderr=False)
+    session.write(b"kept")
+    session.close_stdin()
+    assert session.finish().status == SUCCESS
+    assert pod.sh(shell, f"cat /tmp/stdin-only-{transport}") == "kept"
+
+
 def test_command_that_cannot_run(pod: Pod, shell: str) -> None:
     """Docker's failure to start the command shows as the exit code it reports (126/127), as with kubectl."""
     url = exec_url(pod, shell, ["/no/such/command"])
