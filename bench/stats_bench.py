@@ -171,14 +171,20 @@ class Population:
             fields = line.split()
             if "-" in fields and fields[fields.index("-") + 1] in ("cgroup", "cgroup2"):
                 mounts.append(Mount(fields[4], fields[3]))
-        for path in paths:
-            for mount in mounts:
-                directory = mount.directory(path)
-                if directory is not None and os.path.isdir(directory) and self.cgroup_root.strip("/") in directory:
-                    try:
-                        os.rmdir(directory)
-                    except OSError:
-                        pass
+        left = [directory for path in paths for mount in mounts
+                if (directory := mount.directory(path)) is not None and os.path.isdir(directory)
+                and self.cgroup_root.strip("/") in directory]
+        deadline = time.monotonic() + 10  # runc may still be removing the containers' cgroups inside
+        while left and time.monotonic() < deadline:
+            for directory in list(left):
+                try:
+                    os.rmdir(directory)
+                    left.remove(directory)
+                except OSError:
+                    pass
+            time.sleep(0.2)
+        if left:
+            print(f"cgroups left behind: {left}", file=sys.stderr)
 
 
 # --- one pod count ------------------------------------------------------------------------------

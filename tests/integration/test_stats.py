@@ -101,17 +101,26 @@ class Pods:
 
 
 def remove_cgroup(cgroup_parent: str, driver: str) -> None:
-    """Docker leaves the (now empty) pod cgroup it made for the parent behind, in every hierarchy."""
+    """Docker leaves the (soon empty) pod cgroup it made for the parent behind, in every hierarchy."""
     path = pod_cgroup(cgroup_parent, driver)
     if path is None:
         return
+    left = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields = line.split()
         if "-" in fields and fields[fields.index("-") + 1] in ("cgroup", "cgroup2"):
             directory = Mount(fields[4], fields[3]).directory(path)
             if directory is not None and os.path.isdir(directory):
-                with contextlib.suppress(OSError):
-                    os.rmdir(directory)
+                left.append(directory)
+
+    def removed() -> bool:  # runc may still be removing the containers' cgroups inside
+        for directory in list(left):
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+                left.remove(directory)
+        return not left
+
+    assert wait_for(removed, timeout=10, interval=0.2), f"cgroups left behind: {left}"
 
 
 def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
