@@ -18,7 +18,7 @@ from .errors import CRIError
 from .exec import ExecService
 from .image import ImageService
 from .image_volume import ImageVolumes
-from .logs import LogManager
+from .logs import LogManager, docker_size_bytes
 from .network import Network
 from .runtime import RuntimeInfo
 from .sandbox import SandboxService
@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     images = ImageService(docker, config)
     try:
         checkpoints = CheckpointStore(os.path.join(config.root_directory, "sandbox"))
-        container_logs = LogManager(os.path.join(config.root_directory, "logs"))
+        container_logs = LogManager(
+            os.path.join(config.root_directory, "logs"), docker_size_bytes(config.docker_log_max_size)
+        )
     except OSError as exc:
         log.error("cannot use the root directory %s: %s", config.root_directory, exc)
         return 2

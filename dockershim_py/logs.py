@@ -43,6 +43,7 @@ EXIT_SETTLE_SECONDS = 3.0
 PERSIST_SECONDS = 1.0
 # How often an idle copier looks whether Docker rotated its file (a rotated file is final).
 ROTATION_CHECK_SECONDS = 1.0
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 STREAMS = ("stdout", "stderr")
 
 
@@ -96,6 +97,13 @@ class CopyState:
         os.replace(temporary, path)
 
 
+def docker_size_bytes(size: str) -> int:
+    """Bytes in a json-file `max-size` (`10m`, `512k`, `1g`, `4096`), as Docker counts them."""
+    size = size.strip().lower()
+    unit = size[-1:] if size[-1:] in _SIZE_UNITS else ""
+    return int(size[:len(size) - len(unit)]) * _SIZE_UNITS[unit]
+
+
 def source_chain(source_path: str) -> list[tuple[str, int]]:
     """Docker's log files of a container, newest first, as (path, inode)."""
     chain = []
@@ -110,15 +118,28 @@ def source_chain(source_path: str) -> list[tuple[str, int]]:
         index += 1
 
 
+def _open_inode(path: str, inode: int) -> int | None:
+    """`path` opened for reading if it still is file `inode`, else None (Docker renamed it meanwhile)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    if os.fstat(fd).st_ino != inode:
+        os.close(fd)
+        return None
+    return fd
+
+
 # --- one container --------------------------------------------------------------------------------
 
 
 class LogCopier:
     """Copies one container's Docker log into its CRI log file; thread-safe."""
 
-    def __init__(self, state: CopyState, state_path: str) -> None:
+    def __init__(self, state: CopyState, state_path: str, rotate_bytes: int = 0) -> None:
         self.state = state
         self._state_path = state_path
+        self._rotate_bytes = rotate_bytes  # Docker's max-size: past it, a rotation is due any moment
         self._lock = threading.Lock()
         self._source_fd: int | None = None
         self._target_fd: int | None = None
@@ -163,15 +184,21 @@ class LogCopier:
             return False
         for path, inode in chain:
             if inode == self.state.source_inode:
-                self._source_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                if os.fstat(self._source_fd).st_size < self.state.source_offset:
+                fd = _open_inode(path, inode)
+                if fd is None:
+                    return False  # rotated this very moment: next round
+                self._source_fd = fd
+                if os.fstat(fd).st_size < self.state.source_offset:
                     self.state.source_offset = 0
                 return True
         if self.state.source_inode:
             log.warning("container %s: Docker rotated away the log file being copied; lines in it are lost",
                         self.state.container_id[:12])
         path, inode = chain[-1]
-        self._source_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = _open_inode(path, inode)
+        if fd is None:
+            return False
+        self._source_fd = fd
         self.state.source_inode, self.state.source_offset = inode, 0
         self._unsaved = True
         return True
@@ -193,8 +220,7 @@ class LogCopier:
         while consumed < budget:
             data = os.pread(self._source_fd, CHUNK_BYTES, self.state.source_offset)
             if not data:
-                if (thorough or time.monotonic() - self._rotation_checked_at > ROTATION_CHECK_SECONDS) \
-                        and self._follow_rotation():
+                if self._rotation_due(thorough) and self._follow_rotation():
                     continue
                 break
             end = data.rfind(b"\n")
@@ -243,6 +269,13 @@ class LogCopier:
         self.state.target_size += len(out)
         return True
 
+    def _rotation_due(self, thorough: bool) -> bool:
+        """Whether to look for a rotation now: always when asked, or when the file is as big as Docker
+        lets it grow (it must not be missed while Docker keeps few files), else once a second."""
+        return (thorough
+                or 0 < self._rotate_bytes <= self.state.source_offset
+                or time.monotonic() - self._rotation_checked_at > ROTATION_CHECK_SECONDS)
+
     def _follow_rotation(self) -> bool:
         """At the end of a file: move to the next one if Docker rotated it; True when there is more to read."""
         self._rotation_checked_at = time.monotonic()
@@ -258,15 +291,24 @@ class LogCopier:
             return False
         if os.fstat(self._source_fd).st_size > self.state.source_offset:
             return True  # written just before the rotation: read it first, it is final now
-        chain = source_chain(self.state.source_path)
-        inodes = [inode for _, inode in chain]
-        position = inodes.index(self.state.source_inode) if self.state.source_inode in inodes else len(chain)
-        path, inode = chain[max(position - 1, 0)]
-        os.close(self._source_fd)
-        self._source_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        self.state.source_inode, self.state.source_offset = inode, 0
-        self._unsaved = True
-        return True
+        for _ in range(10):  # Docker may rotate again between listing the files and opening one
+            chain = source_chain(self.state.source_path)
+            if not chain:
+                return False
+            inodes = [inode for _, inode in chain]
+            if self.state.source_inode not in inodes:
+                log.warning("container %s: Docker rotated its log faster than it could be copied; lines are lost "
+                            "(raise --docker-log-max-size)", self.state.container_id[:12])
+            position = inodes.index(self.state.source_inode) if self.state.source_inode in inodes else len(chain)
+            path, inode = chain[max(position - 1, 0)]
+            fd = _open_inode(path, inode)
+            if fd is not None:
+                os.close(self._source_fd)
+                self._source_fd = fd
+                self.state.source_inode, self.state.source_offset = inode, 0
+                self._unsaved = True
+                return True
+        return False
 
     # --- kubelet requests and the end --------------------------------------------------------------
 
@@ -317,8 +359,9 @@ class LogCopier:
 class LogManager:
     """The copiers of all running containers and the one thread that drives them."""
 
-    def __init__(self, state_directory: str, poll_seconds: float = POLL_SECONDS) -> None:
+    def __init__(self, state_directory: str, rotate_bytes: int = 0, poll_seconds: float = POLL_SECONDS) -> None:
         self._directory = state_directory
+        self._rotate_bytes = rotate_bytes
         os.makedirs(state_directory, mode=0o700, exist_ok=True)
         self._poll_seconds = poll_seconds
         self._lock = threading.Lock()
@@ -347,7 +390,7 @@ class LogManager:
     def prepare(self, container_id: str, target_path: str) -> None:
         """Before a container starts: the CRI file exists and the starting position is saved."""
         state = CopyState(container_id=container_id, source_path="", target_path=target_path)
-        copier = LogCopier(state, self.state_path(container_id))
+        copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes)
         copier.open()
         copier.close()
 
@@ -360,7 +403,7 @@ class LogManager:
             if container_id in self._copiers:
                 return
             state.source_path = source_path
-            copier = LogCopier(state, self.state_path(container_id))
+            copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes)
             copier.open()
             self._copiers[container_id] = copier
             self._watch_exit(container_id, copier, pid)
@@ -380,7 +423,7 @@ class LogManager:
         if state is None or state.finished:
             return
         state.source_path = state.source_path or source_path
-        copier = LogCopier(state, self.state_path(container_id))
+        copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes)
         copier.open()
         copier.finish()
 

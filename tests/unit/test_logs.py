@@ -213,6 +213,32 @@ def test_an_idle_copier_looks_for_rotations_once_a_second_and_saves_only_news(fi
     assert cri_texts(files["target"]) == ["1", "2"]
 
 
+def test_a_file_at_dockers_size_limit_is_checked_for_rotation_every_round(files: dict[str, Path]) -> None:
+    entry = docker_entry("1\n")
+    state = CopyState(container_id="abc", source_path=str(files["source"]), target_path=str(files["target"]))
+    copier = LogCopier(state, str(files["state"]), rotate_bytes=len(entry))
+    copier.open()
+    append(files["source"], entry)
+    copier.pump()
+    os.rename(files["source"], f"{files['source']}.1")
+    append(files["source"], docker_entry("2\n"))
+    copier.pump()
+    assert cri_texts(files["target"]) == ["1", "2"]
+
+
+def test_a_file_renamed_between_listing_and_opening_is_not_taken_for_another(files: dict[str, Path]) -> None:
+    inode = files["source"].stat().st_ino
+    assert logs._open_inode(str(files["source"]), inode) is not None
+    os.rename(files["source"], f"{files['source']}.1")
+    files["source"].touch()
+    assert logs._open_inode(str(files["source"]), inode) is None
+
+
+@pytest.mark.parametrize(("size", "expected"), [("10m", 10 << 20), ("512k", 512 << 10), ("1g", 1 << 30), ("4096", 4096)])
+def test_docker_sizes(size: str, expected: int) -> None:
+    assert logs.docker_size_bytes(size) == expected
+
+
 def test_a_round_copies_at_most_its_budget(files: dict[str, Path]) -> None:
     copier = copier_for(files)
     entry = docker_entry("y" * 1000 + "\n")
