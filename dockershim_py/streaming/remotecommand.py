@@ -325,9 +325,7 @@ class RemoteCommandSession:
             self._handle(self._streams.initial_events())
         if initial:
             self._on_client_data(initial)
-        loop.run()
-        if self._process is not None:
-            self._process.stream.close()
+        loop.run()  # the caller closes the loop, and with it Docker's connection
 
     def shutdown(self) -> None:
         """The shim is stopping: tell the client why the session ends."""
