@@ -414,18 +414,20 @@ class LogManager:
 
         `source_path` (Docker's LogPath) lets a container that exited while the shim was down catch up.
         """
-        with self._lock:
-            copier = self._copiers.pop(container_id, None)
-        if copier is not None:
-            copier.finish()
-            return
-        state = self.saved_state(container_id)
-        if state is None or state.finished:
-            return
-        state.source_path = state.source_path or source_path
-        copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes)
-        copier.open()
+        with self._lock:  # callers at the same time share one copier, so nothing is copied twice
+            copier = self._copiers.get(container_id)
+            if copier is None:
+                state = self.saved_state(container_id)
+                if state is None or state.finished:
+                    return
+                state.source_path = state.source_path or source_path
+                copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes)
+                copier.open()
+                self._copiers[container_id] = copier
         copier.finish()
+        with self._lock:
+            if self._copiers.get(container_id) is copier:
+                del self._copiers[container_id]
 
     def reopen(self, container_id: str) -> None:
         with self._lock:

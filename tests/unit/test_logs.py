@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -290,6 +291,18 @@ def test_manager_catches_up_a_container_that_exited_while_the_shim_was_down(file
     assert cri_texts(files["target"]) == ["while away"]
     manager.finish("abc", str(files["source"]))  # once only
     assert cri_texts(files["target"]) == ["while away"]
+
+
+def test_finishing_from_many_threads_at_once_copies_once(files: dict[str, Path], tmp_path: Path) -> None:
+    manager = LogManager(str(tmp_path / "states"))
+    manager.prepare("abc", str(files["target"]))
+    append(files["source"], *(docker_entry(f"{n}\n") for n in range(2000)))
+    threads = [threading.Thread(target=manager.finish, args=("abc", str(files["source"]))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cri_texts(files["target"]) == [str(n) for n in range(2000)]
 
 
 def test_reopen_of_a_container_without_a_copier_is_refused(tmp_path: Path) -> None:
