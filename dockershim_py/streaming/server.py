@@ -274,7 +274,8 @@ class StreamingServer:
 
         session = RemoteCommandSession(streams, request, start,
                                        creation_timeout=self._config.streaming_creation_timeout)
-        log.debug("%s in %s over %s", request.action, request.container_id[:12], protocol.name or transport.value)
+        log.debug("%s in %s over %s %s", request.action, request.container_id[:12], transport.value,
+                  protocol.name or "(no subprotocol)")
         self._run(client, session.run, session.shutdown, Loop(self._config.streaming_idle_timeout))
 
     @staticmethod
@@ -297,6 +298,8 @@ class StreamingServer:
         if forwards is None:
             loop.close()
             return
+        log.debug("port forward to %s over %s %s", request.sandbox_id[:12], transport.value, protocol.name or
+                  "(no subprotocol)")
         runtime = self._runtime
         session = PortForwardSession(forwards, request.sandbox_id,
                                      lambda: runtime.sandbox_network_namespace(request.sandbox_id))
