@@ -142,12 +142,13 @@ class Pipe:
         self.last_activity = time.monotonic()
         if self.tls is not None and data:
             try:
-                data = self._decrypt(data)
+                plain = self._decrypt(data)
             except ssl.SSLError as exc:
                 self._fail(exc)
                 return
-            if data is None:
+            if plain is None:
                 return
+            data = plain
         if not data:
             self.eof = True
             self.on_eof()
