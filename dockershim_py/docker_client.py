@@ -390,6 +390,8 @@ class DockerClient:
             raise unavailable(f"{what}: connection to Docker lost: {exc}") from exc
         if status not in (101, 200):
             stream.close()
+            if status == 409:  # the container stopped (or was paused) since the exec was created
+                raise failed_precondition(f"{what}: {_http_error(what, status, body).message}")
             raise _http_error(what, status, body)
         return stream
 
