@@ -322,3 +322,16 @@ def test_port_forward_errors_are_json(server: StreamingServer) -> None:
         forward.close()
     assert report["closeConnection"] is True
     assert report["message"].startswith(f"error forwarding port {port} to pod {SANDBOX}, uid : failed to connect")
+
+
+def test_garbage_is_answered_or_closed_never_crashes(server: StreamingServer) -> None:
+    with socket.create_connection(address(server)) as sock:
+        sock.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 400 ")
+    spdy = client.SpdySession(exec_url(server), ["v4.channel.k8s.io"])
+    spdy.sock.sendall(os.urandom(4096))
+    spdy.wait(lambda: spdy.eof, 10)
+    websocket = client.WsExec(exec_url(server), "v5.channel.k8s.io", stdin=True)
+    websocket.ws.sock.sendall(os.urandom(4096))
+    websocket.ws.reader.wait(lambda: websocket.ws.reader.eof or websocket.ws.close_code is not None, 10)
+    assert client.wait_until(lambda: not server._threads, 10)
