@@ -31,7 +31,7 @@ import h11
 
 from ..api import api_pb2 as api
 from ..config import Config, parse_bind_address
-from ..errors import CRIError, invalid_argument, unavailable
+from ..errors import invalid_argument, unavailable
 from .channels import ChannelCodec, ChannelProtocolError, parse_port, parse_port_query, port_channels
 from .loop import Loop, Pipe, TlsLayer
 from .negotiation import (
