@@ -109,6 +109,10 @@ class ContainerService:
             if mount.HasField("image") and mount.image.image
         }
         body = create_body(config, sandbox_config, sandbox, self._node_view(), image_volumes)
+        resources = config.linux.resources
+        if any(limit.limit for limit in resources.hugepage_limits) or resources.unified:
+            log.warning("container %s: Docker cannot set hugepage limits or cgroup v2 unified keys; "
+                        "they are not applied", name)
 
         # 5. Host paths that do not exist are created as directories, as dockershim's binds did.
         self._make_missing_host_paths(config.mounts, image_volumes)
