@@ -103,32 +103,45 @@ class Subscription:
     def __init__(self, hub: "EventHub") -> None:
         self._hub = hub
         # Unbounded underneath so that close() can always queue its end marker; offer() bounds it.
-        self._queue: queue.SimpleQueue[ContainerChange | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.dropped = False
 
-    def offer(self, change: ContainerChange) -> None:
+    def offer(self, message: Any) -> None:
         if self._queue.qsize() >= SUBSCRIBER_QUEUE:
             self.dropped = True
             self.close()
             return
-        self._queue.put(change)
+        self._queue.put(message)
 
     def close(self) -> None:
         self._hub.unsubscribe(self)
         self._queue.put(None)
 
-    def __iter__(self) -> Iterator[ContainerChange]:
+    def __iter__(self) -> Iterator[Any]:
         while True:
-            change = self._queue.get()
-            if change is None or self.dropped:
+            message = self._queue.get()
+            if message is None or self.dropped:
                 return
-            yield change
+            yield message
 
 
 class EventHub:
+    """Turns each change into one message, as soon as it happens, and hands it to every subscriber.
+
+    The message is built once, on the hub's own thread, while the change is fresh: built later by
+    each reader, a quickly removed container would be missing from its own "started" event.
+    """
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscribers: list[Subscription] = []
+        self._changes: queue.SimpleQueue[ContainerChange | None] = queue.SimpleQueue()
+        self._build: Callable[[ContainerChange], Any] | None = None
+
+    def start(self, build: Callable[[ContainerChange], Any]) -> None:
+        """Begin delivering; `build` makes a change's message (None: nothing to tell)."""
+        self._build = build
+        threading.Thread(target=self._deliver, name="container-events", daemon=True).start()
 
     def subscribe(self) -> Subscription:
         subscription = Subscription(self)
@@ -142,12 +155,26 @@ class EventHub:
                 self._subscribers.remove(subscription)
 
     def publish(self, change: ContainerChange) -> None:
-        with self._lock:
-            subscribers = list(self._subscribers)
-        for subscription in subscribers:
-            subscription.offer(change)
+        if self._build is not None and self._subscribers:
+            self._changes.put(change)
+
+    def _deliver(self) -> None:
+        while (change := self._changes.get()) is not None:
+            with self._lock:
+                subscribers = list(self._subscribers)
+            if not subscribers or self._build is None:
+                continue
+            try:
+                message = self._build(change)
+            except Exception:  # one unreadable change must not end everyone's stream
+                log.exception("cannot describe the %s event of container %s", change.kind, change.container_id)
+                continue
+            if message is not None:
+                for subscription in subscribers:
+                    subscription.offer(message)
 
     def close_all(self) -> None:
+        self._changes.put(None)
         with self._lock:
             subscribers = list(self._subscribers)
         for subscription in subscribers:
@@ -387,14 +414,12 @@ class ContainerEvents:
         self._hub = hub
         self._sandboxes = sandboxes
         self._containers = containers
+        hub.start(self._response)
 
     def follow(self, register_cancel: Callable[[Callable[[], None]], None]) -> Iterator[api.ContainerEventResponse]:
         subscription = self._hub.subscribe()
         register_cancel(subscription.close)
-        for change in subscription:
-            response = self._response(change)
-            if response is not None:
-                yield response
+        yield from subscription
         if subscription.dropped:
             raise CRIError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -123,26 +123,34 @@ def _events_for(events: queue.Queue, container_id: str, count: int, timeout: flo
 
 
 def test_get_container_events_reports_the_lifecycle_to_every_subscriber(fresh_pod) -> None:
+    """Each step waits for its event: a message describes the pod as it is when the shim hears of it."""
     pod = fresh_pod
     subscribers = [_subscribe(pod.runtime) for _ in range(2)]
     time.sleep(0.5)  # both streams are open
+
+    def heard(container_id: str, count: int) -> list[list]:
+        return [_events_for(events, container_id, count) for events, _ in subscribers]
+
     try:
-        container = pod.run("evented")
-        pod.runtime.StopContainer(api.StopContainerRequest(container_id=container, timeout=0), timeout=30)
-        pod.remove(container)
-        for events, _ in subscribers:
-            seen = _events_for(events, container, 4)
-            assert [e.container_event_type for e in seen] == [
-                api.CONTAINER_CREATED_EVENT, api.CONTAINER_STARTED_EVENT,
-                api.CONTAINER_STOPPED_EVENT, api.CONTAINER_DELETED_EVENT,
-            ]
-            started = seen[1]
+        container = pod.create(pod.container_config("evented"))
+        pod.start(container)
+        for created, started in heard(container, 2):
+            assert created.container_event_type == api.CONTAINER_CREATED_EVENT
+            assert started.container_event_type == api.CONTAINER_STARTED_EVENT
             assert started.pod_sandbox_status.id == pod.id
             assert started.pod_sandbox_status.state == api.SANDBOX_READY
-            assert container in {s.id for s in started.containers_statuses}
-            assert next(s for s in started.containers_statuses if s.id == container).state == api.CONTAINER_RUNNING
-            assert all(e.created_at > 0 for e in seen)
-            assert container not in {s.id for s in seen[3].containers_statuses}
+            assert started.created_at >= created.created_at > 0
+            own = [status for status in started.containers_statuses if status.id == container]
+            assert own and own[0].state == api.CONTAINER_RUNNING
+        pod.runtime.StopContainer(api.StopContainerRequest(container_id=container, timeout=0), timeout=30)
+        for (stopped,) in heard(container, 1):
+            assert stopped.container_event_type == api.CONTAINER_STOPPED_EVENT
+            own = [status for status in stopped.containers_statuses if status.id == container]
+            assert own and own[0].state == api.CONTAINER_EXITED
+        pod.remove(container)
+        for (deleted,) in heard(container, 1):
+            assert deleted.container_event_type == api.CONTAINER_DELETED_EVENT
+            assert container not in {status.id for status in deleted.containers_statuses}
     finally:
         for _, call in subscribers:
             call.cancel()

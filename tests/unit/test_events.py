@@ -1,5 +1,7 @@
 """The pure parts of the event-fed index: filter semantics and subscriber fan-out."""
 
+import time
+
 import pytest
 
 from dockershim_py.events import ContainerChange, EventHub, SUBSCRIBER_QUEUE, matches
@@ -37,28 +39,68 @@ def _change(n: int) -> ContainerChange:
     return ContainerChange(container_id=f"c{n}", kind="started", attributes={}, at_ns=n)
 
 
-def test_every_subscriber_hears_every_change_in_order() -> None:
+def _wait_until(predicate) -> None:
+    deadline = time.monotonic() + 10
+    while not predicate():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_every_subscriber_hears_every_change_in_order_built_once() -> None:
     hub = EventHub()
+    built: list[str] = []
+    hub.start(lambda change: built.append(change.container_id) or change)
     first, second = hub.subscribe(), hub.subscribe()
     for n in range(5):
         hub.publish(_change(n))
+    _wait_until(lambda: len(built) == 5)
     first.close()
     second.close()
+    assert built == [f"c{n}" for n in range(5)]
     assert [c.container_id for c in first] == [f"c{n}" for n in range(5)]
     assert [c.container_id for c in second] == [f"c{n}" for n in range(5)]
 
 
 def test_a_slow_subscriber_is_dropped_without_blocking_the_others() -> None:
     hub = EventHub()
+    delivered: list[str] = []
+    hub.start(lambda change: delivered.append(change.container_id) or change)
     slow, fast = hub.subscribe(), hub.subscribe()
     for n in range(SUBSCRIBER_QUEUE):
         hub.publish(_change(n))
+    _wait_until(lambda: len(delivered) == SUBSCRIBER_QUEUE)
     fast_reader = iter(fast)
     heard = [next(fast_reader).container_id for _ in range(10)]  # the fast one keeps up, the slow one not
     for n in range(SUBSCRIBER_QUEUE, SUBSCRIBER_QUEUE + 10):
         hub.publish(_change(n))
+    _wait_until(lambda: len(delivered) == SUBSCRIBER_QUEUE + 10)
     assert slow.dropped and not fast.dropped
     fast.close()
     heard += [change.container_id for change in fast_reader]
     assert heard == [f"c{n}" for n in range(SUBSCRIBER_QUEUE + 10)]
     assert list(slow) == []  # the reader learns it was dropped and stops
+
+
+def test_a_change_that_cannot_be_described_is_skipped_and_the_stream_goes_on() -> None:
+    hub = EventHub()
+
+    def build(change: ContainerChange) -> ContainerChange:
+        if change.container_id == "c1":
+            raise RuntimeError("boom")
+        return change
+
+    hub.start(build)
+    subscription = hub.subscribe()
+    for n in range(3):
+        hub.publish(_change(n))
+    reader = iter(subscription)
+    assert [next(reader).container_id for _ in range(2)] == ["c0", "c2"]
+
+
+def test_nothing_is_built_without_subscribers() -> None:
+    hub = EventHub()
+    built: list[ContainerChange] = []
+    hub.start(built.append)
+    hub.publish(_change(0))
+    time.sleep(0.1)
+    assert built == []
