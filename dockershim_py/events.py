@@ -37,7 +37,7 @@ RESYNC_SECONDS = 30.0
 RECONNECT_MAX_SECONDS = 5.0
 # Actions that do not change what a list or an inspect says about a container.
 _NO_CHANGE_PREFIXES = ("exec_", "top", "attach", "resize", "archive-path", "extract-to-dir", "copy", "export",
-                       "commit")
+                       "commit", "kill")
 # What the kubelet's evented PLEG hears, from Docker's actions.
 LIFECYCLE_ACTIONS = {"create": "created", "start": "started", "die": "stopped", "destroy": "deleted"}
 SUBSCRIBER_QUEUE = 1024
@@ -49,6 +49,8 @@ _EXPECTED_STATE: dict[str, Callable[[dict[str, Any] | None], bool]] = {
     "create": lambda entry: entry is not None,
     "start": lambda entry: entry is not None and entry.get("State") == "running",
     "die": lambda entry: entry is None or entry.get("State") != "running",
+    "stop": lambda entry: entry is None or entry.get("State") != "running",
+    "oom": lambda entry: entry is None or entry.get("State") != "running",
     "destroy": lambda entry: entry is None,
 }
 SETTLE_SECONDS = 2.0
@@ -287,8 +289,16 @@ class IndexedDockerClient(DockerClient):
         action = (event.get("Action") or event.get("status") or "").split(":", 1)[0]
         if not container_id or action.startswith(_NO_CHANGE_PREFIXES):
             return
-        self._mark_dirty(container_id, _EXPECTED_STATE.get(action, _any_state))
-        self._dirty_signal.set()  # the refresher re-reads in batches; the stream never waits for it
+        expected = _EXPECTED_STATE.get(action)
+        with self._index_lock:
+            self._inspects.pop(container_id, None)  # an inspect says more than the list: always re-ask
+            # The shim re-reads after its own changes, so Docker's echo of them usually finds
+            # the list entry already as the event says: no need to ask again.
+            known = container_id not in self._dirty and expected is not None and expected(
+                self._entries.get(container_id))
+        if not known:
+            self._mark_dirty(container_id, expected or _any_state)
+            self._dirty_signal.set()  # the refresher re-reads in batches; the stream never waits for it
         if action in LIFECYCLE_ACTIONS:
             attributes = (event.get("Actor") or {}).get("Attributes") or {}
             self.events.publish(ContainerChange(
