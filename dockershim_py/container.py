@@ -41,7 +41,6 @@ from .docker_client import DockerClient
 from .errors import CRIError, failed_precondition, invalid_argument, not_found
 from .image_volume import EXPORT_LABEL, ImageVolumes
 from .logs import LogManager
-from .naming import randomized
 from .security_context import missing_capabilities
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,6 @@ INFO_CACHE_SECONDS = 30.0
 IMAGE_CACHE_SECONDS = 30.0
 RECOVERY_RETRY_SECONDS = 5.0
 _CONTAINER_ID = re.compile(r"[0-9a-f]{1,64}")
-_CONFLICT = re.compile(r'is already in use by container "?([0-9a-f]{12,64})"?')
 
 
 def node_lacking_capabilities() -> frozenset[str]:
@@ -118,7 +116,7 @@ class ContainerService:
         self._make_missing_host_paths(config.mounts, image_volumes)
 
         # 6. Create, recovering from a name left by an earlier attempt.
-        container_id = self._create(name, body)
+        container_id = self._docker.create_container_replacing(name, body, "container", self._logs.forget)
         log.info("created container %s (%s) in sandbox %s", container_id[:12], name, sandbox.id[:12])
         return container_id
 
@@ -177,30 +175,6 @@ class ContainerService:
                     f"{mount.host_path}: {exc.strerror}"
                 ) from exc
             log.info("created missing host path %s for mount %s", mount.host_path, mount.container_path)
-
-    def _create(self, name: str, body: dict[str, Any]) -> str:
-        """Create under `name`; a stopped holder of the name (a lost earlier attempt) is replaced."""
-        try:
-            return self._docker.create_container(name, body)
-        except CRIError as exc:
-            match = _CONFLICT.search(exc.message)
-            if match is None:
-                raise
-            holder = match.group(1)
-        log.info("container name %s is taken by %s: removing it", name, holder[:12])
-        try:
-            self._docker.remove_container(holder, force=False)
-        except CRIError as exc:
-            if exc.code != grpc.StatusCode.NOT_FOUND:
-                raise CRIError(
-                    grpc.StatusCode.ALREADY_EXISTS,
-                    f"container {name} already exists as {holder} and cannot be replaced: {exc.message}; "
-                    f"stop and remove it first",
-                ) from exc
-            name = randomized(name)
-        else:
-            self._logs.forget(holder)
-        return self._docker.create_container(name, body)
 
     # --- StartContainer ---------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import contextlib
 import http.client
 import json
 import logging
+import re
 import socket
 import threading
 import urllib.parse
@@ -23,6 +24,7 @@ import grpc
 import requests.exceptions
 import tenacity
 
+from . import naming
 from .errors import CRIError, deadline_exceeded, failed_precondition, invalid_argument, not_found, unavailable
 
 log = logging.getLogger(__name__)
@@ -320,6 +322,38 @@ class DockerClient:
             log.warning("creating container %s: Docker warns: %s", name, warning)
         return created["Id"]
 
+    def create_container_replacing(
+        self, name: str, body: dict[str, Any], what: str, on_replaced: Callable[[str], None]
+    ) -> str:
+        """Create under `name`, recovering from a name conflict as dockershim did.
+
+        The names are how CRI creates stay idempotent, so a holder of the name that is not running
+        (a lost earlier attempt) is removed, `on_replaced` told, and the create tried again; when
+        Docker cannot find the holder any more, the name gets a random suffix instead. A running
+        holder is never removed: ALREADY_EXISTS.
+        """
+        try:
+            return self.create_container(name, body)
+        except CRIError as exc:
+            holder = conflicting_container(exc)
+            if holder is None:
+                raise
+        log.info("%s name %s is taken by container %s: removing it", what, name, holder[:12])
+        try:
+            self.remove_container(holder, force=False)
+        except CRIError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise CRIError(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    f"{what} {name} already exists as container {holder} and cannot be replaced: {exc.message}; "
+                    f"stop and remove it first",
+                ) from exc
+            name = naming.randomized(name)
+            log.info("conflicting container %s is gone; creating the %s as %s", holder[:12], what, name)
+        else:
+            on_replaced(holder)
+        return self.create_container(name, body)
+
     def start_container(self, container_id: str) -> None:
         self._write(f"start container {container_id}", lambda api: api.start(container_id))
 
@@ -529,6 +563,15 @@ def _http_error(what: str, status: int, body: bytes) -> CRIError:
     if status == 400:
         return invalid_argument(f"{what}: {detail}")
     return CRIError(grpc.StatusCode.UNKNOWN, f"{what}: {detail}")
+
+
+_NAME_CONFLICT = re.compile(r'is already in use by container "?([0-9a-f]{12,64})"?')
+
+
+def conflicting_container(error: CRIError) -> str | None:
+    """The container holding a name Docker refused to give again, from its conflict message."""
+    match = _NAME_CONFLICT.search(error.message)
+    return match.group(1) if match else None
 
 
 def _cancelled(what: str) -> CRIError:

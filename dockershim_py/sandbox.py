@@ -42,7 +42,6 @@ DEFAULT_HANDLERS = ("", "docker")
 INFO_CACHE_SECONDS = 30.0
 PARALLEL_CONTAINER_CALLS = 8
 
-_CONFLICT = re.compile(r'is already in use by container "?([0-9a-f]{12,64})"?')
 _SANDBOX_ID = re.compile(r"[0-9a-f]{1,64}")
 
 
@@ -228,12 +227,6 @@ def verbose_info(inspect: dict[str, Any], ips: list[str], checkpoint: SandboxChe
     return {"info": json.dumps(detail, sort_keys=True)}
 
 
-def conflicting_container(error: CRIError) -> str | None:
-    """The container holding a name Docker refused to give again, from its conflict message."""
-    match = _CONFLICT.search(error.message)
-    return match.group(1) if match else None
-
-
 # --- the service (I/O) ----------------------------------------------------------------------------
 
 
@@ -292,7 +285,7 @@ class SandboxService:
         # 4. Create, checkpoint, start, then point the pod's resolv.conf at the cluster DNS.
         sandbox_id = ""
         try:
-            sandbox_id = self._create(name, body)
+            sandbox_id = self._docker.create_container_replacing(name, body, "pod sandbox", self._checkpoints.remove)
             self._checkpoints.write(sandbox_id, checkpoint_of(config, host_network))
             self._docker.start_container(sandbox_id)
             if resolv_conf:  # an empty DNS config keeps Docker's file, as dockershim did
@@ -347,34 +340,6 @@ class SandboxService:
         except OSError as exc:
             raise CRIError(grpc.StatusCode.INTERNAL, f"cannot create log directory {path}: {exc}") from exc
         return path
-
-    def _create(self, name: str, body: dict[str, Any]) -> str:
-        """Create under `name`, recovering from a name conflict as dockershim does.
-
-        The holder of the name is removed (never a running one) and the create tried again;
-        when Docker cannot find the holder any more, the name gets a random suffix instead.
-        """
-        try:
-            return self._docker.create_container(name, body)
-        except CRIError as exc:
-            holder = conflicting_container(exc)
-            if holder is None:
-                raise
-        log.info("sandbox name %s is taken by container %s: removing it", name, holder[:12])
-        try:
-            self._docker.remove_container(holder, force=False)
-        except CRIError as exc:
-            if exc.code != grpc.StatusCode.NOT_FOUND:
-                raise CRIError(
-                    grpc.StatusCode.ALREADY_EXISTS,
-                    f"pod sandbox {name} already exists as container {holder} and cannot be replaced: "
-                    f"{exc.message}; stop and remove it first",
-                ) from exc
-            name = naming.randomized(name)
-            log.info("conflicting container %s is gone; creating the sandbox as %s", holder[:12], name)
-        else:
-            self._checkpoints.remove(holder)
-        return self._docker.create_container(name, body)
 
     def _rewrite_resolv_conf(self, sandbox_id: str, content: str) -> None:
         path = self._docker.inspect_container(sandbox_id).get("ResolvConfPath", "")

@@ -3,7 +3,7 @@ import grpc
 import pytest
 import requests
 
-from dockershim_py.docker_client import negotiate_api_version, translate
+from dockershim_py.docker_client import conflicting_container, negotiate_api_version, translate
 from dockershim_py.errors import CRIError
 
 
@@ -61,3 +61,11 @@ def test_too_old_or_too_new_engines_are_refused_clearly() -> None:
     with pytest.raises(CRIError) as new:
         negotiate_api_version("1.52", server_min_version="1.46")
     assert "needs API 1.46" in new.value.message
+
+
+def test_conflicting_container_is_read_from_dockers_message() -> None:
+    error = CRIError(grpc.StatusCode.FAILED_PRECONDITION,
+                     'create container x: conflict: Conflict. The container name "/k8s_POD_a_b_c_0" is already in '
+                     'use by container "0123456789abcdef0123". You have to remove (or rename) that container')
+    assert conflicting_container(error) == "0123456789abcdef0123"
+    assert conflicting_container(CRIError(grpc.StatusCode.UNKNOWN, "no space left")) is None

@@ -131,14 +131,6 @@ def test_runtime_handlers() -> None:
     assert "'gvisor'" in message and "'io.containerd.runc.v2', 'runc'" in message
 
 
-def test_conflicting_container_is_read_from_dockers_message() -> None:
-    error = CRIError(grpc.StatusCode.FAILED_PRECONDITION,
-                     'create container x: conflict: Conflict. The container name "/k8s_POD_a_b_c_0" is already in '
-                     'use by container "0123456789abcdef0123". You have to remove (or rename) that container')
-    assert sandbox.conflicting_container(error) == "0123456789abcdef0123"
-    assert sandbox.conflicting_container(CRIError(grpc.StatusCode.UNKNOWN, "no space left")) is None
-
-
 # --- DNS ------------------------------------------------------------------------------------------
 
 
