@@ -1,5 +1,6 @@
-"""What the kernel says about a container: its cgroup's CPU, memory and task figures, and the
-interface counters of its pod's network namespace, read straight from the files.
+"""What the kernel says about a container: its cgroup's CPU, memory, block I/O and task figures,
+its processes' open files, and the interface counters of its pod's network namespace, read
+straight from the files.
 
 cri-dockerd asked dockerd for a one-shot `docker stats` per container per request, which is
 what drives dockerd to 200 % CPU on busy nodes (Mirantis/cri-dockerd#135). dockerd reads the
@@ -17,12 +18,13 @@ import posixpath
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeAlias
 
 # cgroup v1 says "no limit" with a page-aligned int64 maximum; the kubelet treats anything
 # above 2^62 as unlimited too.
 UNLIMITED = 1 << 62
-# The v1 controllers the figures come from (cpu only for throttling, in metrics).
-V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
+# The v1 controllers the figures come from (cpu and blkio for metrics only).
+V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "blkio")
 # Docker's cgroup parents when a container names none.
 DOCKER_CGROUPFS_PARENT = "/docker"
 DOCKER_SYSTEMD_PARENT = "system.slice"
@@ -161,20 +163,22 @@ class CgroupDirs:
     cpuacct: str | None
     memory: str | None
     pids: str | None
+    blkio: str | None = None
 
 
 def cgroup_dirs(layout: CgroupLayout, paths: Mapping[str, str]) -> CgroupDirs:
     """Directories for hierarchy paths per controller ("" for v2), as parse_proc_cgroup gives."""
     if layout.version == 2:
         unified = layout.mounts[""].directory(paths[""]) if "" in paths else None
-        return CgroupDirs(2, unified, unified, unified, unified)
+        return CgroupDirs(2, unified, unified, unified, unified, unified)
 
     def directory(controller: str) -> str | None:
         mount = layout.mounts.get(controller)
         path = paths.get(controller)
         return mount.directory(path) if mount is not None and path is not None else None
 
-    return CgroupDirs(1, directory("cpu"), directory("cpuacct"), directory("memory"), directory("pids"))
+    return CgroupDirs(1, directory("cpu"), directory("cpuacct"), directory("memory"), directory("pids"),
+                      directory("blkio"))
 
 
 def same_path(layout: CgroupLayout, cgroup: str) -> dict[str, str]:
@@ -217,6 +221,88 @@ def parse_limit(text: str) -> int | None:
     return None if value >= UNLIMITED else value
 
 
+def cpu_max_period(text: str) -> int:
+    """The CFS period (µs) from v2 cpu.max, `<quota|max> <period>`."""
+    _, period = text.split()
+    return int(period)
+
+
+def cpu_weight_to_shares(weight: int) -> int:
+    """v2 cpu.weight (1-10000) as v1 cpu.shares (2-262144): the inverse of runc's mapping, as cAdvisor does."""
+    return 2 + (weight - 1) * 262142 // 9999
+
+
+Device: TypeAlias = tuple[int, int]  # (major, minor)
+
+
+@dataclass(frozen=True)
+class DeviceIo:
+    """A cgroup's I/O on one block device: bytes and requests by operation ("Read", "Write", ...)."""
+
+    major: int
+    minor: int
+    device: str  # /dev/<name>, "" when sysfs does not name it
+    service_bytes: Mapping[str, int]
+    serviced: Mapping[str, int]
+
+
+def parse_blkio_v1(text: str) -> dict[Device, dict[str, int]]:
+    """Device → operation → count from blkio.throttle.io_service_bytes or io_serviced (`8:0 Read 4096`).
+
+    The per-device lines only: the closing `Total` line sums them.
+    """
+    devices: dict[Device, dict[str, int]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 3 or not parts[2].isdigit():
+            continue
+        major, colon, minor = parts[0].partition(":")
+        if colon and major.isdigit() and minor.isdigit():
+            devices.setdefault((int(major), int(minor)), {})[parts[1]] = int(parts[2])
+    return devices
+
+
+# v2 io.stat keys as v1's operations: (bytes or requests, operation).
+_IO_STAT_KEYS = {
+    "rbytes": (True, "Read"), "wbytes": (True, "Write"), "dbytes": (True, "Discard"),
+    "rios": (False, "Read"), "wios": (False, "Write"), "dios": (False, "Discard"),
+}
+
+
+def parse_io_stat(text: str) -> tuple[dict[Device, dict[str, int]], dict[Device, dict[str, int]]]:
+    """(bytes, requests), each device → operation → count, from v2 io.stat (`8:0 rbytes=4096 wbytes=0 ...`)."""
+    service_bytes: dict[Device, dict[str, int]] = {}
+    serviced: dict[Device, dict[str, int]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        major, colon, minor = fields[0].partition(":")
+        if not (colon and major.isdigit() and minor.isdigit()):
+            continue
+        device = (int(major), int(minor))
+        for field in fields[1:]:
+            key, _, value = field.partition("=")
+            if key in _IO_STAT_KEYS and value.isdigit():
+                in_bytes, operation = _IO_STAT_KEYS[key]
+                (service_bytes if in_bytes else serviced).setdefault(device, {})[operation] = int(value)
+    return service_bytes, serviced
+
+
+def _unnamed(major: int, minor: int) -> str:
+    return ""
+
+
+def block_io(service_bytes: Mapping[Device, Mapping[str, int]], serviced: Mapping[Device, Mapping[str, int]],
+             device_name: Callable[[int, int], str]) -> tuple[DeviceIo, ...]:
+    """Every device either file names, in device order."""
+    return tuple(
+        DeviceIo(major, minor, device_name(major, minor), service_bytes.get((major, minor), {}),
+                 serviced.get((major, minor), {}))
+        for major, minor in sorted(service_bytes.keys() | serviced.keys())
+    )
+
+
 @dataclass(frozen=True)
 class CgroupSample:
     """One reading of a cgroup; None where the kernel or the configuration does not tell."""
@@ -242,6 +328,16 @@ class CgroupSample:
     memory_max_usage: int | None = None
     memory_failcnt: int | None = None
     oom_kills: int | None = None
+    memory_kernel: int | None = None
+    # Page faults of the cgroup's own processes, without its children's; on v2, which counts
+    # the whole hierarchy only, the same as page_faults (as cAdvisor has it).
+    local_page_faults: int | None = None
+    local_major_page_faults: int | None = None
+    memory_swap_limit: int | None = None  # memory plus swap, as Docker's MemorySwap; None when unlimited
+    cpu_period_us: int | None = None
+    cpu_shares: int | None = None
+    pids_limit: int | None = None  # None when unlimited
+    block_io: tuple[DeviceIo, ...] = ()
 
     @property
     def memory_available(self) -> int | None:
@@ -271,19 +367,21 @@ def _optional(files: Mapping[str, str], name: str, parse: Callable[[str], int | 
     return None if text is None else parse(text)
 
 
-def sample_v1(files: Mapping[str, str], clock_ticks: int) -> CgroupSample:
+def sample_v1(files: Mapping[str, str], clock_ticks: int,
+              device_name: Callable[[int, int], str] = _unnamed) -> CgroupSample:
     """A sample from cgroup v1 file contents by file name (cpuacct.usage, memory.stat, ...).
 
-    Figures come from the hierarchical `total_*` lines, so a pod cgroup counts its containers.
-    Optional files that were not read (or do not exist) leave their fields None.
+    Figures come from the hierarchical `total_*` lines (and `_recursive` files), so a pod
+    cgroup counts its containers. Optional files that were not read (or do not exist) leave
+    their fields None.
     """
     stat = parse_keyed(files["memory.stat"])
     usage = parse_int(files["memory.usage_in_bytes"])
     limit = _optional(files, "memory.limit_in_bytes", parse_limit)
     swap_usage = swap_limit = None
+    memsw_limit = _optional(files, "memory.memsw.limit_in_bytes", parse_limit)
     if "memory.memsw.usage_in_bytes" in files:  # only with swap accounting (swapaccount=1)
         swap_usage = max(parse_int(files["memory.memsw.usage_in_bytes"]) - usage, 0)
-        memsw_limit = _optional(files, "memory.memsw.limit_in_bytes", parse_limit)
         if memsw_limit is not None and limit is not None:
             swap_limit = max(memsw_limit - limit, 0)
     cpuacct = parse_keyed(files.get("cpuacct.stat", ""))
@@ -310,14 +408,26 @@ def sample_v1(files: Mapping[str, str], clock_ticks: int) -> CgroupSample:
         memory_max_usage=_optional(files, "memory.max_usage_in_bytes", parse_int),
         memory_failcnt=_optional(files, "memory.failcnt", parse_int),
         oom_kills=parse_keyed(files.get("memory.oom_control", "")).get("oom_kill"),
+        memory_kernel=_optional(files, "memory.kmem.usage_in_bytes", parse_int),
+        local_page_faults=stat.get("pgfault"),
+        local_major_page_faults=stat.get("pgmajfault"),
+        memory_swap_limit=memsw_limit,
+        cpu_period_us=_optional(files, "cpu.cfs_period_us", parse_int),
+        cpu_shares=_optional(files, "cpu.shares", parse_int),
+        pids_limit=_optional(files, "pids.max", parse_limit),
+        block_io=block_io(parse_blkio_v1(files.get("blkio.throttle.io_service_bytes_recursive", "")),
+                          parse_blkio_v1(files.get("blkio.throttle.io_serviced_recursive", "")), device_name),
     )
 
 
-def sample_v2(files: Mapping[str, str]) -> CgroupSample:
+def sample_v2(files: Mapping[str, str], device_name: Callable[[int, int], str] = _unnamed) -> CgroupSample:
     """A sample from cgroup v2 file contents by file name (cpu.stat, memory.current, ...)."""
     cpu = parse_keyed(files["cpu.stat"])
     stat = parse_keyed(files["memory.stat"])
     usage = parse_int(files["memory.current"])
+    limit = _optional(files, "memory.max", parse_limit)
+    swap_limit = _optional(files, "memory.swap.max", parse_limit)
+    weight = _optional(files, "cpu.weight", parse_int)
 
     def nanoseconds(key: str) -> int | None:
         return cpu[key] * 1000 if key in cpu else None
@@ -329,9 +439,9 @@ def sample_v2(files: Mapping[str, str]) -> CgroupSample:
         memory_rss=stat.get("anon", 0),
         page_faults=stat.get("pgfault", 0),
         major_page_faults=stat.get("pgmajfault", 0),
-        memory_limit=_optional(files, "memory.max", parse_limit),
+        memory_limit=limit,
         swap_usage=_optional(files, "memory.swap.current", parse_int),
-        swap_limit=_optional(files, "memory.swap.max", parse_limit),
+        swap_limit=swap_limit,
         tasks=_optional(files, "pids.current", parse_int),
         cpu_user_ns=nanoseconds("user_usec"),
         cpu_system_ns=nanoseconds("system_usec"),
@@ -342,6 +452,15 @@ def sample_v2(files: Mapping[str, str]) -> CgroupSample:
         memory_mapped_file=stat.get("file_mapped"),
         memory_max_usage=_optional(files, "memory.peak", parse_int),
         oom_kills=parse_keyed(files.get("memory.events", "")).get("oom_kill"),
+        memory_kernel=stat.get("kernel"),  # Linux 5.18 and later
+        local_page_faults=stat.get("pgfault"),
+        local_major_page_faults=stat.get("pgmajfault"),
+        # v2 limits swap alone: add the memory limit to give what v1 and Docker call the swap limit.
+        memory_swap_limit=swap_limit + limit if swap_limit is not None and limit is not None else None,
+        cpu_period_us=_optional(files, "cpu.max", cpu_max_period),
+        cpu_shares=None if weight is None else cpu_weight_to_shares(weight),
+        pids_limit=_optional(files, "pids.max", parse_limit),
+        block_io=block_io(*parse_io_stat(files.get("io.stat", "")), device_name),
     )
 
 
@@ -365,6 +484,60 @@ def combined(samples: Iterable[CgroupSample]) -> CgroupSample | None:
     )
 
 
+def parse_device_name(uevent: str) -> str:
+    """/dev/<DEVNAME> from a block device's sysfs uevent file; "" without one."""
+    for line in uevent.splitlines():
+        key, _, value = line.partition("=")
+        if key == "DEVNAME" and value:
+            return f"/dev/{value}"
+    return ""
+
+
+# --- processes and their open files ----------------------------------------------------------------
+
+# Descriptors counted per cgroup at most (a readlink each): past it the counts are left out,
+# not understated, so a container holding a million sockets cannot stall a metrics request.
+MAX_OPEN_FILES_COUNTED = 10_000
+
+
+@dataclass(frozen=True)
+class ProcessCounts:
+    """A cgroup's processes and their open files, as cAdvisor counts them."""
+
+    processes: int
+    file_descriptors: int | None  # None past MAX_OPEN_FILES_COUNTED
+    sockets: int | None
+
+
+def parse_pids(text: str) -> list[int]:
+    """The pids in cgroup.procs, one a line."""
+    return [int(line) for line in text.split()]
+
+
+def count_open_files(proc_root: str, pids: Iterable[int], limit: int) -> tuple[int, int] | None:
+    """(descriptors, sockets) the processes hold, from /proc/<pid>/fd; None past `limit` descriptors.
+
+    Processes that exit and descriptors closed while they are counted are left out.
+    """
+    descriptors = sockets = 0
+    for pid in pids:
+        try:
+            with os.scandir(f"{proc_root}/{pid}/fd") as entries:
+                for entry in entries:
+                    try:
+                        target = os.readlink(entry.path)
+                    except OSError:  # closed meanwhile
+                        continue
+                    descriptors += 1
+                    if descriptors > limit:
+                        return None
+                    if target.startswith("socket:"):
+                        sockets += 1
+        except OSError:  # exited, or not ours to look into
+            continue
+    return descriptors, sockets
+
+
 # --- the reader -----------------------------------------------------------------------------------
 
 # (controller, file, required): what the CRI stats need.
@@ -381,9 +554,15 @@ _V1_FILES = (
 _V1_DETAIL = (
     ("cpuacct", "cpuacct.stat", False),
     ("cpu", "cpu.stat", False),
+    ("cpu", "cpu.cfs_period_us", False),
+    ("cpu", "cpu.shares", False),
     ("memory", "memory.max_usage_in_bytes", False),
     ("memory", "memory.failcnt", False),
     ("memory", "memory.oom_control", False),
+    ("memory", "memory.kmem.usage_in_bytes", False),
+    ("pids", "pids.max", False),
+    ("blkio", "blkio.throttle.io_service_bytes_recursive", False),
+    ("blkio", "blkio.throttle.io_serviced_recursive", False),
 )
 _V2_FILES = (
     ("cpu.stat", True),
@@ -394,7 +573,14 @@ _V2_FILES = (
     ("memory.swap.max", False),
     ("pids.current", False),
 )
-_V2_DETAIL = (("memory.events", False), ("memory.peak", False))
+_V2_DETAIL = (
+    ("memory.events", False),
+    ("memory.peak", False),
+    ("cpu.max", False),
+    ("cpu.weight", False),
+    ("pids.max", False),
+    ("io.stat", False),
+)
 
 
 def _read_text(path: str) -> str:
@@ -412,10 +598,12 @@ def _read_text(path: str) -> str:
 class CgroupReader:
     """Finds containers' cgroups under the node's layout and reads them."""
 
-    def __init__(self, layout: CgroupLayout, proc_root: str = "/proc") -> None:
+    def __init__(self, layout: CgroupLayout, proc_root: str = "/proc", sys_root: str = "/sys") -> None:
         self.layout = layout
         self._proc = proc_root
+        self._sys = sys_root
         self._clock_ticks = os.sysconf("SC_CLK_TCK")
+        self._device_names: dict[Device, str] = {}
 
     @classmethod
     def for_this_host(cls) -> CgroupReader:
@@ -467,12 +655,41 @@ class CgroupReader:
             if dirs.version == 2:
                 for name, required in _V2_FILES + (_V2_DETAIL if detailed else ()):
                     self._read_into(files, dirs.memory, name, required)
-                return sample_v2(files)
+                return sample_v2(files, self._device_name)
             for controller, name, required in _V1_FILES + (_V1_DETAIL if detailed else ()):
                 self._read_into(files, getattr(dirs, controller), name, required)
-            return sample_v1(files, self._clock_ticks)
+            return sample_v1(files, self._clock_ticks, self._device_name)
         except ValueError as exc:  # a file cut short by the cgroup going away mid-read
             raise CgroupGone(f"unreadable cgroup file: {exc}") from exc
+
+    def processes(self, dirs: CgroupDirs) -> ProcessCounts:
+        """The processes in the cgroup itself (not its children) and their open files. Raises CgroupGone.
+
+        Every hierarchy holds the same processes; the memory one is always there.
+        """
+        try:
+            pids = parse_pids(_read_text(f"{dirs.memory}/cgroup.procs"))
+        except (OSError, ValueError) as exc:
+            raise CgroupGone(f"{dirs.memory}: {exc}") from exc
+        counted = count_open_files(self._proc, pids, MAX_OPEN_FILES_COUNTED)
+        if counted is None:
+            return ProcessCounts(len(pids), None, None)
+        return ProcessCounts(len(pids), *counted)
+
+    def _device_name(self, major: int, minor: int) -> str:
+        """/dev/<name> of a block device, as cAdvisor's `device` label; "" when sysfs does not say.
+
+        Names are kept: a request may name the same few devices for every container.
+        """
+        name = self._device_names.get((major, minor))
+        if name is None:
+            try:
+                uevent = _read_text(f"{self._sys}/dev/block/{major}:{minor}/uevent")
+            except OSError:
+                return ""
+            name = parse_device_name(uevent)
+            self._device_names[(major, minor)] = name
+        return name
 
     @staticmethod
     def _read_into(files: dict[str, str], directory: str | None, name: str, required: bool) -> None:

@@ -5,7 +5,8 @@ The figures come from the cgroup files and the pods' network namespaces (cgroup_
 for writable layers, from a background worker (writable_layer); never from `docker stats`, the
 one call per container per request that drives dockerd to 200 % CPU under cri-dockerd at about
 200 containers (Mirantis/cri-dockerd#135). A request costs one Docker list call and a few small
-file reads per running container. What only an inspect tells (cgroup parent, init pid, the
+file reads per running container; ListPodSandboxMetrics adds a look at each container's open
+descriptors (bounded) and one statvfs. What only an inspect tells (cgroup parent, init pid, the
 layer's directory) is asked once per container and kept until Docker lists it in another state.
 
 Pure conversions (Docker list entries and cgroup readings to CRI) at the top; the service below.
@@ -41,7 +42,7 @@ from .config import Config
 from .docker_client import DockerClient
 from .errors import CRIError, failed_precondition, invalid_argument, not_found
 from .timestamps import parse_docker_time
-from .writable_layer import LayerUsage, WritableLayers
+from .writable_layer import LayerUsage, WritableLayers, walk
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ INFO_CACHE_SECONDS = 60.0
 PARALLEL_INSPECTS = 8
 # What inspect told about containers not listed for this long is forgotten.
 FORGET_AFTER_SECONDS = 600.0
+# Directory entries one ListPodSandboxMetrics may walk itself, in all, for writable layers the
+# background worker has not measured yet: a new container's layer holds a handful, and cAdvisor
+# gave container_fs_usage_bytes from a container's first scrape. Bigger layers wait for the worker.
+FIRST_MEASUREMENT_ENTRIES = 4096
 
 
 # --- conversions (pure) ---------------------------------------------------------------------------
@@ -253,6 +258,8 @@ class StatsService:
         self._layers = WritableLayers(
             config.writable_layer_scan_period, config.writable_layer_scan_rate, docker.writable_layer_size
         )
+        # No walking of layers at all when their measurement is turned off.
+        self._first_measurement_entries = FIRST_MEASUREMENT_ENTRIES if config.writable_layer_scan_period > 0 else 0
         self._lock = threading.Lock()
         self._known: dict[str, tuple[_Known, float]] = {}
         self._pruned_at = time.monotonic()
@@ -436,6 +443,8 @@ class StatsService:
         pause = _pause_containers(sandboxes)
         self._learn([*pause.values(), *(member for members in containers.values() for member in members)])
         mountpoint = self._mountpoint()
+        filesystem = _statvfs(mountpoint)
+        budget = _WalkBudget(self._first_measurement_entries)
         results = []
         for entry, attributes in sandboxes:
             sandbox_id = entry["Id"]
@@ -450,31 +459,41 @@ class StatsService:
                 sample = self._read(sandbox_id, known, detailed=True, pod_level=True)
                 if sample is not None:
                     metrics.add_cgroup_metrics(pod_metrics.metrics, pod, sample)
+                    metrics.add_last_seen_metric(pod_metrics.metrics, pod, time.time_ns())
             interfaces = self._interfaces(sandbox_id, known)
             if interfaces is not None:
                 metrics.add_network_metrics(pod_metrics.metrics, {**pod, "name": _docker_name(entry)}, interfaces)
             for member in containers.get(sandbox_id, []):
-                self._add_container_metrics(pod_metrics, member, pod, mountpoint)
+                self._add_container_metrics(pod_metrics, member, pod, mountpoint, filesystem, budget)
             results.append(pod_metrics)
         return results
 
     def _add_container_metrics(
-        self, pod_metrics: api.PodSandboxMetrics, member: _Container, pod: dict[str, str], mountpoint: str
+        self, pod_metrics: api.PodSandboxMetrics, member: _Container, pod: dict[str, str], mountpoint: str,
+        filesystem: os.statvfs_result | None, budget: _WalkBudget,
     ) -> None:
         """A running container's metrics, labelled like cAdvisor's (`id` its cgroup, `name` Docker's)."""
         container_id = member.entry["Id"]
         sample = self._read(container_id, member.known, detailed=True)
         if sample is None or member.known is None or member.known.cgroup is None:
             return
+        seen = time.time_ns()
         container = {**pod, "container": member.attributes.metadata.name, "id": member.known.cgroup[0],
                      "image": image_name(member.entry), "name": _docker_name(member.entry)}
         target = pod_metrics.container_metrics.add(container_id=container_id).metrics
         metrics.add_cgroup_metrics(target, container, sample)
+        metrics.add_last_seen_metric(target, container, seen)
+        try:
+            metrics.add_process_metrics(target, container, self._cgroups().processes(member.known.cgroup[1]))
+        except CgroupGone as exc:  # stopped since it was read
+            log.debug("stats of %s: %s", container_id[:12], exc)
         if member.known.inspected.started_at:
             metrics.add_start_time_metric(target, container, member.known.inspected.started_at)
-        layer = self._layer(container_id, member.known)
+        layer = self._layer(container_id, member.known) or _first_measurement(member.known.inspected.upper_dir, budget)
         if layer is not None:
             metrics.add_writable_layer_metric(target, container, mountpoint, layer)
+        if filesystem is not None:
+            metrics.add_filesystem_metrics(target, container, mountpoint, filesystem)
 
     # --- helpers ------------------------------------------------------------------------------------
 
@@ -586,6 +605,43 @@ class StatsService:
 
     def _mountpoint(self) -> str:
         return layers_mountpoint(self._docker_info())
+
+
+class _OverBudget(Exception):
+    """A request's walking budget is spent: the layer waits for the background worker."""
+
+
+class _WalkBudget:
+    """Directory entries a request may still walk itself (FIRST_MEASUREMENT_ENTRIES at first)."""
+
+    def __init__(self, entries: int) -> None:
+        self.left = entries
+
+    def take(self, entries: int) -> None:
+        """walk's pace: called after each directory; abandons the walk once the budget is spent."""
+        self.left -= entries
+        if self.left < 0:
+            raise _OverBudget()
+
+
+def _first_measurement(upper_dir: str, budget: _WalkBudget) -> LayerUsage | None:
+    """An overlay2 layer the worker has not measured yet, walked now if the budget allows (None if not)."""
+    if not upper_dir or budget.left <= 0:
+        return None
+    try:
+        used, inodes = walk(upper_dir, budget.take)
+    except (_OverBudget, OSError):
+        return None
+    return LayerUsage(used, inodes, time.time_ns())
+
+
+def _statvfs(mountpoint: str) -> os.statvfs_result | None:
+    """The size and inodes of the filesystem writable layers are on; None when it cannot be read."""
+    try:
+        return os.statvfs(mountpoint)
+    except OSError as exc:
+        log.debug("statvfs %s: %s", mountpoint, exc)
+        return None
 
 
 def _unfiltered(stats_filter: api.ContainerStatsFilter | None) -> bool:

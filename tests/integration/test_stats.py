@@ -70,7 +70,7 @@ class Pods:
         return pod
 
     def add(self, pod: Pod, name: str, script: str, container_labels: dict[str, str] | None = None,
-            wait_running: bool = True) -> str:
+            wait_running: bool = True, resources: api.LinuxContainerResources | None = None) -> str:
         config = api.ContainerConfig(
             metadata=api.ContainerMetadata(name=name),
             image=api.ImageSpec(image=BUSYBOX, user_specified_image=BUSYBOX),
@@ -78,6 +78,8 @@ class Pods:
             labels={"app": name, **(container_labels or {})},
             annotations={"note": name},
         )
+        if resources is not None:
+            config.linux.resources.CopyFrom(resources)
         request = api.CreateContainerRequest(pod_sandbox_id=pod.id, config=config, sandbox_config=pod.config)
         container_id = self.runtime.CreateContainer(request, timeout=60).container_id
         pod.containers[name] = container_id
@@ -370,6 +372,57 @@ def test_metrics_carry_pod_namespace_container_and_image(runtime: api_pb2_grpc.R
     assert found is not None and pod_labels["id"] == found[0]
     assert pod_labels["container"] == "" and pod_labels["pod"] == "busy"
     assert all(metric.name in keys for metric in pod.metrics)
+
+
+def test_metrics_tell_processes_files_limits_and_the_layer(runtime: api_pb2_grpc.RuntimeServiceStub,
+                                                           docker_api: docker.APIClient, pods: Pods) -> None:
+    """A new container with limits, a daemon listening and a 1 MiB file: each newer metric against the truth."""
+    pod = pods.run("limits", cgroup_parent=f"/dspystats{secrets.token_hex(4)}")
+    resources = api.LinuxContainerResources(cpu_shares=512, cpu_period=100_000, cpu_quota=50_000,
+                                            memory_limit_in_bytes=64 * MiB, memory_swap_limit_in_bytes=128 * MiB)
+    limited = pods.add(pod, "limited", "httpd -p 8080 -h /tmp && head -c 1048576 /dev/urandom > /blob "
+                       "&& touch /tmp/ready; exec sleep 3600", resources=resources)
+    assert wait_for(lambda: exec_in(docker_api, limited, "test -f /tmp/ready && echo ok") == "ok")
+    host_config = docker_api.inspect_container(limited)["HostConfig"]
+    descriptors = runtime.ListMetricDescriptors(api.ListMetricDescriptorsRequest(), timeout=30).descriptors
+    keys = {descriptor.name: list(descriptor.label_keys) for descriptor in descriptors}
+    before = time.time()
+    reply = runtime.ListPodSandboxMetrics(api.ListPodSandboxMetricsRequest(), timeout=30)
+    metrics = next(metrics for metrics in reply.pod_metrics if metrics.pod_sandbox_id == pod.id)
+    [container] = metrics.container_metrics
+    values: dict[str, int] = {}
+    labelled: dict[tuple[str, ...], int] = {}
+    for metric in container.metrics:
+        assert len(metric.label_values) == len(keys[metric.name])
+        values.setdefault(metric.name, metric.value.value)
+        extra = [value for key, value in zip(keys[metric.name], metric.label_values)
+                 if key in ("failure_type", "scope")]
+        labelled[(metric.name, *extra)] = metric.value.value
+
+    assert values["container_processes"] >= 2  # httpd and sleep
+    assert values["container_file_descriptors"] >= 3
+    assert values["container_sockets"] >= 1  # httpd's listening socket
+    assert values["container_spec_cpu_shares"] == host_config["CpuShares"] == 512
+    assert values["container_spec_cpu_period"] == host_config["CpuPeriod"] == 100_000
+    assert values["container_spec_memory_swap_limit_bytes"] == host_config["MemorySwap"] == 128 * MiB
+    assert values["container_threads_max"] == (host_config.get("PidsLimit") or 0)  # 0: no limit
+    assert values["container_memory_kernel_usage"] > 0
+    assert labelled[("container_memory_failures_total", "pgfault", "hierarchy")] > 0
+    assert labelled[("container_memory_failures_total", "pgfault", "container")] > 0
+    assert before - 1 <= values["container_last_seen"] <= time.time() + 1
+    # A container the background worker has not measured yet has its writable layer all the same.
+    assert values["container_fs_usage_bytes"] >= MiB
+    info = docker_api.info()
+    storage = os.statvfs(os.path.join(info["DockerRootDir"], info["Driver"]))
+    assert values["container_fs_limit_bytes"] == storage.f_blocks * storage.f_frsize
+    assert values["container_fs_inodes_total"] == storage.f_files
+    assert 0 < values["container_fs_inodes_free"] <= storage.f_files
+    pod_values = {metric.name: metric.value.value for metric in metrics.metrics}
+    assert pod_values["container_spec_cpu_shares"] > 0 and pod_values["container_last_seen"] > 0
+    assert set(keys) - set(values) <= {  # what this node cannot tell: no per-device I/O on its virtual disk
+        "container_blkio_device_usage_total", "container_fs_reads_bytes_total", "container_fs_reads_total",
+        "container_fs_writes_bytes_total", "container_fs_writes_total",
+    } | {name for name in keys if name.startswith("container_network_")}  # the pod's, not the container's
 
 
 # --- crictl ---------------------------------------------------------------------------------------

@@ -16,16 +16,26 @@ from dockershim_py.cgroup_stats import (
     CgroupReader,
     CgroupSample,
     CpuRates,
+    DeviceIo,
     Mount,
+    ProcessCounts,
     ProcessFiles,
+    block_io,
     cgroup_dirs,
     combined,
     container_cgroup,
+    count_open_files,
+    cpu_max_period,
+    cpu_weight_to_shares,
     expand_slice,
+    parse_blkio_v1,
+    parse_device_name,
+    parse_io_stat,
     parse_keyed,
     parse_limit,
     parse_mountinfo,
     parse_net_dev,
+    parse_pids,
     parse_proc_cgroup,
     parse_start_time,
     pod_cgroup,
@@ -42,6 +52,7 @@ HYBRID_MOUNTINFO = """\
 32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
 33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
 35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+38 31 0:35 / /sys/fs/cgroup/blkio rw,relatime - cgroup cgroup rw,blkio
 39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
 40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
@@ -94,7 +105,7 @@ def test_hybrid_host_counts_as_v1_with_a_mount_per_controller() -> None:
     assert layout.version == 1
     assert layout.mounts["memory"] == Mount("/sys/fs/cgroup/memory", "/")
     assert layout.mounts["cpuacct"].point == "/sys/fs/cgroup/cpuacct"
-    assert set(layout.mounts) == {"cpu", "cpuacct", "memory", "pids"}
+    assert set(layout.mounts) == {"cpu", "cpuacct", "memory", "pids", "blkio"}
 
 
 def test_comounted_cpu_and_cpuacct_share_a_mount() -> None:
@@ -178,10 +189,12 @@ def test_cgroup_dirs_per_controller_and_unified() -> None:
     v1 = parse_mountinfo(HYBRID_MOUNTINFO)
     dirs = cgroup_dirs(v1, same_path(v1, "/docker/x"))
     assert dirs == CgroupDirs(1, "/sys/fs/cgroup/cpu/docker/x", "/sys/fs/cgroup/cpuacct/docker/x",
-                              "/sys/fs/cgroup/memory/docker/x", "/sys/fs/cgroup/pids/docker/x")
+                              "/sys/fs/cgroup/memory/docker/x", "/sys/fs/cgroup/pids/docker/x",
+                              "/sys/fs/cgroup/blkio/docker/x")
     v2 = parse_mountinfo(UNIFIED_MOUNTINFO)
     dirs = cgroup_dirs(v2, {"": "/system.slice/docker-x.scope"})
-    assert {dirs.cpu, dirs.cpuacct, dirs.memory, dirs.pids} == {"/sys/fs/cgroup/system.slice/docker-x.scope"}
+    assert {dirs.cpu, dirs.cpuacct, dirs.memory, dirs.pids, dirs.blkio} == {
+        "/sys/fs/cgroup/system.slice/docker-x.scope"}
 
 
 # --- parsers ----------------------------------------------------------------------------------------
@@ -248,6 +261,94 @@ def test_v1_swap_without_a_memsw_limit_has_no_available_swap() -> None:
     assert sample.swap_usage == 0 and sample.swap_available is None
 
 
+V1_IO_SERVICE_BYTES = """\
+8:0 Read 4096
+8:0 Write 8192
+8:0 Sync 12288
+8:0 Async 0
+8:0 Discard 0
+8:0 Total 12288
+254:16 Read 512
+254:16 Write 0
+Total 12800
+"""
+V1_IO_SERVICED = """\
+8:0 Read 1
+8:0 Write 2
+8:0 Total 3
+254:16 Read 1
+Total 4
+"""
+DEVICE_NAMES = {(8, 0): "/dev/sda", (254, 16): "/dev/vdb"}
+
+
+def name_device(major: int, minor: int) -> str:
+    return DEVICE_NAMES.get((major, minor), "")
+
+
+def test_parse_blkio_v1_per_device_without_the_total() -> None:
+    devices = parse_blkio_v1(V1_IO_SERVICE_BYTES)
+    assert set(devices) == {(8, 0), (254, 16)}
+    assert devices[(8, 0)] == {"Read": 4096, "Write": 8192, "Sync": 12288, "Async": 0, "Discard": 0, "Total": 12288}
+    assert parse_blkio_v1("Total 0\n") == {}  # no I/O yet
+    assert parse_blkio_v1("x:0 Read 1\n8:0 Read many\n") == {}
+
+
+def test_parse_io_stat_as_v1_operations() -> None:
+    service_bytes, serviced = parse_io_stat(
+        "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n254:16 rbytes=512 rios=1 odd\n")
+    assert service_bytes == {(8, 0): {"Read": 4096, "Write": 8192, "Discard": 0}, (254, 16): {"Read": 512}}
+    assert serviced == {(8, 0): {"Read": 1, "Write": 2, "Discard": 0}, (254, 16): {"Read": 1}}
+    assert parse_io_stat("") == ({}, {})
+
+
+def test_block_io_names_every_device() -> None:
+    devices = block_io({(8, 0): {"Read": 1}}, {(8, 0): {"Read": 2}, (9, 1): {"Write": 3}}, name_device)
+    assert devices == (DeviceIo(8, 0, "/dev/sda", {"Read": 1}, {"Read": 2}), DeviceIo(9, 1, "", {}, {"Write": 3}))
+
+
+def test_cpu_max_and_weight() -> None:
+    assert cpu_max_period("max 100000\n") == 100_000
+    assert cpu_max_period("20000 50000\n") == 50_000
+    with pytest.raises(ValueError):
+        cpu_max_period("max\n")
+    # runc maps shares 2, 1024 and 262144 to weights 1, 39 and 10000: the inverse, as cAdvisor does.
+    assert [cpu_weight_to_shares(weight) for weight in (1, 39, 100, 10000)] == [2, 998, 2597, 262144]
+
+
+def test_device_name_from_uevent() -> None:
+    assert parse_device_name("MAJOR=254\nMINOR=0\nDEVNAME=vda\nDEVTYPE=disk\n") == "/dev/vda"
+    assert parse_device_name("MAJOR=254\nMINOR=0\n") == ""
+
+
+def test_v1_sample_metrics_detail() -> None:
+    sample = sample_v1(v1_files(**{
+        "memory.stat": V1_MEMORY_STAT + "pgfault 600\npgmajfault 2\n",
+        "memory.limit_in_bytes": "67108864\n",
+        "memory.memsw.usage_in_bytes": "70000000\n",
+        "memory.memsw.limit_in_bytes": "134217728\n",
+        "memory.kmem.usage_in_bytes": "417792\n",
+        "cpu.cfs_period_us": "100000\n",
+        "cpu.shares": "512\n",
+        "pids.max": "max\n",
+        "blkio.throttle.io_service_bytes_recursive": V1_IO_SERVICE_BYTES,
+        "blkio.throttle.io_serviced_recursive": V1_IO_SERVICED,
+    }), clock_ticks=100, device_name=name_device)
+    assert sample.memory_kernel == 417_792
+    assert (sample.local_page_faults, sample.local_major_page_faults) == (600, 2)
+    assert (sample.page_faults, sample.major_page_faults) == (1074, 5)  # the hierarchy's
+    assert sample.memory_swap_limit == 128 << 20  # memory plus swap, as v1 and Docker say
+    assert (sample.cpu_period_us, sample.cpu_shares, sample.pids_limit) == (100_000, 512, None)
+    assert [(device.device, device.service_bytes["Write"], device.serviced.get("Write"))
+            for device in sample.block_io] == [("/dev/sda", 8192, 2), ("/dev/vdb", 0, None)]
+
+
+def test_v1_sample_without_metrics_files_leaves_them_unknown() -> None:
+    sample = sample_v1(v1_files(), clock_ticks=100)
+    assert (sample.memory_kernel, sample.local_page_faults, sample.memory_swap_limit) == (None, None, None)
+    assert (sample.cpu_period_us, sample.cpu_shares, sample.pids_limit, sample.block_io) == (None, None, None, ())
+
+
 def test_working_set_never_negative() -> None:
     sample = sample_v1(v1_files(**{"memory.usage_in_bytes": "500000\n"}), clock_ticks=100)
     assert sample.memory_working_set == 0
@@ -289,6 +390,27 @@ def test_v2_sample_with_limits_and_detail() -> None:
     assert (sample.oom_kills, sample.memory_max_usage, sample.memory_failcnt) == (1, 95_000_000, None)
 
 
+def test_v2_sample_metrics_detail() -> None:
+    sample = sample_v2(v2_files(**{
+        "memory.stat": V2_MEMORY_STAT + "kernel 708608\n",
+        "memory.max": "67108864\n", "memory.swap.max": "67108864\n",
+        "cpu.max": "50000 100000\n", "cpu.weight": "39\n", "pids.max": "1024\n",
+        "io.stat": "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n",
+    }), device_name=name_device)
+    assert sample.memory_kernel == 708_608
+    assert (sample.local_page_faults, sample.local_major_page_faults) == (1074, 5)  # v2 counts the hierarchy
+    assert sample.memory_swap_limit == 128 << 20  # swap alone in v2: the memory limit added
+    assert (sample.cpu_period_us, sample.cpu_shares, sample.pids_limit) == (100_000, 998, 1024)
+    assert sample.block_io == (DeviceIo(8, 0, "/dev/sda", {"Read": 4096, "Write": 8192, "Discard": 0},
+                                        {"Read": 1, "Write": 2, "Discard": 0}),)
+
+
+def test_v2_swap_limit_is_unlimited_when_either_limit_is() -> None:
+    assert sample_v2(v2_files(**{"memory.max": "67108864\n"})).memory_swap_limit is None
+    assert sample_v2(v2_files(**{"memory.swap.max": "0\n"})).memory_swap_limit is None
+    assert sample_v2(v2_files(**{"memory.max": "67108864\n", "memory.swap.max": "0\n"})).memory_swap_limit == 64 << 20
+
+
 def test_combined_sums_and_has_no_limit() -> None:
     one = sample_v2(v2_files(**{"memory.max": "100000000\n"}))
     total = combined([one, one])
@@ -312,7 +434,8 @@ def write_tree(base: Path, files: dict[str, str]) -> str:
 
 def v1_tree(root: Path, cgroup: str, files: dict[str, str]) -> CgroupLayout:
     """A fake v1 host: a directory per controller, each holding `cgroup` with its files."""
-    by_controller = {"cpuacct": ("cpuacct.",), "cpu": ("cpu.stat",), "memory": ("memory.",), "pids": ("pids.",)}
+    by_controller = {"cpuacct": ("cpuacct.",), "cpu": ("cpu.",), "memory": ("memory.", "cgroup.procs"),
+                     "pids": ("pids.",), "blkio": ("blkio.",)}
     for controller, prefixes in by_controller.items():
         write_tree(root / controller / cgroup.strip("/"),
                    {name: text for name, text in files.items() if name.startswith(prefixes)})
@@ -368,6 +491,63 @@ def test_reader_raises_cgroup_gone_when_the_cgroup_disappears(tmp_path: Path) ->
         reader.read(dirs)
     with pytest.raises(CgroupGone):
         reader.read(CgroupDirs(1, None, None, None, None))
+
+
+def test_reader_reads_metrics_files_from_each_v1_hierarchy(tmp_path: Path) -> None:
+    layout = v1_tree(tmp_path / "cg", "/docker/x", v1_files(**{
+        "cpu.shares": "512\n", "pids.max": "100\n", "memory.kmem.usage_in_bytes": "4096\n",
+        "blkio.throttle.io_service_bytes_recursive": V1_IO_SERVICE_BYTES,
+        "blkio.throttle.io_serviced_recursive": V1_IO_SERVICED,
+    }))
+    write_tree(tmp_path / "sys" / "dev" / "block" / "8:0", {"uevent": "MAJOR=8\nMINOR=0\nDEVNAME=sda\n"})
+    reader = CgroupReader(layout, sys_root=str(tmp_path / "sys"))
+    dirs = cgroup_dirs(layout, same_path(layout, "/docker/x"))
+    assert reader.read(dirs).block_io == ()  # metrics only
+    sample = reader.read(dirs, detailed=True)
+    assert (sample.cpu_shares, sample.pids_limit, sample.memory_kernel) == (512, 100, 4096)
+    assert [(device.major, device.minor, device.device) for device in sample.block_io] == [
+        (8, 0, "/dev/sda"), (254, 16, "")]  # sysfs does not name 254:16
+
+
+def test_parse_pids() -> None:
+    assert parse_pids("1\n42\n") == [1, 42]
+    assert parse_pids("") == []
+
+
+def fake_process(proc: Path, pid: int, targets: list[str]) -> None:
+    """/proc/<pid>/fd with one symbolic link per descriptor, as the kernel shows them."""
+    fd = proc / str(pid) / "fd"
+    fd.mkdir(parents=True)
+    for number, target in enumerate(targets):
+        os.symlink(target, fd / str(number))
+
+
+def test_count_open_files(tmp_path: Path) -> None:
+    fake_process(tmp_path, 10, ["/dev/null", "pipe:[1]", "socket:[2]"])
+    fake_process(tmp_path, 11, ["socket:[3]", "anon_inode:[eventfd]"])
+    assert count_open_files(str(tmp_path), [10, 11, 12], limit=100) == (5, 2)  # 12 has exited
+    assert count_open_files(str(tmp_path), [10, 11], limit=5) == (5, 2)
+    assert count_open_files(str(tmp_path), [10, 11], limit=4) is None  # too many: not understated
+    assert count_open_files(str(tmp_path), [], limit=4) == (0, 0)
+
+
+def test_reader_counts_the_processes_of_a_cgroup(tmp_path: Path) -> None:
+    base = write_tree(tmp_path / "cg" / "c", {**v2_files(), "cgroup.procs": "10\n11\n"})
+    fake_process(tmp_path / "proc", 10, ["/dev/null", "/dev/null", "/dev/null", "socket:[7]"])
+    fake_process(tmp_path / "proc", 11, [])
+    reader = CgroupReader(CgroupLayout(2, {"": Mount(str(tmp_path / "cg"), "/")}), proc_root=str(tmp_path / "proc"))
+    dirs = CgroupDirs(2, base, base, base, base, base)
+    assert reader.processes(dirs) == ProcessCounts(processes=2, file_descriptors=4, sockets=1)
+    os.remove(os.path.join(base, "cgroup.procs"))
+    with pytest.raises(CgroupGone):
+        reader.processes(dirs)
+
+
+def test_reader_counts_processes_in_the_v1_memory_hierarchy(tmp_path: Path) -> None:
+    layout = v1_tree(tmp_path / "cg", "/docker/x", v1_files(**{"cgroup.procs": "10\n"}))
+    fake_process(tmp_path / "proc", 10, ["socket:[1]"])
+    reader = CgroupReader(layout, proc_root=str(tmp_path / "proc"))
+    assert reader.processes(cgroup_dirs(layout, same_path(layout, "/docker/x"))) == ProcessCounts(1, 1, 1)
 
 
 def test_reader_tolerates_v1_without_swap_accounting_or_pids(tmp_path: Path) -> None:

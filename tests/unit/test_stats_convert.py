@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 import pytest
 
 from dockershim_py import labels, metrics
 from dockershim_py.api import api_pb2 as api
-from dockershim_py.cgroup_stats import CgroupSample, InterfaceCounters
+from dockershim_py.cgroup_stats import CgroupSample, DeviceIo, InterfaceCounters, ProcessCounts
 from dockershim_py.stats import (
     container_attributes,
     container_matches,
@@ -57,6 +60,15 @@ SAMPLE = CgroupSample(
     cpu_usage_ns=2_500_000_000, memory_usage=80_000_000, memory_working_set=79_000_000, memory_rss=70_000_000,
     page_faults=1074, major_page_faults=5, memory_limit=100_000_000, swap_usage=4096, swap_limit=8192, tasks=3,
 )
+# Everything a detailed (metrics) reading of a v1 cgroup can tell.
+DETAILED = dataclasses.replace(
+    SAMPLE, cpu_user_ns=2 * 10**9, cpu_system_ns=5 * 10**8, cfs_periods=10, cfs_throttled_periods=2,
+    cfs_throttled_ns=3 * 10**9, memory_cache=1_290_816, memory_mapped_file=151_552, memory_max_usage=95_000_000,
+    memory_failcnt=7, oom_kills=1, memory_kernel=417_792, local_page_faults=600, local_major_page_faults=2,
+    memory_swap_limit=134_217_728, cpu_period_us=100_000, cpu_shares=512, pids_limit=None,
+    block_io=(DeviceIo(8, 0, "/dev/sda", {"Read": 4096, "Write": 8192, "Total": 12288}, {"Read": 1, "Write": 2}),),
+)
+FILESYSTEM = os.statvfs_result((4096, 4096, 1000, 500, 400, 2000, 1500, 1500, 0, 255))
 
 
 # --- attributes and filters -----------------------------------------------------------------------
@@ -215,13 +227,17 @@ def test_descriptors_are_unique_with_sorted_keys() -> None:
 def test_every_metric_follows_its_descriptor() -> None:
     keys = {descriptor.name: list(descriptor.label_keys) for descriptor in metrics.descriptors()}
     produced = api.ContainerMetrics().metrics
-    metrics.add_cgroup_metrics(produced, LABELS, SAMPLE)
+    metrics.add_cgroup_metrics(produced, LABELS, DETAILED)
+    metrics.add_last_seen_metric(produced, LABELS, 1714558899_900_000_000)
+    metrics.add_process_metrics(produced, LABELS, ProcessCounts(2, 5, 1))
     metrics.add_start_time_metric(produced, LABELS, 1714558830_500_000_000)
     metrics.add_writable_layer_metric(produced, LABELS, "/var/lib/docker/overlay2", LayerUsage(4096, 1, 77))
+    metrics.add_filesystem_metrics(produced, LABELS, "/var/lib/docker/overlay2", FILESYSTEM)
     metrics.add_network_metrics(produced, LABELS, {"eth0": counters(10), "lo": counters(0)})
     for metric in produced:
         assert metric.name in keys
         assert len(metric.label_values) == len(keys[metric.name])
+    assert {metric.name for metric in produced} == set(keys)  # every descriptor has its figures
     by_name = {metric.name: metric for metric in produced}
     cpu = by_name["container_cpu_usage_seconds_total"]
     assert cpu.value.value == 2 and cpu.metric_type == api.COUNTER and cpu.timestamp == 0
@@ -237,9 +253,64 @@ def test_every_metric_follows_its_descriptor() -> None:
     assert not any("lo" in metric.label_values for metric in produced)
 
 
+def labelled(produced: list[api.Metric], name: str) -> dict[tuple[str, ...], api.Metric]:
+    """The metrics named `name` by their label values other than the container's own."""
+    keys = next(list(descriptor.label_keys) for descriptor in metrics.descriptors() if descriptor.name == name)
+    return {tuple(value for key, value in zip(keys, metric.label_values) if key not in LABELS): metric
+            for metric in produced if metric.name == name}
+
+
+def test_cgroup_metrics_of_a_detailed_reading() -> None:
+    produced = api.ContainerMetrics().metrics
+    metrics.add_cgroup_metrics(produced, LABELS, DETAILED)
+    by_name = {metric.name: metric for metric in produced}
+    assert by_name["container_memory_kernel_usage"].value.value == 417_792
+    assert by_name["container_spec_cpu_period"].value.value == 100_000
+    assert by_name["container_spec_cpu_shares"].value.value == 512
+    assert by_name["container_spec_cpu_shares"].metric_type == api.GAUGE
+    assert by_name["container_spec_memory_swap_limit_bytes"].value.value == 134_217_728
+    assert by_name["container_threads_max"].value.value == 0  # no pids limit: "infinity if value is zero"
+    failures = labelled(list(produced), "container_memory_failures_total")
+    assert {labels: metric.value.value for labels, metric in failures.items()} == {
+        ("pgfault", "container"): 600, ("pgmajfault", "container"): 2,
+        ("pgfault", "hierarchy"): 1074, ("pgmajfault", "hierarchy"): 5,
+    }
+    assert all(metric.metric_type == api.COUNTER for metric in failures.values())
+    blkio = labelled(list(produced), "container_blkio_device_usage_total")
+    assert {labels: metric.value.value for labels, metric in blkio.items()} == {
+        ("/dev/sda", "8", "0", "Read"): 4096, ("/dev/sda", "8", "0", "Total"): 12288,
+        ("/dev/sda", "8", "0", "Write"): 8192,
+    }
+    assert {name: labelled(list(produced), name)[("/dev/sda",)].value.value for name in (
+        "container_fs_reads_bytes_total", "container_fs_writes_bytes_total", "container_fs_reads_total",
+        "container_fs_writes_total")} == {
+        "container_fs_reads_bytes_total": 4096, "container_fs_writes_bytes_total": 8192,
+        "container_fs_reads_total": 1, "container_fs_writes_total": 2,
+    }
+
+
+def test_process_filesystem_and_last_seen_metrics() -> None:
+    produced = api.ContainerMetrics().metrics
+    metrics.add_last_seen_metric(produced, LABELS, 1714558899_900_000_000)
+    metrics.add_process_metrics(produced, LABELS, ProcessCounts(2, None, None))  # too many files to count
+    metrics.add_filesystem_metrics(produced, LABELS, "/var/lib/docker/overlay2", FILESYSTEM)
+    by_name = {metric.name: metric for metric in produced}
+    assert by_name["container_last_seen"].value.value == 1714558899
+    assert by_name["container_processes"].value.value == 2
+    assert "container_file_descriptors" not in by_name and "container_sockets" not in by_name
+    assert by_name["container_fs_limit_bytes"].value.value == 4096 * 1000
+    assert by_name["container_fs_inodes_total"].value.value == 2000
+    assert by_name["container_fs_inodes_free"].value.value == 1500
+    assert labelled(list(produced), "container_fs_inodes_free").keys() == {("/var/lib/docker/overlay2",)}
+
+
 def test_unknown_figures_are_left_out() -> None:
     produced = api.ContainerMetrics().metrics
     metrics.add_cgroup_metrics(produced, LABELS, CgroupSample(1, 10, 5, 3, 0, 0))
     names = {metric.name for metric in produced}
     assert "container_memory_failcnt" not in names and "container_cpu_user_seconds_total" not in names
+    assert "container_spec_cpu_shares" not in names and "container_memory_kernel_usage" not in names
+    assert "container_blkio_device_usage_total" not in names  # no I/O yet
+    failures = {tuple(metric.label_values) for metric in produced if metric.name == "container_memory_failures_total"}
+    assert len(failures) == 2  # the hierarchy's page faults only
     assert "container_spec_memory_limit_bytes" in names  # 0: unlimited, as cAdvisor says

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
-from dockershim_py import labels
+from dockershim_py import labels, stats as stats_module
 from dockershim_py.api import api_pb2 as api
 from dockershim_py.cgroup_stats import CgroupLayout, CgroupReader, Mount
 from dockershim_py.config import Config
@@ -40,6 +40,8 @@ class FakeDocker:
         self.calls: list[tuple[str, str]] = []
         self.states = {SANDBOX: "running", APP: "running", SIDECAR: "running"}
         self.cgroup_parent = cgroup_parent
+        self.root_dir = "/var/lib/docker"
+        self.upper_root = "/nonexistent"
 
     def entry(self, container_id: str) -> dict[str, Any]:
         if container_id == SANDBOX:
@@ -66,12 +68,12 @@ class FakeDocker:
         return {
             "State": {"Status": self.states[container_id], "Pid": 0, "StartedAt": "2024-05-01T10:20:30Z"},
             "HostConfig": {"CgroupParent": self.cgroup_parent, "NetworkMode": "host"},
-            "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": f"/nonexistent/{container_id}"}},
+            "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": f"{self.upper_root}/{container_id}"}},
         }
 
     def info(self) -> dict[str, Any]:
         self.calls.append(("info", ""))
-        return {"CgroupDriver": "cgroupfs", "DockerRootDir": "/var/lib/docker", "Driver": "overlay2"}
+        return {"CgroupDriver": "cgroupfs", "DockerRootDir": self.root_dir, "Driver": "overlay2"}
 
     def writable_layer_size(self, container_id: str) -> int:
         return 0
@@ -191,3 +193,67 @@ def test_metrics_of_the_pod_and_its_running_containers(tree: Path) -> None:
     assert {metrics.container_id for metrics in pod.container_metrics} == {APP, SIDECAR}
     names = {metric.name for metric in pod.metrics}
     assert "container_memory_working_set_bytes" in names and "container_network_receive_bytes_total" not in names
+
+
+def layered(tree: Path) -> FakeDocker:
+    """Docker with its storage and small overlay2 upper layers in the tree: 3 files of the app, 1 of the sidecar."""
+    docker = FakeDocker()
+    docker.root_dir = str(tree / "docker-root")
+    docker.upper_root = str(tree / "docker-root" / "overlay2")
+    for container_id, files in ((APP, 3), (SIDECAR, 1)):
+        upper = tree / "docker-root" / "overlay2" / container_id
+        upper.mkdir(parents=True)
+        for number in range(files):
+            (upper / f"f{number}").write_bytes(b"x" * 5000)
+    return docker
+
+
+def container_metrics(pod: api.PodSandboxMetrics, container_id: str) -> dict[str, int]:
+    [container] = [metrics for metrics in pod.container_metrics if metrics.container_id == container_id]
+    return {metric.name: metric.value.value for metric in container.metrics}
+
+
+def test_metrics_count_processes_and_measure_a_new_layer_at_once(tree: Path) -> None:
+    """The worker has not measured yet at the first request: small layers are walked by the request."""
+    (tree / PARENT.strip("/") / APP / "cgroup.procs").write_text("10\n")
+    (tree / "proc" / "10" / "fd").mkdir(parents=True)
+    for number, target in enumerate(["/dev/null", "pipe:[1]", "pipe:[2]", "socket:[3]"]):
+        (tree / "proc" / "10" / "fd" / str(number)).symlink_to(target)
+    reader = CgroupReader(CgroupLayout(2, {"": Mount(str(tree), "/")}), proc_root=str(tree / "proc"))
+    stats = StatsService(layered(tree), Config(writable_layer_scan_period=3600), reader)  # type: ignore[arg-type]
+    try:
+        [pod] = stats.pod_sandbox_metrics()
+    finally:
+        stats.close()
+    app = container_metrics(pod, APP)
+    assert (app["container_processes"], app["container_file_descriptors"], app["container_sockets"]) == (1, 4, 1)
+    assert app["container_fs_usage_bytes"] >= 3 * 5000
+    assert app["container_fs_inodes_total"] >= app["container_fs_inodes_free"] > 0
+    assert app["container_fs_limit_bytes"] > 0 and app["container_last_seen"] > 0
+    sidecar = container_metrics(pod, SIDECAR)
+    assert "container_processes" not in sidecar  # its cgroup.procs is gone: left out, the rest is there
+    assert sidecar["container_fs_usage_bytes"] >= 5000
+    assert "container_last_seen" in {metric.name for metric in pod.metrics}
+
+
+@pytest.mark.parametrize("budget, measured", [(4, {APP}), (3, set())])
+def test_a_request_walks_new_layers_within_its_budget_only(tree: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           budget: int, measured: set[str]) -> None:
+    """The app's layer is 4 entries (its root and 3 files): it spends a budget of 4, a budget of 3 stops it."""
+    monkeypatch.setattr(stats_module, "FIRST_MEASUREMENT_ENTRIES", budget)
+    reader = CgroupReader(CgroupLayout(2, {"": Mount(str(tree), "/")}))
+    stats = StatsService(layered(tree), Config(writable_layer_scan_period=3600), reader)  # type: ignore[arg-type]
+    try:
+        [pod] = stats.pod_sandbox_metrics()
+    finally:
+        stats.close()
+    assert {container_id for container_id in (APP, SIDECAR)
+            if "container_fs_usage_bytes" in container_metrics(pod, container_id)} == measured
+
+
+def test_no_layer_is_walked_when_measuring_is_off(tree: Path) -> None:
+    reader = CgroupReader(CgroupLayout(2, {"": Mount(str(tree), "/")}))
+    stats = StatsService(layered(tree), Config(writable_layer_scan_period=0), reader)  # type: ignore[arg-type]
+    [pod] = stats.pod_sandbox_metrics()
+    assert "container_fs_usage_bytes" not in container_metrics(pod, APP)
+    assert "container_fs_limit_bytes" in container_metrics(pod, APP)
