@@ -482,13 +482,13 @@ def main() -> int:
                     run["mixed"] = mixed_phase(shim.runtime, shim.images, client, pods, shim.process.pid,
                                                args.mixed_seconds)
                 report["runs"][str(count)] = run
+                print_report({**report, "runs": {str(count): run}})  # each size as soon as it is done
+                Path(args.json).write_text(json.dumps(report, indent=2))
             finally:
                 direct.remove_all()
                 pods.remove_all()
     finally:
         shim.stop()
-    Path(args.json).write_text(json.dumps(report, indent=2))
-    print_report(report)
     print(f"\nJSON: {args.json}")
     return 0
 
