@@ -37,24 +37,12 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 
 from conftest import BUSYBOX, PAUSE, Shim  # noqa: E402  (the suite's shim launcher and images)
 from dockershim_py.api import api_pb2 as api  # noqa: E402
+from measure import cpu_seconds, dockerd_pid, percentiles, rss_bytes  # noqa: E402
 
 NAMESPACE = "dspy-bench"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # --- measuring ----------------------------------------------------------------------------------
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    """Milliseconds: p50, p95, p99, max and the count, from samples in seconds."""
-    if not samples:
-        return {"n": 0}
-    ordered = sorted(samples)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] * 1000
-
-    return {"n": len(ordered), "p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "max": ordered[-1] * 1000}
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -69,25 +57,6 @@ def repeat(fn: Callable[[], Any], count: int, seconds: float) -> list[float]:
     while len(samples) < count and time.monotonic() < deadline:
         samples.append(timed(fn))
     return samples
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def dockerd_pid() -> int:
-    for candidate in ("/var/run/docker.pid", "/run/docker.pid"):
-        if os.path.exists(candidate):
-            return int(Path(candidate).read_text().strip())
-    raise SystemExit("cannot find dockerd's pid file")
 
 
 def one_shot_stats(client: docker.APIClient, container_ids: list[str]) -> None:
@@ -391,6 +360,8 @@ class MixedLoad:
 def mixed_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, shim_pid: int,
                 seconds: float) -> dict:
     daemon = dockerd_pid()
+    if daemon is None:
+        raise SystemExit("cannot find the dockerd that serves /var/run/docker.sock")
     rss_before = rss_bytes(shim_pid)
     shim_cpu, dockerd_cpu = cpu_seconds(shim_pid), cpu_seconds(daemon)
     result = MixedLoad(runtime, images, client, pods).run(seconds)

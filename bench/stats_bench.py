@@ -38,8 +38,8 @@ from conftest import BUSYBOX, DOCKER_SOCKET, Shim  # noqa: E402  (the suite's sh
 from dockershim_py.api import api_pb2 as api  # noqa: E402
 from dockershim_py.api import api_pb2_grpc  # noqa: E402
 from dockershim_py.cgroup_stats import Mount, pod_cgroup  # noqa: E402
+from measure import CLOCK_TICKS, cpu_seconds, dockerd_pid, percentiles  # noqa: E402
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # cri-dockerd's ListContainerStats: one-shot stats calls, NumCPU x 6 at a time.
 DOCKER_WORKERS = (os.cpu_count() or 1) * 6
 POPULATE_WORKERS = 8
@@ -48,44 +48,6 @@ SLEEPER = ["sh", "-c", "trap 'exit 0' TERM; sleep 86400 & wait $!"]
 
 
 # --- measuring ----------------------------------------------------------------------------------
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    """Milliseconds: p50, p95, p99 and max, with the count, from samples in seconds."""
-    if not samples:
-        return {"n": 0}
-    ordered = sorted(samples)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] * 1000
-
-    return {"n": len(ordered), "p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "max": ordered[-1] * 1000}
-
-
-def cpu_seconds(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def dockerd_pid(socket_path: str = DOCKER_SOCKET.removeprefix("unix://")) -> int | None:
-    """The dockerd listening on the suite's socket (tests may run private daemons beside it)."""
-    listening = {
-        fields[6] for fields in (line.split() for line in Path("/proc/net/unix").read_text().splitlines()[1:])
-        if len(fields) >= 8 and fields[7] == socket_path and fields[3] == "00010000"
-    }
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if (entry / "comm").read_text().strip() != "dockerd":
-                continue
-            if any(os.readlink(fd).removeprefix("socket:[").rstrip("]") in listening for fd in (entry / "fd").iterdir()):
-                return int(entry.name)
-        except OSError:
-            continue
-    return None
 
 
 def measure(fn: Callable[[], Any], count: int, seconds: float, pids: dict[str, int | None]) -> dict[str, Any]:
