@@ -38,6 +38,7 @@ from .container_convert import (
     verbose_info,
 )
 from .docker_client import DockerClient
+from .events import ConvertedEntries
 from .errors import CRIError, failed_precondition, invalid_argument, not_found
 from .image_volume import EXPORT_LABEL, ImageVolumes
 from .logs import LogManager
@@ -76,6 +77,9 @@ class ContainerService:
         self._images: dict[str, tuple[float, dict[str, Any] | None]] = {}
         # Containers whose start failed: Docker lists them as "created", CRI calls them exited.
         self._cannot_run: set[str] = set()
+        self._converted: ConvertedEntries[api.Container | None] = ConvertedEntries(
+            lambda entry: container_from_list_entry(entry, entry["Id"] in self._cannot_run)
+        )
         if self._lacking_capabilities:
             log.warning("this node's capability bounding set lacks %s: containers asking for ALL capabilities "
                         "get all the others; privileged containers start only if Docker's runtime copes "
@@ -262,10 +266,13 @@ class ContainerService:
             docker_filters["label"] += labels.docker_label_filters(container_filter.label_selector)
         entries = self._docker.list_containers(docker_filters)
         if container_filter is None:  # forget failed starts of containers removed with their pod
-            self._cannot_run &= {entry["Id"] for entry in entries}
+            listed = {entry["Id"] for entry in entries}
+            self._cannot_run &= listed
+            self._converted.keep_only(listed)
         containers = []
         for entry in entries:
-            container = container_from_list_entry(entry, entry["Id"] in self._cannot_run)
+            cannot_run = entry["Id"] in self._cannot_run
+            container = self._converted.get(entry, cannot_run)
             if container is not None and matches_filter(container, container_filter):
                 containers.append(container)
         return containers

@@ -16,9 +16,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import grpc
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .sandbox import SandboxService
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RESYNC_SECONDS = 30.0
 RECONNECT_MAX_SECONDS = 5.0
@@ -97,6 +98,33 @@ def matches(entry: dict[str, Any], filters: dict[str, Any]) -> bool:
         else:
             raise ValueError(f"filter {key!r} is not indexed")
     return True
+
+
+class ConvertedEntries(Generic[T]):
+    """CRI messages made from Docker list entries, kept while the index hands out the same entry.
+
+    The index replaces an entry object whenever the container changes, so an entry that is the
+    same object as last time converts to the same message: the kubelet's every-second relist then
+    costs no conversion for the pods that did not change. Callers must not modify the messages.
+    """
+
+    def __init__(self, convert: Callable[[dict[str, Any]], T]) -> None:
+        self._convert = convert
+        self._made: dict[str, tuple[dict[str, Any], Hashable, T]] = {}
+
+    def get(self, entry: dict[str, Any], variant: Hashable = None) -> T:
+        """The message of `entry`; `variant` is anything else the conversion depends on."""
+        made = self._made.get(entry["Id"])
+        if made is not None and made[0] is entry and made[1] == variant:
+            return made[2]
+        message = self._convert(entry)
+        self._made[entry["Id"]] = (entry, variant, message)
+        return message
+
+    def keep_only(self, container_ids: set[str]) -> None:
+        """Forget the containers a full list no longer shows."""
+        for container_id in set(self._made) - container_ids:
+            self._made.pop(container_id, None)
 
 
 class Subscription:

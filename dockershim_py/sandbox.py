@@ -27,6 +27,7 @@ from .cgroups import can_lower_oom_score, docker_cgroup_parent, effective_oom_sc
 from .checkpoint import CheckpointStore, PortMapping, SandboxCheckpoint
 from .config import Config
 from .docker_client import DockerClient
+from .events import ConvertedEntries
 from .errors import CRIError, invalid_argument, not_found
 from .image import ImageService
 from .security_context import namespace_options_of, read_profile, sandbox_security
@@ -238,6 +239,7 @@ class SandboxService:
         self._config = config
         self._images = images
         self._checkpoints = checkpoints
+        self._converted: ConvertedEntries[api.PodSandbox | None] = ConvertedEntries(sandbox_from_list_entry)
         self._oom_score_adj = effective_oom_score_adj(config.sandbox_oom_score_adj, can_lower_oom_score())
         if self._oom_score_adj != config.sandbox_oom_score_adj:
             log.warning(
@@ -444,8 +446,10 @@ class SandboxService:
         if prefix:
             docker_filters["id"] = [prefix]  # Docker matches anywhere in the ID; the prefix rule is ours
         entries = self._docker.list_containers(docker_filters)
-        sandboxes = [sandbox for sandbox in map(sandbox_from_list_entry, entries) if sandbox is not None]
         listed = {entry["Id"] for entry in entries}
+        if sandbox_filter is None:
+            self._converted.keep_only(listed)
+        sandboxes = [sandbox for sandbox in map(self._converted.get, entries) if sandbox is not None]
         sandboxes += [
             sandbox_from_checkpoint(sandbox_id, checkpoint)
             for sandbox_id, checkpoint in sorted(checkpoints.items())

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from dockershim_py.events import ContainerChange, EventHub, SUBSCRIBER_QUEUE, matches
+from dockershim_py.events import ContainerChange, ConvertedEntries, EventHub, SUBSCRIBER_QUEUE, matches
 
 ENTRY = {"Id": "abcdef0123456789", "Labels": {"io.kubernetes.docker.type": "container", "app": "web"}}
 
@@ -104,3 +104,18 @@ def test_nothing_is_built_without_subscribers() -> None:
     hub.publish(_change(0))
     time.sleep(0.1)
     assert built == []
+
+
+def test_converted_entries_are_reused_only_for_the_same_entry_object_and_variant() -> None:
+    calls: list[str] = []
+    cache = ConvertedEntries(lambda entry: calls.append(entry["State"]) or {"converted": entry["State"]})
+    entry = {"Id": "a", "State": "running"}
+    first = cache.get(entry)
+    assert cache.get(entry) is first and calls == ["running"]
+    changed = {"Id": "a", "State": "exited"}  # the index replaces the object when the container changes
+    assert cache.get(changed) == {"converted": "exited"} and calls == ["running", "exited"]
+    cache.get(changed, variant=True)  # something else the conversion depends on changed
+    assert calls == ["running", "exited", "exited"]
+    cache.keep_only(set())  # a full list no longer shows it
+    cache.get(changed, variant=True)
+    assert calls == ["running", "exited", "exited", "exited"]
