@@ -254,16 +254,12 @@ class ContainerService:
 
     def list(self, container_filter: api.ContainerFilter | None) -> list[api.Container]:
         """One Docker list call, no inspect: the kubelet asks every second."""
-        docker_filters: dict[str, Any] = {"label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_CONTAINER}"]}
-        if container_filter is not None:
-            for value in (container_filter.id, container_filter.pod_sandbox_id):
-                if value and not _CONTAINER_ID.fullmatch(value):
-                    return []
-            if container_filter.id:
-                docker_filters["id"] = [container_filter.id]  # Docker matches anywhere; the prefix rule is ours
-            if len(container_filter.pod_sandbox_id) == 64:
-                docker_filters["label"].append(f"{labels.SANDBOX_ID_LABEL}={container_filter.pod_sandbox_id}")
-            docker_filters["label"] += labels.docker_label_filters(container_filter.label_selector)
+        docker_filters = labels.container_list_filters(
+            *((container_filter.id, container_filter.pod_sandbox_id, container_filter.label_selector)
+              if container_filter is not None else ("", "", {}))
+        )
+        if docker_filters is None:
+            return []
         entries = self._docker.list_containers(docker_filters)
         if container_filter is None:  # forget failed starts of containers removed with their pod
             listed = {entry["Id"] for entry in entries}

@@ -8,6 +8,8 @@ dockershim or cri-dockerd are read back correctly; internal labels never reach C
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Mapping
 
 ANNOTATION_PREFIX = "annotation."
@@ -104,3 +106,26 @@ def docker_label_filters(selector: Mapping[str, str]) -> list[str]:
         for key, value in sorted(selector.items())
         if key not in INTERNAL_LABELS and not key.startswith(ANNOTATION_PREFIX)
     ]
+
+
+_ID_PREFIX = re.compile(r"[0-9a-f]{1,64}")
+
+
+def container_list_filters(
+    container_id: str, sandbox_id: str, selector: Mapping[str, str]
+) -> dict[str, list[str]] | None:
+    """Docker's list filters for the CRI containers a ContainerFilter (or stats filter) names.
+
+    None when an ID cannot be one (nothing matches, and it is not passed to Docker's filter).
+    Docker matches `id` anywhere in the ID, so callers still apply the CRI prefix rule.
+    """
+    for value in (container_id, sandbox_id):
+        if value and not _ID_PREFIX.fullmatch(value):
+            return None
+    filters: dict[str, list[str]] = {"label": [f"{CONTAINER_TYPE_LABEL}={CONTAINER_TYPE_CONTAINER}"]}
+    if container_id:
+        filters["id"] = [container_id]
+    if len(sandbox_id) == 64:
+        filters["label"].append(f"{SANDBOX_ID_LABEL}={sandbox_id}")
+    filters["label"] += docker_label_filters(selector)
+    return filters

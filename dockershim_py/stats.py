@@ -291,17 +291,12 @@ class StatsService:
 
     def _containers(self, stats_filter: api.ContainerStatsFilter | None) -> list[_Container]:
         """One Docker list call, narrowed by every filter Docker can apply, then ours."""
-        docker_filters: dict[str, Any] = {
-            "label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_CONTAINER}"]
-        }
-        if stats_filter is not None:
-            if not _hex(stats_filter.id) or not _hex(stats_filter.pod_sandbox_id):
-                return []
-            if stats_filter.id:
-                docker_filters["id"] = [stats_filter.id]  # Docker matches anywhere; the prefix rule is ours
-            if len(stats_filter.pod_sandbox_id) == 64:
-                docker_filters["label"].append(f"{labels.SANDBOX_ID_LABEL}={stats_filter.pod_sandbox_id}")
-            docker_filters["label"] += labels.docker_label_filters(stats_filter.label_selector)
+        docker_filters = labels.container_list_filters(
+            *((stats_filter.id, stats_filter.pod_sandbox_id, stats_filter.label_selector)
+              if stats_filter is not None else ("", "", {}))
+        )
+        if docker_filters is None:
+            return []
         entries = self._docker.list_containers(docker_filters)
         if _unfiltered(stats_filter):
             self._forget_unlisted({entry["Id"] for entry in entries}, containers_only=True)

@@ -92,3 +92,15 @@ def test_docker_label_filters_skip_keys_docker_would_misread() -> None:
 )
 def test_parse_docker_time(text: str | None, nanos: int) -> None:
     assert parse_docker_time(text) == nanos
+
+
+def test_container_list_filters() -> None:
+    assert labels.container_list_filters("", "", {}) == {"label": ["io.kubernetes.docker.type=container"]}
+    sandbox = "b" * 64
+    assert labels.container_list_filters("abc", sandbox, {"app": "web"}) == {
+        "label": ["io.kubernetes.docker.type=container", f"io.kubernetes.sandbox.id={sandbox}", "app=web"],
+        "id": ["abc"],
+    }
+    assert "io.kubernetes.sandbox.id" not in str(labels.container_list_filters("", "bbb", {}))  # a prefix: ours
+    assert labels.container_list_filters("not-hex", "", {}) is None
+    assert labels.container_list_filters("", "XYZ", {}) is None
