@@ -97,7 +97,7 @@ pids_by_comm() {
   done
   return 0
 }
-cmdline() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true; }
+cmdline() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" || true; }
 
 # ================================================================================================
 # 1. Debian packages
