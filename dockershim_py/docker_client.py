@@ -20,6 +20,7 @@ from typing import Any
 import docker
 import docker.auth
 import docker.errors
+import docker.transport
 import grpc
 import requests.exceptions
 import tenacity
@@ -109,6 +110,18 @@ _retry_reads = tenacity.retry(
 )
 
 
+class _OnePoolUnixAdapter(docker.transport.UnixHTTPAdapter):
+    """One connection pool for every request to the socket.
+
+    docker-py keys its unix-socket pools by the whole URL and keeps 25 of them: past that, each
+    inspect of another container opened a fresh connection and closed an old pool's, which cost
+    dockerd an accept and the shim a handshake per request.
+    """
+
+    def get_connection(self, url: str, proxies: Any = None) -> Any:
+        return super().get_connection("http+docker://localhost", proxies)
+
+
 class DockerClient:
     """Thread-safe wrapper; the Engine API version is negotiated lazily, so the shim starts without dockerd."""
 
@@ -124,9 +137,16 @@ class DockerClient:
     # --- connection and negotiation -------------------------------------------------------------
 
     def _make(self, version: str, timeout: float) -> docker.APIClient:
-        return docker.APIClient(
+        api = docker.APIClient(
             base_url=self.endpoint, version=version, timeout=timeout, max_pool_size=self._pool_size
         )
+        per_url = api._custom_adapter
+        if isinstance(per_url, docker.transport.UnixHTTPAdapter):
+            shared = _OnePoolUnixAdapter(per_url.socket_path, timeout, max_pool_size=self._pool_size)
+            per_url.close()
+            api._custom_adapter = shared
+            api.mount("http+docker://", shared)
+        return api
 
     def _clients(self) -> tuple[docker.APIClient, docker.APIClient]:
         with self._lock:

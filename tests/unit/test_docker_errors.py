@@ -3,7 +3,7 @@ import grpc
 import pytest
 import requests
 
-from dockershim_py.docker_client import conflicting_container, negotiate_api_version, translate
+from dockershim_py.docker_client import DockerClient, conflicting_container, negotiate_api_version, translate
 from dockershim_py.errors import CRIError
 
 
@@ -69,3 +69,13 @@ def test_conflicting_container_is_read_from_dockers_message() -> None:
                      'use by container "0123456789abcdef0123". You have to remove (or rename) that container')
     assert conflicting_container(error) == "0123456789abcdef0123"
     assert conflicting_container(CRIError(grpc.StatusCode.UNKNOWN, "no space left")) is None
+
+
+def test_every_request_to_the_socket_shares_one_connection_pool(tmp_path) -> None:
+    """docker-py alone pools per URL, so inspecting many containers opened a connection each."""
+    client = DockerClient(f"unix://{tmp_path}/docker.sock", timeout=5)
+    api = client._make("1.41", timeout=5)
+    adapter = api.get_adapter("http+docker://localhost/v1.41/containers/a/json")
+    pools = {id(adapter.get_connection(f"http+docker://localhost/v1.41/containers/{n}/json")) for n in range(40)}
+    assert len(pools) == 1
+    assert adapter.get_connection("http+docker://localhost/v1.41/containers/0/json").socket_path == f"{tmp_path}/docker.sock"
