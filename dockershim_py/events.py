@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -56,6 +57,8 @@ _EXPECTED_STATE: dict[str, Callable[[dict[str, Any] | None], bool]] = {
 }
 SETTLE_SECONDS = 2.0
 SETTLE_RETRY_SECONDS = 0.02
+# The age in a list entry's Status text ("Up 5 minutes", "Exited (0) 2 hours ago").
+_STATUS_AGE = re.compile(r"(Less than a second|About an? \w+|\d+ \w+)( ago)?")
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,15 @@ class ContainerChange:
 
 
 INDEXED_FILTERS = {"label", "id"}
+
+
+def same_listing(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether two list entries say the same; Status text also tells the age, which changes by itself."""
+    if old is None or old.keys() != new.keys():
+        return False
+    if any(old[key] != new[key] for key in old if key != "Status"):
+        return False
+    return _STATUS_AGE.sub("", old.get("Status") or "") == _STATUS_AGE.sub("", new.get("Status") or "")
 
 
 def matches(entry: dict[str, Any], filters: dict[str, Any]) -> bool:
@@ -266,6 +278,8 @@ class IndexedDockerClient(DockerClient):
                 if not self._stopping.is_set():
                     log.info("Docker's event stream is down (%s); listing from Docker until it is back", exc.message)
             self._fresh = False
+            with self._index_lock:
+                self._inspects.clear()  # changes during the outage may show in an inspect alone
             self._stopping.wait(backoff)
             backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
 
@@ -305,7 +319,7 @@ class IndexedDockerClient(DockerClient):
             listed = {entry["Id"]: entry for entry in entries}
             for container_id in set(self._entries) | set(listed):
                 if self._applied.get(container_id, 0) < sequence:
-                    self._store(container_id, listed.get(container_id), sequence)
+                    self._store(container_id, listed.get(container_id), sequence, keep_inspect=True)
             # Containers gone as of this list need no guard against older fetches any more.
             for container_id in [cid for cid, applied in self._applied.items()
                                  if applied < sequence and cid not in self._entries and cid not in self._dirty]:
@@ -358,13 +372,23 @@ class IndexedDockerClient(DockerClient):
                     if self._dirty.get(container_id) is mark and (mark.settled(entry) or now > mark.give_up_at):
                         del self._dirty[container_id]
 
-    def _store(self, container_id: str, entry: dict[str, Any] | None, sequence: int) -> None:
+    def _store(self, container_id: str, entry: dict[str, Any] | None, sequence: int,
+               keep_inspect: bool = False) -> None:
+        """Record a fresh list entry; an unchanged one keeps its old object, so conversions cached by it hold.
+
+        Only a resync of an unchanged container keeps its inspect: an event or the shim's own
+        change can alter what inspect says (resources, health) and leave the list entry as it was.
+        """
         self._applied[container_id] = sequence
-        self._inspects.pop(container_id, None)
         if entry is None:
             self._entries.pop(container_id, None)
-        else:
+            self._inspects.pop(container_id, None)
+            return
+        if not same_listing(self._entries.get(container_id), entry):
             self._entries[container_id] = entry
+        elif keep_inspect:
+            return
+        self._inspects.pop(container_id, None)
 
     def _refresh(self, container_id: str, action: str) -> None:
         """After the shim's own change: the index shows it before the call returns."""

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from dockershim_py.events import ContainerChange, ConvertedEntries, EventHub, SUBSCRIBER_QUEUE, matches
+from dockershim_py.events import ContainerChange, ConvertedEntries, EventHub, SUBSCRIBER_QUEUE, matches, same_listing
 
 ENTRY = {"Id": "abcdef0123456789", "Labels": {"io.kubernetes.docker.type": "container", "app": "web"}}
 
@@ -119,3 +119,27 @@ def test_converted_entries_are_reused_only_for_the_same_entry_object_and_variant
     cache.keep_only(set())  # a full list no longer shows it
     cache.get(changed, variant=True)
     assert calls == ["running", "exited", "exited", "exited"]
+
+
+RUNNING = {"Id": "c1", "State": "running", "Status": "Up 5 minutes", "Labels": {"a": "b"}}
+
+
+@pytest.mark.parametrize(
+    ("new", "same"),
+    [
+        ({**RUNNING, "Status": "Up About an hour"}, True),
+        ({**RUNNING, "Status": "Up 6 minutes (healthy)"}, False),
+        ({**RUNNING, "State": "exited", "Status": "Exited (0) Less than a second ago"}, False),
+        ({**RUNNING, "Labels": {"a": "c"}}, False),
+        ({**RUNNING, "Mounts": []}, False),
+    ],
+)
+def test_a_listing_is_the_same_when_only_the_age_in_its_status_moved(new: dict, same: bool) -> None:
+    assert same_listing(RUNNING, new) is same
+
+
+def test_exited_listings_differ_by_exit_code_not_by_age() -> None:
+    old = {**RUNNING, "State": "exited", "Status": "Exited (0) 2 minutes ago"}
+    assert same_listing(old, {**old, "Status": "Exited (0) 3 hours ago"})
+    assert not same_listing(old, {**old, "Status": "Exited (137) 2 minutes ago"})
+    assert not same_listing(None, old)
