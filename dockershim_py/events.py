@@ -4,9 +4,9 @@ The kubelet relists every sandbox and container every second and asks a status f
 container of a changed pod. `IndexedDockerClient` answers those list and inspect requests from
 memory while the index is fresh: filled by a full list, kept current by Docker's events (the
 containers they name are marked dirty and re-read in batches, and a read never answers for a
-dirty container from memory), re-listed periodically as a safety net, and updated
-synchronously after every change the shim itself makes. While the event stream is down the index is
-stale and every request goes to Docker, so a stale index never answers.
+dirty container from memory), re-listed periodically as a safety net, and marked dirty
+by every change the shim itself makes before that call returns. While the event stream is down
+the index is stale and every request goes to Docker, so a stale index never answers.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ _EXPECTED_STATE: dict[str, Callable[[dict[str, Any] | None], bool]] = {
     "destroy": lambda entry: entry is None,
 }
 SETTLE_SECONDS = 2.0
-SETTLE_RETRY_SECONDS = 0.02
+REFRESH_GATHER_SECONDS = 0.05
 # The age in a list entry's Status text ("Up 5 minutes", "Exited (0) 2 hours ago").
 _STATUS_AGE = re.compile(r"(Less than a second|About an? \w+|\d+ \w+)( ago)?")
 
@@ -82,7 +82,7 @@ class ContainerChange:
     at_ns: int
 
 
-INDEXED_FILTERS = {"label", "id"}
+INDEXED_FILTERS = {"label", "id", "status"}
 
 
 def same_listing(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
@@ -106,6 +106,9 @@ def matches(entry: dict[str, Any], filters: dict[str, Any]) -> bool:
                     return False
         elif key == "id":
             if not any(value in entry["Id"] for value in values):
+                return False
+        elif key == "status":
+            if entry.get("State") not in values:
                 return False
         else:
             raise ValueError(f"filter {key!r} is not indexed")
@@ -300,6 +303,9 @@ class IndexedDockerClient(DockerClient):
     def _refresh_when_dirty(self) -> None:
         while not self._stopping.is_set():
             self._dirty_signal.wait()
+            # A pod's changes come in bursts of events: gather them into one list call. A read
+            # meanwhile re-reads what is dirty itself, so waiting never serves a stale answer.
+            self._stopping.wait(REFRESH_GATHER_SECONDS)
             self._dirty_signal.clear()
             if self._stopping.is_set():
                 return
@@ -309,7 +315,6 @@ class IndexedDockerClient(DockerClient):
                 log.info("re-reading changed containers failed: %s", exc.message)
                 self._fresh = False  # the event loop resyncs when the stream is back
             if self._dirty:  # some list entries do not show their event yet: read again shortly
-                self._stopping.wait(SETTLE_RETRY_SECONDS)
                 self._dirty_signal.set()
 
     def resync(self) -> None:
@@ -391,14 +396,9 @@ class IndexedDockerClient(DockerClient):
         self._inspects.pop(container_id, None)
 
     def _refresh(self, container_id: str, action: str) -> None:
-        """After the shim's own change: the index shows it before the call returns."""
-        if not self._fresh:
-            return
-        self._mark_dirty(container_id, _EXPECTED_STATE.get(action, _any_state))
-        try:
-            self._refresh_dirty()
-        except CRIError:
-            self._fresh = False  # cannot vouch for the index now; the event loop will resync
+        """After the shim's own change: the next read re-reads it, batched with whatever else changed."""
+        if self._fresh:
+            self._mark_dirty(container_id, _EXPECTED_STATE.get(action, _any_state))
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -428,7 +428,7 @@ class IndexedDockerClient(DockerClient):
     # --- the shim's own changes ---------------------------------------------------------------
 
     def _changing(self, container_id: str, action: str, change: Callable[[], None]) -> None:
-        """Make `change`, then re-read the container: as the action says it must be, or as it is."""
+        """Make `change`, then have the container re-read: as the action says it must be, or as it is."""
         try:
             change()
         except CRIError:

@@ -6,7 +6,7 @@ import pytest
 
 from dockershim_py.events import ContainerChange, ConvertedEntries, EventHub, SUBSCRIBER_QUEUE, matches, same_listing
 
-ENTRY = {"Id": "abcdef0123456789", "Labels": {"io.kubernetes.docker.type": "container", "app": "web"}}
+ENTRY = {"Id": "abcdef0123456789", "State": "running", "Labels": {"io.kubernetes.docker.type": "container", "app": "web"}}
 
 
 @pytest.mark.parametrize(
@@ -24,6 +24,9 @@ ENTRY = {"Id": "abcdef0123456789", "Labels": {"io.kubernetes.docker.type": "cont
         ({"id": ["ffff", "abcd"]}, True),
         ({"id": ["ffff"]}, False),
         ({"label": "app=web"}, True),
+        ({"status": ["running"]}, True),
+        ({"status": ["exited", "created"]}, False),
+        ({"status": ["running"], "label": ["missing"]}, False),
     ],
 )
 def test_filters_match_like_docker(filters: dict, expected: bool) -> None:
@@ -32,7 +35,7 @@ def test_filters_match_like_docker(filters: dict, expected: bool) -> None:
 
 def test_unindexed_filters_are_refused() -> None:
     with pytest.raises(ValueError):
-        matches(ENTRY, {"status": ["running"]})
+        matches(ENTRY, {"name": ["web"]})
 
 
 def _change(n: int) -> ContainerChange:
