@@ -146,6 +146,7 @@ class DockerClient:
             per_url.close()
             api._custom_adapter = shared
             api.mount("http+docker://", shared)
+            api.trust_env = False  # no proxy or netrc lookup per request: a local socket needs neither
         return api
 
     def _clients(self) -> tuple[docker.APIClient, docker.APIClient]:

@@ -79,3 +79,4 @@ def test_every_request_to_the_socket_shares_one_connection_pool(tmp_path) -> Non
     pools = {id(adapter.get_connection(f"http+docker://localhost/v1.41/containers/{n}/json")) for n in range(40)}
     assert len(pools) == 1
     assert adapter.get_connection("http+docker://localhost/v1.41/containers/0/json").socket_path == f"{tmp_path}/docker.sock"
+    assert api.trust_env is False
