@@ -14,16 +14,20 @@ copy resumes from that offset, so a line is neither lost nor written twice.
 Docker ends a json-file entry with "\\n" unless the line was split (Docker cuts lines at 16 KiB),
 which is exactly CRI's F (full) and P (partial). Memory per container is one read chunk.
 
-One thread serves every copier: it wakes on a pidfd when a container's process exits, or every
-poll interval to copy what is new.
+One thread serves every copier. It wakes when inotify says a log directory changed (a write
+or a rotation), when a container's process exits (a pidfd), and every few seconds as a safety
+net; an idle container costs nothing in between. Where inotify cannot watch (no watches left),
+that copier is polled instead.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
 import select
+import struct
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -37,7 +41,10 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 256 * 1024
 # What one copier may copy per round before the others get their turn.
 ROUND_BUDGET_BYTES = 4 * 1024 * 1024
+# How often a copier without an inotify watch looks for new lines.
 POLL_SECONDS = 0.2
+# How often every copier is pumped anyway, and exited ones are finished.
+SAFETY_ROUND_SECONDS = 2.0
 # Docker closes a container's log at most a few seconds after its process exits.
 EXIT_SETTLE_SECONDS = 3.0
 PERSIST_SECONDS = 1.0
@@ -355,19 +362,92 @@ class LogCopier:
 
 # --- every container ------------------------------------------------------------------------------
 
+_IN_MODIFY, _IN_MOVED_TO, _IN_CREATE = 0x2, 0x80, 0x100
+_IN_Q_OVERFLOW, _IN_IGNORED = 0x4000, 0x8000
+_INOTIFY_EVENT = struct.Struct("iIII")  # wd, mask, cookie, length of the name that follows
+
+
+class LogDirectoryWatch:
+    """inotify on the directories of the Docker logs being copied: which containers wrote."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self.fd = fd
+        self._containers: dict[int, str] = {}  # watch descriptor -> container id
+        self._watches: dict[str, int] = {}
+
+    def add(self, container_id: str, directory: str) -> bool:
+        """Watch the directory of a container's log; False when inotify cannot (then poll it)."""
+        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(directory), _IN_MODIFY | _IN_CREATE | _IN_MOVED_TO)
+        if wd < 0:
+            log.info("container %s: cannot watch %s (%s); polling its log", container_id[:12], directory,
+                     os.strerror(ctypes.get_errno()))
+            return False
+        self._containers[wd] = container_id
+        self._watches[container_id] = wd
+        return True
+
+    def remove(self, container_id: str) -> None:
+        wd = self._watches.pop(container_id, None)
+        if wd is not None and self._containers.pop(wd, None) is not None:
+            self._libc.inotify_rm_watch(self.fd, wd)
+
+    def changed(self) -> set[str] | None:
+        """The containers whose log directory changed since the last call; None if the kernel lost count."""
+        changed: set[str] = set()
+        overflow = False
+        while True:
+            try:
+                data = os.read(self.fd, 64 * 1024)
+            except BlockingIOError:
+                break
+            offset = 0
+            while offset < len(data):
+                wd, mask, _, length = _INOTIFY_EVENT.unpack_from(data, offset)
+                offset += _INOTIFY_EVENT.size + length
+                if mask & _IN_Q_OVERFLOW:
+                    overflow = True
+                elif mask & _IN_IGNORED:  # the directory is gone (its container removed)
+                    container_id = self._containers.pop(wd, None)
+                    if container_id is not None and self._watches.get(container_id) == wd:
+                        del self._watches[container_id]
+                elif wd in self._containers:
+                    changed.add(self._containers[wd])
+        return None if overflow else changed
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 
 class LogManager:
     """The copiers of all running containers and the one thread that drives them."""
 
-    def __init__(self, state_directory: str, rotate_bytes: int = 0, poll_seconds: float = POLL_SECONDS) -> None:
+    def __init__(self, state_directory: str, rotate_bytes: int = 0, poll_seconds: float = POLL_SECONDS,
+                 safety_seconds: float = SAFETY_ROUND_SECONDS) -> None:
         self._directory = state_directory
         self._rotate_bytes = rotate_bytes
         os.makedirs(state_directory, mode=0o700, exist_ok=True)
         self._poll_seconds = poll_seconds
+        self._safety_seconds = safety_seconds
         self._lock = threading.Lock()
         self._copiers: dict[str, LogCopier] = {}
+        self._polled: set[str] = set()  # copiers without an inotify watch
+        self._behind: set[str] = set()  # copiers that stopped at their round's budget
         self._pidfds: dict[int, str] = {}
         self._epoll = select.epoll()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # stop() ends the wait at once
+        self._epoll.register(self._wake, select.EPOLLIN)
+        self._watch: LogDirectoryWatch | None = None
+        try:
+            self._watch = LogDirectoryWatch()
+            self._epoll.register(self._watch.fd, select.EPOLLIN)
+        except OSError as exc:
+            log.warning("inotify is not available (%s): container logs are polled every %.1fs", exc, poll_seconds)
+        self._last_full_round = 0.0
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -407,6 +487,8 @@ class LogManager:
             copier.open()
             self._copiers[container_id] = copier
             self._watch_exit(container_id, copier, pid)
+            if self._watch is None or not self._watch.add(container_id, os.path.dirname(source_path)):
+                self._polled.add(container_id)
         self._ensure_thread()
 
     def finish(self, container_id: str, source_path: str = "") -> None:
@@ -427,7 +509,7 @@ class LogManager:
         copier.finish()
         with self._lock:
             if self._copiers.get(container_id) is copier:
-                del self._copiers[container_id]
+                self._drop(container_id)
 
     def reopen(self, container_id: str) -> None:
         with self._lock:
@@ -439,7 +521,9 @@ class LogManager:
     def forget(self, container_id: str) -> None:
         """The container is removed: stop copying and drop its saved position."""
         with self._lock:
-            copier = self._copiers.pop(container_id, None)
+            copier = self._copiers.get(container_id)
+            if copier is not None:
+                self._drop(container_id)
         if copier is not None:
             copier.close()
         try:
@@ -447,12 +531,21 @@ class LogManager:
         except FileNotFoundError:
             pass
 
+    def _drop(self, container_id: str) -> None:
+        """Stop driving a copier; the caller holds the lock."""
+        del self._copiers[container_id]
+        self._polled.discard(container_id)
+        self._behind.discard(container_id)
+        if self._watch is not None:
+            self._watch.remove(container_id)
+
     def describe(self, container_id: str) -> dict[str, Any] | None:
         state = self.saved_state(container_id)
         return None if state is None else asdict(state)
 
     def stop(self) -> None:
         self._stopping.set()
+        os.eventfd_write(self._wake, 1)
         if self._thread is not None:
             self._thread.join(timeout=5)
         with self._lock:
@@ -482,25 +575,50 @@ class LogManager:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                self._round(self._epoll.poll(self._poll_seconds))
+                self._round(self._epoll.poll(self._wait_seconds()))
             except Exception:  # one bad round must not end log copying for every container
                 log.exception("log copier round failed")
                 time.sleep(self._poll_seconds)
 
+    def _wait_seconds(self) -> float:
+        if self._behind:
+            return 0
+        return self._poll_seconds if self._polled else self._safety_seconds
+
     def _round(self, events: list[tuple[int, int]]) -> None:
         now = time.monotonic()
+        full_round = now - self._last_full_round >= self._safety_seconds
+        woken: set[str] = set()  # their directory changed: a rotation is looked for at once
         with self._lock:
+            due = set(self._polled) | self._behind
             for fd, _ in events:
+                if fd == self._wake:
+                    continue
+                if self._watch is not None and fd == self._watch.fd:
+                    changed = self._watch.changed()
+                    if changed is None:
+                        full_round = True  # inotify lost events: look at every copier
+                    else:
+                        woken |= changed
+                    continue
                 container_id = self._pidfds.pop(fd, None)
                 self._epoll.unregister(fd)
                 os.close(fd)
                 copier = self._copiers.get(container_id or "")
                 if copier is not None:
                     copier.exited_at = now
-            copiers = list(self._copiers.items())
+                    due.add(container_id)
+            if full_round:
+                self._last_full_round = now
+                due = set(self._copiers)
+            copiers = [(container_id, self._copiers[container_id]) for container_id in due | woken
+                       if container_id in self._copiers]
+            self._behind.clear()
         for container_id, copier in copiers:
             try:
-                copier.pump()
+                if copier.pump(thorough=container_id in woken) >= ROUND_BUDGET_BYTES:
+                    with self._lock:
+                        self._behind.add(container_id)
             except OSError as exc:
                 log.error("container %s: copying its log failed: %s", container_id[:12], exc)
             if copier.exited_at is not None and now - max(copier.exited_at, copier.copied_at) > EXIT_SETTLE_SECONDS:

@@ -265,7 +265,7 @@ def test_finish_copies_the_rest_and_closes(files: dict[str, Path]) -> None:
 
 def test_manager_finishes_a_copier_when_the_process_exits(files: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(logs, "EXIT_SETTLE_SECONDS", 0.2)
-    manager = LogManager(str(tmp_path / "states"), poll_seconds=0.05)
+    manager = LogManager(str(tmp_path / "states"), poll_seconds=0.05, safety_seconds=0.1)
     process = subprocess.Popen(["sleep", "0.3"])
     try:
         manager.prepare("abc", str(files["target"]))
@@ -309,3 +309,42 @@ def test_reopen_of_a_container_without_a_copier_is_refused(tmp_path: Path) -> No
     manager = LogManager(str(tmp_path / "states"))
     with pytest.raises(Exception, match="no log being written"):
         manager.reopen("nope")
+
+
+def _wait_for_texts(path: Path, expected: list[str], within: float) -> None:
+    deadline = time.monotonic() + within
+    while not (path.exists() and cri_texts(path) == expected):
+        assert time.monotonic() < deadline, f"{expected} not copied within {within}s: {path.read_bytes()!r}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("watched", [True, False], ids=["inotify", "polled"])
+def test_manager_copies_new_lines_at_once_without_waiting_for_the_safety_round(
+    files: dict[str, Path], tmp_path: Path, monkeypatch, watched: bool
+) -> None:
+    if not watched:  # inotify out of watches: the copier is polled instead
+        monkeypatch.setattr(logs.LogDirectoryWatch, "add", lambda self, container_id, directory: False)
+    manager = LogManager(str(tmp_path / "states"), poll_seconds=0.05, safety_seconds=60)
+    process = subprocess.Popen(["sleep", "30"])
+    try:
+        manager.prepare("abc", str(files["target"]))
+        manager.follow("abc", str(files["source"]), process.pid)
+        time.sleep(0.1)  # the first full round has passed: only a wake-up can copy now
+        append(files["source"], docker_entry("first\n"))
+        _wait_for_texts(files["target"], ["first"], within=1.0)
+        files["source"].rename(files["source"].with_name("abc-json.log.1"))  # Docker's rotation
+        append(files["source"].with_name("abc-json.log.1"), docker_entry("before rotation\n"))
+        append(files["source"], docker_entry("after rotation\n"))
+        _wait_for_texts(files["target"], ["first", "before rotation", "after rotation"], within=3.0)
+    finally:
+        process.kill()
+        process.wait()
+        manager.stop()
+
+
+def test_manager_stops_at_once(tmp_path: Path) -> None:
+    manager = LogManager(str(tmp_path / "states"), safety_seconds=60)
+    manager._ensure_thread()
+    started = time.monotonic()
+    manager.stop()
+    assert time.monotonic() - started < 1
