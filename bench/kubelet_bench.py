@@ -40,6 +40,9 @@ from dockershim_py.api import api_pb2 as api  # noqa: E402
 from measure import cpu_seconds, dockerd_pid, percentiles, rss_bytes  # noqa: E402
 
 NAMESPACE = "dspy-bench"
+# A workload that ends on SIGTERM, as a well-behaved pod does: a bare `sleep` as PID 1 ignores it,
+# so every stop would wait out the 10 s grace period and the churn would run at a tenth of its rate.
+WORKLOAD = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -96,7 +99,7 @@ class Pods:
             container = api.ContainerConfig(
                 metadata=api.ContainerMetadata(name=name),
                 image=api.ImageSpec(image=BUSYBOX),
-                command=["sleep", "3600"],
+                command=WORKLOAD,
                 log_path=f"{name}/0.log",
             )
             container_id = self.runtime.CreateContainer(
@@ -145,7 +148,7 @@ class DirectPods:
         self.ids.append(pause)
         for _ in range(2):
             container = self.client.create_container(
-                BUSYBOX, command=["sleep", "3600"], labels={"dspy-bench": "direct"},
+                BUSYBOX, command=WORKLOAD, labels={"dspy-bench": "direct"},
                 host_config=self.client.create_host_config(
                     network_mode=f"container:{pause}", ipc_mode=f"container:{pause}", shm_size=64 << 20,
                 ),
@@ -270,10 +273,15 @@ class MixedLoad:
         self.stop = threading.Event()
         self._previous: dict[str, str] = {}
 
-    def _guard(self, what: str, fn: Callable[[], Any]) -> None:
+    def _guard(self, what: str, fn: Callable[[], Any], gone_is_fine: bool = False) -> None:
+        """Record a failure; `gone_is_fine`: a container removed since the list, as the kubelet takes it."""
         try:
             fn()
         except (grpc.RpcError, docker.errors.APIError) as exc:
+            not_found = isinstance(exc, docker.errors.NotFound) or (
+                isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.NOT_FOUND)
+            if gone_is_fine and not_found:
+                return
             detail = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
             self.errors.append(f"{what}: {detail}")
 
@@ -299,10 +307,10 @@ class MixedLoad:
         self._previous = current
         for container_id in changed[:20]:  # the PLEG follow-ups for changed pods
             if self.direct:
-                self._guard("inspect", lambda: self.client.inspect_container(container_id))
+                self._guard("inspect", lambda: self.client.inspect_container(container_id), gone_is_fine=True)
             else:
                 self._guard("ContainerStatus", lambda: self.runtime.ContainerStatus(
-                    api.ContainerStatusRequest(container_id=container_id), timeout=60))
+                    api.ContainerStatusRequest(container_id=container_id), timeout=60), gone_is_fine=True)
 
     def status(self) -> None:
         if self.direct:
