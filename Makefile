@@ -6,7 +6,7 @@ ENDPOINT ?= unix:///var/run/dockershim.sock
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv env run test unit bench proto clean
+.PHONY: venv env run test unit bench soak proto clean
 
 venv: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ bench: venv env
 	$(PY) bench/kubelet_bench.py --json bench-kubelet.json $(BENCH_ARGS)
 	$(PY) bench/stats_bench.py --json bench-stats.json
 	$(PY) bench/streaming_bench.py --json bench-streaming.json
+
+# 30 minutes of churn at 110 pods: does the shim's memory settle? (not in CI)
+SOAK_ARGS ?=
+soak: venv env
+	$(PY) bench/soak.py --json bench-soak.json $(SOAK_ARGS)
 
 # Tests that need neither Docker nor root.
 unit: venv
