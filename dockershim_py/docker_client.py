@@ -276,8 +276,8 @@ class DockerClient:
         register_cancel: Callable[[Callable[[], None]], None],
         since: float | None = None,
     ) -> None:
-        """Hand Docker's container events (from `since`, a Unix time) to `on_event` until the stream ends."""
-        parameters = {"filters": json.dumps({"type": ["container"]})}
+        """Hand Docker's container and image events (from `since`, a Unix time) to `on_event` until the stream ends."""
+        parameters = {"filters": json.dumps({"type": ["container", "image"]})}
         if since is not None:
             parameters["since"] = f"{since:.9f}"
         query = urllib.parse.urlencode(parameters)

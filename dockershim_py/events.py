@@ -5,8 +5,9 @@ container of a changed pod. `IndexedDockerClient` answers those list and inspect
 memory while the index is fresh: filled by a full list, kept current by Docker's events (the
 containers they name are marked dirty and re-read in batches, and a read never answers for a
 dirty container from memory), re-listed periodically as a safety net, and marked dirty
-by every change the shim itself makes before that call returns. While the event stream is down
-the index is stale and every request goes to Docker, so a stale index never answers.
+by every change the shim itself makes before that call returns. Image inspects are kept too,
+until any image event or the shim's own pull or removal. While the event stream is down the
+index is stale and every request goes to Docker, so a stale index never answers.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ _NO_CHANGE_PREFIXES = ("exec_", "top", "attach", "resize", "archive-path", "extr
 # What the kubelet's evented PLEG hears, from Docker's actions.
 LIFECYCLE_ACTIONS = {"create": "created", "start": "started", "die": "stopped", "destroy": "deleted"}
 SUBSCRIBER_QUEUE = 1024
+IMAGE_INSPECTS_KEPT = 256
 
 
 # What Docker's list must show after an action. dockerd announces an action before its list
@@ -236,6 +238,8 @@ class IndexedDockerClient(DockerClient):
         self._refresh_lock = threading.Lock()
         self._entries: dict[str, dict[str, Any]] = {}
         self._inspects: dict[str, dict[str, Any]] = {}
+        self._image_inspects: dict[str, dict[str, Any]] = {}  # by the reference asked for
+        self._image_generation = 0  # counts image events, so a fetch that raced one is not kept
         self._applied: dict[str, int] = {}  # id -> sequence number of the newest fetch applied
         self._dirty: dict[str, _Dirty] = {}  # containers an event named, not yet re-read as it said
         self._sequence = itertools.count(1)
@@ -283,6 +287,7 @@ class IndexedDockerClient(DockerClient):
             self._fresh = False
             with self._index_lock:
                 self._inspects.clear()  # changes during the outage may show in an inspect alone
+            self._forget_images()
             self._stopping.wait(backoff)
             backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
 
@@ -332,6 +337,9 @@ class IndexedDockerClient(DockerClient):
             self._fresh = True
 
     def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("Type") == "image":  # pulled, tagged, untagged, deleted, loaded: references may move
+            self._forget_images()
+            return
         container_id = event.get("id") or (event.get("Actor") or {}).get("ID")
         action = (event.get("Action") or event.get("status") or "").split(":", 1)[0]
         if not container_id or action.startswith(_NO_CHANGE_PREFIXES):
@@ -425,7 +433,41 @@ class IndexedDockerClient(DockerClient):
             return inspect
         return super().inspect_container(container_id)
 
+    def inspect_image(self, reference: str) -> dict[str, Any]:
+        """Image inspects are kept until any image event: creating a pod's containers asks for the same few."""
+        if not self._fresh:
+            return super().inspect_image(reference)
+        with self._index_lock:
+            cached = self._image_inspects.get(reference)
+            generation = self._image_generation
+        if cached is not None:
+            return cached
+        inspect = super().inspect_image(reference)
+        with self._index_lock:
+            if generation == self._image_generation and self._fresh:
+                if len(self._image_inspects) >= IMAGE_INSPECTS_KEPT:
+                    self._image_inspects.clear()
+                self._image_inspects[reference] = inspect
+        return inspect
+
+    def _forget_images(self) -> None:
+        with self._index_lock:
+            self._image_generation += 1
+            self._image_inspects.clear()
+
     # --- the shim's own changes ---------------------------------------------------------------
+
+    def pull_image(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().pull_image(*args, **kwargs)
+        finally:
+            self._forget_images()  # before the call returns: the image's event may come later
+
+    def remove_image(self, reference: str) -> None:
+        try:
+            super().remove_image(reference)
+        finally:
+            self._forget_images()
 
     def _changing(self, container_id: str, action: str, change: Callable[[], None]) -> None:
         """Make `change`, then have the container re-read: as the action says it must be, or as it is."""

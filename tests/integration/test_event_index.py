@@ -9,6 +9,7 @@ import time
 
 import docker
 import grpc
+import pytest
 
 from conftest import BUSYBOX, PAUSE
 from containers_fixtures import fresh_pod  # noqa: F401  (fixture)
@@ -209,3 +210,40 @@ def test_the_index_is_right_after_a_docker_restart(start_shim, private_dockerd, 
                           (shim.runtime.RemovePodSandbox, api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id))):
         call(request, timeout=60)
     assert daemon.containers(all=True) == []
+
+
+def test_a_tag_moved_behind_the_shims_back_shows_in_image_status_and_creates(fresh_pod, images, docker_api) -> None:
+    """Image inspects are kept; Docker's tag events must make the next ImageStatus and create see a move."""
+    pod = fresh_pod
+    repository, tag = "127.0.0.1:5000/dspy/moving", pod.namespace
+    reference = f"{repository}:{tag}"
+    busybox_id, pause_id = docker_api.inspect_image(BUSYBOX)["Id"], docker_api.inspect_image(PAUSE)["Id"]
+
+    def image_status_id() -> str:
+        return images.ImageStatus(api.ImageStatusRequest(image=api.ImageSpec(image=reference)), timeout=30).image.id
+
+    def within_2s(condition, message: str) -> None:
+        deadline = time.monotonic() + 2
+        while not condition():
+            assert time.monotonic() < deadline, message
+            time.sleep(0.05)
+
+    docker_api.tag(BUSYBOX, repository, tag)
+    try:
+        assert image_status_id() == busybox_id
+        first = pod.create(pod.container_config("first", image=api.ImageSpec(image=reference)))
+        assert docker_api.inspect_container(first)["Image"] == busybox_id
+        docker_api.tag(PAUSE, repository, tag, force=True)
+        within_2s(lambda: image_status_id() == pause_id, "ImageStatus kept the image the tag no longer names")
+        moved = pod.create(pod.container_config("moved", image=api.ImageSpec(image=reference)))
+        assert docker_api.inspect_container(moved)["Image"] == pause_id
+        docker_api.remove_image(reference)
+        within_2s(lambda: image_status_id() == "", "ImageStatus kept a removed tag")
+        with pytest.raises(grpc.RpcError) as error:
+            pod.create(pod.container_config("gone", image=api.ImageSpec(image=reference)))
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        try:
+            docker_api.remove_image(reference)
+        except docker.errors.NotFound:
+            pass
