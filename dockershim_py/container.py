@@ -47,7 +47,6 @@ from .security_context import missing_capabilities
 log = logging.getLogger(__name__)
 
 INFO_CACHE_SECONDS = 30.0
-IMAGE_CACHE_SECONDS = 30.0
 RECOVERY_RETRY_SECONDS = 5.0
 _CONTAINER_ID = re.compile(r"[0-9a-f]{1,64}")
 
@@ -74,7 +73,6 @@ class ContainerService:
         self._can_lower_oom_score = can_lower_oom_score()
         self._cache_lock = threading.Lock()
         self._info: tuple[float, dict[str, Any]] | None = None
-        self._images: dict[str, tuple[float, dict[str, Any] | None]] = {}
         # Containers whose start failed: Docker lists them as "created", CRI calls them exited.
         self._cannot_run: set[str] = set()
         self._converted: ConvertedEntries[api.Container | None] = ConvertedEntries(
@@ -293,22 +291,13 @@ class ContainerService:
         return status, info
 
     def _image(self, image_id: str) -> dict[str, Any] | None:
-        """The image's inspect for its tags and digests, cached briefly (the kubelet asks often)."""
-        with self._cache_lock:
-            cached = self._images.get(image_id)
-            if cached is not None and time.monotonic() - cached[0] < IMAGE_CACHE_SECONDS:
-                return cached[1]
+        """The image's inspect for its tags and digests (the index keeps it); None once it is removed."""
         try:
-            found: dict[str, Any] | None = self._docker.inspect_image(image_id)
+            return self._docker.inspect_image(image_id)
         except CRIError as exc:
             if exc.code != grpc.StatusCode.NOT_FOUND:
                 raise
-            found = None
-        with self._cache_lock:
-            now = time.monotonic()
-            self._images = {key: value for key, value in self._images.items() if now - value[0] < IMAGE_CACHE_SECONDS}
-            self._images[image_id] = (now, found)
-        return found
+            return None
 
     @staticmethod
     def _process_status(pid: int | None) -> str | None:
