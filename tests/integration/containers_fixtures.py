@@ -21,7 +21,6 @@ import pytest
 from conftest import BUSYBOX, Shim
 from dockershim_py.api import api_pb2 as api
 from dockershim_py.api import api_pb2_grpc
-from sandbox_fixtures import ensure_docker_bridge
 
 CRI_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z) (stdout|stderr) ([FP]) (.*)$")
 
@@ -144,7 +143,6 @@ class Pod:
 @pytest.fixture(scope="module")
 def pod(shim: Shim, docker_api: docker.APIClient) -> Iterator[Pod]:
     """One pod for a test module (starting a sandbox per test would cost seconds each)."""
-    ensure_docker_bridge(docker_api)
     made = Pod(shim.runtime, docker_api)
     yield made
     made.close()
@@ -153,7 +151,6 @@ def pod(shim: Shim, docker_api: docker.APIClient) -> Iterator[Pod]:
 @pytest.fixture
 def fresh_pod(shim: Shim, docker_api: docker.APIClient) -> Iterator[Pod]:
     """A pod of the test's own, for tests that need an empty one or special sandbox settings."""
-    ensure_docker_bridge(docker_api)
     made = Pod(shim.runtime, docker_api)
     yield made
     made.close()

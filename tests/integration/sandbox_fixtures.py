@@ -6,14 +6,10 @@ for the test modules that `from conftest import ...`. Test modules import these 
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 import socket
-import subprocess
 import time
-import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import docker
 import pytest
@@ -21,30 +17,6 @@ import pytest
 from conftest import BUSYBOX
 from dockershim_py.api import api_pb2 as api
 from dockershim_py.api import api_pb2_grpc
-
-DOCKER_BRIDGE = "docker0"
-
-
-def ensure_docker_bridge(docker_api: docker.APIClient) -> None:
-    """Recreate Docker's default bridge interface if something deleted it.
-
-    A second dockerd started with `--bridge=none` in the host's network namespace deletes
-    `docker0` (dockerd's removeDefaultBridgeInterface), which breaks every bridge-networked
-    container of the suite's daemon until it is recreated.
-    """
-    if Path(f"/sys/class/net/{DOCKER_BRIDGE}").exists():
-        return
-    config = (docker_api.inspect_network("bridge").get("IPAM") or {}).get("Config") or [{}]
-    subnet = ipaddress.ip_network(config[0].get("Subnet") or "172.17.0.0/16")
-    gateway = config[0].get("Gateway") or str(next(subnet.hosts()))
-    warnings.warn(f"{DOCKER_BRIDGE} was missing (deleted by a dockerd run with --bridge=none?); recreating it")
-    for command in (
-        ["ip", "link", "add", DOCKER_BRIDGE, "type", "bridge"],
-        ["ip", "addr", "add", f"{gateway}/{subnet.prefixlen}", "dev", DOCKER_BRIDGE],
-        ["ip", "link", "set", DOCKER_BRIDGE, "up"],
-    ):
-        subprocess.run(command, check=True, capture_output=True)
-
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -128,13 +100,7 @@ class Sandboxes:
 
 
 @pytest.fixture
-def docker_bridge(docker_api: docker.APIClient) -> None:
-    ensure_docker_bridge(docker_api)
-
-
-@pytest.fixture
-def sandboxes(runtime: api_pb2_grpc.RuntimeServiceStub, docker_api: docker.APIClient,
-              docker_bridge: None) -> Iterator[Sandboxes]:
+def sandboxes(runtime: api_pb2_grpc.RuntimeServiceStub, docker_api: docker.APIClient) -> Iterator[Sandboxes]:
     made = Sandboxes(runtime, docker_api)
     yield made
     made.cleanup()

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import PAUSE
 from dockershim_py.api import api_pb2 as api
-from sandbox_fixtures import Sandboxes, docker_bridge, sandboxes  # noqa: F401 (fixtures)
+from sandbox_fixtures import Sandboxes, sandboxes  # noqa: F401 (fixtures)
 
 
 def _kubelet_labels(sandboxes: Sandboxes, pod: str, uid: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, PRIVATE_IMAGE, host_has_capability
 from dockershim_py.api import api_pb2 as api
-from sandbox_fixtures import Sandboxes, docker_bridge, sandboxes, wait_for  # noqa: F401 (fixtures)
+from sandbox_fixtures import Sandboxes, sandboxes, wait_for  # noqa: F401 (fixtures)
 
 OOM_WARNING = "cannot lower OOM scores"
 

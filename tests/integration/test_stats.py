@@ -27,7 +27,6 @@ from conftest import BUSYBOX, Shim
 from dockershim_py.api import api_pb2 as api
 from dockershim_py.api import api_pb2_grpc
 from dockershim_py.cgroup_stats import CgroupReader, Mount, pod_cgroup
-from sandbox_fixtures import ensure_docker_bridge
 
 MiB = 1024 * 1024
 CORE = 1_000_000_000
@@ -142,7 +141,6 @@ def rpc_error(call, request) -> grpc.StatusCode:
 
 @pytest.fixture(scope="module")
 def pods(shim: Shim, docker_api: docker.APIClient) -> Iterator[Pods]:
-    ensure_docker_bridge(docker_api)
     made = Pods(shim.runtime, docker_api)
     try:
         busy = made.run("busy", cgroup_parent=f"/dspystats{secrets.token_hex(4)}", pod_labels={"tier": "busy"})

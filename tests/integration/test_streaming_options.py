@@ -17,7 +17,6 @@ import pytest
 from conftest import Shim
 from containers_fixtures import Pod
 from dockershim_py.api import api_pb2 as api
-from sandbox_fixtures import ensure_docker_bridge
 from streaming_client import SpdyExec, SpdyForward, SpdySession, WsExec
 from test_streaming_crictl import CRICTL
 
@@ -44,7 +43,6 @@ def tls_shim(docker_api: docker.APIClient, certificate: tuple[Path, Path]) -> It
 
 @pytest.fixture(scope="module")
 def container(tls_shim: Shim, docker_api: docker.APIClient) -> Iterator[tuple[Pod, str]]:
-    ensure_docker_bridge(docker_api)
     pod = Pod(tls_shim.runtime, docker_api)
     container_id = pod.run("shell", ["sleep", "3600"])
     yield pod, container_id
@@ -114,7 +112,6 @@ def test_streams_must_come_in_time(container: tuple[Pod, str]) -> None:
 
 def test_shutdown_tells_open_sessions(start_shim, docker_api: docker.APIClient) -> None:
     shim = start_shim()
-    ensure_docker_bridge(docker_api)
     pod = Pod(shim.runtime, docker_api)
     try:
         container_id = pod.run("shell", ["sleep", "3600"])

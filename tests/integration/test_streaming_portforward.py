@@ -17,7 +17,6 @@ import pytest
 from conftest import Shim
 from containers_fixtures import Pod
 from dockershim_py.api import api_pb2 as api
-from sandbox_fixtures import ensure_docker_bridge
 from streaming_client import SpdyForward, WsForward, wait_until
 
 SIZE = 10 * 1024 * 1024
@@ -29,7 +28,6 @@ FRAMINGS = list(UPLOAD_PORTS)
 @pytest.fixture(scope="module")
 def pod(shim: Shim, docker_api: docker.APIClient) -> Iterator[Pod]:
     """A pod with IPv6 on its loopback (Docker turns it off by default)."""
-    ensure_docker_bridge(docker_api)
     made = Pod(shim.runtime, docker_api, linux=api.LinuxPodSandboxConfig(sysctls={
         "net.ipv6.conf.all.disable_ipv6": "0", "net.ipv6.conf.lo.disable_ipv6": "0"}))
     yield made
