@@ -75,8 +75,11 @@ class ContainerService:
         self._info: tuple[float, dict[str, Any]] | None = None
         # Containers whose start failed: Docker lists them as "created", CRI calls them exited.
         self._cannot_run: set[str] = set()
-        self._converted: ConvertedEntries[api.Container | None] = ConvertedEntries(
-            lambda entry: container_from_list_entry(entry, entry["Id"] in self._cannot_run)
+        self._converted: ConvertedEntries[api.Container | None] = ConvertedEntries(container_from_list_entry)
+        # ContainerStatus by inspect: the kubelet asks for every running container every 10 s.
+        self._statuses: ConvertedEntries[api.ContainerStatus] = ConvertedEntries(
+            lambda inspect, image_and_process: status_of(inspect, image_and_process[0], self._image_volumes.root,
+                                                         image_and_process[1])
         )
         if self._lacking_capabilities:
             log.warning("this node's capability bounding set lacks %s: containers asking for ALL capabilities "
@@ -238,6 +241,8 @@ class ContainerService:
                 raise
         self._logs.forget(full_id)
         self._cannot_run.discard(full_id)
+        self._converted.forget(full_id)
+        self._statuses.forget(full_id)
         if any(mount.get("Source", "").startswith(self._image_volumes.root + "/") for mount in inspect.get("Mounts") or []):
             self._prune_image_volumes()
         log.info("removed container %s", full_id[:12])
@@ -263,6 +268,7 @@ class ContainerService:
             listed = {entry["Id"] for entry in entries}
             self._cannot_run &= listed
             self._converted.keep_only(listed)
+            self._statuses.keep_only(listed)
         containers = []
         for entry in entries:
             cannot_run = entry["Id"] in self._cannot_run
@@ -280,7 +286,7 @@ class ContainerService:
         state = inspect.get("State") or {}
         process_status = self._process_status(state.get("Pid")) if state.get("Running") else None
         try:
-            status = status_of(inspect, self._image(inspect.get("Image", "")), self._image_volumes.root, process_status)
+            status = self._statuses.get(inspect, (self._image(inspect.get("Image", "")), process_status))
         except ValueError as exc:
             raise not_found(f"container {container_id!r} is not a CRI container: {exc}") from exc
         if status.state == api.CONTAINER_EXITED:

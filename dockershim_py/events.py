@@ -12,14 +12,14 @@ index is stale and every request goes to Docker, so a stale index never answers.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import grpc
@@ -59,22 +59,29 @@ _EXPECTED_STATE: dict[str, Callable[[dict[str, Any] | None], bool]] = {
 }
 SETTLE_SECONDS = 2.0
 REFRESH_GATHER_SECONDS = 0.05
+# Docker announces a container's exit before its cleanup, and lists it as running until that is
+# done (often a few hundred ms): the refresher asks again after 50, 100, 200, 200... ms.
+SETTLE_RETRY_MAX_SECONDS = 0.2
 # The age in a list entry's Status text ("Up 5 minutes", "Exited (0) 2 hours ago").
 _STATUS_AGE = re.compile(r"(Less than a second|About an? \w+|\d+ \w+)( ago)?")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Dirty:
     marked: int  # sequence number of the event
     settled: Callable[[dict[str, Any] | None], bool]
     give_up_at: float
+    # Listed since it was marked, but Docker's list did not show the change yet: reads answer as
+    # that list did (asking Docker again would say the same until it catches up) while the
+    # refresher keeps asking.
+    reread: bool = False
 
 
 def _any_state(entry: dict[str, Any] | None) -> bool:
     return True
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ContainerChange:
     """A lifecycle change of one container, for GetContainerEvents."""
 
@@ -118,23 +125,24 @@ def matches(entry: dict[str, Any], filters: dict[str, Any]) -> bool:
 
 
 class ConvertedEntries(Generic[T]):
-    """CRI messages made from Docker list entries, kept while the index hands out the same entry.
+    """CRI messages made from Docker's answers about containers, kept while the index hands out the same one.
 
-    The index replaces an entry object whenever the container changes, so an entry that is the
-    same object as last time converts to the same message: the kubelet's every-second relist then
-    costs no conversion for the pods that did not change. Callers must not modify the messages.
+    The index replaces an entry (or inspect) object whenever the container changes, so the same
+    object as last time converts to the same message: the kubelet's every-second relist and its
+    status sweeps then cost no conversion for the pods that did not change. Callers must not
+    modify the messages.
     """
 
-    def __init__(self, convert: Callable[[dict[str, Any]], T]) -> None:
+    def __init__(self, convert: Callable[[dict[str, Any], Any], T]) -> None:
         self._convert = convert
-        self._made: dict[str, tuple[dict[str, Any], Hashable, T]] = {}
+        self._made: dict[str, tuple[dict[str, Any], Any, T]] = {}
 
-    def get(self, entry: dict[str, Any], variant: Hashable = None) -> T:
-        """The message of `entry`; `variant` is anything else the conversion depends on."""
+    def get(self, entry: dict[str, Any], variant: Any = None) -> T:
+        """The message of `entry`; `variant` (compared by ==) is whatever else the conversion reads."""
         made = self._made.get(entry["Id"])
         if made is not None and made[0] is entry and made[1] == variant:
             return made[2]
-        message = self._convert(entry)
+        message = self._convert(entry, variant)
         self._made[entry["Id"]] = (entry, variant, message)
         return message
 
@@ -142,6 +150,9 @@ class ConvertedEntries(Generic[T]):
         """Forget the containers a full list no longer shows."""
         for container_id in set(self._made) - container_ids:
             self._made.pop(container_id, None)
+
+    def forget(self, container_id: str) -> None:
+        self._made.pop(container_id, None)
 
 
 class Subscription:
@@ -306,11 +317,12 @@ class IndexedDockerClient(DockerClient):
                     log.info("periodic resync failed: %s", exc.message)
 
     def _refresh_when_dirty(self) -> None:
+        delay = REFRESH_GATHER_SECONDS
         while not self._stopping.is_set():
             self._dirty_signal.wait()
             # A pod's changes come in bursts of events: gather them into one list call. A read
             # meanwhile re-reads what is dirty itself, so waiting never serves a stale answer.
-            self._stopping.wait(REFRESH_GATHER_SECONDS)
+            self._stopping.wait(delay)
             self._dirty_signal.clear()
             if self._stopping.is_set():
                 return
@@ -319,8 +331,13 @@ class IndexedDockerClient(DockerClient):
             except CRIError as exc:
                 log.info("re-reading changed containers failed: %s", exc.message)
                 self._fresh = False  # the event loop resyncs when the stream is back
-            if self._dirty:  # some list entries do not show their event yet: read again shortly
+            if self._dirty_signal.is_set():  # new events came meanwhile
+                delay = REFRESH_GATHER_SECONDS
+            elif self._dirty:  # only list entries that do not show their event yet: ask again later
+                delay = min(delay * 2, SETTLE_RETRY_MAX_SECONDS)
                 self._dirty_signal.set()
+            else:
+                delay = REFRESH_GATHER_SECONDS
 
     def resync(self) -> None:
         sequence = next(self._sequence)
@@ -382,8 +399,12 @@ class IndexedDockerClient(DockerClient):
                     entry = entries.get(container_id)
                     if self._applied.get(container_id, 0) < sequence:
                         self._store(container_id, entry, sequence)
-                    if self._dirty.get(container_id) is mark and (mark.settled(entry) or now > mark.give_up_at):
+                    if self._dirty.get(container_id) is not mark:
+                        continue  # marked again meanwhile
+                    if mark.settled(entry) or now > mark.give_up_at:
                         del self._dirty[container_id]
+                    elif not mark.reread:
+                        self._dirty[container_id] = dataclasses.replace(mark, reread=True)
 
     def _store(self, container_id: str, entry: dict[str, Any] | None, sequence: int,
                keep_inspect: bool = False) -> None:
@@ -412,7 +433,7 @@ class IndexedDockerClient(DockerClient):
 
     def list_containers(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
         if self._fresh and set(filters) <= INDEXED_FILTERS:
-            if self._dirty:
+            if any(not mark.reread for mark in list(self._dirty.values())):
                 self._refresh_dirty()
             with self._index_lock:
                 if self._fresh:

@@ -239,7 +239,8 @@ class SandboxService:
         self._config = config
         self._images = images
         self._checkpoints = checkpoints
-        self._converted: ConvertedEntries[api.PodSandbox | None] = ConvertedEntries(sandbox_from_list_entry)
+        self._converted: ConvertedEntries[api.PodSandbox | None] = ConvertedEntries(
+            lambda entry, _: sandbox_from_list_entry(entry))
         self._oom_score_adj = effective_oom_score_adj(config.sandbox_oom_score_adj, can_lower_oom_score())
         if self._oom_score_adj != config.sandbox_oom_score_adj:
             log.warning(

@@ -111,7 +111,7 @@ def test_nothing_is_built_without_subscribers() -> None:
 
 def test_converted_entries_are_reused_only_for_the_same_entry_object_and_variant() -> None:
     calls: list[str] = []
-    cache = ConvertedEntries(lambda entry: calls.append(entry["State"]) or {"converted": entry["State"]})
+    cache = ConvertedEntries(lambda entry, variant: calls.append(entry["State"]) or {"converted": entry["State"]})
     entry = {"Id": "a", "State": "running"}
     first = cache.get(entry)
     assert cache.get(entry) is first and calls == ["running"]
