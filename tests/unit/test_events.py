@@ -146,3 +146,34 @@ def test_exited_listings_differ_by_exit_code_not_by_age() -> None:
     assert same_listing(old, {**old, "Status": "Exited (0) 3 hours ago"})
     assert not same_listing(old, {**old, "Status": "Exited (137) 2 minutes ago"})
     assert not same_listing(None, old)
+
+
+def test_a_container_docker_still_lists_as_before_its_event_is_not_listed_again_by_every_read(monkeypatch) -> None:
+    """Docker reports an exit before its list shows it; reads then answer as Docker listed, the refresher re-asks."""
+    from dockershim_py import events
+    from dockershim_py.docker_client import DockerClient
+
+    docker_says = {"State": "running"}
+    asked: list[dict] = []
+
+    def listed(self, filters: dict) -> list[dict]:
+        asked.append(filters)
+        return [{"Id": "c1", "Labels": {}, "State": docker_says["State"], "Status": ""}]
+
+    monkeypatch.setattr(DockerClient, "list_containers", listed)
+    index = events.IndexedDockerClient("unix:///nonexistent.sock", timeout=1)
+    index.resync()
+    assert len(asked) == 1 and index.fresh
+    index._on_event({"Type": "container", "Action": "die", "id": "c1"})  # dockerd's cleanup is not done yet
+    assert [entry["State"] for entry in index.list_containers({})] == ["running"]
+    assert len(asked) == 2  # the first read after the event asks Docker
+    assert [entry["State"] for entry in index.list_containers({"status": ["running"]})] == ["running"]
+    assert len(asked) == 2  # asking again would get the same answer: the index answers
+    docker_says["State"] = "exited"
+    index._refresh_dirty()  # the refresher's next try
+    assert [entry["State"] for entry in index.list_containers({})] == ["exited"]
+    assert len(asked) == 3 and not index._dirty
+    index._on_event({"Type": "container", "Action": "start", "id": "c1"})
+    docker_says["State"] = "running"
+    assert [entry["State"] for entry in index.list_containers({})] == ["running"]
+    assert len(asked) == 4
