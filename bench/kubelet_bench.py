@@ -9,7 +9,8 @@ Phases, for each pod count N (default 10 and 110; two containers per pod):
             stats / image-fs / log-manager sweep every 10 s, and churn (one pod stopped, removed and
             recreated every 2 s); relist latency under churn, errors, CPU seconds per minute of the
             shim and of dockerd, the shim's RSS before and after; then the same load answered by
-            direct Docker calls, for dockerd's CPU.
+            direct Docker calls, for dockerd's CPU. Each is run again without churn, which shows
+            what answering the polling alone costs.
 Bounded in count and time; it talks only to local unix sockets. Output: a table and a JSON file.
 """
 
@@ -271,6 +272,7 @@ class MixedLoad:
         self.relist_latencies: list[float] = []
         self.errors: list[str] = []
         self.stop = threading.Event()
+        self.churned = 0
         self._previous: dict[str, str] = {}
 
     def _guard(self, what: str, fn: Callable[[], Any], gone_is_fine: bool = False) -> None:
@@ -341,16 +343,17 @@ class MixedLoad:
         if self.direct_pods is not None:
             self.direct_pods.remove_oldest_pod()
             self.direct_pods.create(len(self.direct_pods.ids))
-            return
-        victim = next(iter(self.pods.sandboxes))
-        self.pods.remove(victim)
-        self.pods.create(len(self.pods.sandboxes))
+        else:
+            victim = next(iter(self.pods.sandboxes))
+            self.pods.remove(victim)
+            self.pods.create(len(self.pods.sandboxes))
+        self.churned += 1
 
-    def run(self, seconds: float) -> dict:
-        loops = [
-            (1.0, "relist", self.relist), (5.0, "status", self.status),
-            (10.0, "sweep", self.sweep), (2.0, "churn", self.churn),
-        ]
+    def run(self, seconds: float, churn: bool = True) -> dict:
+        """The loops for `seconds`; without `churn`, only the kubelet's polling."""
+        loops = [(1.0, "relist", self.relist), (5.0, "status", self.status), (10.0, "sweep", self.sweep)]
+        if churn:
+            loops.append((2.0, "churn", self.churn))
         threads = [threading.Thread(target=self._every, args=loop, daemon=True) for loop in loops]
         for thread in threads:
             thread.start()
@@ -360,35 +363,51 @@ class MixedLoad:
             thread.join(timeout=120)
         return {
             "relist": percentiles(self.relist_latencies),
+            "pods_churned": self.churned,
             "errors": len(self.errors),
             "first_errors": self.errors[:5],
         }
 
 
+def measured_run(load: MixedLoad, seconds: float, churn: bool, pids: dict[str, int]) -> dict:
+    """One run of the load, with the CPU seconds per minute of each process in `pids`."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    result = load.run(seconds, churn=churn)
+    for name, pid in pids.items():
+        result[f"{name}_cpu_s_per_min"] = (cpu_seconds(pid) - before[name]) / (seconds / 60)
+    return result
+
+
 def mixed_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, shim_pid: int,
                 seconds: float) -> dict:
+    """The load through the shim, then answered by docker-py; each with churn and without it.
+
+    Without churn, dockerd's CPU is what answering the kubelet's polling costs it; with churn it
+    also creates, starts, stops and removes a pod every 2 s, which both ways must do alike.
+    """
     daemon = dockerd_pid()
     if daemon is None:
         raise SystemExit("cannot find the dockerd that serves /var/run/docker.sock")
+    processes = {"shim": shim_pid, "dockerd": daemon}
     rss_before = rss_bytes(shim_pid)
-    shim_cpu, dockerd_cpu = cpu_seconds(shim_pid), cpu_seconds(daemon)
-    result = MixedLoad(runtime, images, client, pods).run(seconds)
-    minutes = seconds / 60
-    result["shim_cpu_s_per_min"] = (cpu_seconds(shim_pid) - shim_cpu) / minutes
-    result["dockerd_cpu_s_per_min"] = (cpu_seconds(daemon) - dockerd_cpu) / minutes
+    result = measured_run(MixedLoad(runtime, images, client, pods), seconds, True, processes)
     result["shim_rss_before_mib"] = rss_before / 2**20
     result["shim_rss_after_mib"] = rss_bytes(shim_pid) / 2**20
+    result["without_churn"] = measured_run(MixedLoad(runtime, images, client, pods), seconds, False, processes)
     churned = DirectPods(client)
     try:
         for index in range(3):
             churned.create(index)
-        dockerd_cpu = cpu_seconds(daemon)
-        direct = MixedLoad(runtime, images, client, pods, direct_pods=churned).run(seconds)
-        direct["dockerd_cpu_s_per_min"] = (cpu_seconds(daemon) - dockerd_cpu) / minutes
+        direct_load = MixedLoad(runtime, images, client, pods, direct_pods=churned)
+        direct = measured_run(direct_load, seconds, True, {"dockerd": daemon})
+        direct_load = MixedLoad(runtime, images, client, pods, direct_pods=churned)
+        direct["without_churn"] = measured_run(direct_load, seconds, False, {"dockerd": daemon})
     finally:
         churned.remove_all()
     result["direct"] = direct
     result["dockerd_cpu_ratio"] = result["dockerd_cpu_s_per_min"] / max(direct["dockerd_cpu_s_per_min"], 1e-9)
+    result["dockerd_cpu_ratio_without_churn"] = result["without_churn"]["dockerd_cpu_s_per_min"] / max(
+        direct["without_churn"]["dockerd_cpu_s_per_min"], 1e-9)
     return result
 
 
@@ -417,10 +436,16 @@ def print_report(report: dict) -> None:
             relist = mixed["relist"]
             print(f"\nmixed load {report['mixed_seconds']:.0f}s: relist p50 {relist['p50']:.2f} ms, "
                   f"p99 {relist['p99']:.2f} ms, max {relist['max']:.2f} ms; errors {mixed['errors']}")
-            print(f"  shim CPU {mixed['shim_cpu_s_per_min']:.2f} s/min, dockerd CPU "
-                  f"{mixed['dockerd_cpu_s_per_min']:.2f} s/min (direct Docker: "
-                  f"{mixed['direct']['dockerd_cpu_s_per_min']:.2f} s/min, ratio {mixed['dockerd_cpu_ratio']:.2f});"
-                  f" shim RSS {mixed['shim_rss_before_mib']:.1f} -> {mixed['shim_rss_after_mib']:.1f} MiB")
+            direct, quiet, direct_quiet = mixed["direct"], mixed["without_churn"], mixed["direct"]["without_churn"]
+            print(f"  pods churned {mixed['pods_churned']} (direct {direct['pods_churned']}); "
+                  f"shim RSS {mixed['shim_rss_before_mib']:.1f} -> {mixed['shim_rss_after_mib']:.1f} MiB")
+            print(f"  with churn:    shim CPU {mixed['shim_cpu_s_per_min']:.2f} s/min, dockerd "
+                  f"{mixed['dockerd_cpu_s_per_min']:.2f} s/min; direct Docker: dockerd "
+                  f"{direct['dockerd_cpu_s_per_min']:.2f} s/min; ratio {mixed['dockerd_cpu_ratio']:.2f}")
+            print(f"  without churn: shim CPU {quiet['shim_cpu_s_per_min']:.2f} s/min, dockerd "
+                  f"{quiet['dockerd_cpu_s_per_min']:.2f} s/min; direct Docker: dockerd "
+                  f"{direct_quiet['dockerd_cpu_s_per_min']:.2f} s/min; ratio "
+                  f"{mixed['dockerd_cpu_ratio_without_churn']:.2f}; relist p99 {quiet['relist']['p99']:.2f} ms")
 
 
 def main() -> int:
@@ -428,7 +453,8 @@ def main() -> int:
     parser.add_argument("--pods", type=int, nargs="+", default=[10, 110], help="pod counts (default 10 110)")
     parser.add_argument("--count", type=int, default=200, help="calls per RPC (default 200)")
     parser.add_argument("--rpc-seconds", type=float, default=20.0, help="time cap per RPC row (default 20)")
-    parser.add_argument("--mixed-seconds", type=float, default=60.0, help="mixed phase length; 0 skips it")
+    parser.add_argument("--mixed-seconds", type=float, default=60.0,
+                        help="length of each of the 4 mixed runs; 0 skips them")
     parser.add_argument("--json", default="bench-results.json", help="where the JSON goes")
     args = parser.parse_args()
 
