@@ -44,6 +44,17 @@ def host_has_capability(number: int) -> bool:
     return False
 
 
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
+    """The first truthy value of `predicate()`, or the last one after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
 class Shim:
     """One dockershim-py process serving on a unix socket in a private temporary directory."""
 

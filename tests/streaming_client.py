@@ -16,7 +16,6 @@ import json
 import socket
 import ssl
 import threading
-import time
 import urllib.parse
 from collections import defaultdict
 from collections.abc import Callable
@@ -483,12 +482,3 @@ class WsForward:
 
     def close(self) -> None:
         self.ws.close()
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = TIMEOUT, interval: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)

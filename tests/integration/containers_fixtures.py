@@ -10,7 +10,6 @@ import re
 import secrets
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import docker
 import grpc
 import pytest
 
-from conftest import BUSYBOX, Shim
+from conftest import BUSYBOX, Shim, wait_for
 from dockershim_py.api import api_pb2 as api
 from dockershim_py.api import api_pb2_grpc
 
@@ -30,16 +29,6 @@ def rpc_error(call, *args, **kwargs) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as caught:
         call(*args, **kwargs)
     return caught.value.code(), caught.value.details()
-
-
-def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
-    """The first truthy value of `predicate()`, or the last one after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 class Pod:

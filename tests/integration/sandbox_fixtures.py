@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import secrets
 import socket
-import time
 from collections.abc import Iterator
 
 import docker
@@ -104,13 +103,3 @@ def sandboxes(runtime: api_pb2_grpc.RuntimeServiceStub, docker_api: docker.APICl
     made = Sandboxes(runtime, docker_api)
     yield made
     made.cleanup()
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
-    """The first truthy value of `predicate()`, or the last one after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)

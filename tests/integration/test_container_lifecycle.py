@@ -9,8 +9,8 @@ import docker
 import grpc
 import pytest
 
-from conftest import BUSYBOX
-from containers_fixtures import Pod, fresh_pod, pod, rpc_error, wait_for  # noqa: F401 (fixtures)
+from conftest import BUSYBOX, wait_for
+from containers_fixtures import Pod, fresh_pod, pod, rpc_error  # noqa: F401 (fixtures)
 from dockershim_py.api import api_pb2 as api
 
 UNKNOWN_ID = "0123456789abcdef" * 4

@@ -12,8 +12,8 @@ from pathlib import Path
 import docker
 import grpc
 
-from conftest import Shim
-from containers_fixtures import Pod, pod, rpc_error, wait_for  # noqa: F401 (fixtures)
+from conftest import Shim, wait_for
+from containers_fixtures import Pod, pod, rpc_error  # noqa: F401 (fixtures)
 from dockershim_py.api import api_pb2 as api
 
 CRICTL = "/opt/cri-tools/bin/crictl"

@@ -7,8 +7,8 @@ import time
 import grpc
 import pytest
 
-from conftest import Shim
-from containers_fixtures import Pod, pod, rpc_error, wait_for  # noqa: F401 (fixtures)
+from conftest import Shim, wait_for
+from containers_fixtures import Pod, pod, rpc_error  # noqa: F401 (fixtures)
 from dockershim_py.api import api_pb2 as api
 from dockershim_py.api import api_pb2_grpc
 from dockershim_py.exec import MAX_REPLY_OUTPUT_BYTES

@@ -10,10 +10,10 @@ import docker
 import grpc
 import pytest
 
-from conftest import PAUSE, host_has_capability
+from conftest import PAUSE, host_has_capability, wait_for
 from dockershim_py import network
 from dockershim_py.api import api_pb2 as api
-from sandbox_fixtures import Sandboxes, free_port, sandboxes, wait_for  # noqa: F401 (fixtures)
+from sandbox_fixtures import Sandboxes, free_port, sandboxes  # noqa: F401 (fixtures)
 
 UNKNOWN_ID = "0123456789abcdef" * 4
 

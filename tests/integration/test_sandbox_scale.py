@@ -11,9 +11,9 @@ import docker
 import grpc
 import pytest
 
-from conftest import AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, PRIVATE_IMAGE, host_has_capability
+from conftest import AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, PRIVATE_IMAGE, host_has_capability, wait_for
 from dockershim_py.api import api_pb2 as api
-from sandbox_fixtures import Sandboxes, sandboxes, wait_for  # noqa: F401 (fixtures)
+from sandbox_fixtures import Sandboxes, sandboxes  # noqa: F401 (fixtures)
 
 OOM_WARNING = "cannot lower OOM scores"
 

@@ -23,7 +23,7 @@ import docker
 import grpc
 import pytest
 
-from conftest import BUSYBOX, Shim
+from conftest import BUSYBOX, Shim, wait_for
 from dockershim_py.api import api_pb2 as api
 from dockershim_py.api import api_pb2_grpc
 from dockershim_py.cgroup_stats import CgroupReader, Mount, pod_cgroup
@@ -122,15 +122,6 @@ def remove_cgroup(cgroup_parent: str, driver: str) -> None:
         return not left
 
     assert wait_for(removed, timeout=10, interval=0.2), f"cgroups left behind: {left}"
-
-
-def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def rpc_error(call, request) -> grpc.StatusCode:

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Shim
+from conftest import Shim, wait_for
 from containers_fixtures import Pod, pod  # noqa: F401 (fixture)
 from dockershim_py.api import api_pb2 as api
 from sandbox_fixtures import free_port
-from streaming_client import wait_until
 
 CRICTL = Path("/opt/cri-tools/bin/crictl")
 TRANSPORTS = ["spdy", "websocket"]
@@ -59,7 +58,7 @@ def containers(pod: Pod) -> Iterator[dict[str, str]]:
             f"for port in {uploads}; do (sleep 3600 | nc -l -p $port | sha256sum | cut -d' ' -f1 > /tmp/up.$port) & "
             f"done; while true; do nc -l -p {DOWNLOAD} < /tmp/blob; done")]),
     }
-    assert wait_until(lambda: pod.exec(made["servers"], ["cat", "/tmp/blob.sum"]).stdout.strip(), 30)
+    assert wait_for(lambda: pod.exec(made["servers"], ["cat", "/tmp/blob.sum"]).stdout.strip(), 30)
     yield made
     for container_id in made.values():
         pod.runtime.StopContainer(api.StopContainerRequest(container_id=container_id, timeout=0), timeout=30)
@@ -147,7 +146,7 @@ def test_port_forward(shim: Shim, pod: Pod, containers: dict[str, str], transpor
             while connection.recv(1 << 16):
                 pass
         path = f"/tmp/up.{UPLOADS[transport]}"
-        assert wait_until(lambda: pod.exec(containers["servers"], ["cat", path]).stdout.strip(), 15).decode() == \
+        assert wait_for(lambda: pod.exec(containers["servers"], ["cat", path]).stdout.strip(), 15).decode() == \
             hashlib.sha256(upload).hexdigest()
     finally:
         process.kill()

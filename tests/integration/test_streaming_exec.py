@@ -18,10 +18,10 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from conftest import Shim
+from conftest import Shim, wait_for
 from containers_fixtures import Pod, pod, rpc_error  # noqa: F401 (fixture)
 from dockershim_py.api import api_pb2 as api
-from streaming_client import STDOUT, Refused, SpdyExec, SpdySession, WsExec, http_get, wait_until
+from streaming_client import STDOUT, Refused, SpdyExec, SpdySession, WsExec, http_get
 
 SPDY = ["v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"]
 WEBSOCKET = ["v5.channel.k8s.io", "v4.channel.k8s.io", "v4.base64.channel.k8s.io", "channel.k8s.io",
@@ -299,7 +299,7 @@ def test_twenty_sessions_at_once(pod: Pod, shell: str, shim: Shim) -> None:
     assert not errors, errors
     assert results == {index: f"session{index}-done\n".encode() for index in range(20)}
     # Every session's thread has ended.
-    assert wait_until(lambda: len(os.listdir(f"/proc/{shim.process.pid}/task")) <= threads_before, 10), \
+    assert wait_for(lambda: len(os.listdir(f"/proc/{shim.process.pid}/task")) <= threads_before, 10), \
         (threads_before, len(os.listdir(f"/proc/{shim.process.pid}/task")))
 
 

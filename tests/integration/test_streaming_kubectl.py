@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
 from containers_fixtures import Pod, pod  # noqa: F401 (fixture)
 from dockershim_py.api import api_pb2 as api
 from sandbox_fixtures import free_port
-from streaming_client import wait_until
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 PORT = 8080
@@ -129,7 +129,7 @@ class KubeletProxy:
 def proxy(pod: Pod, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubeletProxy, Path]]:
     container_id = pod.run("c", ["sh", "-c", f"head -c 3000000 /dev/urandom > /tmp/blob; "
                                              f"nc -ll -p {PORT} -e cat /tmp/blob"])
-    assert wait_until(lambda: pod.exec(container_id, ["test", "-s", "/tmp/blob"]).exit_code == 0, 15)
+    assert wait_for(lambda: pod.exec(container_id, ["test", "-s", "/tmp/blob"]).exit_code == 0, 15)
     made = KubeletProxy(pod, container_id)
     kubeconfig = tmp_path_factory.mktemp("kubectl") / "config"
     kubeconfig.write_text(json.dumps({

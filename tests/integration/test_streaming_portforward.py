@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from conftest import Shim
+from conftest import Shim, wait_for
 from containers_fixtures import Pod
 from dockershim_py.api import api_pb2 as api
-from streaming_client import SpdyForward, WsForward, wait_until
+from streaming_client import SpdyForward, WsForward
 
 SIZE = 10 * 1024 * 1024
 DOWNLOAD, ECHO, IPV6 = 8080, 8082, 8090
@@ -47,7 +47,7 @@ def servers(pod: Pod) -> Iterator[str]:
         f"while true; do nc -l -p {DOWNLOAD} < /tmp/blob; done"
     )
     container_id = pod.run("servers", ["sh", "-c", script])
-    assert wait_until(lambda: pod.exec(container_id, ["cat", "/tmp/blob.sum"]).stdout.strip(), 30)
+    assert wait_for(lambda: pod.exec(container_id, ["cat", "/tmp/blob.sum"]).stdout.strip(), 30)
     yield container_id
     pod.runtime.StopContainer(api.StopContainerRequest(container_id=container_id, timeout=0), timeout=30)
 
@@ -83,7 +83,7 @@ def test_ten_megabytes_each_way(pod: Pod, servers: str, framing: str) -> None:
         downloaded = client.received(0)
         client.close()  # the end of the upload, in a protocol without half-close
     assert hashlib.sha256(downloaded).hexdigest() == blob_sum
-    assert wait_until(lambda: file_sum(pod, servers, f"/tmp/up.{upload_port}"), 15) == \
+    assert wait_for(lambda: file_sum(pod, servers, f"/tmp/up.{upload_port}"), 15) == \
         hashlib.sha256(upload).hexdigest()
 
 

@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 import streaming_client as client
+from conftest import wait_for
 from dockershim_py.api import api_pb2 as api
 from dockershim_py.config import Config
 from dockershim_py.docker_client import RawStream
@@ -268,7 +269,7 @@ def test_connections_are_bounded(runtime: FakeRuntime, monkeypatch: pytest.Monke
             time.sleep(0.2)
             answer = client.http_get(exec_url(server))
             assert answer.status == 503
-        assert client.wait_until(lambda: client.http_get(exec_url(server)).status == 400, 5)
+        assert wait_for(lambda: client.http_get(exec_url(server)).status == 400, 5)
     finally:
         server.stop()
 
@@ -334,4 +335,4 @@ def test_garbage_is_answered_or_closed_never_crashes(server: StreamingServer) ->
     websocket = client.WsExec(exec_url(server), "v5.channel.k8s.io", stdin=True)
     websocket.ws.sock.sendall(os.urandom(4096))
     websocket.ws.reader.wait(lambda: websocket.ws.reader.eof or websocket.ws.close_code is not None, 10)
-    assert client.wait_until(lambda: not server._threads, 10)
+    assert wait_for(lambda: not server._threads, 10)
