@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Generic, TypeVar
 
 import grpc
 
@@ -17,6 +19,34 @@ from ..sandbox import SandboxService
 from ..stats import StatsService
 from ..streaming.server import StreamingServer
 from .handlers import Adapter
+
+Response = TypeVar("Response")
+
+
+class RepeatedList(Generic[Response]):
+    """The last list answer, handed out again while it holds the very same messages.
+
+    Building a response copies every message into it (half a millisecond for 220 containers),
+    and the kubelet's relist every second mostly lists what it listed a second before: the
+    services keep converted messages while a container is unchanged, so an unchanged list is
+    the same objects in the same order. Callers must not modify the response.
+    """
+
+    def __init__(self, make: Callable[[Sequence[object]], Response]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self._last: tuple[Sequence[object], Response] | None = None
+
+    def response(self, items: Sequence[object]) -> Response:
+        with self._lock:
+            last = self._last
+        if last is not None and len(last[0]) == len(items) and all(a is b for a, b in zip(last[0], items)):
+            return last[1]
+        made = self._make(items)
+        with self._lock:
+            self._last = (items, made)
+        return made
+
 
 _LIST_STREAMING = "the streaming lists (KEP-5825, alpha) are not served; the kubelet falls back to the unary RPC"
 
@@ -45,6 +75,8 @@ class RuntimeServiceAdapter(Adapter):
         self._stats = stats
         self._streaming = streaming
         self._events = events
+        self._sandbox_lists = RepeatedList(lambda items: api.ListPodSandboxResponse(items=items))
+        self._container_lists = RepeatedList(lambda items: api.ListContainersResponse(containers=items))
 
     def Version(self, request: api.VersionRequest, context: grpc.ServicerContext, api_version: str) -> api.VersionResponse:
         return self._runtime.version(api_version)
@@ -87,7 +119,7 @@ class RuntimeServiceAdapter(Adapter):
 
     def ListPodSandbox(self, request: api.ListPodSandboxRequest, context: grpc.ServicerContext) -> api.ListPodSandboxResponse:
         sandbox_filter = request.filter if request.HasField("filter") else None
-        return api.ListPodSandboxResponse(items=self._sandboxes.list(sandbox_filter))
+        return self._sandbox_lists.response(self._sandboxes.list(sandbox_filter))
 
     # --- containers -------------------------------------------------------------------------------
 
@@ -115,7 +147,7 @@ class RuntimeServiceAdapter(Adapter):
 
     def ListContainers(self, request: api.ListContainersRequest, context: grpc.ServicerContext) -> api.ListContainersResponse:
         container_filter = request.filter if request.HasField("filter") else None
-        return api.ListContainersResponse(containers=self._containers.list(container_filter))
+        return self._container_lists.response(self._containers.list(container_filter))
 
     def ContainerStatus(
         self, request: api.ContainerStatusRequest, context: grpc.ServicerContext
