@@ -274,10 +274,12 @@ class DockerClient:
         self,
         on_event: Callable[[dict[str, Any]], None],
         register_cancel: Callable[[Callable[[], None]], None],
+        actions: tuple[str, ...],
         since: float | None = None,
     ) -> None:
-        """Hand Docker's container and image events (from `since`, a Unix time) to `on_event` until the stream ends."""
-        parameters = {"filters": json.dumps({"type": ["container", "image"]})}
+        """Hand Docker's container and image events of these `actions` (from `since`, a Unix time) to
+        `on_event` until the stream ends."""
+        parameters = {"filters": json.dumps({"type": ["container", "image"], "event": list(actions)})}
         if since is not None:
             parameters["since"] = f"{since:.9f}"
         query = urllib.parse.urlencode(parameters)

@@ -38,9 +38,11 @@ T = TypeVar("T")
 
 RESYNC_SECONDS = 30.0
 RECONNECT_MAX_SECONDS = 5.0
-# Actions that do not change what a list or an inspect says about a container.
-_NO_CHANGE_PREFIXES = ("exec_", "top", "attach", "resize", "archive-path", "extract-to-dir", "copy", "export",
-                       "commit", "kill")
+# The actions that change what a list or an inspect says about a container, and those that may
+# move an image reference; dockerd sends no others (an exec probe alone makes three events).
+CONTAINER_ACTIONS = ("create", "start", "restart", "die", "stop", "oom", "destroy", "update", "rename", "pause",
+                     "unpause", "health_status")
+IMAGE_ACTIONS = ("pull", "tag", "untag", "delete", "import", "load")
 # What the kubelet's evented PLEG hears, from Docker's actions.
 LIFECYCLE_ACTIONS = {"create": "created", "start": "started", "die": "stopped", "destroy": "deleted"}
 SUBSCRIBER_QUEUE = 1024
@@ -290,7 +292,7 @@ class IndexedDockerClient(DockerClient):
             try:
                 self.resync()
                 backoff = 0.1
-                self.follow_events(self._on_event, self._set_cancel, since=since)
+                self.follow_events(self._on_event, self._set_cancel, CONTAINER_ACTIONS + IMAGE_ACTIONS, since=since)
                 log.info("Docker's event stream ended; listing from Docker until it is back")
             except CRIError as exc:
                 if not self._stopping.is_set():
@@ -359,7 +361,7 @@ class IndexedDockerClient(DockerClient):
             return
         container_id = event.get("id") or (event.get("Actor") or {}).get("ID")
         action = (event.get("Action") or event.get("status") or "").split(":", 1)[0]
-        if not container_id or action.startswith(_NO_CHANGE_PREFIXES):
+        if not container_id or action not in CONTAINER_ACTIONS:
             return
         expected = _EXPECTED_STATE.get(action)
         with self._index_lock:

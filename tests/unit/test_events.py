@@ -173,6 +173,8 @@ def test_a_container_docker_still_lists_as_before_its_event_is_not_listed_again_
     index._refresh_dirty()  # the refresher's next try
     assert [entry["State"] for entry in index.list_containers({})] == ["exited"]
     assert len(asked) == 3 and not index._dirty
+    index._on_event({"Type": "container", "Action": "exec_start: sh -c true", "id": "c1"})  # a probe
+    assert not index._dirty
     index._on_event({"Type": "container", "Action": "start", "id": "c1"})
     docker_says["State"] = "running"
     assert [entry["State"] for entry in index.list_containers({})] == ["running"]
