@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "integration"))
 from conftest import DOCKER_SOCKET, Shim  # noqa: E402  (the suite's shim launcher)
 from containers_fixtures import Pod  # noqa: E402
 from dockershim_py.api import api_pb2 as api  # noqa: E402
-from sandbox_fixtures import ensure_docker_bridge, free_port  # noqa: E402
+from sandbox_fixtures import free_port  # noqa: E402
 from streaming_client import SpdyExec, SpdyForward, WsExec  # noqa: E402
 
 CRICTL = Path("/opt/cri-tools/bin/crictl")
@@ -127,7 +127,6 @@ class Bench:
 def run(size_mib: int, runs: int) -> dict[str, dict[str, float]]:
     size = size_mib * 1024 * 1024
     docker_api = docker.APIClient(base_url=DOCKER_SOCKET, version="auto", timeout=300)
-    ensure_docker_bridge(docker_api)
     shim = Shim(["--log-level", "info"]).start()
     pod = None
     try:
