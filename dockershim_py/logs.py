@@ -544,6 +544,8 @@ class LogManager:
         return None if state is None else asdict(state)
 
     def stop(self) -> None:
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         os.eventfd_write(self._wake, 1)
         if self._thread is not None:
@@ -554,6 +556,13 @@ class LogManager:
         for copier in copiers:
             copier.pump()
             copier.close()
+        if self._thread is None or not self._thread.is_alive():  # the descriptors are no longer waited on
+            for fd in [*self._pidfds, self._wake]:
+                os.close(fd)
+            self._pidfds.clear()
+            if self._watch is not None:
+                self._watch.close()
+            self._epoll.close()
 
     # --- the thread ------------------------------------------------------------------------------
 

@@ -348,3 +348,18 @@ def test_manager_stops_at_once(tmp_path: Path) -> None:
     started = time.monotonic()
     manager.stop()
     assert time.monotonic() - started < 1
+
+
+def test_a_stopped_manager_leaves_no_descriptor_open(files: dict[str, Path], tmp_path: Path) -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    manager = LogManager(str(tmp_path / "states"), safety_seconds=60)
+    process = subprocess.Popen(["sleep", "30"])
+    try:
+        manager.prepare("abc", str(files["target"]))
+        manager.follow("abc", str(files["source"]), process.pid)
+        manager.stop()
+        manager.stop()  # twice is harmless
+    finally:
+        process.kill()
+        process.wait()
+    assert len(os.listdir("/proc/self/fd")) == before
