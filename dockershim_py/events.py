@@ -323,7 +323,7 @@ class IndexedDockerClient(DockerClient):
         while not self._stopping.is_set():
             self._dirty_signal.wait()
             # A pod's changes come in bursts of events: gather them into one list call. A read
-            # meanwhile re-reads what is dirty itself, so waiting never serves a stale answer.
+            # meanwhile re-reads what was marked since the last list, so waiting never serves a stale answer.
             self._stopping.wait(delay)
             self._dirty_signal.clear()
             if self._stopping.is_set():
@@ -426,7 +426,7 @@ class IndexedDockerClient(DockerClient):
             return
         self._inspects.pop(container_id, None)
 
-    def _refresh(self, container_id: str, action: str) -> None:
+    def _changed_by_shim(self, container_id: str, action: str) -> None:
         """After the shim's own change: the next read re-reads it, batched with whatever else changed."""
         if self._fresh:
             self._mark_dirty(container_id, _EXPECTED_STATE.get(action, _any_state))
@@ -497,13 +497,13 @@ class IndexedDockerClient(DockerClient):
         try:
             change()
         except CRIError:
-            self._refresh(container_id, "failed")
+            self._changed_by_shim(container_id, "failed")
             raise
-        self._refresh(container_id, action)
+        self._changed_by_shim(container_id, action)
 
     def create_container(self, name: str, body: dict[str, Any]) -> str:
         container_id = super().create_container(name, body)
-        self._refresh(container_id, "create")
+        self._changed_by_shim(container_id, "create")
         return container_id
 
     def start_container(self, container_id: str) -> None:

@@ -422,7 +422,6 @@ class LogDirectoryWatch:
         os.close(self.fd)
 
 
-
 class LogManager:
     """The copiers of all running containers and the one thread that drives them."""
 
