@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +45,6 @@ from .security_context import missing_capabilities
 
 log = logging.getLogger(__name__)
 
-INFO_CACHE_SECONDS = 30.0
 RECOVERY_RETRY_SECONDS = 5.0
 _CONTAINER_ID = re.compile(r"[0-9a-f]{1,64}")
 
@@ -71,8 +69,6 @@ class ContainerService:
         self._image_volumes = image_volumes
         self._lacking_capabilities = node_lacking_capabilities()
         self._can_lower_oom_score = can_lower_oom_score()
-        self._cache_lock = threading.Lock()
-        self._info: tuple[float, dict[str, Any]] | None = None
         # Containers whose start failed: Docker lists them as "created", CRI calls them exited.
         self._cannot_run: set[str] = set()
         self._converted: ConvertedEntries[api.Container | None] = ConvertedEntries(container_from_list_entry)
@@ -146,7 +142,7 @@ class ContainerService:
         )
 
     def _node_view(self) -> NodeView:
-        info = self._docker_info()
+        info = self._docker.info()
         return NodeView(
             cgroup_driver=info.get("CgroupDriver") or "cgroupfs",
             api_version=self._docker.api_version,
@@ -160,12 +156,6 @@ class ContainerService:
                 "compress": "false",
             }},
         )
-
-    def _docker_info(self) -> dict[str, Any]:
-        with self._cache_lock:
-            if self._info is None or time.monotonic() - self._info[0] > INFO_CACHE_SECONDS:
-                self._info = (time.monotonic(), self._docker.info())
-            return self._info[1]
 
     @staticmethod
     def _make_missing_host_paths(mounts: Sequence[api.Mount], image_volumes: dict[int, ImageVolume]) -> None:

@@ -13,6 +13,7 @@ import logging
 import re
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,6 +37,9 @@ MIN_API_VERSION = "1.40"
 MAX_API_VERSION = "1.45"
 # Health checks must answer fast even when a normal request may wait minutes.
 HEALTH_TIMEOUT = 5.0
+# `docker info` costs dockerd 10-15 ms with a few hundred containers (moby#45842), and what the
+# shim reads from it (cgroup driver, runtimes, storage root) changes only with a daemon restart.
+INFO_MAX_AGE_SECONDS = 60.0
 # Docker's update body fields, as docker-py's update_container names them.
 _UPDATE_ARGUMENTS = {
     "CpuPeriod": "cpu_period", "CpuQuota": "cpu_quota", "CpuShares": "cpu_shares", "CpusetCpus": "cpuset_cpus",
@@ -133,6 +137,7 @@ class DockerClient:
         self._api: docker.APIClient | None = None
         self._health_api: docker.APIClient | None = None
         self._api_version = MIN_API_VERSION
+        self._info: tuple[float, dict[str, Any]] | None = None  # (when, `docker info`)
 
     # --- connection and negotiation -------------------------------------------------------------
 
@@ -172,6 +177,7 @@ class DockerClient:
                 if client is not None:
                     client.close()
             self._api = self._health_api = None
+            self._info = None
 
     @contextlib.contextmanager
     def _call(self, what: str) -> Iterator[None]:
@@ -212,8 +218,14 @@ class DockerClient:
     def version(self) -> dict[str, Any]:
         return self._read("Docker version", lambda api: api.version(), health=True)
 
-    def info(self) -> dict[str, Any]:
-        return self._read("Docker info", lambda api: api.info(), health=True)
+    def info(self, max_age: float = INFO_MAX_AGE_SECONDS) -> dict[str, Any]:
+        """`docker info`, asked again when older than `max_age` seconds or after a lost connection."""
+        kept = self._info
+        if kept is not None and time.monotonic() - kept[0] < max_age:
+            return kept[1]
+        info = self._read("Docker info", lambda api: api.info(), health=True)
+        self._info = (time.monotonic(), info)
+        return info
 
     def disk_usage(self) -> dict[str, Any]:
         return self._read("Docker disk usage", lambda api: api.df())

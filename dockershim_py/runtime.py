@@ -21,8 +21,6 @@ RUNTIME_NAME = "docker"
 CRI_VERSION = "0.1.0"
 # Readiness is never older than this: cri-dockerd's 60 s cache called a dead daemon ready.
 STATUS_CACHE_SECONDS = 1.0
-# `docker info` is costly for dockerd (moby#45842); what it tells changes rarely.
-INFO_CACHE_SECONDS = 30.0
 VERSION_CACHE_SECONDS = 10.0
 
 
@@ -55,7 +53,6 @@ class RuntimeInfo:
         self._config = config
         self._network = network
         self._version = _Cached(VERSION_CACHE_SECONDS, docker.version)
-        self._info = _Cached(INFO_CACHE_SECONDS, docker.info)
         self._ping = _Cached(STATUS_CACHE_SECONDS, self._ping_now)
 
     def version(self, api_version: str) -> api.VersionResponse:
@@ -74,7 +71,6 @@ class RuntimeInfo:
         if error is not None:
             runtime_condition.reason = "DockerDaemonNotReady"
             runtime_condition.message = error
-            self._info.invalidate()
             self._version.invalidate()
         network = self._network.status(docker_ready)
         network_condition = api.RuntimeCondition(
@@ -87,7 +83,7 @@ class RuntimeInfo:
         info: dict[str, Any] | None = None
         if docker_ready:
             try:
-                info = self._info.get()
+                info = self._docker.info()
             except CRIError:
                 info = None
         response.runtime_handlers.extend(runtime_handlers(info))
@@ -96,7 +92,7 @@ class RuntimeInfo:
         return response
 
     def runtime_config(self) -> api.RuntimeConfigResponse:
-        info = self._info.get()
+        info = self._docker.info()
         driver = cgroup_driver(info.get("CgroupDriver", ""))
         return api.RuntimeConfigResponse(linux=api.LinuxRuntimeConfiguration(cgroup_driver=driver))
 

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable
 from concurrent import futures
 from typing import Any
@@ -40,7 +39,6 @@ SHM_SIZE_BYTES = 64 * 1024 * 1024
 STOP_GRACE_SECONDS = 10
 # Handler names that mean "Docker's default runtime" (cri-dockerd accepts "docker" too).
 DEFAULT_HANDLERS = ("", "docker")
-INFO_CACHE_SECONDS = 30.0
 PARALLEL_CONTAINER_CALLS = 8
 
 _SANDBOX_ID = re.compile(r"[0-9a-f]{1,64}")
@@ -248,8 +246,6 @@ class SandboxService:
                 "so runc would fail every sandbox with oom_score_adj %d: pause containers get 0 instead",
                 config.sandbox_oom_score_adj,
             )
-        self._info_lock = threading.Lock()
-        self._info: tuple[float, dict[str, Any]] | None = None
         self._pull_lock = threading.Lock()
 
     # --- RunPodSandbox ----------------------------------------------------------------------------
@@ -302,19 +298,13 @@ class SandboxService:
     def _docker_runtime(self, handler: str) -> str:
         if handler in DEFAULT_HANDLERS:
             return ""
-        runtimes = (self._docker_info().get("Runtimes") or {}).keys()
-        if handler not in runtimes:  # maybe added since the cached answer: ask again once
-            runtimes = (self._docker_info(refresh=True).get("Runtimes") or {}).keys()
+        runtimes = (self._docker.info().get("Runtimes") or {}).keys()
+        if handler not in runtimes:  # maybe added since the kept answer: ask again once
+            runtimes = (self._docker.info(max_age=0).get("Runtimes") or {}).keys()
         return docker_runtime(handler, runtimes)
 
     def _cgroup_driver(self) -> str:
-        return self._docker_info().get("CgroupDriver") or "cgroupfs"
-
-    def _docker_info(self, refresh: bool = False) -> dict[str, Any]:
-        with self._info_lock:
-            if refresh or self._info is None or time.monotonic() - self._info[0] > INFO_CACHE_SECONDS:
-                self._info = (time.monotonic(), self._docker.info())
-            return self._info[1]
+        return self._docker.info().get("CgroupDriver") or "cgroupfs"
 
     def _ensure_sandbox_image(self, register_cancel: Callable[[Callable[[], None]], None]) -> None:
         image = self._config.pod_infra_container_image

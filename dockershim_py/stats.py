@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 # Docker states in which a container has a cgroup to read.
 LIVE_STATES = ("running", "paused")
-INFO_CACHE_SECONDS = 60.0
 # Inspects of containers seen for the first time, run side by side.
 PARALLEL_INSPECTS = 8
 # What inspect told about containers not listed for this long is forgotten.
@@ -263,7 +262,6 @@ class StatsService:
         self._lock = threading.Lock()
         self._known: dict[str, tuple[_Known, float]] = {}
         self._pruned_at = time.monotonic()
-        self._info: tuple[float, dict[str, Any]] | None = None
 
     def close(self) -> None:
         """Stop the writable-layer worker."""
@@ -522,7 +520,7 @@ class StatsService:
             if exc.code != grpc.StatusCode.NOT_FOUND:
                 log.warning("stats of %s: inspect failed, figures left out: %s", container_id[:12], exc.message)
             return None
-        driver = self._docker_info().get("CgroupDriver") or "cgroupfs"
+        driver = self._docker.info().get("CgroupDriver") or "cgroupfs"
         cgroup = pod_cgroup = None
         pid_start = None
         if facts.state in LIVE_STATES:
@@ -588,18 +586,8 @@ class StatsService:
                 raise failed_precondition(f"cannot find this node's cgroup hierarchies: {exc}") from exc
         return self._reader
 
-    def _docker_info(self) -> dict[str, Any]:
-        """`docker info`, asked at most once a minute: dockerd's cost for it grows (moby#45842)."""
-        with self._lock:
-            if self._info is not None and time.monotonic() - self._info[0] < INFO_CACHE_SECONDS:
-                return self._info[1]
-        info = self._docker.info()
-        with self._lock:
-            self._info = (time.monotonic(), info)
-        return info
-
     def _mountpoint(self) -> str:
-        return layers_mountpoint(self._docker_info())
+        return layers_mountpoint(self._docker.info())
 
 
 class _OverBudget(Exception):

@@ -80,3 +80,16 @@ def test_every_request_to_the_socket_shares_one_connection_pool(tmp_path) -> Non
     assert len(pools) == 1
     assert adapter.get_connection("http+docker://localhost/v1.41/containers/0/json").socket_path == f"{tmp_path}/docker.sock"
     assert api.trust_env is False
+
+
+def test_docker_info_is_kept_for_a_while_and_forgotten_with_the_connection(tmp_path, monkeypatch) -> None:
+    """`docker info` costs dockerd 10-15 ms: every module shares one answer."""
+    client = DockerClient(f"unix://{tmp_path}/docker.sock", timeout=5)
+    asked = []
+    monkeypatch.setattr(client, "_read", lambda what, fn, health=False: asked.append(what) or {"n": len(asked)})
+    assert client.info() == {"n": 1}
+    assert client.info() == {"n": 1}
+    assert client.info(max_age=0) == {"n": 2}  # a caller that must see a change since
+    assert client.info() == {"n": 2}
+    client._forget_connection()  # the daemon may come back reconfigured
+    assert client.info() == {"n": 3}
