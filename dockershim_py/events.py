@@ -16,7 +16,6 @@ import dataclasses
 import itertools
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from . import labels
 from .api import api_pb2 as api
 from .docker_client import DockerClient
 from .errors import CRIError
+from .timestamps import parse_docker_time
 
 if TYPE_CHECKING:
     from .container import ContainerService
@@ -64,8 +64,11 @@ REFRESH_GATHER_SECONDS = 0.05
 # Docker announces a container's exit before its cleanup, and lists it as running until that is
 # done (often a few hundred ms): the refresher asks again after 50, 100, 200, 200... ms.
 SETTLE_RETRY_MAX_SECONDS = 0.2
-# The age in a list entry's Status text ("Up 5 minutes", "Exited (0) 2 hours ago").
-_STATUS_AGE = re.compile(r"(Less than a second|About an? \w+|\d+ \w+)( ago)?")
+# Up to this many changed containers are re-read by inspect, which answers for the list entry and
+# the status calls that follow a change alike; more (a burst) are re-read in one list call.
+INSPECTED_REFRESH_MAX = 8
+# What the shim reads from a list entry, and all the index keeps of one.
+LISTING_FIELDS = ("Id", "Names", "Image", "ImageID", "Created", "State", "Labels", "Mounts")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,13 +99,33 @@ class ContainerChange:
 INDEXED_FILTERS = {"label", "id", "status"}
 
 
-def same_listing(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
-    """Whether two list entries say the same; Status text also tells the age, which changes by itself."""
-    if old is None or old.keys() != new.keys():
-        return False
-    if any(old[key] != new[key] for key in old if key != "Status"):
-        return False
-    return _STATUS_AGE.sub("", old.get("Status") or "") == _STATUS_AGE.sub("", new.get("Status") or "")
+def listing_of_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a list entry the shim reads; mounts in a stable order (Docker's comes from a Go map)."""
+    listing = {field: entry.get(field) for field in LISTING_FIELDS}
+    listing["Labels"] = listing["Labels"] or {}
+    listing["Mounts"] = sorted(listing["Mounts"] or [], key=lambda mount: str(mount.get("Destination")))
+    return listing
+
+
+def listing_of_inspect(inspect: dict[str, Any], reference_image_id: str | None) -> dict[str, Any]:
+    """The list entry Docker would show for an inspected container.
+
+    `reference_image_id`: the image the container's configured reference names now. Docker lists
+    that reference while it still names the container's image, and the image ID once it does not.
+    """
+    config = inspect.get("Config") or {}
+    image_id = inspect.get("Image") or ""
+    reference = config.get("Image") or ""
+    return listing_of_entry({
+        "Id": inspect["Id"],
+        "Names": [inspect.get("Name") or ""],
+        "Image": reference if reference_image_id == image_id or reference == image_id else image_id,
+        "ImageID": image_id,
+        "Created": parse_docker_time(inspect.get("Created")) // 1_000_000_000,
+        "State": (inspect.get("State") or {}).get("Status") or "",
+        "Labels": config.get("Labels"),
+        "Mounts": inspect.get("Mounts"),
+    })
 
 
 def matches(entry: dict[str, Any], filters: dict[str, Any]) -> bool:
@@ -345,7 +368,7 @@ class IndexedDockerClient(DockerClient):
         sequence = next(self._sequence)
         entries = super().list_containers({})
         with self._index_lock:
-            listed = {entry["Id"]: entry for entry in entries}
+            listed = {entry["Id"]: listing_of_entry(entry) for entry in entries}
             for container_id in set(self._entries) | set(listed):
                 if self._applied.get(container_id, 0) < sequence:
                     self._store(container_id, listed.get(container_id), sequence, keep_inspect=True)
@@ -364,6 +387,8 @@ class IndexedDockerClient(DockerClient):
         if not container_id or action not in CONTAINER_ACTIONS:
             return
         expected = _EXPECTED_STATE.get(action)
+        if action == "destroy":
+            self._removed(container_id)
         with self._index_lock:
             self._inspects.pop(container_id, None)  # an inspect says more than the list: always re-ask
             # The shim re-reads after its own changes, so Docker's echo of them usually finds
@@ -386,27 +411,64 @@ class IndexedDockerClient(DockerClient):
         with self._index_lock:
             self._dirty[container_id] = _Dirty(next(self._sequence), settled, time.monotonic() + SETTLE_SECONDS)
 
-    def _refresh_dirty(self) -> None:
-        """Re-read every container an event named, in one list call."""
+    def _refresh_dirty(self, only: str | None = None) -> dict[str, dict[str, Any]]:
+        """Re-read the containers events named (or `only` that one); returns the inspects made."""
         with self._refresh_lock:
             with self._index_lock:
-                dirty = dict(self._dirty)
+                if only is None:
+                    dirty = dict(self._dirty)
+                else:
+                    dirty = {only: self._dirty[only]} if only in self._dirty else {}
             if not dirty:
-                return
-            sequence = next(self._sequence)
-            entries = {entry["Id"]: entry for entry in super().list_containers({"id": list(dirty)})}
+                return {}
+            if len(dirty) > INSPECTED_REFRESH_MAX:
+                sequence = next(self._sequence)
+                listed = {entry["Id"]: listing_of_entry(entry)
+                          for entry in super().list_containers({"id": list(dirty)})}
+                fetched = {container_id: (sequence, listed.get(container_id), None) for container_id in dirty}
+            else:
+                fetched = {container_id: self._inspect_listing(container_id) for container_id in dirty}
             now = time.monotonic()
             with self._index_lock:
                 for container_id, mark in dirty.items():
-                    entry = entries.get(container_id)
+                    sequence, entry, inspect = fetched[container_id]
                     if self._applied.get(container_id, 0) < sequence:
                         self._store(container_id, entry, sequence)
                     if self._dirty.get(container_id) is not mark:
                         continue  # marked again meanwhile
                     if mark.settled(entry) or now > mark.give_up_at:
                         del self._dirty[container_id]
+                        if inspect is not None and self._applied.get(container_id) == sequence:
+                            self._inspects[container_id] = inspect  # the status calls after a change ask it
                     elif not mark.reread:
                         self._dirty[container_id] = dataclasses.replace(mark, reread=True)
+            return {container_id: inspect for container_id, (_, _, inspect) in fetched.items() if inspect}
+
+    def _inspect_listing(self, container_id: str) -> tuple[int, dict[str, Any] | None, dict[str, Any] | None]:
+        """(sequence, list entry, inspect) of a container as it is now; entry None when it is gone."""
+        sequence = next(self._sequence)
+        try:
+            inspect = super().inspect_container(container_id)
+        except CRIError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise
+            return sequence, None, None
+        reference = (inspect.get("Config") or {}).get("Image") or ""
+        return sequence, listing_of_inspect(inspect, self._image_id_of(reference)), inspect
+
+    def _image_id_of(self, reference: str) -> str | None:
+        try:
+            return self.inspect_image(reference).get("Id") if reference else None
+        except CRIError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise
+            return None
+
+    def _removed(self, container_id: str) -> None:
+        """Docker removed the container: no need to ask, an ID is never used again."""
+        with self._index_lock:
+            self._store(container_id, None, next(self._sequence))
+            self._dirty.pop(container_id, None)
 
     def _store(self, container_id: str, entry: dict[str, Any] | None, sequence: int,
                keep_inspect: bool = False) -> None:
@@ -420,7 +482,7 @@ class IndexedDockerClient(DockerClient):
             self._entries.pop(container_id, None)
             self._inspects.pop(container_id, None)
             return
-        if not same_listing(self._entries.get(container_id), entry):
+        if self._entries.get(container_id) != entry:
             self._entries[container_id] = entry
         elif keep_inspect:
             return
@@ -428,7 +490,11 @@ class IndexedDockerClient(DockerClient):
 
     def _changed_by_shim(self, container_id: str, action: str) -> None:
         """After the shim's own change: the next read re-reads it, batched with whatever else changed."""
-        if self._fresh:
+        if not self._fresh:
+            return
+        if action == "destroy":
+            self._removed(container_id)
+        else:
             self._mark_dirty(container_id, _EXPECTED_STATE.get(action, _any_state))
 
     # --- reads --------------------------------------------------------------------------------
@@ -443,6 +509,10 @@ class IndexedDockerClient(DockerClient):
         return super().list_containers(filters)
 
     def inspect_container(self, container_id: str) -> dict[str, Any]:
+        if self._fresh and container_id in self._dirty:  # re-read it now, for the index too
+            inspect = self._refresh_dirty(only=container_id).get(container_id)
+            if inspect is not None:
+                return inspect
         if self._fresh and container_id in self._entries and container_id not in self._dirty:
             with self._index_lock:
                 cached = self._inspects.get(container_id)

@@ -15,6 +15,7 @@ from conftest import BUSYBOX, PAUSE
 from containers_fixtures import fresh_pod  # noqa: F401  (fixture)
 from private_dockerd import private_dockerd  # noqa: F401  (fixture)
 from dockershim_py.api import api_pb2 as api
+from dockershim_py.events import listing_of_entry, listing_of_inspect
 
 CONTAINERS = {"label": ["io.kubernetes.docker.type=container"]}
 SANDBOXES = {"label": ["io.kubernetes.docker.type=podsandbox"]}
@@ -243,6 +244,45 @@ def test_a_tag_moved_behind_the_shims_back_shows_in_image_status_and_creates(fre
             pod.create(pod.container_config("gone", image=api.ImageSpec(image=reference)))
         assert error.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
+        try:
+            docker_api.remove_image(reference)
+        except docker.errors.NotFound:
+            pass
+
+
+def test_an_inspect_gives_the_listing_docker_shows(fresh_pod, docker_api) -> None:
+    """The index re-reads a changed container by inspect: what it keeps must equal Docker's list entry."""
+    pod = fresh_pod
+    repository, tag = "127.0.0.1:5000/dspy/relisted", pod.namespace
+    reference, volume = f"{repository}:{tag}", f"dspy-listing-{pod.namespace}"
+    docker_api.tag(BUSYBOX, repository, tag)
+    shims = pod.run("app")  # with the shim's mounts and labels
+    other = docker_api.create_container(
+        reference, command=["sleep", "60"], labels={"a": "b"},
+        host_config=docker_api.create_host_config(binds=["/tmp:/h:ro", f"{volume}:/v"]),
+    )["Id"]
+
+    def assert_same_listing(container_id: str) -> None:
+        entry = docker_api.containers(all=True, filters={"id": container_id})[0]
+        inspect = docker_api.inspect_container(container_id)
+        try:
+            reference_id = docker_api.inspect_image(inspect["Config"]["Image"])["Id"]
+        except docker.errors.NotFound:
+            reference_id = None
+        assert listing_of_inspect(inspect, reference_id) == listing_of_entry(entry)
+
+    try:
+        for container_id in (pod.id, shims, other):
+            assert_same_listing(container_id)
+        docker_api.start(other)
+        assert_same_listing(other)
+        docker_api.tag(PAUSE, repository, tag, force=True)  # the reference names another image now
+        assert_same_listing(other)
+        docker_api.remove_image(reference)  # and then none
+        assert_same_listing(other)
+    finally:
+        docker_api.remove_container(other, force=True)
+        docker_api.remove_volume(volume)
         try:
             docker_api.remove_image(reference)
         except docker.errors.NotFound:

@@ -2,9 +2,15 @@
 
 import time
 
+import grpc
 import pytest
 
-from dockershim_py.events import ContainerChange, ConvertedEntries, EventHub, SUBSCRIBER_QUEUE, matches, same_listing
+from dockershim_py import events
+from dockershim_py.errors import CRIError
+from dockershim_py.events import (
+    LISTING_FIELDS, SUBSCRIBER_QUEUE, ContainerChange, ConvertedEntries, EventHub, listing_of_entry, listing_of_inspect,
+    matches,
+)
 
 ENTRY = {"Id": "abcdef0123456789", "State": "running", "Labels": {"io.kubernetes.docker.type": "container", "app": "web"}}
 
@@ -124,58 +130,121 @@ def test_converted_entries_are_reused_only_for_the_same_entry_object_and_variant
     assert calls == ["running", "exited", "exited", "exited"]
 
 
-RUNNING = {"Id": "c1", "State": "running", "Status": "Up 5 minutes", "Labels": {"a": "b"}}
+LISTED = {
+    "Id": "c1", "Names": ["/k8s_app_web_ns_uid_0"], "Image": "busybox:1.0", "ImageID": "sha256:b1", "Created": 1795380586,
+    "State": "running", "Status": "Up 5 minutes", "Labels": {"a": "b"}, "Command": "sh", "Ports": [],
+    "Mounts": [{"Destination": "/v", "Type": "volume"}, {"Destination": "/h", "Type": "bind"}],
+}
+INSPECTED = {
+    "Id": "c1", "Name": "/k8s_app_web_ns_uid_0", "Image": "sha256:b1", "Created": "2026-11-22T20:49:46.52632489Z",
+    "State": {"Status": "running", "Running": True, "Pid": 42}, "Config": {"Image": "busybox:1.0", "Labels": {"a": "b"}},
+    "Mounts": [{"Destination": "/h", "Type": "bind"}, {"Destination": "/v", "Type": "volume"}],
+}
 
 
-@pytest.mark.parametrize(
-    ("new", "same"),
-    [
-        ({**RUNNING, "Status": "Up About an hour"}, True),
-        ({**RUNNING, "Status": "Up 6 minutes (healthy)"}, False),
-        ({**RUNNING, "State": "exited", "Status": "Exited (0) Less than a second ago"}, False),
-        ({**RUNNING, "Labels": {"a": "c"}}, False),
-        ({**RUNNING, "Mounts": []}, False),
-    ],
-)
-def test_a_listing_is_the_same_when_only_the_age_in_its_status_moved(new: dict, same: bool) -> None:
-    assert same_listing(RUNNING, new) is same
+def test_a_listing_keeps_what_the_shim_reads_with_mounts_in_a_stable_order() -> None:
+    """Docker orders mounts from a Go map: two lists of an unchanged container must compare equal."""
+    listing = listing_of_entry(LISTED)
+    assert set(listing) == set(LISTING_FIELDS)  # no Status: its age text changes by itself
+    assert [mount["Destination"] for mount in listing["Mounts"]] == ["/h", "/v"]
+    assert listing == listing_of_entry({**LISTED, "Status": "Up About an hour", "Mounts": LISTED["Mounts"][::-1]})
+    assert listing != listing_of_entry({**LISTED, "State": "exited"})
+    assert listing_of_entry({**LISTED, "Labels": None, "Mounts": None})["Labels"] == {}
 
 
-def test_exited_listings_differ_by_exit_code_not_by_age() -> None:
-    old = {**RUNNING, "State": "exited", "Status": "Exited (0) 2 minutes ago"}
-    assert same_listing(old, {**old, "Status": "Exited (0) 3 hours ago"})
-    assert not same_listing(old, {**old, "Status": "Exited (137) 2 minutes ago"})
-    assert not same_listing(None, old)
+def test_an_inspect_gives_the_listing_docker_would_show() -> None:
+    assert listing_of_inspect(INSPECTED, reference_image_id="sha256:b1") == listing_of_entry(LISTED)
 
 
-def test_a_container_docker_still_lists_as_before_its_event_is_not_listed_again_by_every_read(monkeypatch) -> None:
-    """Docker reports an exit before its list shows it; reads then answer as Docker listed, the refresher re-asks."""
-    from dockershim_py import events
-    from dockershim_py.docker_client import DockerClient
+def test_a_reference_that_names_another_image_now_is_listed_as_the_image_id() -> None:
+    """As Docker lists it once the tag moved or was removed."""
+    assert listing_of_inspect(INSPECTED, reference_image_id="sha256:other")["Image"] == "sha256:b1"
+    assert listing_of_inspect(INSPECTED, reference_image_id=None)["Image"] == "sha256:b1"
+    by_id = {**INSPECTED, "Config": {**INSPECTED["Config"], "Image": "sha256:b1"}}
+    assert listing_of_inspect(by_id, reference_image_id=None)["Image"] == "sha256:b1"
 
-    docker_says = {"State": "running"}
-    asked: list[dict] = []
+
+class FakeDocker:
+    """What the index asks Docker, answered from `states` (container id -> state)."""
+
+    def __init__(self, monkeypatch, states: dict[str, str]) -> None:
+        from dockershim_py.docker_client import DockerClient
+
+        self.states = states
+        self.asked: list[str] = []
+        monkeypatch.setattr(DockerClient, "list_containers", lambda _, filters: self.listed(filters))
+        monkeypatch.setattr(DockerClient, "inspect_container", lambda _, container_id: self.inspected(container_id))
+        monkeypatch.setattr(DockerClient, "inspect_image", lambda _, reference: {"Id": "sha256:b1"})
 
     def listed(self, filters: dict) -> list[dict]:
-        asked.append(filters)
-        return [{"Id": "c1", "Labels": {}, "State": docker_says["State"], "Status": ""}]
+        self.asked.append("list")
+        wanted = filters.get("id") or list(self.states)
+        return [{**LISTED, "Id": container_id, "State": state} for container_id, state in self.states.items()
+                if container_id in wanted]
 
-    monkeypatch.setattr(DockerClient, "list_containers", listed)
+    def inspected(self, container_id: str) -> dict:
+        self.asked.append(f"inspect {container_id}")
+        if container_id not in self.states:
+            raise CRIError(grpc.StatusCode.NOT_FOUND, f"container {container_id}: not found")
+        return {**INSPECTED, "Id": container_id, "State": {"Status": self.states[container_id]}}
+
+
+def fresh_index(monkeypatch, states: dict[str, str]) -> tuple[events.IndexedDockerClient, FakeDocker]:
+    docker = FakeDocker(monkeypatch, states)
     index = events.IndexedDockerClient("unix:///nonexistent.sock", timeout=1)
     index.resync()
-    assert len(asked) == 1 and index.fresh
+    assert docker.asked == ["list"] and index.fresh
+    docker.asked.clear()
+    return index, docker
+
+
+def test_a_container_docker_still_shows_as_before_its_event_is_not_asked_about_by_every_read(monkeypatch) -> None:
+    """Docker may report an exit before it shows it; reads then answer as Docker did, the refresher re-asks."""
+    index, docker = fresh_index(monkeypatch, {"c1": "running"})
     index._on_event({"Type": "container", "Action": "die", "id": "c1"})  # dockerd's cleanup is not done yet
     assert [entry["State"] for entry in index.list_containers({})] == ["running"]
-    assert len(asked) == 2  # the first read after the event asks Docker
+    assert docker.asked == ["inspect c1"]  # the first read after the event asks Docker
     assert [entry["State"] for entry in index.list_containers({"status": ["running"]})] == ["running"]
-    assert len(asked) == 2  # asking again would get the same answer: the index answers
-    docker_says["State"] = "exited"
+    assert docker.asked == ["inspect c1"]  # asking again would get the same answer: the index answers
+    docker.states["c1"] = "exited"
     index._refresh_dirty()  # the refresher's next try
     assert [entry["State"] for entry in index.list_containers({})] == ["exited"]
-    assert len(asked) == 3 and not index._dirty
+    assert docker.asked == ["inspect c1"] * 2 and not index._dirty
     index._on_event({"Type": "container", "Action": "exec_start: sh -c true", "id": "c1"})  # a probe
     assert not index._dirty
     index._on_event({"Type": "container", "Action": "start", "id": "c1"})
-    docker_says["State"] = "running"
+    docker.states["c1"] = "running"
     assert [entry["State"] for entry in index.list_containers({})] == ["running"]
-    assert len(asked) == 4
+    assert docker.asked == ["inspect c1"] * 3
+
+
+def test_the_inspect_that_re_reads_a_changed_container_answers_the_status_calls_after_it(monkeypatch) -> None:
+    """One Docker request per change: the kubelet asks the status of every container whose state moved."""
+    index, docker = fresh_index(monkeypatch, {"c1": "running"})
+    docker.states["c1"] = "exited"
+    index._on_event({"Type": "container", "Action": "die", "id": "c1"})
+    assert index.inspect_container("c1")["State"]["Status"] == "exited"  # re-read at once, for the list too
+    assert [entry["State"] for entry in index.list_containers({})] == ["exited"]
+    assert index.inspect_container("c1")["State"]["Status"] == "exited"
+    assert docker.asked == ["inspect c1"]
+
+
+def test_a_removed_container_leaves_the_index_without_asking_docker(monkeypatch) -> None:
+    index, docker = fresh_index(monkeypatch, {"c1": "exited", "c2": "exited"})
+    del docker.states["c1"]
+    index._on_event({"Type": "container", "Action": "destroy", "id": "c1"})
+    del docker.states["c2"]
+    index._changed_by_shim("c2", "destroy")
+    assert index.list_containers({}) == [] and docker.asked == []
+    with pytest.raises(CRIError):
+        index.inspect_container("c1")
+
+
+def test_a_burst_of_changes_is_re_read_in_one_list_call(monkeypatch) -> None:
+    many = events.INSPECTED_REFRESH_MAX + 1
+    index, docker = fresh_index(monkeypatch, {f"c{n}": "running" for n in range(many)})
+    for n in range(many):
+        docker.states[f"c{n}"] = "exited"
+        index._on_event({"Type": "container", "Action": "die", "id": f"c{n}"})
+    assert {entry["State"] for entry in index.list_containers({})} == {"exited"}
+    assert docker.asked == ["list"]
