@@ -52,6 +52,9 @@ LIVE_STATES = ("running", "paused")
 PARALLEL_INSPECTS = 8
 # What inspect told about containers not listed for this long is forgotten.
 FORGET_AFTER_SECONDS = 600.0
+# A cgroup reading answers every caller within this window: the kubelet asks ListContainerStats
+# and ListPodSandboxStats back to back, and a CPU rate needs a longer window than this anyway.
+READING_REUSE_NS = 1_000_000_000
 # Directory entries one ListPodSandboxMetrics may walk itself, in all, for writable layers the
 # background worker has not measured yet: a new container's layer holds a handful, and cAdvisor
 # gave container_fs_usage_bytes from a container's first scrape. Bigger layers wait for the worker.
@@ -238,6 +241,15 @@ class _Known:
     pid_start: int | None  # of the pause process, to tell it from a later process with its pid
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """A cgroup sample and when it was taken, on both clocks: rates need one, timestamps the other."""
+
+    sample: CgroupSample
+    monotonic_ns: int
+    wall_ns: int
+
+
 @dataclass
 class _Container:
     """One listed container on its way to a ContainerStats."""
@@ -245,11 +257,12 @@ class _Container:
     entry: dict[str, Any]
     attributes: api.ContainerAttributes
     known: _Known | None = None
-    sample: CgroupSample | None = None
+    reading: _Reading | None = None
 
 
 class StatsService:
-    def __init__(self, docker: DockerClient, config: Config, reader: CgroupReader | None = None) -> None:
+    def __init__(self, docker: DockerClient, config: Config, reader: CgroupReader | None = None,
+                 reading_reuse_ns: int = READING_REUSE_NS) -> None:
         self._docker = docker
         self._reader = reader
         self._processes = ProcessFiles()
@@ -261,6 +274,8 @@ class StatsService:
         self._first_measurement_entries = FIRST_MEASUREMENT_ENTRIES if config.writable_layer_scan_period > 0 else 0
         self._lock = threading.Lock()
         self._known: dict[str, tuple[_Known, float]] = {}
+        self._readings: dict[tuple[str, bool], _Reading] = {}  # by (cgroup, detailed)
+        self._reading_reuse_ns = reading_reuse_ns
         self._pruned_at = time.monotonic()
 
     def close(self) -> None:
@@ -313,10 +328,10 @@ class StatsService:
         for container in containers:
             stats = api.ContainerStats(attributes=container.attributes)
             container_id = container.entry["Id"]
-            container.sample = self._read(container_id, container.known)
-            if container.sample is not None:
-                sample, now = container.sample, time.time_ns()
-                stats.cpu.CopyFrom(cpu_usage(sample, self._rate(container_id, sample), now))
+            container.reading = self._read(container_id, container.known)
+            if container.reading is not None:
+                sample, now = container.reading.sample, container.reading.wall_ns
+                stats.cpu.CopyFrom(cpu_usage(sample, self._rate(container_id, container.reading), now))
                 stats.memory.CopyFrom(memory_usage(sample, now))
                 swap = swap_usage(sample, now)
                 if swap is not None:
@@ -392,9 +407,10 @@ class StatsService:
                 results.append(stats)
                 continue
             now = time.time_ns()
-            sample = self._pod_sample(sandbox_id, known, [pause[sandbox_id], *members])
-            if sample is not None:
-                stats.linux.cpu.CopyFrom(cpu_usage(sample, self._rate(sandbox_id, sample), now))
+            reading = self._pod_reading(sandbox_id, known, [pause[sandbox_id], *members])
+            if reading is not None:
+                sample, now = reading.sample, reading.wall_ns
+                stats.linux.cpu.CopyFrom(cpu_usage(sample, self._rate(sandbox_id, reading), now))
                 stats.linux.memory.CopyFrom(memory_usage(sample, now))
                 process = process_usage(sample, now)
                 if process is not None:
@@ -406,15 +422,19 @@ class StatsService:
             results.append(stats)
         return results
 
-    def _pod_sample(self, sandbox_id: str, known: _Known, members: list[_Container]) -> CgroupSample | None:
+    def _pod_reading(self, sandbox_id: str, known: _Known, members: list[_Container]) -> _Reading | None:
         """The pod cgroup's figures, else (no cgroup parent) the sum of the pause and containers'."""
         if known.pod_cgroup is not None:
-            sample = self._read(sandbox_id, known, pod_level=True)
-            if sample is not None:
-                return sample
+            reading = self._read(sandbox_id, known, pod_level=True)
+            if reading is not None:
+                return reading
         pause = members[0]
-        pause.sample = self._read(sandbox_id, known)
-        return combined(member.sample for member in members if member.sample is not None)
+        pause.reading = self._read(sandbox_id, known)
+        readings = [member.reading for member in members if member.reading is not None]
+        if not readings:
+            return None
+        return _Reading(combined(reading.sample for reading in readings),
+                        max(reading.monotonic_ns for reading in readings), max(reading.wall_ns for reading in readings))
 
     def _interfaces(self, sandbox_id: str, known: _Known) -> dict[str, InterfaceCounters] | None:
         """The pod network namespace's counters, seen through the pause process; none on the host's."""
@@ -449,10 +469,10 @@ class StatsService:
                    "container": "", "image": "", "name": "", "id": pod_cgroup[0] if pod_cgroup else ""}
             pod_metrics = api.PodSandboxMetrics(pod_sandbox_id=sandbox_id)
             if known.pod_cgroup is not None:  # without one, the containers' metrics are all there is
-                sample = self._read(sandbox_id, known, detailed=True, pod_level=True)
-                if sample is not None:
-                    metrics.add_cgroup_metrics(pod_metrics.metrics, pod, sample)
-                    metrics.add_last_seen_metric(pod_metrics.metrics, pod, time.time_ns())
+                reading = self._read(sandbox_id, known, detailed=True, pod_level=True)
+                if reading is not None:
+                    metrics.add_cgroup_metrics(pod_metrics.metrics, pod, reading.sample)
+                    metrics.add_last_seen_metric(pod_metrics.metrics, pod, reading.wall_ns)
             interfaces = self._interfaces(sandbox_id, known)
             if interfaces is not None:
                 metrics.add_network_metrics(pod_metrics.metrics, {**pod, "name": _docker_name(entry)}, interfaces)
@@ -467,10 +487,10 @@ class StatsService:
     ) -> None:
         """A running container's metrics, labelled like cAdvisor's (`id` its cgroup, `name` Docker's)."""
         container_id = member.entry["Id"]
-        sample = self._read(container_id, member.known, detailed=True)
-        if sample is None or member.known is None or member.known.cgroup is None:
+        reading = self._read(container_id, member.known, detailed=True)
+        if reading is None or member.known is None or member.known.cgroup is None:
             return
-        seen = time.time_ns()
+        sample, seen = reading.sample, reading.wall_ns
         container = {**pod, "container": member.attributes.metadata.name, "id": member.known.cgroup[0],
                      "image": image_name(member.entry), "name": _docker_name(member.entry)}
         target = pod_metrics.container_metrics.add(container_id=container_id).metrics
@@ -539,20 +559,29 @@ class StatsService:
         return known
 
     def _read(self, container_id: str, known: _Known | None, detailed: bool = False, pod_level: bool = False
-              ) -> CgroupSample | None:
-        """The container's cgroup (or its pod's); None when it has none or it just went away."""
+              ) -> _Reading | None:
+        """The container's cgroup (or its pod's), read within the reuse window; None when it has
+        none or it just went away."""
         cgroup = None if known is None else known.pod_cgroup if pod_level else known.cgroup
         if known is None or cgroup is None or known.state not in LIVE_STATES:
             return None
+        key, now = (cgroup[0], detailed), time.monotonic_ns()
+        with self._lock:
+            reading = self._readings.get(key)
+        if reading is not None and now - reading.monotonic_ns < self._reading_reuse_ns:
+            return reading
         try:
-            return self._cgroups().read(cgroup[1], detailed)
+            reading = _Reading(self._cgroups().read(cgroup[1], detailed), now, time.time_ns())
         except CgroupGone as exc:  # stopped since it was listed
             log.debug("stats of %s: %s", container_id[:12], exc)
             self._forget(container_id)
             return None
+        with self._lock:
+            self._readings[key] = reading
+        return reading
 
-    def _rate(self, key: str, sample: CgroupSample) -> int | None:
-        return self._rates.rate(key, sample.cpu_usage_ns, time.monotonic_ns())
+    def _rate(self, key: str, reading: _Reading) -> int | None:
+        return self._rates.rate(key, reading.sample.cpu_usage_ns, reading.monotonic_ns)
 
     def _layer(self, container_id: str, known: _Known | None) -> LayerUsage | None:
         if known is None:
@@ -577,6 +606,9 @@ class StatsService:
         self._pruned_at = now
         for container_id in [key for key, (_, used) in self._known.items() if now - used > FORGET_AFTER_SECONDS]:
             del self._known[container_id]
+        now_ns = time.monotonic_ns()
+        self._readings = {key: reading for key, reading in self._readings.items()
+                          if now_ns - reading.monotonic_ns < self._reading_reuse_ns}
 
     def _cgroups(self) -> CgroupReader:
         if self._reader is None:

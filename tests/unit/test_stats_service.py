@@ -98,9 +98,11 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def service(docker: FakeDocker, tree: Path) -> StatsService:
+def service(docker: FakeDocker, tree: Path, reading_reuse_ns: int = 0) -> StatsService:
+    """Every request reads the cgroups afresh unless a test is about reusing a reading."""
     reader = CgroupReader(CgroupLayout(2, {"": Mount(str(tree), "/")}))
-    return StatsService(docker, Config(writable_layer_scan_period=0), reader)  # type: ignore[arg-type]
+    return StatsService(docker, Config(writable_layer_scan_period=0), reader,  # type: ignore[arg-type]
+                        reading_reuse_ns=reading_reuse_ns)
 
 
 def test_each_container_is_inspected_once_and_docker_never_asked_for_stats(tree: Path) -> None:
@@ -170,6 +172,28 @@ def test_pod_without_cgroup_parent_sums_pause_and_containers(tree: Path) -> None
     assert pod.linux.memory.usage_bytes.value == 600_000
     assert pod.linux.process.process_count.value == 6
     assert not pod.linux.memory.HasField("available_bytes")
+
+
+def test_a_reading_answers_the_pod_stats_asked_right_after_the_container_stats(tree: Path) -> None:
+    """The kubelet asks both back to back: each cgroup is read once, and both report the same sample."""
+    docker = FakeDocker(cgroup_parent="")
+    parent = tree / PARENT.strip("/")
+    (tree / "docker").mkdir()
+    for container_id in (SANDBOX, APP, SIDECAR):
+        shutil.copytree(parent / container_id, tree / "docker" / container_id)
+    stats = service(docker, tree, reading_reuse_ns=60_000_000_000)
+    read: list[str] = []
+    reader = stats._cgroups()
+    original = reader.read
+    reader.read = lambda dirs, detailed=False: read.append(dirs.memory) or original(dirs, detailed)  # type: ignore
+    containers = {item.attributes.id: item for item in stats.list_container_stats(None)}
+    pod = stats.list_pod_sandbox_stats(None)[0]
+    assert sorted(Path(path).name for path in read) == sorted([APP, SIDECAR, SANDBOX])
+    for member in pod.linux.containers:
+        assert member.memory == containers[member.attributes.id].memory  # the same sample, timestamp and all
+    (tree / "docker" / APP / "memory.current").write_text("1\n")
+    assert stats.container_stats(APP).memory.usage_bytes.value == 300_000  # within the window
+    assert service(docker, tree).container_stats(APP).memory.usage_bytes.value == 1  # past it (none here)
 
 
 def test_bad_ids(tree: Path) -> None:
