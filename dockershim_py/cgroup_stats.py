@@ -583,7 +583,7 @@ _V2_DETAIL = (
 )
 
 
-def _read_text(path: str) -> str:
+def read_kernel_file(path: str) -> str:
     """A small kernel file, without Python's buffered text layer (which triples the cost)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -607,7 +607,7 @@ class CgroupReader:
 
     @classmethod
     def for_this_host(cls) -> CgroupReader:
-        return cls(parse_mountinfo(_read_text("/proc/self/mountinfo")))
+        return cls(parse_mountinfo(read_kernel_file("/proc/self/mountinfo")))
 
     def locate(self, container_id: str, cgroup_parent: str, driver: str, pid: int) -> tuple[str, CgroupDirs] | None:
         """(hierarchy path, directories) of a running container's cgroup; None when not found.
@@ -627,7 +627,7 @@ class CgroupReader:
         if pid <= 0:
             return None
         try:
-            paths = parse_proc_cgroup(_read_text(f"{self._proc}/{pid}/cgroup"))
+            paths = parse_proc_cgroup(read_kernel_file(f"{self._proc}/{pid}/cgroup"))
         except OSError:
             return None
         dirs = cgroup_dirs(self.layout, paths)
@@ -668,7 +668,7 @@ class CgroupReader:
         Every hierarchy holds the same processes; the memory one is always there.
         """
         try:
-            pids = parse_pids(_read_text(f"{dirs.memory}/cgroup.procs"))
+            pids = parse_pids(read_kernel_file(f"{dirs.memory}/cgroup.procs"))
         except (OSError, ValueError) as exc:
             raise CgroupGone(f"{dirs.memory}: {exc}") from exc
         counted = count_open_files(self._proc, pids, MAX_OPEN_FILES_COUNTED)
@@ -684,7 +684,7 @@ class CgroupReader:
         name = self._device_names.get((major, minor))
         if name is None:
             try:
-                uevent = _read_text(f"{self._sys}/dev/block/{major}:{minor}/uevent")
+                uevent = read_kernel_file(f"{self._sys}/dev/block/{major}:{minor}/uevent")
             except OSError:
                 return ""
             name = parse_device_name(uevent)
@@ -698,7 +698,7 @@ class CgroupReader:
                 raise CgroupGone(f"no hierarchy for {name}")
             return
         try:
-            files[name] = _read_text(f"{directory}/{name}")
+            files[name] = read_kernel_file(f"{directory}/{name}")
         except OSError as exc:  # absent, or ENODEV from a cgroup being removed
             if required:
                 raise CgroupGone(f"{directory}: {exc}") from exc
@@ -802,14 +802,14 @@ class ProcessFiles:
 
     def start_time(self, pid: int) -> int | None:
         try:
-            return parse_start_time(_read_text(f"{self._proc}/{pid}/stat"))
+            return parse_start_time(read_kernel_file(f"{self._proc}/{pid}/stat"))
         except (OSError, ValueError, IndexError):
             return None
 
     def net_dev(self, pid: int, start_time: int | None) -> dict[str, InterfaceCounters] | None:
         """The counters of `pid`'s network namespace; None when that process is gone."""
         try:
-            text = _read_text(f"{self._proc}/{pid}/net/dev")
+            text = read_kernel_file(f"{self._proc}/{pid}/net/dev")
         except OSError:
             return None
         if start_time is not None and self.start_time(pid) != start_time:

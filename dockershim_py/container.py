@@ -20,6 +20,7 @@ import grpc
 
 from . import labels
 from .api import api_pb2 as api
+from .cgroup_stats import read_kernel_file
 from .cgroups import can_lower_oom_score
 from .config import Config
 from .container_convert import (
@@ -274,9 +275,9 @@ class ContainerService:
         inspect = self._inspect(container_id)
         full_id = inspect["Id"]
         state = inspect.get("State") or {}
-        process_status = self._process_status(state.get("Pid")) if state.get("Running") else None
+        identity = self._process_identity(state.get("Pid")) if state.get("Running") else None
         try:
-            status = self._statuses.get(inspect, (self._image(inspect.get("Image", "")), process_status))
+            status = self._statuses.get(inspect, (self._image(inspect.get("Image", "")), identity))
         except ValueError as exc:
             raise not_found(f"container {container_id!r} is not a CRI container: {exc}") from exc
         if status.state == api.CONTAINER_EXITED:
@@ -296,14 +297,16 @@ class ContainerService:
             return None
 
     @staticmethod
-    def _process_status(pid: int | None) -> str | None:
+    def _process_identity(pid: int | None) -> str | None:
+        """The Uid, Gid and Groups lines of the process's status: all the conversion reads, so the
+        converted status is kept while they hold (the rest of the file changes all the time)."""
         if not pid:
             return None
         try:
-            with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as handle:
-                return handle.read()
+            status = read_kernel_file(f"/proc/{pid}/status")
         except OSError:
             return None
+        return "\n".join(line for line in status.splitlines() if line.startswith(("Uid:", "Gid:", "Groups:")))
 
     # --- UpdateContainerResources -----------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import grpc
 import pytest
@@ -469,6 +470,16 @@ def test_status_user_from_the_running_process_and_unknowable_names() -> None:
     assert (user.linux.uid, user.linux.gid, list(user.linux.supplemental_groups)) == (1234, 5678, [5678, 7777])
     assert convert.user_of(None, "tester", None) is None
     assert convert.user_of(None, "", None).linux.uid == 0
+
+
+def test_the_process_identity_is_the_part_of_its_status_the_user_comes_from() -> None:
+    """Only these lines: the rest (memory, context switches) changes by itself and would defeat the kept status."""
+    from dockershim_py.container import ContainerService
+
+    identity = ContainerService._process_identity(os.getpid())
+    assert [line.split(":")[0] for line in identity.splitlines()] == ["Uid", "Gid", "Groups"]
+    assert convert.user_of(identity, "", None).linux.uid == os.getuid()
+    assert ContainerService._process_identity(0) is None
 
 
 def test_status_of_an_image_without_digest_and_a_foreign_container() -> None:
