@@ -12,6 +12,7 @@ index is stale and every request goes to Docker, so a stale index never answers.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import logging
@@ -271,13 +272,13 @@ class IndexedDockerClient(DockerClient):
         super().__init__(endpoint, timeout, pool_size)
         self.events = EventHub()
         self._index_lock = threading.Lock()
-        self._refresh_lock = threading.Lock()
         self._entries: dict[str, dict[str, Any]] = {}
         self._inspects: dict[str, dict[str, Any]] = {}
         self._image_inspects: dict[str, dict[str, Any]] = {}  # by the reference asked for
         self._image_generation = 0  # counts image events, so a fetch that raced one is not kept
         self._applied: dict[str, int] = {}  # id -> sequence number of the newest fetch applied
         self._dirty: dict[str, _Dirty] = {}  # containers an event named, not yet re-read as it said
+        self._busy: collections.Counter[str] = collections.Counter()  # containers the shim is changing now
         self._sequence = itertools.count(1)
         self._fresh = False
         self._stopping = threading.Event()
@@ -352,7 +353,7 @@ class IndexedDockerClient(DockerClient):
             if self._stopping.is_set():
                 return
             try:
-                self._refresh_dirty()
+                self._reread_in_background()
             except CRIError as exc:
                 log.info("re-reading changed containers failed: %s", exc.message)
                 self._fresh = False  # the event loop resyncs when the stream is back
@@ -411,38 +412,51 @@ class IndexedDockerClient(DockerClient):
         with self._index_lock:
             self._dirty[container_id] = _Dirty(next(self._sequence), settled, time.monotonic() + SETTLE_SECONDS)
 
-    def _refresh_dirty(self, only: str | None = None) -> dict[str, dict[str, Any]]:
-        """Re-read the containers events named (or `only` that one); returns the inspects made."""
-        with self._refresh_lock:
-            with self._index_lock:
-                if only is None:
-                    dirty = dict(self._dirty)
-                else:
-                    dirty = {only: self._dirty[only]} if only in self._dirty else {}
-            if not dirty:
-                return {}
-            if len(dirty) > INSPECTED_REFRESH_MAX:
-                sequence = next(self._sequence)
-                listed = {entry["Id"]: listing_of_entry(entry)
-                          for entry in super().list_containers({"id": list(dirty)})}
-                fetched = {container_id: (sequence, listed.get(container_id), None) for container_id in dirty}
-            else:
-                fetched = {container_id: self._inspect_listing(container_id) for container_id in dirty}
-            now = time.monotonic()
-            with self._index_lock:
-                for container_id, mark in dirty.items():
-                    sequence, entry, inspect = fetched[container_id]
-                    if self._applied.get(container_id, 0) < sequence:
-                        self._store(container_id, entry, sequence)
-                    if self._dirty.get(container_id) is not mark:
-                        continue  # marked again meanwhile
-                    if mark.settled(entry) or now > mark.give_up_at:
-                        del self._dirty[container_id]
-                        if inspect is not None and self._applied.get(container_id) == sequence:
-                            self._inspects[container_id] = inspect  # the status calls after a change ask it
-                    elif not mark.reread:
-                        self._dirty[container_id] = dataclasses.replace(mark, reread=True)
-            return {container_id: inspect for container_id, (_, _, inspect) in fetched.items() if inspect}
+    def _reread_listed(self) -> None:
+        """For a read: every dirty container in one list call, which dockerd answers without waiting
+        on a container busy starting or stopping (an inspect waits for it)."""
+        with self._index_lock:
+            dirty = dict(self._dirty)
+        if dirty:
+            self._apply(dirty, self._listed(dirty))
+
+    def _reread_in_background(self) -> None:
+        """The refresher's re-read: by inspect, which answers for the list entry and the status calls
+        after a change alike; a burst by one list call. Containers the shim is changing are left
+        for when it is done, which marks them again."""
+        with self._index_lock:
+            dirty = {container_id: mark for container_id, mark in self._dirty.items() if container_id not in self._busy}
+        if len(dirty) > INSPECTED_REFRESH_MAX:
+            self._apply(dirty, self._listed(dirty))
+        elif dirty:
+            self._apply(dirty, {container_id: self._inspect_listing(container_id) for container_id in dirty})
+
+    def _listed(self, dirty: dict[str, _Dirty]) -> dict[str, tuple[int, dict[str, Any] | None, None]]:
+        sequence = next(self._sequence)
+        listed = {entry["Id"]: listing_of_entry(entry) for entry in super().list_containers({"id": list(dirty)})}
+        return {container_id: (sequence, listed.get(container_id), None) for container_id in dirty}
+
+    def _apply(self, dirty: dict[str, _Dirty],
+               fetched: dict[str, tuple[int, dict[str, Any] | None, dict[str, Any] | None]]) -> None:
+        """Store what was fetched (unless a newer fetch was) and clear the marks it settles.
+
+        Fetches need no lock among themselves: each carries a sequence number, and a mark replaced
+        since it was read (a newer event) stays.
+        """
+        now = time.monotonic()
+        with self._index_lock:
+            for container_id, mark in dirty.items():
+                sequence, entry, inspect = fetched[container_id]
+                if self._applied.get(container_id, 0) < sequence:
+                    self._store(container_id, entry, sequence)
+                if self._dirty.get(container_id) is not mark:
+                    continue  # marked again meanwhile
+                if mark.settled(entry) or now > mark.give_up_at:
+                    del self._dirty[container_id]
+                    if inspect is not None and self._applied.get(container_id) == sequence:
+                        self._inspects[container_id] = inspect  # the status calls after a change ask it
+                elif not mark.reread:
+                    self._dirty[container_id] = dataclasses.replace(mark, reread=True)
 
     def _inspect_listing(self, container_id: str) -> tuple[int, dict[str, Any] | None, dict[str, Any] | None]:
         """(sequence, list entry, inspect) of a container as it is now; entry None when it is gone."""
@@ -502,17 +516,19 @@ class IndexedDockerClient(DockerClient):
     def list_containers(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
         if self._fresh and set(filters) <= INDEXED_FILTERS:
             if any(not mark.reread for mark in list(self._dirty.values())):
-                self._refresh_dirty()
+                self._reread_listed()
             with self._index_lock:
                 if self._fresh:
                     return [entry for entry in self._entries.values() if matches(entry, filters)]
         return super().list_containers(filters)
 
     def inspect_container(self, container_id: str) -> dict[str, Any]:
-        if self._fresh and container_id in self._dirty:  # re-read it now, for the index too
-            inspect = self._refresh_dirty(only=container_id).get(container_id)
-            if inspect is not None:
-                return inspect
+        mark = self._dirty.get(container_id) if self._fresh else None
+        if mark is not None:  # changed: ask Docker, and let the index have the answer too
+            fetched = self._inspect_listing(container_id)
+            self._apply({container_id: mark}, {container_id: fetched})
+            if fetched[2] is not None:
+                return fetched[2]
         if self._fresh and container_id in self._entries and container_id not in self._dirty:
             with self._index_lock:
                 cached = self._inspects.get(container_id)
@@ -564,12 +580,18 @@ class IndexedDockerClient(DockerClient):
 
     def _changing(self, container_id: str, action: str, change: Callable[[], None]) -> None:
         """Make `change`, then have the container re-read: as the action says it must be, or as it is."""
+        outcome = "failed"
+        with self._index_lock:
+            self._busy[container_id] += 1
         try:
             change()
-        except CRIError:
-            self._changed_by_shim(container_id, "failed")
-            raise
-        self._changed_by_shim(container_id, action)
+            outcome = action
+        finally:
+            with self._index_lock:
+                self._busy[container_id] -= 1
+                if not self._busy[container_id]:
+                    del self._busy[container_id]
+            self._changed_by_shim(container_id, outcome)
 
     def create_container(self, name: str, body: dict[str, Any]) -> str:
         container_id = super().create_container(name, body)

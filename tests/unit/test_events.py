@@ -203,30 +203,57 @@ def test_a_container_docker_still_shows_as_before_its_event_is_not_asked_about_b
     index, docker = fresh_index(monkeypatch, {"c1": "running"})
     index._on_event({"Type": "container", "Action": "die", "id": "c1"})  # dockerd's cleanup is not done yet
     assert [entry["State"] for entry in index.list_containers({})] == ["running"]
-    assert docker.asked == ["inspect c1"]  # the first read after the event asks Docker
+    assert docker.asked == ["list"]  # the first read after the event asks Docker
     assert [entry["State"] for entry in index.list_containers({"status": ["running"]})] == ["running"]
-    assert docker.asked == ["inspect c1"]  # asking again would get the same answer: the index answers
+    assert docker.asked == ["list"]  # asking again would get the same answer: the index answers
     docker.states["c1"] = "exited"
-    index._refresh_dirty()  # the refresher's next try
+    index._reread_in_background()  # the refresher's next try
     assert [entry["State"] for entry in index.list_containers({})] == ["exited"]
-    assert docker.asked == ["inspect c1"] * 2 and not index._dirty
+    assert docker.asked == ["list", "inspect c1"] and not index._dirty
     index._on_event({"Type": "container", "Action": "exec_start: sh -c true", "id": "c1"})  # a probe
     assert not index._dirty
     index._on_event({"Type": "container", "Action": "start", "id": "c1"})
     docker.states["c1"] = "running"
     assert [entry["State"] for entry in index.list_containers({})] == ["running"]
-    assert docker.asked == ["inspect c1"] * 3
+    assert docker.asked == ["list", "inspect c1", "list"]
 
 
 def test_the_inspect_that_re_reads_a_changed_container_answers_the_status_calls_after_it(monkeypatch) -> None:
     """One Docker request per change: the kubelet asks the status of every container whose state moved."""
-    index, docker = fresh_index(monkeypatch, {"c1": "running"})
-    docker.states["c1"] = "exited"
+    index, docker = fresh_index(monkeypatch, {"c1": "running", "c2": "running"})
+    docker.states.update(c1="exited", c2="exited")
     index._on_event({"Type": "container", "Action": "die", "id": "c1"})
-    assert index.inspect_container("c1")["State"]["Status"] == "exited"  # re-read at once, for the list too
-    assert [entry["State"] for entry in index.list_containers({})] == ["exited"]
+    index._on_event({"Type": "container", "Action": "die", "id": "c2"})
+    index._reread_in_background()
+    assert docker.asked == ["inspect c1", "inspect c2"]
+    assert [entry["State"] for entry in index.list_containers({})] == ["exited"] * 2
     assert index.inspect_container("c1")["State"]["Status"] == "exited"
-    assert docker.asked == ["inspect c1"]
+    assert docker.asked == ["inspect c1", "inspect c2"]
+    docker.states["c1"] = "running"
+    index._on_event({"Type": "container", "Action": "start", "id": "c1"})
+    assert index.inspect_container("c1")["State"]["Status"] == "running"  # a status call re-reads it at once
+    assert [entry["State"] for entry in index.list_containers({"id": ["c1"]})] == ["running"]  # for the list too
+    assert index.inspect_container("c1")["State"]["Status"] == "running"
+    assert docker.asked == ["inspect c1", "inspect c2", "inspect c1"]
+
+
+def test_the_refresher_leaves_a_container_the_shim_is_changing_until_it_is_done(monkeypatch) -> None:
+    """dockerd answers an inspect only after a start or stop in progress ends: asking would hold every re-read."""
+    index, docker = fresh_index(monkeypatch, {"c1": "created"})
+
+    def start() -> None:
+        index._on_event({"Type": "container", "Action": "start", "id": "c1"})  # Docker's event, before the call returns
+        index._reread_in_background()
+        assert docker.asked == []  # not asked while the start is in progress
+        assert [entry["State"] for entry in index.list_containers({})] == ["created"]  # a read lists it
+        assert docker.asked == ["list"]
+        docker.states["c1"] = "running"
+
+    index._changing("c1", "start", start)
+    index._reread_in_background()
+    assert docker.asked == ["list", "inspect c1"] and not index._dirty
+    assert index.inspect_container("c1")["State"]["Status"] == "running"
+    assert docker.asked == ["list", "inspect c1"]
 
 
 def test_a_removed_container_leaves_the_index_without_asking_docker(monkeypatch) -> None:
@@ -234,17 +261,18 @@ def test_a_removed_container_leaves_the_index_without_asking_docker(monkeypatch)
     del docker.states["c1"]
     index._on_event({"Type": "container", "Action": "destroy", "id": "c1"})
     del docker.states["c2"]
-    index._changed_by_shim("c2", "destroy")
+    index._changing("c2", "destroy", lambda: None)
     assert index.list_containers({}) == [] and docker.asked == []
     with pytest.raises(CRIError):
         index.inspect_container("c1")
 
 
-def test_a_burst_of_changes_is_re_read_in_one_list_call(monkeypatch) -> None:
+def test_the_refresher_re_reads_a_burst_of_changes_in_one_list_call(monkeypatch) -> None:
     many = events.INSPECTED_REFRESH_MAX + 1
     index, docker = fresh_index(monkeypatch, {f"c{n}": "running" for n in range(many)})
     for n in range(many):
         docker.states[f"c{n}"] = "exited"
         index._on_event({"Type": "container", "Action": "die", "id": f"c{n}"})
+    index._reread_in_background()
+    assert docker.asked == ["list"] and not index._dirty
     assert {entry["State"] for entry in index.list_containers({})} == {"exited"}
-    assert docker.asked == ["list"]
