@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -82,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("Docker is not reachable yet; RuntimeReady stays false until it is: %s", exc.message)
     docker.start_index()
     containers.recover_in_background(stopping)
+    # What exists by now (modules, protobuf descriptors, the servers) lives as long as the process:
+    # kept out of the collector's reach, a full collection walks only what requests made, and the
+    # pause it puts on every call in flight (tens of ms at 110 pods) shrinks with it.
+    gc.freeze()
     stopping.wait()
     log.info("shutting down: finishing in-flight calls for up to %.0fs", config.shutdown_grace)
     docker.events.close_all()  # GetContainerEvents streams would otherwise hold the shutdown open
