@@ -367,9 +367,8 @@ class IndexedDockerClient(DockerClient):
 
     def resync(self) -> None:
         sequence = next(self._sequence)
-        entries = super().list_containers({})
+        listed = {entry["Id"]: listing_of_entry(entry) for entry in super().list_containers({})}
         with self._index_lock:
-            listed = {entry["Id"]: listing_of_entry(entry) for entry in entries}
             for container_id in set(self._entries) | set(listed):
                 if self._applied.get(container_id, 0) < sequence:
                     self._store(container_id, listed.get(container_id), sequence, keep_inspect=True)
