@@ -129,25 +129,33 @@ def listing_of_inspect(inspect: dict[str, Any], reference_image_id: str | None) 
     })
 
 
-def matches(entry: dict[str, Any], filters: dict[str, Any]) -> bool:
-    """Docker's list filter semantics for the filters in INDEXED_FILTERS."""
+def entry_filter(filters: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    """Docker's list filter semantics for the filters in INDEXED_FILTERS, parsed once for a whole list."""
+    wanted_labels: list[tuple[str, str, str]] = []
+    ids: list[str] | None = None
+    states: set[str] | None = None
     for key, values in filters.items():
         values = [values] if isinstance(values, str) else list(values)
         if key == "label":
-            entry_labels = entry.get("Labels") or {}
-            for wanted in values:
-                name, sep, value = wanted.partition("=")
-                if name not in entry_labels or (sep and entry_labels[name] != value):
-                    return False
+            wanted_labels += [wanted.partition("=") for wanted in values]
         elif key == "id":
-            if not any(value in entry["Id"] for value in values):
-                return False
+            ids = values
         elif key == "status":
-            if entry.get("State") not in values:
-                return False
+            states = set(values)
         else:
             raise ValueError(f"filter {key!r} is not indexed")
-    return True
+
+    def accepts(entry: dict[str, Any]) -> bool:
+        if states is not None and entry.get("State") not in states:
+            return False
+        if wanted_labels:
+            entry_labels = entry.get("Labels") or {}
+            for name, sep, value in wanted_labels:
+                if name not in entry_labels or (sep and entry_labels[name] != value):
+                    return False
+        return ids is None or any(value in entry["Id"] for value in ids)
+
+    return accepts
 
 
 class ConvertedEntries(Generic[T]):
@@ -514,11 +522,12 @@ class IndexedDockerClient(DockerClient):
 
     def list_containers(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
         if self._fresh and set(filters) <= INDEXED_FILTERS:
+            accepts = entry_filter(filters)
             if any(not mark.reread for mark in list(self._dirty.values())):
                 self._reread_listed()
             with self._index_lock:
                 if self._fresh:
-                    return [entry for entry in self._entries.values() if matches(entry, filters)]
+                    return list(filter(accepts, self._entries.values()))
         return super().list_containers(filters)
 
     def inspect_container(self, container_id: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from dockershim_py import events
 from dockershim_py.errors import CRIError
 from dockershim_py.events import (
     LISTING_FIELDS, SUBSCRIBER_QUEUE, ContainerChange, ConvertedEntries, EventHub, listing_of_entry, listing_of_inspect,
-    matches,
+    entry_filter,
 )
 
 ENTRY = {"Id": "abcdef0123456789", "State": "running", "Labels": {"io.kubernetes.docker.type": "container", "app": "web"}}
@@ -36,12 +36,12 @@ ENTRY = {"Id": "abcdef0123456789", "State": "running", "Labels": {"io.kubernetes
     ],
 )
 def test_filters_match_like_docker(filters: dict, expected: bool) -> None:
-    assert matches(ENTRY, filters) is expected
+    assert entry_filter(filters)(ENTRY) is expected
 
 
 def test_unindexed_filters_are_refused() -> None:
     with pytest.raises(ValueError):
-        matches(ENTRY, {"name": ["web"]})
+        entry_filter({"name": ["web"]})
 
 
 def _change(n: int) -> ContainerChange:
