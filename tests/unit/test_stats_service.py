@@ -162,12 +162,17 @@ def test_pod_figures_come_from_the_pod_cgroup(tree: Path) -> None:
     assert not pod.linux.HasField("network")  # host network
 
 
-def test_pod_without_cgroup_parent_sums_pause_and_containers(tree: Path) -> None:
-    docker = FakeDocker(cgroup_parent="")
+def docker_without_cgroup_parent(tree: Path) -> FakeDocker:
+    """A pod Docker placed without a cgroup parent: each container's cgroup under docker/."""
     parent = tree / PARENT.strip("/")
     (tree / "docker").mkdir()
     for container_id in (SANDBOX, APP, SIDECAR):
         shutil.copytree(parent / container_id, tree / "docker" / container_id)
+    return FakeDocker(cgroup_parent="")
+
+
+def test_pod_without_cgroup_parent_sums_pause_and_containers(tree: Path) -> None:
+    docker = docker_without_cgroup_parent(tree)
     pod = service(docker, tree).list_pod_sandbox_stats(None)[0]
     assert pod.linux.memory.usage_bytes.value == 600_000
     assert pod.linux.process.process_count.value == 6
@@ -176,11 +181,7 @@ def test_pod_without_cgroup_parent_sums_pause_and_containers(tree: Path) -> None
 
 def test_a_reading_answers_the_pod_stats_asked_right_after_the_container_stats(tree: Path) -> None:
     """The kubelet asks both back to back: each cgroup is read once, and both report the same sample."""
-    docker = FakeDocker(cgroup_parent="")
-    parent = tree / PARENT.strip("/")
-    (tree / "docker").mkdir()
-    for container_id in (SANDBOX, APP, SIDECAR):
-        shutil.copytree(parent / container_id, tree / "docker" / container_id)
+    docker = docker_without_cgroup_parent(tree)
     stats = service(docker, tree, reading_reuse_ns=60_000_000_000)
     read: list[str] = []
     reader = stats._cgroups()
