@@ -406,17 +406,16 @@ class StatsService:
             if known is None or known.state not in LIVE_STATES:
                 results.append(stats)
                 continue
-            now = time.time_ns()
             reading = self._pod_reading(sandbox_id, known, [pause[sandbox_id], *members])
             if reading is not None:
-                sample, now = reading.sample, reading.wall_ns
-                stats.linux.cpu.CopyFrom(cpu_usage(sample, self._rate(sandbox_id, reading), now))
-                stats.linux.memory.CopyFrom(memory_usage(sample, now))
-                process = process_usage(sample, now)
+                sample, taken = reading.sample, reading.wall_ns
+                stats.linux.cpu.CopyFrom(cpu_usage(sample, self._rate(sandbox_id, reading), taken))
+                stats.linux.memory.CopyFrom(memory_usage(sample, taken))
+                process = process_usage(sample, taken)
                 if process is not None:
                     stats.linux.process.CopyFrom(process)
-            interfaces = self._interfaces(sandbox_id, known)
-            network = network_usage(interfaces, now) if interfaces is not None else None
+            interfaces = self._interfaces(sandbox_id, known)  # read now, so stamped now
+            network = network_usage(interfaces, time.time_ns()) if interfaces is not None else None
             if network is not None:
                 stats.linux.network.CopyFrom(network)
             results.append(stats)

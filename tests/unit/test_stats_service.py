@@ -4,6 +4,7 @@ how often, and where pod-level figures come from."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from dockershim_py import labels, stats as stats_module
 from dockershim_py.api import api_pb2 as api
-from dockershim_py.cgroup_stats import CgroupLayout, CgroupReader, Mount
+from dockershim_py.cgroup_stats import CgroupLayout, CgroupReader, InterfaceCounters, Mount
 from dockershim_py.config import Config
 from dockershim_py.errors import CRIError
 from dockershim_py.stats import StatsService
@@ -195,6 +196,22 @@ def test_a_reading_answers_the_pod_stats_asked_right_after_the_container_stats(t
     (tree / "docker" / APP / "memory.current").write_text("1\n")
     assert stats.container_stats(APP).memory.usage_bytes.value == 300_000  # within the window
     assert service(docker, tree).container_stats(APP).memory.usage_bytes.value == 1  # past it (none here)
+
+
+def test_network_counters_read_now_are_stamped_now_beside_a_reused_cgroup_reading(tree: Path) -> None:
+    docker = FakeDocker()
+    inspected = docker.inspect_container
+    docker.inspect_container = lambda container_id: {  # type: ignore[method-assign]
+        **inspected(container_id), "State": {"Status": "running", "Pid": 4242}, "HostConfig": {
+            "CgroupParent": PARENT, "NetworkMode": "default"}}
+    stats = service(docker, tree, reading_reuse_ns=60_000_000_000)
+    counters = InterfaceCounters(100, 1, 0, 0, 200, 2, 0, 0)
+    stats._processes.net_dev = lambda pid, start: {"eth0": counters}  # type: ignore[method-assign]
+    first = stats.pod_sandbox_stats(SANDBOX)
+    time.sleep(0.01)
+    second = stats.pod_sandbox_stats(SANDBOX)
+    assert second.linux.cpu.timestamp == first.linux.cpu.timestamp  # the same cgroup reading
+    assert second.linux.network.timestamp > first.linux.network.timestamp  # counters read again
 
 
 def test_bad_ids(tree: Path) -> None:
