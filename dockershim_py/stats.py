@@ -41,6 +41,7 @@ from .cgroup_stats import (
 from .config import Config
 from .docker_client import DockerClient
 from .errors import CRIError, failed_precondition, invalid_argument, not_found
+from .events import ConvertedEntries
 from .timestamps import parse_docker_time
 from .writable_layer import LayerUsage, WritableLayers, walk
 
@@ -250,6 +251,21 @@ class _Reading:
     wall_ns: int
 
 
+@dataclass(frozen=True)
+class _BuiltFrom:
+    """What a ContainerStats is made of. A reading is reused within its window, so ListPodSandboxStats,
+    asked right after ListContainerStats, finds the same objects and the message already built."""
+
+    attributes: api.ContainerAttributes
+    reading: _Reading | None
+    layer: LayerUsage | None
+    mountpoint: str
+
+    def same(self, other: _BuiltFrom) -> bool:
+        return (self.attributes is other.attributes and self.reading is other.reading
+                and self.layer is other.layer and self.mountpoint == other.mountpoint)
+
+
 @dataclass
 class _Container:
     """One listed container on its way to a ContainerStats."""
@@ -275,6 +291,12 @@ class StatsService:
         self._lock = threading.Lock()
         self._known: dict[str, tuple[_Known, float]] = {}
         self._readings: dict[tuple[str, bool], _Reading] = {}  # by (cgroup, detailed)
+        self._container_attributes: ConvertedEntries[api.ContainerAttributes | None] = ConvertedEntries(
+            lambda entry, _: container_attributes(entry))
+        self._sandbox_attributes: ConvertedEntries[api.PodSandboxAttributes | None] = ConvertedEntries(
+            lambda entry, _: sandbox_attributes(entry))
+        # A container's ContainerStats, by ID, with what it was built from (_BuiltFrom).
+        self._built: dict[str, tuple[_BuiltFrom, api.ContainerStats]] = {}
         self._reading_reuse_ns = reading_reuse_ns
         self._pruned_at = time.monotonic()
 
@@ -312,10 +334,12 @@ class StatsService:
             return []
         entries = self._docker.list_containers(docker_filters)
         if _unfiltered(stats_filter):
-            self._forget_unlisted({entry["Id"] for entry in entries}, containers_only=True)
+            listed = {entry["Id"] for entry in entries}
+            self._forget_unlisted(listed, containers_only=True)
+            self._container_attributes.keep_only(listed)
         containers = []
         for entry in entries:
-            attributes = container_attributes(entry)
+            attributes = self._container_attributes.get(entry)
             if attributes is not None and container_matches(entry, attributes, stats_filter):
                 containers.append(_Container(entry, attributes))
         return containers
@@ -326,21 +350,29 @@ class StatsService:
         mountpoint = self._mountpoint()
         result = []
         for container in containers:
-            stats = api.ContainerStats(attributes=container.attributes)
             container_id = container.entry["Id"]
             container.reading = self._read(container_id, container.known)
-            if container.reading is not None:
-                sample, now = container.reading.sample, container.reading.wall_ns
-                stats.cpu.CopyFrom(cpu_usage(sample, self._rate(container_id, container.reading), now))
-                stats.memory.CopyFrom(memory_usage(sample, now))
-                swap = swap_usage(sample, now)
-                if swap is not None:
-                    stats.swap.CopyFrom(swap)
-            layer = self._layer(container_id, container.known)
-            if layer is not None:
-                stats.writable_layer.CopyFrom(writable_layer_usage(layer, mountpoint))
-            result.append(stats)
+            built_from = _BuiltFrom(container.attributes, container.reading,
+                                    self._layer(container_id, container.known), mountpoint)
+            built = self._built.get(container_id)
+            if built is None or not built[0].same(built_from):
+                built = (built_from, self._container_stats(container_id, built_from))
+                self._built[container_id] = built
+            result.append(built[1])
         return result
+
+    def _container_stats(self, container_id: str, source: _BuiltFrom) -> api.ContainerStats:
+        stats = api.ContainerStats(attributes=source.attributes)
+        if source.reading is not None:
+            sample, now = source.reading.sample, source.reading.wall_ns
+            stats.cpu.CopyFrom(cpu_usage(sample, self._rate(container_id, source.reading), now))
+            stats.memory.CopyFrom(memory_usage(sample, now))
+            swap = swap_usage(sample, now)
+            if swap is not None:
+                stats.swap.CopyFrom(swap)
+        if source.layer is not None:
+            stats.writable_layer.CopyFrom(writable_layer_usage(source.layer, source.mountpoint))
+        return stats
 
     # --- PodSandboxStats ------------------------------------------------------------------------
 
@@ -373,18 +405,21 @@ class StatsService:
         containers: dict[str, list[_Container]] = {}
         # The type label without a value: pod sandboxes and containers in one call.
         entries = self._docker.list_containers({"label": [labels.CONTAINER_TYPE_LABEL]})
-        self._forget_unlisted({entry["Id"] for entry in entries}, containers_only=False)
+        listed = {entry["Id"] for entry in entries}
+        self._forget_unlisted(listed, containers_only=False)
+        self._container_attributes.keep_only(listed)
+        self._sandbox_attributes.keep_only(listed)
         for entry in entries:
             docker_labels = entry.get("Labels") or {}
             if labels.is_sandbox(docker_labels):
-                attributes = sandbox_attributes(entry)
+                attributes = self._sandbox_attributes.get(entry)
                 if attributes is None or not sandbox_matches(attributes, stats_filter):
                     continue
                 if ready_only and entry.get("State") != "running":
                     continue
                 sandboxes.append((entry, attributes))
             elif labels.is_container(docker_labels):
-                container_attrs = container_attributes(entry)
+                container_attrs = self._container_attributes.get(entry)
                 if container_attrs is not None:
                     sandbox_id = docker_labels.get(labels.SANDBOX_ID_LABEL, "")
                     containers.setdefault(sandbox_id, []).append(_Container(entry, container_attrs))
@@ -597,6 +632,7 @@ class StatsService:
             for container_id in [key for key, (known, _) in self._known.items()
                                  if key not in listed and not (containers_only and known.sandbox)]:
                 del self._known[container_id]
+            self._built = {key: built for key, built in self._built.items() if key in listed}
 
     def _prune(self, now: float) -> None:
         """Forget containers not asked about for a while, so churn under filtered lists cannot grow the cache."""
@@ -605,6 +641,7 @@ class StatsService:
         self._pruned_at = now
         for container_id in [key for key, (_, used) in self._known.items() if now - used > FORGET_AFTER_SECONDS]:
             del self._known[container_id]
+        self._built = {key: built for key, built in self._built.items() if key in self._known}
         now_ns = time.monotonic_ns()
         self._readings = {key: reading for key, reading in self._readings.items()
                           if now_ns - reading.monotonic_ns < self._reading_reuse_ns}

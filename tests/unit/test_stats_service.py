@@ -198,6 +198,49 @@ def test_a_reading_answers_the_pod_stats_asked_right_after_the_container_stats(t
     assert service(docker, tree).container_stats(APP).memory.usage_bytes.value == 1  # past it (none here)
 
 
+class StableDocker(FakeDocker):
+    """Hands out the same entry object while a container is unchanged, as the event index does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cri_labels: dict[str, dict[str, str]] = {}
+        self._kept: dict[str, dict[str, Any]] = {}
+
+    def entry(self, container_id: str) -> dict[str, Any]:
+        made = super().entry(container_id)
+        if container_id in self.cri_labels:
+            made["Labels"] = labels.container_labels(self.cri_labels[container_id], {}, SANDBOX)
+        if self._kept.get(container_id) != made:
+            self._kept[container_id] = made
+        return self._kept[container_id]
+
+
+def test_the_pod_stats_reuse_the_container_stats_made_from_the_same_reading(
+        tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[int] = []
+    original = stats_module.memory_usage
+    monkeypatch.setattr(stats_module, "memory_usage", lambda sample, at: made.append(at) or original(sample, at))
+    docker = StableDocker()
+    stats = service(docker, tree, reading_reuse_ns=60_000_000_000)
+    containers = {item.attributes.id: item for item in stats.list_container_stats(None)}
+    pod = stats.list_pod_sandbox_stats(None)[0]
+    assert len(made) == 3  # each container once, and the pod cgroup
+    assert {member.attributes.id: member for member in pod.linux.containers} == containers
+    docker.cri_labels[APP] = {"c": "relabelled"}  # a new entry: its attributes follow at once
+    relabelled = {item.attributes.id: item for item in stats.list_container_stats(None)}
+    assert dict(relabelled[APP].attributes.labels) == {"c": "relabelled"}
+    assert relabelled[SIDECAR] == containers[SIDECAR] and len(made) == 4
+
+
+def test_a_new_reading_makes_new_container_stats(tree: Path) -> None:
+    stats = service(StableDocker(), tree)  # no reuse: every request reads afresh
+    first = {item.attributes.id: item for item in stats.list_container_stats(None)}
+    (tree / PARENT.strip("/") / APP / "memory.current").write_text("1\n")
+    second = {item.attributes.id: item for item in stats.list_container_stats(None)}
+    assert first[APP].memory.usage_bytes.value == 300_000 and second[APP].memory.usage_bytes.value == 1
+    assert second[SIDECAR].memory.timestamp > first[SIDECAR].memory.timestamp
+
+
 def test_network_counters_read_now_are_stamped_now_beside_a_reused_cgroup_reading(tree: Path) -> None:
     docker = FakeDocker()
     inspected = docker.inspect_container
