@@ -642,6 +642,8 @@ class StatsService:
         for container_id in [key for key, (_, used) in self._known.items() if now - used > FORGET_AFTER_SECONDS]:
             del self._known[container_id]
         self._built = {key: built for key, built in self._built.items() if key in self._known}
+        self._container_attributes.keep_only(set(self._known))
+        self._sandbox_attributes.keep_only(set(self._known))
         now_ns = time.monotonic_ns()
         self._readings = {key: reading for key, reading in self._readings.items()
                           if now_ns - reading.monotonic_ns < self._reading_reuse_ns}

@@ -241,6 +241,17 @@ def test_a_new_reading_makes_new_container_stats(tree: Path) -> None:
     assert second[SIDECAR].memory.timestamp > first[SIDECAR].memory.timestamp
 
 
+def test_what_was_kept_for_containers_asked_about_one_at_a_time_is_forgotten_in_time(
+        tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a full list to prune them, kept messages go with the containers not asked about."""
+    stats = service(StableDocker(), tree)
+    stats.container_stats(APP)
+    monkeypatch.setattr(stats_module, "FORGET_AFTER_SECONDS", 0.0)
+    stats.container_stats(SIDECAR)  # prunes everything not asked about just now
+    assert SIDECAR in stats._built and APP not in stats._built
+    assert APP not in stats._container_attributes._made
+
+
 def test_network_counters_read_now_are_stamped_now_beside_a_reused_cgroup_reading(tree: Path) -> None:
     docker = FakeDocker()
     inspected = docker.inspect_container
