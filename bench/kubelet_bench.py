@@ -493,7 +493,8 @@ def main() -> int:
                 direct.remove_all()
                 pods.remove_all()
     finally:
-        shim.stop()
+        if shim.stop() == 0:  # a failed shim keeps its directory, for its log
+            shim.remove_files()
     print(f"\nJSON: {args.json}")
     return 0
 

@@ -89,7 +89,8 @@ def main() -> int:
         }
     finally:
         pods.remove_all()
-        shim.stop()
+        if shim.stop() == 0:  # a failed shim keeps its directory, for its log
+            shim.remove_files()
     Path(args.json).write_text(json.dumps(report, indent=2))
     verdict = "within" if report["rss_growth"] < GROWTH_TARGET else "OVER"
     print(f"\nsoak {report['minutes']:.1f} min at {args.pods} pods, {report['pods_churned']} pods churned, "

@@ -58,6 +58,8 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
 class Shim:
     """One dockershim-py process serving on a unix socket in a private temporary directory."""
 
+    created: list["Shim"] = []  # every shim of the session, removed by pytest_sessionfinish if all passed
+
     def __init__(
         self, args: list[str] | None = None, docker_endpoint: str = DOCKER_SOCKET, endpoint: str | None = None
     ) -> None:
@@ -76,6 +78,7 @@ class Shim:
         ]
         self.process: subprocess.Popen[bytes] | None = None
         self.channel: grpc.Channel | None = None
+        Shim.created.append(self)
 
     def start(self, wait: float = 15.0) -> "Shim":
         """Start the process and wait until it says it serves (or fail with its log)."""
@@ -173,6 +176,13 @@ def start_shim(docker_api: docker.APIClient) -> Iterator[callable]:
     yield start
     for process in started:
         if process.stop() == 0:
+            process.remove_files()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A passing run leaves no shim directories behind; a failing one keeps them all, logs and all."""
+    if exitstatus == 0:
+        for process in Shim.created:
             process.remove_files()
 
 
