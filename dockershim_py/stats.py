@@ -251,10 +251,11 @@ class _Reading:
     wall_ns: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _BuiltFrom:
     """What a ContainerStats is made of. A reading is reused within its window, so ListPodSandboxStats,
-    asked right after ListContainerStats, finds the same objects and the message already built."""
+    asked right after ListContainerStats, finds the same objects and the message already built.
+    Compared by identity (`same`): comparing the messages by value would cost what reuse saves."""
 
     attributes: api.ContainerAttributes
     reading: _Reading | None
