@@ -3,14 +3,17 @@
 Phases, for each pod count N (default 10 and 110; two containers per pod):
   populate  RunPodSandbox and StartContainer through the shim, interleaved with the same Docker
             create+start calls made directly, so the shim's own overhead shows as a ratio;
-  rpcs      per-RPC latency (p50, p95, p99, max) of what the kubelet calls, each beside the
-            docker-py request(s) that answer the same question;
+  rpcs      per-RPC latency (p50, p95, p99, max) and the shim's CPU per call of what the kubelet
+            calls, each beside the docker-py request(s) that answer the same question; then the
+            gRPC floor: the same timing against an empty grpcio server (bench/grpc_floor.py) that
+            answers a canned PodSandboxStatus reply, which is what gRPC and this machine cost alone;
   mixed     relist every 1 s (plus the PLEG follow-ups for a changed pod), Status every 5 s, the
             stats / image-fs / log-manager sweep every 10 s, and churn (one pod stopped, removed and
             recreated every 2 s); relist latency under churn, errors, CPU seconds per minute of the
             shim and of dockerd, the shim's RSS before and after; then the same load answered by
             direct Docker calls, for dockerd's CPU. Each is run again without churn, which shows
-            what answering the polling alone costs.
+            what answering the polling alone costs. Each run counts the RPCs it made, and what the
+            gRPC floor server would spend on as many calls.
 Bounded in count and time; it talks only to local unix sockets. Output: a table and a JSON file.
 """
 
@@ -38,6 +41,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 
 from conftest import BUSYBOX, PAUSE, Shim  # noqa: E402  (the suite's shim launcher and images)
 from dockershim_py.api import api_pb2 as api  # noqa: E402
+from grpc_floor import FloorServer  # noqa: E402
 from measure import cpu_seconds, dockerd_pid, percentiles, rss_bytes  # noqa: E402
 
 NAMESPACE = "dspy-bench"
@@ -61,6 +65,33 @@ def repeat(fn: Callable[[], Any], count: int, seconds: float) -> list[float]:
     while len(samples) < count and time.monotonic() < deadline:
         samples.append(timed(fn))
     return samples
+
+
+class CountedStub:
+    """A gRPC stub that counts the calls made through it, from any thread."""
+
+    def __init__(self, stub: Any) -> None:
+        self._stub = stub
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._stub, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                self.calls += 1
+            return method(*args, **kwargs)
+
+        return call
+
+
+def repeat_with_cpu(fn: Callable[[], Any], count: int, seconds: float, pid: int) -> tuple[dict, float]:
+    """The latency percentiles of `repeat`, and the CPU milliseconds process `pid` spent per call."""
+    before = cpu_seconds(pid)
+    samples = repeat(fn, count, seconds)
+    time.sleep(0.1)  # the server's last reply is sent; its CPU is counted
+    return percentiles(samples), (cpu_seconds(pid) - before) * 1000 / max(len(samples), 1)
 
 
 def one_shot_stats(client: docker.APIClient, container_ids: list[str]) -> None:
@@ -188,7 +219,8 @@ def call_or_none(fn: Callable[[], Any]) -> Callable[[], Any] | None:
         raise
 
 
-def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, count: int, seconds: float) -> dict:
+def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, shim_pid: int, count: int,
+              seconds: float) -> dict:
     uid = next(iter(pods.sandboxes))
     sandbox_id = pods.sandboxes[uid]
     container_id = pods.containers[uid][0]
@@ -255,10 +287,22 @@ def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, c
             continue
         # Stats fan out over every container directly: fewer rounds keep the run bounded.
         rounds = max(3, count // 10) if name in ("ListContainerStats", "ListPodSandboxStats") else count
-        shim = percentiles(repeat(shim_call, rounds, seconds))
+        shim, shim_cpu = repeat_with_cpu(shim_call, rounds, seconds, shim_pid)
         direct = percentiles(repeat(direct_call, rounds, seconds))
-        results[name] = {"shim": shim, "docker": direct, "p99_ratio": shim["p99"] / direct["p99"]}
+        results[name] = {"shim": shim, "shim_cpu_ms": shim_cpu, "docker": direct,
+                         "p99_ratio": shim["p99"] / direct["p99"]}
     return results
+
+
+def floor_phase(runtime: Any, pods: Pods, count: int, seconds: float) -> dict:
+    """gRPC alone, timed like the rows: a canned PodSandboxStatus reply from an otherwise idle server."""
+    sandbox_id = next(iter(pods.sandboxes.values()))
+    request = api.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id)
+    reply = runtime.PodSandboxStatus(request, timeout=60).SerializeToString()
+    with FloorServer(reply) as floor:
+        payload = request.SerializeToString()
+        latency, cpu = repeat_with_cpu(lambda: floor(payload), count, seconds, floor.process.pid)
+    return {"latency": latency, "server_cpu_ms": cpu, "reply_bytes": len(reply)}
 
 
 class MixedLoad:
@@ -370,11 +414,17 @@ class MixedLoad:
 
 
 def measured_run(load: MixedLoad, seconds: float, churn: bool, pids: dict[str, int]) -> dict:
-    """One run of the load, with the CPU seconds per minute of each process in `pids`."""
+    """One run of the load, with the CPU seconds per minute of each process in `pids` and, through
+    the shim, how many RPCs a minute it answered."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    stubs = [stub for stub in (load.runtime, load.images, load.pods.runtime) if isinstance(stub, CountedStub)]
+    calls_before = {id(stub): stub.calls for stub in stubs}
     result = load.run(seconds, churn=churn)
     for name, pid in pids.items():
         result[f"{name}_cpu_s_per_min"] = (cpu_seconds(pid) - before[name]) / (seconds / 60)
+    if not load.direct:
+        unique = {id(stub): stub for stub in stubs}.values()
+        result["rpcs_per_min"] = sum(stub.calls - calls_before[id(stub)] for stub in unique) / (seconds / 60)
     return result
 
 
@@ -422,15 +472,22 @@ def print_report(report: dict) -> None:
             row = populate[name]
             print(f"{name:<20} shim p50 {row['shim']['p50']:8.1f} ms   docker p50 {row['docker']['p50']:8.1f} ms"
                   f"   ratio {row['p50_ratio']:.2f}")
-        print(f"\n{'RPC':<20} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8} | {'docker p50':>10} {'p99':>8}"
-              f" | {'p99 ratio':>9}")
+        print(f"\n{'RPC':<20} {'n':>5} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8} {'shim cpu':>8} |"
+              f" {'docker p50':>10} {'p99':>8} | {'p99 ratio':>9}")
         for name, row in run["rpcs"].items():
             if row["shim"] == "UNIMPLEMENTED":
                 print(f"{name:<20} UNIMPLEMENTED")
                 continue
             shim, direct = row["shim"], row["docker"]
-            print(f"{name:<20} {shim['p50']:8.2f} {shim['p95']:8.2f} {shim['p99']:8.2f} {shim['max']:8.2f} |"
-                  f" {direct['p50']:10.2f} {direct['p99']:8.2f} | {row['p99_ratio']:9.2f}")
+            print(f"{name:<20} {shim['n']:5d} {shim['p50']:8.2f} {shim['p95']:8.2f} {shim['p99']:8.2f}"
+                  f" {shim['max']:8.2f} {row['shim_cpu_ms']:8.2f} | {direct['p50']:10.2f} {direct['p99']:8.2f}"
+                  f" | {row['p99_ratio']:9.2f}")
+        floor = run["grpc_floor"]
+        latency = floor["latency"]
+        print(f"{'gRPC floor':<20} {latency['n']:5d} {latency['p50']:8.2f} {latency['p95']:8.2f}"
+              f" {latency['p99']:8.2f} {latency['max']:8.2f} {floor['server_cpu_ms']:8.2f} |"
+              f" (an empty grpcio server's canned {floor['reply_bytes']}-byte PodSandboxStatus reply)")
+        print("(ms; shim cpu: the shim's CPU milliseconds per call, from /proc in 10 ms ticks)")
         mixed = run.get("mixed")
         if mixed:
             relist = mixed["relist"]
@@ -446,12 +503,16 @@ def print_report(report: dict) -> None:
                   f"{quiet['dockerd_cpu_s_per_min']:.2f} s/min; direct Docker: dockerd "
                   f"{direct_quiet['dockerd_cpu_s_per_min']:.2f} s/min; ratio "
                   f"{mixed['dockerd_cpu_ratio_without_churn']:.2f}; relist p99 {quiet['relist']['p99']:.2f} ms")
+            for label, measured in (("with churn:   ", mixed), ("without churn:", quiet)):
+                print(f"  {label} {measured['rpcs_per_min']:.0f} RPCs/min; the gRPC floor server would spend "
+                      f"{measured['grpc_floor_cpu_s_per_min']:.2f} CPU-s/min on as many calls")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pods", type=int, nargs="+", default=[10, 110], help="pod counts (default 10 110)")
-    parser.add_argument("--count", type=int, default=200, help="calls per RPC (default 200)")
+    parser.add_argument("--count", type=int, default=1000,
+                        help="calls per RPC row, within --rpc-seconds (default 1000: p99 is then the 10th slowest)")
     parser.add_argument("--rpc-seconds", type=float, default=20.0, help="time cap per RPC row (default 20)")
     parser.add_argument("--mixed-seconds", type=float, default=60.0,
                         help="length of each of the 4 mixed runs; 0 skips them")
@@ -460,11 +521,12 @@ def main() -> int:
 
     client = docker.APIClient(version="auto", timeout=300)
     shim = Shim(["--log-level", "info"]).start()  # info: Shim.start waits for the "serving" line
+    runtime, images = CountedStub(shim.runtime), CountedStub(shim.images)
     log_root = Path(shim.dir) / "pod-logs"
     report: dict[str, Any] = {"mixed_seconds": args.mixed_seconds, "runs": {}}
     try:
         for count in args.pods:
-            pods = Pods(shim.runtime, log_root)
+            pods = Pods(runtime, log_root)
             direct = DirectPods(client)
             try:
                 for index in range(count):
@@ -482,10 +544,15 @@ def main() -> int:
                 }
                 direct.remove_all()
                 run = {"populate": populate,
-                       "rpcs": rpc_phase(shim.runtime, shim.images, client, pods, args.count, args.rpc_seconds)}
+                       "rpcs": rpc_phase(runtime, images, client, pods, shim.process.pid, args.count,
+                                         args.rpc_seconds),
+                       "grpc_floor": floor_phase(runtime, pods, args.count, args.rpc_seconds)}
                 if args.mixed_seconds > 0:
-                    run["mixed"] = mixed_phase(shim.runtime, shim.images, client, pods, shim.process.pid,
-                                               args.mixed_seconds)
+                    mixed = mixed_phase(runtime, images, client, pods, shim.process.pid, args.mixed_seconds)
+                    for measured in (mixed, mixed["without_churn"]):  # what gRPC alone costs at that call rate
+                        measured["grpc_floor_cpu_s_per_min"] = (
+                            measured["rpcs_per_min"] * run["grpc_floor"]["server_cpu_ms"] / 1000)
+                    run["mixed"] = mixed
                 report["runs"][str(count)] = run
                 print_report({**report, "runs": {str(count): run}})  # each size as soon as it is done
                 Path(args.json).write_text(json.dumps(report, indent=2))

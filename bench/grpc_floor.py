@@ -1,0 +1,80 @@
+"""gRPC's own cost on this machine: a server whose one method answers a canned reply at once.
+
+The shim's status calls do little work of their own (a fraction of a millisecond); what a client
+sees beyond that is grpcio's threads and the machine's scheduling. Timed in the same run as the
+shim, this server shows that floor: latency percentiles for the same reply bytes, and the
+server's CPU per call. It is built like the shim's server (a thread pool of 32, one unix socket).
+
+    python bench/grpc_floor.py SOCKET_PATH REPLY_FILE   (serves until SIGTERM)
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+METHOD = "/dspy.bench.Floor/Reply"
+WORKERS = 32
+
+
+def serve(socket_path: str, reply: bytes) -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="floor"))
+    service, method = METHOD.strip("/").split("/")
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        service, {method: grpc.unary_unary_rpc_method_handler(lambda request, context: reply)})])
+    server.add_insecure_port(f"unix://{socket_path}")
+    server.start()
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    print("serving", flush=True)
+    stopped.wait()
+    server.stop(0).wait()
+
+
+class FloorServer:
+    """The floor server in a child process, and a callable that sends it one request."""
+
+    def __init__(self, reply: bytes) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="dspy-floor-")
+        socket_path = Path(self._dir.name) / "floor.sock"
+        reply_path = Path(self._dir.name) / "reply"
+        reply_path.write_bytes(reply)
+        self.process = subprocess.Popen([sys.executable, __file__, str(socket_path), str(reply_path)],
+                                        stdout=subprocess.PIPE)
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != b"serving":
+            raise RuntimeError("the gRPC floor server did not start")
+        self._channel = grpc.insecure_channel(f"unix://{socket_path}")
+        self._call = self._channel.unary_unary(METHOD)
+        grpc.channel_ready_future(self._channel).result(timeout=10)
+
+    def __call__(self, request: bytes = b"") -> Any:
+        return self._call(request, timeout=60)
+
+    def close(self) -> None:
+        self._channel.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._dir.cleanup()
+
+    def __enter__(self) -> "FloorServer":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], Path(sys.argv[2]).read_bytes())
