@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 from conftest import BUSYBOX, PAUSE, Shim  # noqa: E402  (the suite's shim launcher and images)
 from dockershim_py.api import api_pb2 as api  # noqa: E402
 from grpc_floor import FloorServer  # noqa: E402
-from measure import cpu_seconds, dockerd_pid, percentiles, rss_bytes  # noqa: E402
+from measure import cpu_seconds, cpu_ticks, dockerd_pid, percentiles, rss_bytes, steal_percent  # noqa: E402
 
 NAMESPACE = "dspy-bench"
 # A workload that ends on SIGTERM, as a well-behaved pod does: a bare `sleep` as PID 1 ignores it,
@@ -87,11 +87,13 @@ class CountedStub:
 
 
 def repeat_with_cpu(fn: Callable[[], Any], count: int, seconds: float, pid: int) -> tuple[dict, float]:
-    """The latency percentiles of `repeat`, and the CPU milliseconds process `pid` spent per call."""
-    before = cpu_seconds(pid)
+    """The percentiles of `repeat` with the share of CPU time stolen meanwhile, and the CPU
+    milliseconds process `pid` spent per call."""
+    before, ticks = cpu_seconds(pid), cpu_ticks()
     samples = repeat(fn, count, seconds)
     time.sleep(0.1)  # the server's last reply is sent; its CPU is counted
-    return percentiles(samples), (cpu_seconds(pid) - before) * 1000 / max(len(samples), 1)
+    latency = {**percentiles(samples), "steal_percent": steal_percent(ticks)}
+    return latency, (cpu_seconds(pid) - before) * 1000 / max(len(samples), 1)
 
 
 def one_shot_stats(client: docker.APIClient, container_ids: list[str]) -> None:
@@ -416,10 +418,11 @@ class MixedLoad:
 def measured_run(load: MixedLoad, seconds: float, churn: bool, pids: dict[str, int]) -> dict:
     """One run of the load, with the CPU seconds per minute of each process in `pids` and, through
     the shim, how many RPCs a minute it answered."""
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    before, ticks = {name: cpu_seconds(pid) for name, pid in pids.items()}, cpu_ticks()
     stubs = [stub for stub in (load.runtime, load.images, load.pods.runtime) if isinstance(stub, CountedStub)]
     calls_before = {id(stub): stub.calls for stub in stubs}
     result = load.run(seconds, churn=churn)
+    result["steal_percent"] = steal_percent(ticks)
     for name, pid in pids.items():
         result[f"{name}_cpu_s_per_min"] = (cpu_seconds(pid) - before[name]) / (seconds / 60)
     if not load.direct:
@@ -472,7 +475,7 @@ def print_report(report: dict) -> None:
             row = populate[name]
             print(f"{name:<20} shim p50 {row['shim']['p50']:8.1f} ms   docker p50 {row['docker']['p50']:8.1f} ms"
                   f"   ratio {row['p50_ratio']:.2f}")
-        print(f"\n{'RPC':<20} {'n':>5} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8} {'shim cpu':>8} |"
+        print(f"\n{'RPC':<20} {'n':>5} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8} {'shim cpu':>8} {'steal':>5} |"
               f" {'docker p50':>10} {'p99':>8} | {'p99 ratio':>9}")
         for name, row in run["rpcs"].items():
             if row["shim"] == "UNIMPLEMENTED":
@@ -480,14 +483,17 @@ def print_report(report: dict) -> None:
                 continue
             shim, direct = row["shim"], row["docker"]
             print(f"{name:<20} {shim['n']:5d} {shim['p50']:8.2f} {shim['p95']:8.2f} {shim['p99']:8.2f}"
-                  f" {shim['max']:8.2f} {row['shim_cpu_ms']:8.2f} | {direct['p50']:10.2f} {direct['p99']:8.2f}"
+                  f" {shim['max']:8.2f} {row['shim_cpu_ms']:8.2f} {shim['steal_percent']:4.0f}% |"
+                  f" {direct['p50']:10.2f} {direct['p99']:8.2f}"
                   f" | {row['p99_ratio']:9.2f}")
         floor = run["grpc_floor"]
         latency = floor["latency"]
         print(f"{'gRPC floor':<20} {latency['n']:5d} {latency['p50']:8.2f} {latency['p95']:8.2f}"
-              f" {latency['p99']:8.2f} {latency['max']:8.2f} {floor['server_cpu_ms']:8.2f} |"
+              f" {latency['p99']:8.2f} {latency['max']:8.2f} {floor['server_cpu_ms']:8.2f}"
+              f" {latency['steal_percent']:4.0f}% |"
               f" (an empty grpcio server's canned {floor['reply_bytes']}-byte PodSandboxStatus reply)")
-        print("(ms; shim cpu: the shim's CPU milliseconds per call, from /proc in 10 ms ticks)")
+        print("(ms; shim cpu: the shim's CPU milliseconds per call, from /proc in 10 ms ticks; steal: the share"
+              " of the machine's CPU time its hypervisor gave to others during the shim's calls)")
         mixed = run.get("mixed")
         if mixed:
             relist = mixed["relist"]
@@ -505,7 +511,8 @@ def print_report(report: dict) -> None:
                   f"{mixed['dockerd_cpu_ratio_without_churn']:.2f}; relist p99 {quiet['relist']['p99']:.2f} ms")
             for label, measured in (("with churn:   ", mixed), ("without churn:", quiet)):
                 print(f"  {label} {measured['rpcs_per_min']:.0f} RPCs/min; the gRPC floor server would spend "
-                      f"{measured['grpc_floor_cpu_s_per_min']:.2f} CPU-s/min on as many calls")
+                      f"{measured['grpc_floor_cpu_s_per_min']:.2f} CPU-s/min on as many calls;"
+                      f" CPU stolen {measured['steal_percent']:.0f}%")
 
 
 def main() -> int:

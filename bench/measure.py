@@ -28,6 +28,19 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(stolen, all) clock ticks of every CPU so far, from /proc/stat."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    stolen = fields[7] if len(fields) > 7 else 0
+    return stolen, sum(fields[:8])
+
+
+def steal_percent(before: tuple[int, int]) -> float:
+    """The share of the machine's CPU time that its hypervisor gave to others since `before`."""
+    stolen, total = cpu_ticks()
+    return 100 * (stolen - before[0]) / max(total - before[1], 1)
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
