@@ -4,9 +4,10 @@ Phases, for each pod count N (default 10 and 110; two containers per pod):
   populate  RunPodSandbox and StartContainer through the shim, interleaved with the same Docker
             create+start calls made directly, so the shim's own overhead shows as a ratio;
   rpcs      per-RPC latency (p50, p95, p99, max) and the shim's CPU per call of what the kubelet
-            calls, each beside the docker-py request(s) that answer the same question; then the
-            gRPC floor: the same timing against an empty grpcio server (bench/grpc_floor.py) that
-            answers a canned PodSandboxStatus reply, which is what gRPC and this machine cost alone;
+            calls, each beside the docker-py request(s) that answer the same question, and beside
+            the gRPC floor: an empty grpcio server (bench/grpc_floor.py) answering a canned
+            PodSandboxStatus reply, called after each shim call, which is what gRPC and this
+            machine cost at that moment without the shim;
   mixed     relist every 1 s (plus the PLEG follow-ups for a changed pod), Status every 5 s, the
             stats / image-fs / log-manager sweep every 10 s, and churn (one pod stopped, removed and
             recreated every 2 s); relist latency under churn, errors, CPU seconds per minute of the
@@ -86,14 +87,16 @@ class CountedStub:
         return call
 
 
-def repeat_with_cpu(fn: Callable[[], Any], count: int, seconds: float, pid: int) -> tuple[dict, float]:
-    """The percentiles of `repeat` with the share of CPU time stolen meanwhile, and the CPU
-    milliseconds process `pid` spent per call."""
-    before, ticks = cpu_seconds(pid), cpu_ticks()
-    samples = repeat(fn, count, seconds)
-    time.sleep(0.1)  # the server's last reply is sent; its CPU is counted
-    latency = {**percentiles(samples), "steal_percent": steal_percent(ticks)}
-    return latency, (cpu_seconds(pid) - before) * 1000 / max(len(samples), 1)
+def repeat_paired(fn: Callable[[], Any], floor: Callable[[], Any], count: int, seconds: float
+                  ) -> tuple[list[float], list[float]]:
+    """`repeat` of `fn`, each call followed by one of `floor`: both meet the machine as it was."""
+    samples: list[float] = []
+    floor_samples: list[float] = []
+    deadline = time.monotonic() + seconds
+    while len(samples) < count and time.monotonic() < deadline:
+        samples.append(timed(fn))
+        floor_samples.append(timed(floor))
+    return samples, floor_samples
 
 
 def one_shot_stats(client: docker.APIClient, container_ids: list[str]) -> None:
@@ -223,6 +226,7 @@ def call_or_none(fn: Callable[[], Any]) -> Callable[[], Any] | None:
 
 def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, shim_pid: int, count: int,
               seconds: float) -> dict:
+    """Each row's shim calls alternate with calls to the gRPC floor server, then docker-py's run."""
     uid = next(iter(pods.sandboxes))
     sandbox_id = pods.sandboxes[uid]
     container_id = pods.containers[uid][0]
@@ -281,30 +285,33 @@ def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, s
             lambda: client.exec_start(client.exec_create(container_id, ["true"])["Id"]),
         ),
     }
+    floor_request = api.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id)
+    reply = runtime.PodSandboxStatus(floor_request, timeout=60).SerializeToString()
+    payload = floor_request.SerializeToString()
     results: dict[str, dict] = {}
-    for name, (shim_call, direct_call) in rows.items():
-        shim_call = call_or_none(shim_call)
-        if shim_call is None:
-            results[name] = {"shim": "UNIMPLEMENTED"}
-            continue
-        # Stats fan out over every container directly: fewer rounds keep the run bounded.
-        rounds = max(3, count // 10) if name in ("ListContainerStats", "ListPodSandboxStats") else count
-        shim, shim_cpu = repeat_with_cpu(shim_call, rounds, seconds, shim_pid)
-        direct = percentiles(repeat(direct_call, rounds, seconds))
-        results[name] = {"shim": shim, "shim_cpu_ms": shim_cpu, "docker": direct,
-                         "p99_ratio": shim["p99"] / direct["p99"]}
-    return results
-
-
-def floor_phase(runtime: Any, pods: Pods, count: int, seconds: float) -> dict:
-    """gRPC alone, timed like the rows: a canned PodSandboxStatus reply from an otherwise idle server."""
-    sandbox_id = next(iter(pods.sandboxes.values()))
-    request = api.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id)
-    reply = runtime.PodSandboxStatus(request, timeout=60).SerializeToString()
+    all_floor_samples: list[float] = []
     with FloorServer(reply) as floor:
-        payload = request.SerializeToString()
-        latency, cpu = repeat_with_cpu(lambda: floor(payload), count, seconds, floor.process.pid)
-    return {"latency": latency, "server_cpu_ms": cpu, "reply_bytes": len(reply)}
+        floor_cpu_before = cpu_seconds(floor.process.pid)
+        for name, (shim_call, direct_call) in rows.items():
+            shim_call = call_or_none(shim_call)
+            if shim_call is None:
+                results[name] = {"shim": "UNIMPLEMENTED"}
+                continue
+            # Stats fan out over every container directly: fewer rounds keep the run bounded.
+            rounds = max(3, count // 10) if name in ("ListContainerStats", "ListPodSandboxStats") else count
+            shim_cpu_before, ticks = cpu_seconds(shim_pid), cpu_ticks()
+            samples, floor_samples = repeat_paired(shim_call, lambda: floor(payload), rounds, seconds)
+            time.sleep(0.1)  # the servers' last replies are sent and their CPU counted
+            shim_cpu = (cpu_seconds(shim_pid) - shim_cpu_before) * 1000 / len(samples)
+            shim = {**percentiles(samples), "steal_percent": steal_percent(ticks)}
+            all_floor_samples += floor_samples
+            direct = percentiles(repeat(direct_call, rounds, seconds))
+            results[name] = {"shim": shim, "shim_cpu_ms": shim_cpu, "floor": percentiles(floor_samples),
+                             "docker": direct, "p99_ratio": shim["p99"] / direct["p99"]}
+        floor_cpu = (cpu_seconds(floor.process.pid) - floor_cpu_before) * 1000 / max(len(all_floor_samples), 1)
+    results["gRPC floor"] = {"latency": percentiles(all_floor_samples), "server_cpu_ms": floor_cpu,
+                             "reply_bytes": len(reply)}
+    return results
 
 
 class MixedLoad:
@@ -419,15 +426,14 @@ def measured_run(load: MixedLoad, seconds: float, churn: bool, pids: dict[str, i
     """One run of the load, with the CPU seconds per minute of each process in `pids` and, through
     the shim, how many RPCs a minute it answered."""
     before, ticks = {name: cpu_seconds(pid) for name, pid in pids.items()}, cpu_ticks()
-    stubs = [stub for stub in (load.runtime, load.images, load.pods.runtime) if isinstance(stub, CountedStub)]
-    calls_before = {id(stub): stub.calls for stub in stubs}
+    stubs = {id(stub): stub for stub in (load.runtime, load.images, load.pods.runtime) if isinstance(stub, CountedStub)}
+    calls_before = {key: stub.calls for key, stub in stubs.items()}
     result = load.run(seconds, churn=churn)
     result["steal_percent"] = steal_percent(ticks)
     for name, pid in pids.items():
         result[f"{name}_cpu_s_per_min"] = (cpu_seconds(pid) - before[name]) / (seconds / 60)
-    if not load.direct:
-        unique = {id(stub): stub for stub in stubs}.values()
-        result["rpcs_per_min"] = sum(stub.calls - calls_before[id(stub)] for stub in unique) / (seconds / 60)
+    if stubs and not load.direct:
+        result["rpcs_per_min"] = sum(stub.calls - calls_before[key] for key, stub in stubs.items()) / (seconds / 60)
     return result
 
 
@@ -475,25 +481,25 @@ def print_report(report: dict) -> None:
             row = populate[name]
             print(f"{name:<20} shim p50 {row['shim']['p50']:8.1f} ms   docker p50 {row['docker']['p50']:8.1f} ms"
                   f"   ratio {row['p50_ratio']:.2f}")
-        print(f"\n{'RPC':<20} {'n':>5} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8} {'shim cpu':>8} {'steal':>5} |"
-              f" {'docker p50':>10} {'p99':>8} | {'p99 ratio':>9}")
+        print(f"\n{'RPC':<20} {'n':>5} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7} | {'floor p50':>9} {'p99':>6} |"
+              f" {'shim cpu':>8} {'steal':>5} | {'docker p50':>10} {'p99':>7} | {'p99 ratio':>9}")
         for name, row in run["rpcs"].items():
+            if name == "gRPC floor":
+                continue
             if row["shim"] == "UNIMPLEMENTED":
                 print(f"{name:<20} UNIMPLEMENTED")
                 continue
-            shim, direct = row["shim"], row["docker"]
-            print(f"{name:<20} {shim['n']:5d} {shim['p50']:8.2f} {shim['p95']:8.2f} {shim['p99']:8.2f}"
-                  f" {shim['max']:8.2f} {row['shim_cpu_ms']:8.2f} {shim['steal_percent']:4.0f}% |"
-                  f" {direct['p50']:10.2f} {direct['p99']:8.2f}"
-                  f" | {row['p99_ratio']:9.2f}")
-        floor = run["grpc_floor"]
+            shim, floor, direct = row["shim"], row["floor"], row["docker"]
+            print(f"{name:<20} {shim['n']:5d} {shim['p50']:7.2f} {shim['p95']:7.2f} {shim['p99']:7.2f}"
+                  f" {shim['max']:7.2f} | {floor['p50']:9.2f} {floor['p99']:6.2f} | {row['shim_cpu_ms']:8.2f}"
+                  f" {shim['steal_percent']:4.0f}% | {direct['p50']:10.2f} {direct['p99']:7.2f} | {row['p99_ratio']:9.2f}")
+        floor = run["rpcs"]["gRPC floor"]
         latency = floor["latency"]
-        print(f"{'gRPC floor':<20} {latency['n']:5d} {latency['p50']:8.2f} {latency['p95']:8.2f}"
-              f" {latency['p99']:8.2f} {latency['max']:8.2f} {floor['server_cpu_ms']:8.2f}"
-              f" {latency['steal_percent']:4.0f}% |"
-              f" (an empty grpcio server's canned {floor['reply_bytes']}-byte PodSandboxStatus reply)")
-        print("(ms; shim cpu: the shim's CPU milliseconds per call, from /proc in 10 ms ticks; steal: the share"
-              " of the machine's CPU time its hypervisor gave to others during the shim's calls)")
+        print(f"(ms. floor: an empty grpcio server answering a canned {floor['reply_bytes']}-byte PodSandboxStatus"
+              f" reply, called after each shim call; all {latency['n']} of them: p50 {latency['p50']:.2f},"
+              f" p99 {latency['p99']:.2f}, {floor['server_cpu_ms']:.2f} ms of server CPU a call. shim cpu: the"
+              f" shim's CPU ms a call, from /proc in 10 ms ticks. steal: the share of the machine's CPU time"
+              f" its hypervisor gave to others meanwhile)")
         mixed = run.get("mixed")
         if mixed:
             relist = mixed["relist"]
@@ -552,13 +558,12 @@ def main() -> int:
                 direct.remove_all()
                 run = {"populate": populate,
                        "rpcs": rpc_phase(runtime, images, client, pods, shim.process.pid, args.count,
-                                         args.rpc_seconds),
-                       "grpc_floor": floor_phase(runtime, pods, args.count, args.rpc_seconds)}
+                                         args.rpc_seconds)}
                 if args.mixed_seconds > 0:
                     mixed = mixed_phase(runtime, images, client, pods, shim.process.pid, args.mixed_seconds)
                     for measured in (mixed, mixed["without_churn"]):  # what gRPC alone costs at that call rate
                         measured["grpc_floor_cpu_s_per_min"] = (
-                            measured["rpcs_per_min"] * run["grpc_floor"]["server_cpu_ms"] / 1000)
+                            measured["rpcs_per_min"] * run["rpcs"]["gRPC floor"]["server_cpu_ms"] / 1000)
                     run["mixed"] = mixed
                 report["runs"][str(count)] = run
                 print_report({**report, "runs": {str(count): run}})  # each size as soon as it is done
