@@ -98,6 +98,8 @@ class ContainerChange:
 
 
 INDEXED_FILTERS = {"label", "id", "status"}
+# Filtered lists kept while the index is unchanged; past this many filters they are all dropped.
+FILTERED_LISTS_KEPT = 64
 
 
 def listing_of_entry(entry: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +129,12 @@ def listing_of_inspect(inspect: dict[str, Any], reference_image_id: str | None) 
         "Labels": config.get("Labels"),
         "Mounts": inspect.get("Mounts"),
     })
+
+
+def filter_key(filters: dict[str, Any]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The same filters as a hashable value, however their values were spelled."""
+    return tuple(sorted((name, (values,) if isinstance(values, str) else tuple(values))
+                        for name, values in filters.items()))
 
 
 def entry_filter(filters: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
@@ -281,6 +289,9 @@ class IndexedDockerClient(DockerClient):
         self.events = EventHub()
         self._index_lock = threading.Lock()
         self._entries: dict[str, dict[str, Any]] = {}
+        self._entries_version = 0  # counts changes to _entries
+        self._filtered_lists: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        self._filtered_version = 0  # the _entries_version the kept lists were made from
         self._inspects: dict[str, dict[str, Any]] = {}
         self._image_inspects: dict[str, dict[str, Any]] = {}  # by the reference asked for
         self._image_generation = 0  # counts image events, so a fetch that raced one is not kept
@@ -500,11 +511,13 @@ class IndexedDockerClient(DockerClient):
         """
         self._applied[container_id] = sequence
         if entry is None:
-            self._entries.pop(container_id, None)
+            if self._entries.pop(container_id, None) is not None:
+                self._entries_version += 1
             self._inspects.pop(container_id, None)
             return
         if self._entries.get(container_id) != entry:
             self._entries[container_id] = entry
+            self._entries_version += 1
         elif keep_inspect:
             return
         self._inspects.pop(container_id, None)
@@ -522,13 +535,27 @@ class IndexedDockerClient(DockerClient):
 
     def list_containers(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
         if self._fresh and set(filters) <= INDEXED_FILTERS:
-            accepts = entry_filter(filters)
             if any(not mark.reread for mark in list(self._dirty.values())):
                 self._reread_listed()
             with self._index_lock:
                 if self._fresh:
-                    return list(filter(accepts, self._entries.values()))
+                    return list(self._filtered(filters))
         return super().list_containers(filters)
+
+    def _filtered(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        """The entries `filters` accepts, kept until the index changes (call with the index lock held).
+
+        The kubelet relists with the same two filters every second, mostly while nothing changed:
+        scanning every container for each would be most of what a relist costs.
+        """
+        if self._filtered_version != self._entries_version or len(self._filtered_lists) >= FILTERED_LISTS_KEPT:
+            self._filtered_lists.clear()
+            self._filtered_version = self._entries_version
+        key = filter_key(filters)
+        kept = self._filtered_lists.get(key)
+        if kept is None:
+            kept = self._filtered_lists[key] = list(filter(entry_filter(filters), self._entries.values()))
+        return kept
 
     def inspect_container(self, container_id: str) -> dict[str, Any]:
         mark = self._dirty.get(container_id) if self._fresh else None

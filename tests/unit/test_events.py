@@ -276,3 +276,32 @@ def test_the_refresher_re_reads_a_burst_of_changes_in_one_list_call(monkeypatch)
     index._reread_in_background()
     assert docker.asked == ["list"] and not index._dirty
     assert {entry["State"] for entry in index.list_containers({})} == {"exited"}
+
+
+def test_a_filtered_list_is_made_once_while_the_index_is_unchanged_and_again_after_any_change(monkeypatch) -> None:
+    """The kubelet relists with the same filters every second; only a change may cost a new scan."""
+    index, docker = fresh_index(monkeypatch, {"c1": "running", "c2": "exited"})
+    scans: list[dict] = []
+    real_filter = events.entry_filter
+    monkeypatch.setattr(events, "entry_filter", lambda filters: scans.append(filters) or real_filter(filters))
+    running = {"status": ["running"]}
+    first = index.list_containers(running)
+    first.clear()  # a caller's copy: changing it changes nothing kept
+    assert [entry["Id"] for entry in index.list_containers({"status": "running"})] == ["c1"]
+    assert len(scans) == 1 and docker.asked == []
+    docker.states["c2"] = "running"
+    index._on_event({"Type": "container", "Action": "start", "id": "c2"})
+    assert sorted(entry["Id"] for entry in index.list_containers(running)) == ["c1", "c2"]
+    assert len(scans) == 2
+    del docker.states["c1"]
+    index._on_event({"Type": "container", "Action": "destroy", "id": "c1"})
+    assert [entry["Id"] for entry in index.list_containers(running)] == ["c2"]
+    docker.states["c3"] = "running"
+    index.resync()  # a container the events missed
+    assert sorted(entry["Id"] for entry in index.list_containers(running)) == ["c2", "c3"]
+    assert len(scans) == 4
+
+
+def test_filters_spelled_differently_are_the_same_kept_list() -> None:
+    assert events.filter_key({"label": "a=b", "id": ["x"]}) == events.filter_key({"id": ("x",), "label": ["a=b"]})
+    assert events.filter_key({"label": ["a=b"]}) != events.filter_key({"label": ["a=c"]})
