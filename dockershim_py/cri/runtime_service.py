@@ -63,6 +63,7 @@ class RuntimeServiceAdapter(Adapter):
         "StreamPodSandboxStats": _LIST_STREAMING,
         "StreamPodSandboxMetrics": _LIST_STREAMING,
     }
+    REPEATED_RESPONSES = frozenset({"ListPodSandbox", "ListContainers"})  # through RepeatedList
 
     def __init__(
         self, runtime: RuntimeInfo, sandboxes: SandboxService, containers: ContainerService, execs: ExecService,

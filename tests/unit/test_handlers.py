@@ -30,3 +30,18 @@ def test_a_list_of_the_same_messages_reuses_its_response() -> None:
     equal_but_new = api_pb2.Container(id="a")  # converted again: the container changed
     assert lists.response([equal_but_new]) is not response and len(made) == 3
     assert lists.response([]).containers == [] and len(made) == 4
+
+
+def test_a_response_handed_out_again_is_serialized_once() -> None:
+    from dockershim_py.cri.handlers import LastSerialized, method_handlers
+
+    serialized = []
+    serialize = LastSerialized(lambda message: serialized.append(message) or message.SerializeToString())
+    response = api_pb2.ListContainersResponse(containers=[api_pb2.Container(id="a")])
+    data = serialize(response)
+    assert serialize(response) is data and len(serialized) == 1
+    equal_but_new = api_pb2.ListContainersResponse(containers=[api_pb2.Container(id="a")])
+    assert serialize(equal_but_new) == data and len(serialized) == 2  # another object is serialized anew
+    handlers = method_handlers(RuntimeServiceAdapter.__new__(RuntimeServiceAdapter), "v1")
+    kept = {name for name, handler in handlers.items() if isinstance(handler.response_serializer, LastSerialized)}
+    assert kept == RuntimeServiceAdapter.REPEATED_RESPONSES == {"ListPodSandbox", "ListContainers"}
