@@ -56,7 +56,7 @@ class FloorServer:
         self._call = self._channel.unary_unary(METHOD)
         grpc.channel_ready_future(self._channel).result(timeout=10)
 
-    def __call__(self, request: bytes = b"") -> Any:
+    def __call__(self, request: bytes) -> Any:
         return self._call(request, timeout=60)
 
     def close(self) -> None:

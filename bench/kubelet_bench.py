@@ -225,8 +225,9 @@ def call_or_none(fn: Callable[[], Any]) -> Callable[[], Any] | None:
 
 
 def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, shim_pid: int, count: int,
-              seconds: float) -> dict:
-    """Each row's shim calls alternate with calls to the gRPC floor server, then docker-py's run."""
+              seconds: float) -> tuple[dict, dict]:
+    """The rows, and the gRPC floor over all of them: each row's shim calls alternate with calls to
+    the floor server, then docker-py's run."""
     uid = next(iter(pods.sandboxes))
     sandbox_id = pods.sandboxes[uid]
     container_id = pods.containers[uid][0]
@@ -309,9 +310,7 @@ def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, s
             results[name] = {"shim": shim, "shim_cpu_ms": shim_cpu, "floor": percentiles(floor_samples),
                              "docker": direct, "p99_ratio": shim["p99"] / direct["p99"]}
         floor_cpu = (cpu_seconds(floor.process.pid) - floor_cpu_before) * 1000 / max(len(all_floor_samples), 1)
-    results["gRPC floor"] = {"latency": percentiles(all_floor_samples), "server_cpu_ms": floor_cpu,
-                             "reply_bytes": len(reply)}
-    return results
+    return results, {"latency": percentiles(all_floor_samples), "server_cpu_ms": floor_cpu, "reply_bytes": len(reply)}
 
 
 class MixedLoad:
@@ -484,16 +483,15 @@ def print_report(report: dict) -> None:
         print(f"\n{'RPC':<20} {'n':>5} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7} | {'floor p50':>9} {'p99':>6} |"
               f" {'shim cpu':>8} {'steal':>5} | {'docker p50':>10} {'p99':>7} | {'p99 ratio':>9}")
         for name, row in run["rpcs"].items():
-            if name == "gRPC floor":
-                continue
             if row["shim"] == "UNIMPLEMENTED":
                 print(f"{name:<20} UNIMPLEMENTED")
                 continue
             shim, floor, direct = row["shim"], row["floor"], row["docker"]
             print(f"{name:<20} {shim['n']:5d} {shim['p50']:7.2f} {shim['p95']:7.2f} {shim['p99']:7.2f}"
                   f" {shim['max']:7.2f} | {floor['p50']:9.2f} {floor['p99']:6.2f} | {row['shim_cpu_ms']:8.2f}"
-                  f" {shim['steal_percent']:4.0f}% | {direct['p50']:10.2f} {direct['p99']:7.2f} | {row['p99_ratio']:9.2f}")
-        floor = run["rpcs"]["gRPC floor"]
+                  f" {shim['steal_percent']:4.0f}% | {direct['p50']:10.2f} {direct['p99']:7.2f}"
+                  f" | {row['p99_ratio']:9.2f}")
+        floor = run["grpc_floor"]
         latency = floor["latency"]
         print(f"(ms. floor: an empty grpcio server answering a canned {floor['reply_bytes']}-byte PodSandboxStatus"
               f" reply, called after each shim call; all {latency['n']} of them: p50 {latency['p50']:.2f},"
@@ -556,14 +554,13 @@ def main() -> int:
                     )
                 }
                 direct.remove_all()
-                run = {"populate": populate,
-                       "rpcs": rpc_phase(runtime, images, client, pods, shim.process.pid, args.count,
-                                         args.rpc_seconds)}
+                rpcs, floor = rpc_phase(runtime, images, client, pods, shim.process.pid, args.count, args.rpc_seconds)
+                run = {"populate": populate, "rpcs": rpcs, "grpc_floor": floor}
                 if args.mixed_seconds > 0:
                     mixed = mixed_phase(runtime, images, client, pods, shim.process.pid, args.mixed_seconds)
                     for measured in (mixed, mixed["without_churn"]):  # what gRPC alone costs at that call rate
                         measured["grpc_floor_cpu_s_per_min"] = (
-                            measured["rpcs_per_min"] * run["rpcs"]["gRPC floor"]["server_cpu_ms"] / 1000)
+                            measured["rpcs_per_min"] * floor["server_cpu_ms"] / 1000)
                     run["mixed"] = mixed
                 report["runs"][str(count)] = run
                 print_report({**report, "runs": {str(count): run}})  # each size as soon as it is done
