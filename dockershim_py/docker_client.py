@@ -433,7 +433,7 @@ class DockerClient:
                 connection.request(method, f"/v{self._api_version}{path}", headers=headers)
                 response = connection.getresponse()
                 if response.status != 200:
-                    raise _http_error(what, response.status, response.read())
+                    raise status_error(what, response.status, _message(response.read()))
                 while line := response.readline():
                     if line.strip():
                         on_message(json.loads(line))
@@ -566,11 +566,9 @@ class DockerClient:
         except OSError as exc:
             stream.close()
             raise unavailable(f"{what}: connection to Docker lost: {exc}") from exc
-        if status not in (101, 200):
+        if status not in (101, 200):  # 409: the container stopped (or was paused) since the exec was created
             stream.close()
-            if status == 409:  # the container stopped (or was paused) since the exec was created
-                raise failed_precondition(f"{what}: {_http_error(what, status, body).message}")
-            raise _http_error(what, status, body)
+            raise status_error(what, status, _message(body))
         return stream
 
     def update_container(self, container_id: str, resources: dict[str, Any]) -> None:
@@ -703,15 +701,6 @@ def _message(body: bytes) -> str:
         return str(json.loads(body).get("message") or body.decode(errors="replace"))
     except (ValueError, AttributeError):
         return body.decode(errors="replace").strip()
-
-
-def _http_error(what: str, status: int, body: bytes) -> CRIError:
-    detail = _message(body)
-    if status == 404:
-        return not_found(f"{what}: {detail}")
-    if status == 400:
-        return invalid_argument(f"{what}: {detail}")
-    return CRIError(grpc.StatusCode.UNKNOWN, f"{what}: {detail}")
 
 
 def _quoted(name: str) -> str:

@@ -71,6 +71,8 @@ def _route(method: str, path: str) -> tuple[int, object]:
         return 200, [{"Id": "abc"}]
     if path == "/v1.41/containers/create":
         return 409, {"message": 'Conflict. The container name "/x" is already in use by container "0123456789ab".'}
+    if path.startswith("/v1.41/exec/"):
+        return 409, {"message": "container 0123 is not running"}
     if path.endswith("/missing/json"):
         return 404, {"message": "No such container: missing"}
     if path.endswith("/start"):
@@ -126,6 +128,14 @@ def test_dockers_error_statuses_keep_their_message(docker) -> None:
         client.create_container("x", {"Image": "busybox", "Cmd": None})
     assert conflict.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "already in use by container" in conflict.value.message
+
+
+def test_streams_map_dockers_statuses_like_every_other_request(docker) -> None:
+    _, client = docker
+    with pytest.raises(CRIError) as stopped:
+        client.start_exec("e1", timeout=2)
+    assert stopped.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert stopped.value.message == "start exec e1: conflict: container 0123 is not running"
 
 
 def test_create_sends_dockers_body_without_empty_fields(docker) -> None:
