@@ -301,7 +301,7 @@ class DockerClient:
                 if not self._kept:
                     return self._connection(self._timeout)
                 connection = self._kept.pop()
-            if connection.sock is not None and not select.select([connection.sock], [], [], 0)[0]:
+            if connection.sock is not None and not _readable(connection.sock):
                 return connection
             connection.close()  # readable while idle: closed by dockerd (or out of step)
 
@@ -701,6 +701,13 @@ def _message(body: bytes) -> str:
         return str(json.loads(body).get("message") or body.decode(errors="replace"))
     except (ValueError, AttributeError):
         return body.decode(errors="replace").strip()
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether data or an end of stream waits on `sock`, now; poll, as select fails on descriptors past 1023."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _quoted(name: str) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
 import socketserver
 import threading
 import time
@@ -116,6 +118,25 @@ def test_a_connection_dockerd_closed_while_idle_is_replaced_unnoticed(docker) ->
     client.start_container("second")  # a write: it must not meet the dead connection
     assert server.connections == 2
     assert server.requests[-1] == "POST /v1.41/containers/second/start"
+
+
+def test_kept_connections_work_past_descriptor_1023(docker) -> None:
+    """A node with hundreds of containers holds hundreds of log files and pidfds open."""
+    server, client = docker
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the descriptor limit {hard} is too low")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        client._forget_connection()  # the next connections get descriptors past the filler
+        for n in range(3):
+            assert client.inspect_container(f"high{n}") == {"Id": f"high{n}"}
+        assert max(connection.sock.fileno() for connection in client._kept) > 1023
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_dockers_error_statuses_keep_their_message(docker) -> None:
