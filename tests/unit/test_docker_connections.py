@@ -132,7 +132,7 @@ def test_kept_connections_work_past_descriptor_1023(docker) -> None:
         client._forget_connection()  # the next connections get descriptors past the filler
         for n in range(3):
             assert client.inspect_container(f"high{n}") == {"Id": f"high{n}"}
-        assert max(connection.sock.fileno() for connection in client._kept) > 1023
+        assert max(connection.fileno() for connection in client._kept) > 1023
     finally:
         for fd in filler:
             os.close(fd)
