@@ -30,7 +30,7 @@ import select
 import struct
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from typing import Any
 
 from .errors import failed_precondition
@@ -143,9 +143,11 @@ def _open_inode(path: str, inode: int) -> int | None:
 class LogCopier:
     """Copies one container's Docker log into its CRI log file; thread-safe."""
 
-    def __init__(self, state: CopyState, state_path: str, rotate_bytes: int = 0) -> None:
+    def __init__(self, state: CopyState, state_path: str, rotate_bytes: int = 0, on_disk: bool = False) -> None:
+        """`on_disk`: `state` is what `state_path` holds, so saving it unchanged is skipped."""
         self.state = state
         self._state_path = state_path
+        self._on_disk = astuple(state) if on_disk else None
         self._rotate_bytes = rotate_bytes  # Docker's max-size: past it, a rotation is due any moment
         self._lock = threading.Lock()
         self._source_fd: int | None = None
@@ -352,8 +354,13 @@ class LogCopier:
         self._source_fd = self._target_fd = None
 
     def _save(self) -> None:
+        """Write the position, unless the file holds it already: prepare, close and reopen at a start
+        would each write the same bytes again."""
+        current = astuple(self.state)
         try:
-            self.state.save(self._state_path)
+            if current != self._on_disk:
+                self.state.save(self._state_path)
+                self._on_disk = current
             self._saved_at = time.monotonic()
             self._unsaved = False
         except OSError as exc:
@@ -481,8 +488,8 @@ class LogManager:
         with self._lock:
             if container_id in self._copiers:
                 return
+            copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes, on_disk=True)
             state.source_path = source_path
-            copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes)
             copier.open()
             self._copiers[container_id] = copier
             self._watch_exit(container_id, copier, pid)
@@ -501,8 +508,8 @@ class LogManager:
                 state = self.saved_state(container_id)
                 if state is None or state.finished:
                     return
+                copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes, on_disk=True)
                 state.source_path = state.source_path or source_path
-                copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes)
                 copier.open()
                 self._copiers[container_id] = copier
         copier.finish()

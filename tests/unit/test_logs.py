@@ -283,6 +283,24 @@ def test_manager_finishes_a_copier_when_the_process_exits(files: dict[str, Path]
         manager.stop()
 
 
+def test_a_start_writes_the_position_only_when_it_changes(files: dict[str, Path], tmp_path: Path) -> None:
+    manager = LogManager(str(tmp_path / "states"))
+    process = subprocess.Popen(["sleep", "5"])
+    try:
+        manager.prepare("abc", str(files["target"]))
+        prepared = os.stat(manager.state_path("abc")).st_ino  # each save replaces the file
+        copier = LogCopier(manager.saved_state("abc"), manager.state_path("abc"), on_disk=True)
+        copier.open()
+        copier.close()
+        assert os.stat(manager.state_path("abc")).st_ino == prepared
+        manager.follow("abc", str(files["source"]), process.pid)
+        assert manager.saved_state("abc").source_path == str(files["source"])  # news: written at once
+    finally:
+        process.kill()
+        process.wait()
+        manager.stop()
+
+
 def test_manager_catches_up_a_container_that_exited_while_the_shim_was_down(files: dict[str, Path], tmp_path: Path) -> None:
     manager = LogManager(str(tmp_path / "states"))
     manager.prepare("abc", str(files["target"]))
