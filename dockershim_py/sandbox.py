@@ -39,7 +39,8 @@ SHM_SIZE_BYTES = 64 * 1024 * 1024
 STOP_GRACE_SECONDS = 10
 # Handler names that mean "Docker's default runtime" (cri-dockerd accepts "docker" too).
 DEFAULT_HANDLERS = ("", "docker")
-PARALLEL_CONTAINER_CALLS = 8
+# Threads kept for stopping and removing a pod's containers side by side, across all pods.
+CONTAINER_CALL_THREADS = 32
 
 _SANDBOX_ID = re.compile(r"[0-9a-f]{1,64}")
 
@@ -247,6 +248,7 @@ class SandboxService:
                 config.sandbox_oom_score_adj,
             )
         self._pull_lock = threading.Lock()
+        self._container_calls = futures.ThreadPoolExecutor(CONTAINER_CALL_THREADS, "pod-containers")
 
     # --- RunPodSandbox ----------------------------------------------------------------------------
 
@@ -500,16 +502,23 @@ class SandboxService:
             if not _already_gone(exc):
                 raise
 
-    @staticmethod
-    def _for_each(action: Callable[[str], None], container_ids: list[str]) -> None:
-        """Run `action` on every container in parallel: each stop may wait out a grace period."""
-        if len(container_ids) <= 1:
-            for container_id in container_ids:
-                action(container_id)
-            return
-        with futures.ThreadPoolExecutor(max_workers=min(PARALLEL_CONTAINER_CALLS, len(container_ids))) as pool:
-            for result in [pool.submit(action, container_id) for container_id in container_ids]:
-                result.result()
+    def _for_each(self, action: Callable[[str], None], container_ids: list[str]) -> None:
+        """Run `action` on every container side by side: each stop may wait out a grace period."""
+        side_by_side(self._container_calls, action, container_ids)
+
+
+def side_by_side(pool: futures.Executor, action: Callable[[str], None], items: list[str]) -> None:
+    """`action` on every item at once, the first in the calling thread and the others on `pool`'s
+    kept threads (a pool made per call started two threads for every pod); the first failure raises
+    once all are done."""
+    others = [pool.submit(action, item) for item in items[1:]]
+    try:
+        for item in items[:1]:
+            action(item)
+    finally:
+        futures.wait(others)
+    for result in others:
+        result.result()
 
 
 def _already_gone(error: CRIError) -> bool:

@@ -1,8 +1,11 @@
-"""Pod sandbox conversions: request to Docker create body, Docker list/inspect to CRI, pod networking."""
+"""Pod sandbox conversions: request to Docker create body, Docker list/inspect to CRI, pod networking;
+and how a pod's containers are stopped side by side."""
 
 from __future__ import annotations
 
 import json
+import threading
+from concurrent import futures
 
 import grpc
 import pytest
@@ -288,3 +291,32 @@ def test_status_from_inspect() -> None:
 def test_verbose_info_is_json() -> None:
     info = json.loads(sandbox.verbose_info(INSPECT, ["172.17.0.2"], SandboxCheckpoint("web-0", "shop"))["info"])
     assert info["pid"] == 42 and info["ips"] == ["172.17.0.2"] and info["checkpoint"]["name"] == "web-0"
+
+
+def test_a_pods_containers_are_stopped_side_by_side_the_first_by_the_caller() -> None:
+    ids = ["c1", "c2", "c3"]
+    together = threading.Barrier(len(ids), timeout=5)  # broken unless all three wait at once
+    ran_on: dict[str, str] = {}
+
+    def stop(container_id: str) -> None:
+        ran_on[container_id] = threading.current_thread().name
+        together.wait()
+
+    with futures.ThreadPoolExecutor(4, "kept") as pool:
+        sandbox.side_by_side(pool, stop, ids)
+    assert ran_on["c1"] == threading.current_thread().name
+    assert sorted(ran_on) == ids
+
+
+def test_a_failure_stopping_one_container_waits_for_the_others_then_raises() -> None:
+    finished = threading.Event()
+
+    def stop(container_id: str) -> None:
+        if container_id == "bad":
+            raise CRIError(grpc.StatusCode.UNKNOWN, "stop bad: Docker failed")
+        finished.wait(0.2)
+        finished.set()
+
+    with futures.ThreadPoolExecutor(2) as pool, pytest.raises(CRIError, match="stop bad"):
+        sandbox.side_by_side(pool, stop, ["bad", "slow"])
+    assert finished.is_set()
