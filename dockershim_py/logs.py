@@ -30,7 +30,7 @@ import select
 import struct
 import threading
 import time
-from dataclasses import asdict, astuple, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import failed_precondition
@@ -97,10 +97,14 @@ class CopyState:
             data = json.load(handle)
         return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
 
+    def fields(self) -> dict[str, Any]:
+        """The fields by name: all are plain values, so this shallow copy is `asdict` without its deep copies."""
+        return dict(vars(self))
+
     def save(self, path: str) -> None:
         temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
         with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(asdict(self), handle)
+            json.dump(self.fields(), handle)
         os.replace(temporary, path)
 
 
@@ -147,7 +151,7 @@ class LogCopier:
         """`on_disk`: `state` is what `state_path` holds, so saving it unchanged is skipped."""
         self.state = state
         self._state_path = state_path
-        self._on_disk = astuple(state) if on_disk else None
+        self._on_disk = state.fields() if on_disk else None
         self._rotate_bytes = rotate_bytes  # Docker's max-size: past it, a rotation is due any moment
         self._lock = threading.Lock()
         self._source_fd: int | None = None
@@ -356,7 +360,7 @@ class LogCopier:
     def _save(self) -> None:
         """Write the position, unless the file holds it already: prepare, close and reopen at a start
         would each write the same bytes again."""
-        current = astuple(self.state)
+        current = self.state.fields()
         try:
             if current != self._on_disk:
                 self.state.save(self._state_path)
@@ -547,7 +551,7 @@ class LogManager:
 
     def describe(self, container_id: str) -> dict[str, Any] | None:
         state = self.saved_state(container_id)
-        return None if state is None else asdict(state)
+        return None if state is None else state.fields()
 
     def stop(self) -> None:
         if self._stopping.is_set():
