@@ -530,7 +530,8 @@ class DockerClient:
     @property
     def api_version(self) -> str:
         """The Engine API version spoken (negotiated on the first request)."""
-        self._read("negotiate the Docker API version", lambda api: None, health=True)
+        with self._call("negotiate the Docker API version"):
+            self._clients()
         return self._api_version
 
     def create_exec(self, container_id: str, cmd: list[str], *, stdin: bool = False, stdout: bool = True,
