@@ -351,7 +351,7 @@ class DockerClient:
     # --- images ---------------------------------------------------------------------------------
 
     def images(self) -> list[dict[str, Any]]:
-        return self._read("list images", lambda api: api.images())
+        return self._request("list images", "GET", "/images/json", idempotent=True)
 
     def inspect_image(self, reference: str) -> dict[str, Any]:
         return self._read(f"image {reference!r}", lambda api: api.inspect_image(reference))

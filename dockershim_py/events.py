@@ -44,6 +44,8 @@ RECONNECT_MAX_SECONDS = 5.0
 CONTAINER_ACTIONS = ("create", "start", "restart", "die", "stop", "oom", "destroy", "update", "rename", "pause",
                      "unpause", "health_status")
 IMAGE_ACTIONS = ("pull", "tag", "untag", "delete", "import", "load")
+# A commit makes an image too, and an untagged one comes with no image event.
+COMMIT_ACTION = "commit"
 # What the kubelet's evented PLEG hears, from Docker's actions.
 LIFECYCLE_ACTIONS = {"create": "created", "start": "started", "die": "stopped", "destroy": "deleted"}
 SUBSCRIBER_QUEUE = 1024
@@ -294,6 +296,7 @@ class IndexedDockerClient(DockerClient):
         self._filtered_version = 0  # the _entries_version the kept lists were made from
         self._inspects: dict[str, dict[str, Any]] = {}
         self._image_inspects: dict[str, dict[str, Any]] = {}  # by the reference asked for
+        self._image_list: list[dict[str, Any]] | None = None
         self._image_generation = 0  # counts image events, so a fetch that raced one is not kept
         self._applied: dict[str, int] = {}  # id -> sequence number of the newest fetch applied
         self._dirty: dict[str, _Dirty] = {}  # containers an event named, not yet re-read as it said
@@ -335,7 +338,8 @@ class IndexedDockerClient(DockerClient):
             try:
                 self.resync()
                 backoff = 0.1
-                self.follow_events(self._on_event, self._set_cancel, CONTAINER_ACTIONS + IMAGE_ACTIONS, since=since)
+                self.follow_events(self._on_event, self._set_cancel,
+                                   CONTAINER_ACTIONS + IMAGE_ACTIONS + (COMMIT_ACTION,), since=since)
                 log.info("Docker's event stream ended; listing from Docker until it is back")
             except CRIError as exc:
                 if not self._stopping.is_set():
@@ -403,6 +407,9 @@ class IndexedDockerClient(DockerClient):
             return
         container_id = event.get("id") or (event.get("Actor") or {}).get("ID")
         action = (event.get("Action") or event.get("status") or "").split(":", 1)[0]
+        if action == COMMIT_ACTION:
+            self._forget_images()
+            return
         if not container_id or action not in CONTAINER_ACTIONS:
             return
         expected = _EXPECTED_STATE.get(action)
@@ -594,10 +601,25 @@ class IndexedDockerClient(DockerClient):
                 self._image_inspects[reference] = inspect
         return inspect
 
+    def images(self) -> list[dict[str, Any]]:
+        """The image list is kept until any image event, as image inspects are; callers must not change it."""
+        if not self._fresh:
+            return super().images()
+        with self._index_lock:
+            cached, generation = self._image_list, self._image_generation
+        if cached is not None:
+            return cached
+        listed = super().images()
+        with self._index_lock:
+            if generation == self._image_generation and self._fresh:
+                self._image_list = listed
+        return listed
+
     def _forget_images(self) -> None:
         with self._index_lock:
             self._image_generation += 1
             self._image_inspects.clear()
+            self._image_list = None
 
     # --- the shim's own changes ---------------------------------------------------------------
 

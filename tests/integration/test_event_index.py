@@ -213,6 +213,14 @@ def test_the_index_is_right_after_a_docker_restart(start_shim, private_dockerd, 
     assert daemon.containers(all=True) == []
 
 
+def within_2s(condition, message: str) -> None:
+    """Docker's events reach the index in milliseconds; two seconds is ample."""
+    deadline = time.monotonic() + 2
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
 def test_a_tag_moved_behind_the_shims_back_shows_in_image_status_and_creates(fresh_pod, images, docker_api) -> None:
     """Image inspects are kept; Docker's tag events must make the next ImageStatus and create see a move."""
     pod = fresh_pod
@@ -222,12 +230,6 @@ def test_a_tag_moved_behind_the_shims_back_shows_in_image_status_and_creates(fre
 
     def image_status_id() -> str:
         return images.ImageStatus(api.ImageStatusRequest(image=api.ImageSpec(image=reference)), timeout=30).image.id
-
-    def within_2s(condition, message: str) -> None:
-        deadline = time.monotonic() + 2
-        while not condition():
-            assert time.monotonic() < deadline, message
-            time.sleep(0.05)
 
     docker_api.tag(BUSYBOX, repository, tag)
     try:
@@ -287,3 +289,32 @@ def test_an_inspect_gives_the_listing_docker_shows(fresh_pod, docker_api) -> Non
             docker_api.remove_image(reference)
         except docker.errors.NotFound:
             pass
+
+
+def test_the_kept_image_list_follows_tags_removals_and_commits_behind_the_shims_back(images, docker_api) -> None:
+    """ListImages is answered from a kept list; every image event, and a commit (an untagged one
+    has no image event), must make the next list see the change."""
+    reference = f"127.0.0.1:5000/dspy/listed:{time.monotonic_ns()}"
+
+    def listed() -> tuple[set[str], set[str]]:
+        found = images.ListImages(api.ListImagesRequest(), timeout=30).images
+        return {image.id for image in found}, {tag for image in found for tag in image.repo_tags}
+
+    container = docker_api.create_container(BUSYBOX, command=["true"])["Id"]
+    committed = ""
+    try:
+        assert reference not in listed()[1]
+        docker_api.tag(BUSYBOX, *reference.rsplit(":", 1))
+        within_2s(lambda: reference in listed()[1], "ListImages kept a list without the new tag")
+        docker_api.remove_image(reference)
+        within_2s(lambda: reference not in listed()[1], "ListImages kept a removed tag")
+        committed = docker_api.commit(container)["Id"]
+        within_2s(lambda: committed in listed()[0], "ListImages kept a list without the committed image")
+    finally:
+        docker_api.remove_container(container, force=True)
+        for image in (reference, committed):
+            if image:
+                try:
+                    docker_api.remove_image(image)
+                except docker.errors.NotFound:
+                    pass
