@@ -493,7 +493,7 @@ class LogManager:
             if container_id in self._copiers:
                 return
             copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes, on_disk=True)
-            state.source_path = source_path
+            state.source_path = source_path  # news to the file, so open() below saves it
             copier.open()
             self._copiers[container_id] = copier
             self._watch_exit(container_id, copier, pid)
