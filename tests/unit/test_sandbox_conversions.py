@@ -317,6 +317,7 @@ def test_a_failure_stopping_one_container_waits_for_the_others_then_raises() -> 
         finished.wait(0.2)
         finished.set()
 
-    with futures.ThreadPoolExecutor(2) as pool, pytest.raises(CRIError, match="stop bad"):
-        sandbox.side_by_side(pool, stop, ["bad", "slow"])
-    assert finished.is_set()
+    with futures.ThreadPoolExecutor(2) as pool:
+        with pytest.raises(CRIError, match="stop bad"):
+            sandbox.side_by_side(pool, stop, ["bad", "slow"])
+        assert finished.is_set()  # before the pool's own shutdown could wait for it
