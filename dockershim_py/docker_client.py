@@ -32,7 +32,7 @@ import requests.exceptions
 import tenacity
 
 from . import naming
-from .docker_http import END, NEED_DATA, Head, ProtocolError, ResponseReader, request_bytes
+from .docker_http import END, MAX_HEAD_BYTES, NEED_DATA, Head, ProtocolError, ResponseReader, request_bytes
 from .errors import CRIError, deadline_exceeded, failed_precondition, invalid_argument, not_found, unavailable
 
 log = logging.getLogger(__name__)
@@ -648,7 +648,12 @@ class RawStream:
             if head.status in (101, 200):  # what follows is the process's stream, not an HTTP body
                 self._pending = reader.leftover()
                 return head.status, b""
-            return head.status, b"".join(_body_pieces(self.sock, reader))
+            body = bytearray()  # an error's words; the caller closes the connection after them
+            for piece in _body_pieces(self.sock, reader):
+                body += piece
+                if len(body) >= MAX_HEAD_BYTES:
+                    break
+            return head.status, bytes(body[:MAX_HEAD_BYTES])
         except ProtocolError as exc:
             raise OSError(f"unreadable answer from Docker: {exc}") from exc
 
