@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ImageServiceAdapter(images),
     ]
-    server = CRIServer(config.container_runtime_endpoint, adapters, config.grpc_workers)
+    server = CRIServer(config.container_runtime_endpoint, adapters, config.grpc_workers, config.grpc_transport)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

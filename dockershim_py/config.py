@@ -49,6 +49,7 @@ class Config:
     root_directory: str = DEFAULT_ROOT_DIRECTORY
     docker_config_paths: tuple[str, ...] = DEFAULT_DOCKER_CONFIG_PATHS
     grpc_workers: int = 32
+    grpc_transport: str = "http2"
     shutdown_grace: float = 30.0
     log_level: str = "info"
     writable_layer_scan_period: float = DEFAULT_WRITABLE_LAYER_SCAN_PERIOD
@@ -166,6 +167,11 @@ def argument_parser() -> argparse.ArgumentParser:
         help="threads serving CRI calls concurrently (default %(default)s)",
     )
     parser.add_argument(
+        "--grpc-transport", choices=["http2", "grpcio"], default="http2",
+        help="what carries the CRI's gRPC calls: dockershim-py's own HTTP/2 framer, about a quarter of "
+             "grpcio's CPU a call, or grpcio's server (default %(default)s)",
+    )
+    parser.add_argument(
         "--sandbox-oom-score-adj", type=int, default=DEFAULT_SANDBOX_OOM_SCORE_ADJ,
         help="OOM score adjustment of pause containers, -1000..1000 (default %(default)s; 0 on hosts "
              "that cannot lower OOM scores)",
@@ -243,6 +249,7 @@ def from_args(argv: list[str] | None = None) -> Config:
         root_directory=args.root_directory,
         docker_config_paths=paths,
         grpc_workers=args.grpc_workers,
+        grpc_transport=args.grpc_transport,
         log_level=args.log_level,
         writable_layer_scan_period=args.writable_layer_scan_period,
         writable_layer_scan_rate=args.writable_layer_scan_rate,

@@ -14,8 +14,9 @@ from concurrent import futures
 
 import grpc
 
-from .cri.handlers import Adapter, generic_handlers
+from .cri.handlers import Adapter, generic_handlers, method_table
 from .errors import CRIError, invalid_argument
+from .grpc_transport import GrpcServer
 
 log = logging.getLogger(__name__)
 
@@ -64,35 +65,68 @@ def remove_stale_socket(path: str) -> None:
 
 
 class CRIServer:
-    def __init__(self, endpoint: str, adapters: list[Adapter], workers: int) -> None:
+    """The CRI services on one endpoint, carried by dockershim-py's HTTP/2 framer or by grpcio."""
+
+    def __init__(self, endpoint: str, adapters: list[Adapter], workers: int, transport: str = "http2") -> None:
         self.endpoint = endpoint
         self._kind, self._address = parse_endpoint(endpoint)
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cri"),
-            handlers=generic_handlers(adapters),
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 0),
-            ],
-        )
+        self._transport = transport
+        if transport == "grpcio":
+            self._grpcio: grpc.Server | None = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cri"),
+                handlers=generic_handlers(adapters),
+                options=[
+                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                    ("grpc.so_reuseport", 0),
+                ],
+            )
+            self._http2: GrpcServer | None = None
+        else:
+            self._grpcio = None
+            self._http2 = GrpcServer(method_table(adapters), workers, MAX_MESSAGE_BYTES)
 
     def start(self) -> None:
         if self._kind == "unix":
             os.makedirs(os.path.dirname(self._address) or "/", exist_ok=True)
             remove_stale_socket(self._address)
-            bound = self._server.add_insecure_port(f"unix://{self._address}")
-            os.chmod(self._address, SOCKET_MODE)
+        if self._grpcio is not None:
+            self._start_grpcio(self._grpcio)
         else:
-            bound = self._server.add_insecure_port(self._address)
-        if not bound:
+            self._start_http2(self._http2)  # type: ignore[arg-type]
+        if self._kind == "unix":
+            os.chmod(self._address, SOCKET_MODE)
+        log.info("serving CRI v1 and v1alpha2 on %s (%s)", self.endpoint, self._transport)
+
+    def _start_grpcio(self, server: grpc.Server) -> None:
+        address = f"unix://{self._address}" if self._kind == "unix" else self._address
+        if not server.add_insecure_port(address):
             raise CRIError(grpc.StatusCode.UNAVAILABLE, f"cannot listen on {self.endpoint}")
-        self._server.start()
-        log.info("serving CRI v1 and v1alpha2 on %s", self.endpoint)
+        server.start()
+
+    def _start_http2(self, server: GrpcServer) -> None:
+        try:
+            if self._kind == "unix":
+                listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                listener.bind(self._address)
+            else:
+                host, _, port = self._address.rpartition(":")
+                family, kind, proto, _, address = socket.getaddrinfo(
+                    host.strip("[]"), int(port), type=socket.SOCK_STREAM)[0]
+                listener = socket.socket(family, kind, proto)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listener.bind(address)
+            listener.listen(128)
+        except OSError as exc:
+            raise CRIError(grpc.StatusCode.UNAVAILABLE, f"cannot listen on {self.endpoint}: {exc}") from exc
+        server.serve(listener, self._kind)
 
     def stop(self, grace: float) -> None:
         """Refuse new calls, let in-flight ones finish for up to `grace` seconds, remove the socket."""
-        self._server.stop(grace).wait()
+        if self._grpcio is not None:
+            self._grpcio.stop(grace).wait()
+        else:
+            self._http2.stop(grace)  # type: ignore[union-attr]
         if self._kind == "unix":
             try:
                 os.unlink(self._address)

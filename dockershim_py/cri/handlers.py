@@ -123,3 +123,13 @@ def generic_handlers(adapters: list[Adapter]) -> list[grpc.GenericRpcHandler]:
         for adapter in adapters
         for version in API_VERSIONS
     ]
+
+
+def method_table(adapters: list[Adapter]) -> dict[str, grpc.RpcMethodHandler]:
+    """Every served method by its HTTP/2 path, "/runtime.v1.RuntimeService/Version"."""
+    return {
+        f"/runtime.{version}.{adapter.SERVICE}/{name}": handler
+        for adapter in adapters
+        for version in API_VERSIONS
+        for name, handler in method_handlers(adapter, version).items()
+    }

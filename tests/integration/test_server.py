@@ -174,3 +174,20 @@ def test_tcp_endpoint(start_shim) -> None:
     probe.close()
     process = start_shim(endpoint=f"tcp://127.0.0.1:{port}")
     assert process.runtime.Version(api.VersionRequest(), timeout=10).runtime_name == "docker"
+
+
+@pytest.mark.parametrize("transport", ["http2", "grpcio"])
+def test_either_transport_serves_both_versions_statuses_and_streams(start_shim, transport: str) -> None:
+    process = start_shim(args=["--grpc-transport", transport])
+    assert f"({transport})" in process.log()
+    assert process.runtime.Version(api.VersionRequest(), timeout=10).runtime_api_version == "v1"
+    assert _alpha(process, "RuntimeService", "Version", api.VersionRequest(), api.VersionResponse).runtime_api_version == "v1alpha2"
+    with pytest.raises(grpc.RpcError) as missing:
+        process.runtime.ContainerStatus(api.ContainerStatusRequest(container_id="no-such-container"), timeout=10)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND and "no-such-container" in missing.value.details()
+    events = process.runtime.GetContainerEvents(api.GetEventsRequest(), timeout=30)
+    events.cancel()
+    with pytest.raises(grpc.RpcError) as cancelled:
+        next(events)
+    assert cancelled.value.code() == grpc.StatusCode.CANCELLED
+    assert process.runtime.Status(api.StatusRequest(), timeout=10).status.conditions

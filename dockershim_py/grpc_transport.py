@@ -1,0 +1,456 @@
+"""gRPC calls over http2.ServerConnection: one reader thread per connection, handlers on a pool.
+
+grpcio's server hands each call between its poll thread and a worker five times; here the reader
+parses a whole request and hands it over once, and the worker writes the answer itself. The
+handlers are grpcio's own RpcMethodHandler objects, so the CRI code cannot tell the two apart.
+Served: unary and server-streaming calls, deadlines (grpc-timeout), cancellation, uncompressed
+messages (the kubelet sends none compressed; a compressed one is refused with UNIMPLEMENTED).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
+from typing import Any
+from urllib.parse import quote
+
+import grpc
+
+from . import http2
+
+log = logging.getLogger(__name__)
+
+# A server stream waits for the client to read once this much of it is queued.
+STREAM_BACKLOG_BYTES = 1 << 20
+_PREFIX = struct.Struct(">BI")
+_TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+_RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc")]
+_OK_TRAILERS = [(b"grpc-status", b"0")]
+
+
+def parse_timeout(value: bytes) -> float | None:
+    """Seconds from a grpc-timeout header ("100m", "5S"); None when malformed."""
+    if not 2 <= len(value) <= 9 or not value[:-1].isdigit():
+        return None
+    unit = _TIMEOUT_UNITS.get(value[-1:])
+    return int(value[:-1]) * unit if unit is not None else None
+
+
+def status_headers(code: grpc.StatusCode, message: str) -> list[tuple[bytes, bytes]]:
+    """grpc-status and grpc-message, the message percent-encoded as the gRPC spec asks."""
+    headers = [(b"grpc-status", str(code.value[0]).encode())]
+    if message:
+        headers.append((b"grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode()))
+    return headers
+
+
+class _Abort(Exception):
+    """Raised by CallContext.abort, as grpcio's abort raises, to unwind the handler."""
+
+
+class CallContext(grpc.ServicerContext):
+    """What a handler sees of its call; the subset of grpcio's context a server can honour here."""
+
+    def __init__(self, metadata: Sequence[tuple[bytes, bytes]], deadline: float | None, peer: str) -> None:
+        self._metadata = metadata
+        self._deadline = deadline
+        self._peer = peer
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] | None = []
+        self._cancelled = False
+        self.code: grpc.StatusCode | None = None  # type: ignore[assignment]
+        self.details: str = ""  # type: ignore[assignment]
+
+    # --- lifecycle, driven by the transport ---
+
+    def finish(self, cancelled: bool = False) -> None:
+        """The call ended (answered, or cancelled by the client or the server's stop): run callbacks once."""
+        with self._lock:
+            callbacks, self._callbacks = self._callbacks, None
+            self._cancelled = self._cancelled or cancelled
+        for callback in callbacks or ():
+            try:
+                callback()
+            except Exception:
+                log.exception("a call's termination callback failed")
+
+    # --- grpc.ServicerContext ---
+
+    def is_active(self) -> bool:
+        if self._cancelled or self._callbacks is None:
+            return False
+        return self._deadline is None or time.monotonic() < self._deadline
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    def cancel(self) -> None:
+        self.finish(cancelled=True)
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        with self._lock:
+            if self._callbacks is None:
+                return False
+            self._callbacks.append(callback)
+            return True
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return tuple(
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in self._metadata
+            if not name.startswith(b":") and name not in (b"te", b"content-type", b"grpc-timeout")
+        )
+
+    def peer(self) -> str:
+        return self._peer
+
+    def peer_identities(self) -> None:
+        return None
+
+    def peer_identity_key(self) -> None:
+        return None
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}
+
+    def set_compression(self, compression: grpc.Compression) -> None:
+        if compression != grpc.Compression.NoCompression:
+            raise NotImplementedError("dockershim-py sends uncompressed messages only")
+
+    def send_initial_metadata(self, initial_metadata: Any) -> None:
+        raise NotImplementedError("dockershim-py's handlers send no custom metadata")
+
+    def set_trailing_metadata(self, trailing_metadata: Any) -> None:
+        raise NotImplementedError("dockershim-py's handlers send no custom metadata")
+
+    def trailing_metadata(self) -> None:
+        return None
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:  # type: ignore[override]
+        if code == grpc.StatusCode.OK:
+            code = grpc.StatusCode.UNKNOWN  # as grpcio: abort never ends a call well
+        self.code, self.details = code, details
+        raise _Abort(details)
+
+    def abort_with_status(self, status: Any) -> None:  # type: ignore[override]
+        self.abort(status.code, status.details)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details
+
+    def disable_next_message_compression(self) -> None:
+        pass
+
+
+class _Call:
+    __slots__ = ("stream_id", "path", "handler", "context", "body", "headers_sent")
+
+    def __init__(self, stream_id: int, path: str, handler: grpc.RpcMethodHandler, context: CallContext) -> None:
+        self.stream_id = stream_id
+        self.path = path
+        self.handler = handler
+        self.context = context
+        self.body = bytearray()
+        self.headers_sent = False
+
+
+class _Connection:
+    """One client connection: its reader thread and the calls open on it."""
+
+    def __init__(self, server: GrpcServer, sock: socket.socket, peer: str) -> None:
+        self._server = server
+        self._socket = sock
+        self._peer = peer
+        self._http = http2.ServerConnection()
+        self._lock = threading.Condition()
+        self._calls: dict[int, _Call] = {}
+        self._send_locked()
+
+    def serve(self) -> None:
+        try:
+            while True:
+                try:
+                    data = self._socket.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                with self._lock:
+                    try:
+                        events = self._http.receive(data)
+                    except http2.ProtocolError as exc:
+                        log.warning("closing a gRPC connection from %s: %s", self._peer, exc)
+                        self._send_locked()
+                        break
+                    ready = [call for event in events if (call := self._on_event(event)) is not None]
+                    self._send_locked()
+                    self._lock.notify_all()
+                for call in ready:
+                    self._server.dispatch(self, call)
+        finally:
+            self._close()
+
+    def drain(self) -> None:
+        """GOAWAY: open calls finish, new ones are refused."""
+        with self._lock:
+            self._http.go_away()
+            self._send_locked()
+
+    def abort(self) -> None:
+        try:
+            self._socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    @property
+    def open_calls(self) -> int:
+        return len(self._calls)
+
+    # --- the reader's side ---
+
+    def _on_event(self, event: http2.Event) -> _Call | None:
+        """The call that became complete with this event, if any."""
+        if isinstance(event, http2.RequestReceived):
+            call = self._open(event.stream_id, event.headers)
+            if call is None or not event.ended:
+                return None
+            return self._complete(call)
+        if isinstance(event, http2.DataReceived):
+            call = self._calls.get(event.stream_id)
+            if call is None:
+                return None
+            call.body += event.data
+            if len(call.body) > self._server.max_message_bytes + _PREFIX.size:
+                self._fail_locked(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"request larger than the {self._server.max_message_bytes} bytes allowed")
+                return None
+            return self._complete(call) if event.ended else None
+        if isinstance(event, http2.StreamReset):
+            call = self._calls.pop(event.stream_id, None)
+            if call is not None:
+                call.context.finish(cancelled=True)
+        return None
+
+    def _open(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> _Call | None:
+        fields = dict(headers)
+        if fields.get(b":method") != b"POST" or not fields.get(b"content-type", b"").startswith(b"application/grpc"):
+            self._http.send_headers(stream_id, [(b":status", b"415")], end_stream=True)
+            return None
+        path = fields.get(b":path", b"").decode("utf-8", "replace")
+        handler = self._server.handlers.get(path)
+        timeout = parse_timeout(fields[b"grpc-timeout"]) if b"grpc-timeout" in fields else None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        call = _Call(stream_id, path, handler, CallContext(headers, deadline, self._peer))  # type: ignore[arg-type]
+        if handler is None:
+            self._answer_locked(call, None, grpc.StatusCode.UNIMPLEMENTED, f"unknown method {path}")
+            return None
+        self._calls[stream_id] = call
+        return call
+
+    def _complete(self, call: _Call) -> _Call | None:
+        body = call.body
+        if len(body) < _PREFIX.size:
+            self._fail_locked(call, grpc.StatusCode.INTERNAL, f"{call.path}: the request message is missing")
+            return None
+        compressed, size = _PREFIX.unpack_from(body)
+        if compressed:
+            self._fail_locked(call, grpc.StatusCode.UNIMPLEMENTED, "compressed requests are not supported")
+            return None
+        if size != len(body) - _PREFIX.size:
+            self._fail_locked(call, grpc.StatusCode.INTERNAL, f"{call.path}: a unary request must be one message")
+            return None
+        return call
+
+    def _fail_locked(self, call: _Call, code: grpc.StatusCode, message: str) -> None:
+        self._calls.pop(call.stream_id, None)
+        self._answer_locked(call, None, code, message)
+
+    # --- the worker's side ---
+
+    def answer(self, call: _Call, message: bytes | None, code: grpc.StatusCode, details: str) -> None:
+        with self._lock:
+            self._calls.pop(call.stream_id, None)
+            self._answer_locked(call, message, code, details)
+            self._send_locked()
+
+    def send_message(self, call: _Call, message: bytes) -> bool:
+        """One message of a server stream; waits while the client lags. False once the call is gone."""
+        with self._lock:
+            if call.stream_id not in self._calls or not self._http.is_open(call.stream_id):
+                return False
+            if not call.headers_sent:
+                self._http.send_headers(call.stream_id, _RESPONSE_HEADERS)
+                call.headers_sent = True
+            self._http.send_data(call.stream_id, _PREFIX.pack(0, len(message)) + message)
+            self._send_locked()
+            while self._http.pending(call.stream_id) > STREAM_BACKLOG_BYTES:
+                if call.stream_id not in self._calls:
+                    return False
+                self._lock.wait(1.0)
+            return call.stream_id in self._calls
+
+    def _answer_locked(self, call: _Call, message: bytes | None, code: grpc.StatusCode, details: str) -> None:
+        http = self._http
+        if message is not None or call.headers_sent:
+            if not call.headers_sent:
+                http.send_headers(call.stream_id, _RESPONSE_HEADERS)
+            if message is not None:
+                http.send_data(call.stream_id, _PREFIX.pack(0, len(message)) + message)
+            http.send_headers(call.stream_id, status_headers(code, details), end_stream=True)
+        else:  # trailers-only: nothing was sent on this stream yet
+            http.send_headers(call.stream_id, _RESPONSE_HEADERS + status_headers(code, details), end_stream=True)
+        call.context.finish()
+
+    def _send_locked(self) -> None:
+        out = self._http.data_to_send()
+        if out:
+            try:
+                self._socket.sendall(out)
+            except OSError:
+                self.abort()
+
+    def _close(self) -> None:
+        with self._lock:
+            calls, self._calls = list(self._calls.values()), {}
+            self._lock.notify_all()
+        for call in calls:
+            call.context.finish(cancelled=True)
+        self._socket.close()
+        self._server.forget(self)
+
+
+class GrpcServer:
+    """Serves `handlers` ("/package.Service/Method" -> RpcMethodHandler) on listening sockets."""
+
+    def __init__(self, handlers: dict[str, grpc.RpcMethodHandler], workers: int, max_message_bytes: int) -> None:
+        self.handlers = handlers
+        self.max_message_bytes = max_message_bytes
+        self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cri")
+        self._lock = threading.Condition()
+        self._listeners: list[socket.socket] = []
+        self._connections: set[_Connection] = set()
+        self._running = 0
+        self._numbers = itertools.count(1)
+
+    def serve(self, listener: socket.socket, peer_prefix: str) -> None:
+        self._listeners.append(listener)
+        threading.Thread(target=self._accept, args=(listener, peer_prefix), name="grpc-accept", daemon=True).start()
+
+    def stop(self, grace: float) -> None:
+        """Refuse new calls, give the open ones `grace` seconds, then cancel what is left."""
+        for listener in self._listeners:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            listener.close()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            connection.drain()
+        deadline = time.monotonic() + grace
+        with self._lock:
+            while self._running and time.monotonic() < deadline:
+                self._lock.wait(deadline - time.monotonic())
+            connections = list(self._connections)
+        for connection in connections:
+            connection.abort()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def dispatch(self, connection: _Connection, call: _Call) -> None:
+        with self._lock:
+            self._running += 1
+        self._pool.submit(self._run, connection, call)
+
+    def forget(self, connection: _Connection) -> None:
+        with self._lock:
+            self._connections.discard(connection)
+
+    def _accept(self, listener: socket.socket, peer_prefix: str) -> None:
+        while True:
+            try:
+                sock, address = listener.accept()
+            except OSError:
+                return
+            peer = f"{peer_prefix}:{address[0]}:{address[1]}" if isinstance(address, tuple) else f"{peer_prefix}:"
+            connection = _Connection(self, sock, peer)
+            with self._lock:
+                self._connections.add(connection)
+            threading.Thread(target=connection.serve, name=f"grpc-conn-{next(self._numbers)}", daemon=True).start()
+
+    def _run(self, connection: _Connection, call: _Call) -> None:
+        try:
+            self._handle(connection, call)
+        except Exception:  # never lose a call: the client must get a status
+            log.exception("%s failed in the transport", call.path)
+            connection.answer(call, None, grpc.StatusCode.INTERNAL, f"{call.path}: internal error in dockershim-py")
+        finally:
+            with self._lock:
+                self._running -= 1
+                if not self._running:
+                    self._lock.notify_all()
+
+    def _handle(self, connection: _Connection, call: _Call) -> None:
+        handler, context = call.handler, call.context
+        try:
+            request = handler.request_deserializer(bytes(call.body[_PREFIX.size:]))
+        except Exception as exc:
+            connection.answer(call, None, grpc.StatusCode.INTERNAL, f"{call.path}: unparsable request: {exc}")
+            return
+        if handler.unary_unary is not None:
+            self._unary(connection, call, handler, context, request)
+        elif handler.unary_stream is not None:
+            self._server_stream(connection, call, handler, context, request)
+        else:
+            connection.answer(call, None, grpc.StatusCode.UNIMPLEMENTED, f"{call.path}: client streaming is not served")
+
+    def _unary(self, connection: _Connection, call: _Call, handler: grpc.RpcMethodHandler,
+               context: CallContext, request: Any) -> None:
+        try:
+            response = handler.unary_unary(request, context)
+        except _Abort:
+            connection.answer(call, None, context.code, context.details)  # type: ignore[arg-type]
+            return
+        except Exception as exc:
+            log.exception("%s raised", call.path)
+            connection.answer(call, None, grpc.StatusCode.UNKNOWN, f"Exception calling application: {exc}")
+            return
+        if context.code not in (None, grpc.StatusCode.OK):
+            connection.answer(call, None, context.code, context.details)  # type: ignore[arg-type]
+            return
+        message = handler.response_serializer(response)
+        if len(message) > self.max_message_bytes:
+            connection.answer(call, None, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"{call.path}: a response of {len(message)} bytes is over the {self.max_message_bytes} allowed")
+            return
+        connection.answer(call, message, grpc.StatusCode.OK, "")
+
+    def _server_stream(self, connection: _Connection, call: _Call, handler: grpc.RpcMethodHandler,
+                       context: CallContext, request: Any) -> None:
+        responses: Iterator[Any] = iter(())
+        try:
+            responses = handler.unary_stream(request, context)
+            for response in responses:
+                if not connection.send_message(call, handler.response_serializer(response)):
+                    return  # the client went away; the context's callbacks have run
+        except _Abort:
+            connection.answer(call, None, context.code, context.details)  # type: ignore[arg-type]
+            return
+        except Exception as exc:
+            log.exception("%s raised", call.path)
+            connection.answer(call, None, grpc.StatusCode.UNKNOWN, f"Exception iterating responses: {exc}")
+            return
+        finally:
+            close = getattr(responses, "close", None)
+            if close is not None:
+                close()
+        connection.answer(call, None, context.code or grpc.StatusCode.OK, context.details)

@@ -1,0 +1,182 @@
+"""The gRPC transport on a real unix socket, called by grpcio's client, with handlers made for the test."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from dockershim_py.grpc_transport import GrpcServer, parse_timeout, status_headers
+
+LIMIT = 1 << 20
+identity = bytes
+
+
+class Behaviour:
+    """Handlers whose effects the tests watch."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.callbacks: list[str] = []
+        self.remaining: list[float | None] = []
+        self.closed = threading.Event()
+
+    def echo(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        return request
+
+    def fail(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        context.abort(grpc.StatusCode.NOT_FOUND, request.decode())
+        raise AssertionError("abort returned")
+
+    def crash(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        raise RuntimeError("boom")
+
+    def wait(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self.remaining.append(context.time_remaining())
+        context.add_callback(lambda: self.callbacks.append("wait ended"))
+        self.release.wait(10)
+        return b"released"
+
+    def huge(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        return b"h" * (LIMIT + 1)
+
+    def stream(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        context.add_callback(lambda: self.callbacks.append("stream ended"))
+        try:
+            for index in range(int(request)):
+                yield str(index).encode().ljust(100_000, b".")
+        finally:
+            self.closed.set()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[grpc.Channel, Behaviour, GrpcServer, str]]:
+    behaviour = Behaviour()
+    unary = {name: grpc.unary_unary_rpc_method_handler(getattr(behaviour, name), identity, identity)
+             for name in ("echo", "fail", "crash", "wait", "huge")}
+    handlers = {f"/t.Test/{name}": handler for name, handler in unary.items()}
+    handlers["/t.Test/stream"] = grpc.unary_stream_rpc_method_handler(behaviour.stream, identity, identity)
+    server = GrpcServer(handlers, workers=8, max_message_bytes=LIMIT)
+    path = str(tmp_path / "grpc.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(8)
+    server.serve(listener, "unix")
+    channel = grpc.insecure_channel(f"unix://{path}")
+    yield channel, behaviour, server, path
+    behaviour.release.set()
+    channel.close()
+    server.stop(0)
+
+
+def call(channel: grpc.Channel, name: str, request: bytes = b"", **kwargs: object) -> bytes:
+    return channel.unary_unary(f"/t.Test/{name}")(request, **kwargs)
+
+
+def code_of(channel: grpc.Channel, name: str, request: bytes = b"", **kwargs: object) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as failure:
+        call(channel, name, request, **kwargs)
+    return failure.value.code(), failure.value.details()
+
+
+@pytest.mark.parametrize(("header", "seconds"), [(b"100m", 0.1), (b"5S", 5.0), (b"2H", 7200.0), (b"7u", 7e-6),
+                                                 (b"", None), (b"5", None), (b"123456789S", None), (b"1x", None)])
+def test_grpc_timeout_headers(header: bytes, seconds: float | None) -> None:
+    assert parse_timeout(header) == seconds
+
+
+def test_status_messages_are_percent_encoded() -> None:
+    assert status_headers(grpc.StatusCode.NOT_FOUND, "no pod \"x\" 100% ünïcode\n") == [
+        (b"grpc-status", b"5"), (b"grpc-message", b"no pod \"x\" 100%25 %C3%BCn%C3%AFcode%0A")]
+    assert status_headers(grpc.StatusCode.OK, "") == [(b"grpc-status", b"0")]
+
+
+def test_unary_calls_of_every_size_up_to_the_limit(served) -> None:
+    channel = served[0]
+    for size in (0, 1, 65_535, 65_536, 300_000, LIMIT):
+        payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        assert call(channel, "echo", payload) == payload
+
+
+def test_many_calls_at_once_each_get_their_own_answer(served) -> None:
+    channel = served[0]
+    answers: dict[int, bytes] = {}
+
+    def one(index: int) -> None:
+        answers[index] = call(channel, "echo", str(index).encode() * 1000)
+
+    threads = [threading.Thread(target=one, args=(index,)) for index in range(64)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert answers == {index: str(index).encode() * 1000 for index in range(64)}
+
+
+def test_failures_reach_the_client_as_statuses(served) -> None:
+    channel = served[0]
+    assert code_of(channel, "fail", "pod \"a\" not found: ünïcode 100%".encode()) == (
+        grpc.StatusCode.NOT_FOUND, "pod \"a\" not found: ünïcode 100%")
+    code, details = code_of(channel, "crash")
+    assert code == grpc.StatusCode.UNKNOWN and "boom" in details
+    assert code_of(channel, "nothing")[0] == grpc.StatusCode.UNIMPLEMENTED
+    assert code_of(channel, "echo", b"r" * (LIMIT + 1))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert code_of(channel, "huge")[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert code_of(channel, "echo", b"z" * 1000, compression=grpc.Compression.Gzip)[0] == grpc.StatusCode.UNIMPLEMENTED
+    assert call(channel, "echo", b"still serving") == b"still serving"
+
+
+def test_the_deadline_reaches_the_handler_and_a_cancel_runs_its_callbacks(served) -> None:
+    channel, behaviour = served[0], served[1]
+    future = channel.unary_unary("/t.Test/wait").future(b"", timeout=30)
+    deadline = time.monotonic() + 10
+    while not behaviour.remaining and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert 25 < behaviour.remaining[0] <= 30
+    future.cancel()
+    while not behaviour.callbacks and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert behaviour.callbacks == ["wait ended"]
+
+
+def test_a_server_stream_is_read_to_its_end_and_a_cancelled_one_is_closed(served) -> None:
+    channel, behaviour = served[0], served[1]
+    stream = channel.unary_stream("/t.Test/stream")
+    assert [message[:3].rstrip(b".") for message in stream(b"50")] == [str(i).encode() for i in range(50)]
+    behaviour.closed.clear()
+    responses = stream(b"1000000")  # 100 GB unless backpressure holds it
+    next(responses)
+    time.sleep(0.5)
+    responses.cancel()
+    assert behaviour.closed.wait(10)
+    assert behaviour.callbacks == ["stream ended", "stream ended"]
+
+
+def test_garbage_on_one_connection_leaves_the_others_served(served) -> None:
+    channel, path = served[0], served[3]
+    raw = socket.socket(socket.AF_UNIX)
+    raw.connect(path)
+    raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    raw.settimeout(5)
+    received = b""
+    while chunk := raw.recv(4096):
+        received += chunk
+    assert b"connection preface" in received  # the GOAWAY's debug text, then the close
+    assert call(channel, "echo", b"fine") == b"fine"
+
+
+def test_stop_lets_open_calls_finish_within_the_grace_and_cancels_the_rest(served) -> None:
+    channel, behaviour, server = served[0], served[1], served[2]
+    finishing = channel.unary_unary("/t.Test/wait").future(b"", timeout=30)
+    while not behaviour.remaining:
+        time.sleep(0.01)
+    threading.Timer(0.3, behaviour.release.set).start()
+    server.stop(5)
+    assert finishing.result(timeout=10) == b"released"
+    with pytest.raises(grpc.RpcError):
+        call(channel, "echo", b"after stop", timeout=2)
