@@ -64,8 +64,8 @@ class CallContext(grpc.ServicerContext):
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[], None]] | None = []
         self._cancelled = False
-        self.code: grpc.StatusCode | None = None  # type: ignore[assignment]
-        self.details: str = ""  # type: ignore[assignment]
+        self._code: grpc.StatusCode | None = None
+        self._details = ""
 
     # --- lifecycle, driven by the transport ---
 
@@ -135,17 +135,23 @@ class CallContext(grpc.ServicerContext):
     def abort(self, code: grpc.StatusCode, details: str) -> None:  # type: ignore[override]
         if code == grpc.StatusCode.OK:
             code = grpc.StatusCode.UNKNOWN  # as grpcio: abort never ends a call well
-        self.code, self.details = code, details
+        self._code, self._details = code, details
         raise _Abort(details)
 
     def abort_with_status(self, status: Any) -> None:  # type: ignore[override]
         self.abort(status.code, status.details)
 
     def set_code(self, code: grpc.StatusCode) -> None:
-        self.code = code
+        self._code = code
 
     def set_details(self, details: str) -> None:
-        self.details = details
+        self._details = details
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
 
     def disable_next_message_compression(self) -> None:
         pass
@@ -369,7 +375,11 @@ class GrpcServer:
     def dispatch(self, connection: _Connection, call: _Call) -> None:
         with self._lock:
             self._running += 1
-        self._pool.submit(self._run, connection, call)
+        try:
+            self._pool.submit(self._run, connection, call)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self._finished()
+            connection.answer(call, None, grpc.StatusCode.UNAVAILABLE, "dockershim-py is shutting down")
 
     def forget(self, connection: _Connection) -> None:
         with self._lock:
@@ -394,10 +404,13 @@ class GrpcServer:
             log.exception("%s failed in the transport", call.path)
             connection.answer(call, None, grpc.StatusCode.INTERNAL, f"{call.path}: internal error in dockershim-py")
         finally:
-            with self._lock:
-                self._running -= 1
-                if not self._running:
-                    self._lock.notify_all()
+            self._finished()
+
+    def _finished(self) -> None:
+        with self._lock:
+            self._running -= 1
+            if not self._running:
+                self._lock.notify_all()
 
     def _handle(self, connection: _Connection, call: _Call) -> None:
         handler, context = call.handler, call.context
@@ -418,14 +431,14 @@ class GrpcServer:
         try:
             response = handler.unary_unary(request, context)
         except _Abort:
-            connection.answer(call, None, context.code, context.details)  # type: ignore[arg-type]
+            connection.answer(call, None, context.code() or grpc.StatusCode.UNKNOWN, context.details())
             return
         except Exception as exc:
             log.exception("%s raised", call.path)
             connection.answer(call, None, grpc.StatusCode.UNKNOWN, f"Exception calling application: {exc}")
             return
-        if context.code not in (None, grpc.StatusCode.OK):
-            connection.answer(call, None, context.code, context.details)  # type: ignore[arg-type]
+        if context.code() not in (None, grpc.StatusCode.OK):
+            connection.answer(call, None, context.code() or grpc.StatusCode.UNKNOWN, context.details())
             return
         message = handler.response_serializer(response)
         if len(message) > self.max_message_bytes:
@@ -443,7 +456,7 @@ class GrpcServer:
                 if not connection.send_message(call, handler.response_serializer(response)):
                     return  # the client went away; the context's callbacks have run
         except _Abort:
-            connection.answer(call, None, context.code, context.details)  # type: ignore[arg-type]
+            connection.answer(call, None, context.code() or grpc.StatusCode.UNKNOWN, context.details())
             return
         except Exception as exc:
             log.exception("%s raised", call.path)
@@ -453,4 +466,4 @@ class GrpcServer:
             close = getattr(responses, "close", None)
             if close is not None:
                 close()
-        connection.answer(call, None, context.code or grpc.StatusCode.OK, context.details)
+        connection.answer(call, None, context.code() or grpc.StatusCode.OK, context.details())

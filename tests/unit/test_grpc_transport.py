@@ -33,6 +33,12 @@ class Behaviour:
         context.abort(grpc.StatusCode.NOT_FOUND, request.decode())
         raise AssertionError("abort returned")
 
+    def refuse(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        context.set_code(grpc.StatusCode.FAILED_PRECONDITION)
+        context.set_details("not now")
+        assert context.code() == grpc.StatusCode.FAILED_PRECONDITION and context.details() == "not now"
+        return b"ignored"
+
     def crash(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         raise RuntimeError("boom")
 
@@ -58,7 +64,7 @@ class Behaviour:
 def served(tmp_path: Path) -> Iterator[tuple[grpc.Channel, Behaviour, GrpcServer, str]]:
     behaviour = Behaviour()
     unary = {name: grpc.unary_unary_rpc_method_handler(getattr(behaviour, name), identity, identity)
-             for name in ("echo", "fail", "crash", "wait", "huge")}
+             for name in ("echo", "fail", "refuse", "crash", "wait", "huge")}
     handlers = {f"/t.Test/{name}": handler for name, handler in unary.items()}
     handlers["/t.Test/stream"] = grpc.unary_stream_rpc_method_handler(behaviour.stream, identity, identity)
     server = GrpcServer(handlers, workers=8, max_message_bytes=LIMIT)
@@ -122,6 +128,7 @@ def test_failures_reach_the_client_as_statuses(served) -> None:
     channel = served[0]
     assert code_of(channel, "fail", "pod \"a\" not found: ünïcode 100%".encode()) == (
         grpc.StatusCode.NOT_FOUND, "pod \"a\" not found: ünïcode 100%")
+    assert code_of(channel, "refuse") == (grpc.StatusCode.FAILED_PRECONDITION, "not now")
     code, details = code_of(channel, "crash")
     assert code == grpc.StatusCode.UNKNOWN and "boom" in details
     assert code_of(channel, "nothing")[0] == grpc.StatusCode.UNIMPLEMENTED
