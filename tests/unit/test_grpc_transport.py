@@ -144,7 +144,7 @@ def test_the_deadline_reaches_the_handler_and_a_cancel_runs_its_callbacks(served
     deadline = time.monotonic() + 10
     while not behaviour.remaining and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert 25 < behaviour.remaining[0] <= 30
+    assert 25 < behaviour.remaining[0] <= 31  # clients round the timeout they send up
     future.cancel()
     while not behaviour.callbacks and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import struct
 
 import hpack
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 import pytest
 
 from dockershim_py import http2
@@ -264,3 +267,54 @@ def test_a_header_block_larger_than_a_frame_goes_out_in_continuations() -> None:
         (HEADERS, http2.FLAG_END_STREAM), (CONTINUATION, 0), (CONTINUATION, http2.FLAG_END_HEADERS)]
     block = b"".join(payload for *_, payload in sent)
     assert hpack.Decoder(max_header_list_size=1 << 20).decode(block, raw=True)[1][1] == b"e" * 40000
+
+
+# --- HeaderDecoder against python-hyper's hpack --------------------------------------------------
+
+header_names = st.sampled_from([b":path", b":method", b"content-type", b"grpc-timeout", b"user-agent", b"te",
+                                b"x-custom", b"authorization"]) | st.binary(min_size=1, max_size=20)
+header_lists = st.lists(st.tuples(header_names, st.binary(max_size=60)), max_size=12)
+
+
+@examples(max_examples=300, deadline=None)
+@given(blocks=st.lists(st.tuples(header_lists, st.booleans(), st.sampled_from([None, 0, 256, 4096])), min_size=1, max_size=8))
+def test_header_decoder_reads_what_hpack_encodes_block_after_block(blocks) -> None:
+    encoder = hpack.Encoder()
+    decoder = http2.HeaderDecoder(max_header_list_size=1 << 20)
+    for headers, huffman, table_size in blocks:
+        if table_size is not None:
+            encoder.header_table_size = table_size
+        block = encoder.encode([hpack.NeverIndexedHeaderTuple(n, v) if n == b"authorization" else (n, v)
+                                for n, v in headers], huffman=huffman)
+        assert decoder.decode(block) == headers
+
+
+@examples(max_examples=500, deadline=None)
+@given(block=st.binary(max_size=40))
+def test_header_decoder_accepts_and_refuses_what_hpack_does(block: bytes) -> None:
+    reference = hpack.Decoder()
+    try:
+        expected = [(bytes(n), bytes(v)) for n, v in reference.decode(block, raw=True)]
+    except hpack.HPACKError:
+        expected = None
+    decoder = http2.HeaderDecoder(max_header_list_size=reference.max_header_list_size)
+    if expected is None:
+        with pytest.raises(ProtocolError):
+            decoder.decode(block)
+    else:
+        assert decoder.decode(block) == expected
+
+
+def test_header_decoder_limits() -> None:
+    decoder = http2.HeaderDecoder(max_header_list_size=100)
+    with pytest.raises(ProtocolError) as oversized:
+        decoder.decode(hpack.Encoder().encode([(b"a", b"b" * 80)]))
+    assert oversized.value.code == http2.PROTOCOL_ERROR
+    with pytest.raises(ProtocolError) as too_big_table:
+        http2.HeaderDecoder(1 << 20).decode(b"\x3f\xe1\x3f")  # a table size update to 8192
+    assert too_big_table.value.code == http2.COMPRESSION_ERROR
+    evicting = http2.HeaderDecoder(1 << 20)
+    encoder = hpack.Encoder()
+    for index in range(200):  # 200 entries of 64 bytes through a 4 KiB table: the oldest go
+        assert evicting.decode(encoder.encode([(b"k", b"%031d" % index)])) == [(b"k", b"%031d" % index)]
+    assert evicting._table_size <= 4096
