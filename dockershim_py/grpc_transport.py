@@ -50,6 +50,11 @@ def status_headers(code: grpc.StatusCode, message: str) -> list[tuple[bytes, byt
     return headers
 
 
+def _serialized(handler: grpc.RpcMethodHandler, response: Any) -> bytes:
+    """As grpcio: a handler without a serializer returns bytes."""
+    return handler.response_serializer(response) if handler.response_serializer else response
+
+
 class _Abort(Exception):
     """Raised by CallContext.abort, as grpcio's abort raises, to unwind the handler."""
 
@@ -415,7 +420,8 @@ class GrpcServer:
     def _handle(self, connection: _Connection, call: _Call) -> None:
         handler, context = call.handler, call.context
         try:
-            request = handler.request_deserializer(bytes(call.body[_PREFIX.size:]))
+            message = bytes(call.body[_PREFIX.size:])
+            request = handler.request_deserializer(message) if handler.request_deserializer else message
         except Exception as exc:
             connection.answer(call, None, grpc.StatusCode.INTERNAL, f"{call.path}: unparsable request: {exc}")
             return
@@ -440,7 +446,7 @@ class GrpcServer:
         if context.code() not in (None, grpc.StatusCode.OK):
             connection.answer(call, None, context.code() or grpc.StatusCode.UNKNOWN, context.details())
             return
-        message = handler.response_serializer(response)
+        message = _serialized(handler, response)
         if len(message) > self.max_message_bytes:
             connection.answer(call, None, grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"{call.path}: a response of {len(message)} bytes is over the {self.max_message_bytes} allowed")
@@ -453,7 +459,7 @@ class GrpcServer:
         try:
             responses = handler.unary_stream(request, context)
             for response in responses:
-                if not connection.send_message(call, handler.response_serializer(response)):
+                if not connection.send_message(call, _serialized(handler, response)):
                     return  # the client went away; the context's callbacks have run
         except _Abort:
             connection.answer(call, None, context.code() or grpc.StatusCode.UNKNOWN, context.details())

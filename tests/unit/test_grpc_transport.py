@@ -67,6 +67,7 @@ def served(tmp_path: Path) -> Iterator[tuple[grpc.Channel, Behaviour, GrpcServer
              for name in ("echo", "fail", "refuse", "crash", "wait", "huge")}
     handlers = {f"/t.Test/{name}": handler for name, handler in unary.items()}
     handlers["/t.Test/stream"] = grpc.unary_stream_rpc_method_handler(behaviour.stream, identity, identity)
+    handlers["/t.Test/raw"] = grpc.unary_unary_rpc_method_handler(lambda request, context: request[::-1])
     server = GrpcServer(handlers, workers=8, max_message_bytes=LIMIT)
     path = str(tmp_path / "grpc.sock")
     listener = socket.socket(socket.AF_UNIX)
@@ -107,6 +108,10 @@ def test_unary_calls_of_every_size_up_to_the_limit(served) -> None:
     for size in (0, 1, 65_535, 65_536, 300_000, LIMIT):
         payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
         assert call(channel, "echo", payload) == payload
+
+
+def test_a_handler_without_serializers_sees_and_returns_bytes(served) -> None:
+    assert call(served[0], "raw", b"abc") == b"cba"
 
 
 def test_many_calls_at_once_each_get_their_own_answer(served) -> None:
