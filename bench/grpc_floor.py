@@ -1,16 +1,18 @@
 """gRPC's own cost on this machine: a server whose one method answers a canned reply at once.
 
 The shim's status calls do little work of their own (a fraction of a millisecond); what a client
-sees beyond that is grpcio's threads and the machine's scheduling. Timed in the same run as the
-shim, this server shows that floor: latency percentiles for the same reply bytes, and the
-server's CPU per call. It is built like the shim's server (a thread pool of 32, one unix socket).
+sees beyond that is the gRPC transport's threads and the machine's scheduling. Timed in the same
+run as the shim, this server shows that floor: latency percentiles for the same reply bytes, and
+the server's CPU per call. It is built like the shim's server: the same transport (grpc_transport,
+or grpcio's server with --grpc-transport grpcio), a pool of 32 threads, one unix socket.
 
-    python bench/grpc_floor.py SOCKET_PATH REPLY_FILE   (serves until SIGTERM)
+    python bench/grpc_floor.py SOCKET_PATH REPLY_FILE [http2|grpcio]   (serves until SIGTERM)
 """
 
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,33 +23,46 @@ from typing import Any
 
 import grpc
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from dockershim_py.grpc_transport import GrpcServer  # noqa: E402
+
 METHOD = "/dspy.bench.Floor/Reply"
 WORKERS = 32
 
 
-def serve(socket_path: str, reply: bytes) -> None:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="floor"))
-    service, method = METHOD.strip("/").split("/")
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        service, {method: grpc.unary_unary_rpc_method_handler(lambda request, context: reply)})])
-    server.add_insecure_port(f"unix://{socket_path}")
-    server.start()
+def serve(socket_path: str, reply: bytes, transport: str) -> None:
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: reply)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    if transport == "grpcio":
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="floor"))
+        service, method = METHOD.strip("/").split("/")
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, {method: handler})])
+        server.add_insecure_port(f"unix://{socket_path}")
+        server.start()
+        print("serving", flush=True)
+        stopped.wait()
+        server.stop(0).wait()
+        return
+    transport_server = GrpcServer({METHOD: handler}, WORKERS, 1 << 24)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(socket_path)
+    listener.listen(16)
+    transport_server.serve(listener, "unix")
     print("serving", flush=True)
     stopped.wait()
-    server.stop(0).wait()
+    transport_server.stop(0)
 
 
 class FloorServer:
     """The floor server in a child process, and a callable that sends it one request."""
 
-    def __init__(self, reply: bytes) -> None:
+    def __init__(self, reply: bytes, transport: str = "http2") -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="dspy-floor-")
         socket_path = Path(self._dir.name) / "floor.sock"
         reply_path = Path(self._dir.name) / "reply"
         reply_path.write_bytes(reply)
-        self.process = subprocess.Popen([sys.executable, __file__, str(socket_path), str(reply_path)],
+        self.process = subprocess.Popen([sys.executable, __file__, str(socket_path), str(reply_path), transport],
                                         stdout=subprocess.PIPE)
         assert self.process.stdout is not None
         if self.process.stdout.readline().strip() != b"serving":
@@ -77,4 +92,4 @@ class FloorServer:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], Path(sys.argv[2]).read_bytes())
+    serve(sys.argv[1], Path(sys.argv[2]).read_bytes(), sys.argv[3] if len(sys.argv) > 3 else "http2")

@@ -5,9 +5,9 @@ Phases, for each pod count N (default 10 and 110; two containers per pod):
             create+start calls made directly, so the shim's own overhead shows as a ratio;
   rpcs      per-RPC latency (p50, p95, p99, max) and the shim's CPU per call of what the kubelet
             calls, each beside the docker-py request(s) that answer the same question, and beside
-            the gRPC floor: an empty grpcio server (bench/grpc_floor.py) answering a canned
-            PodSandboxStatus reply, called after each shim call, which is what gRPC and this
-            machine cost at that moment without the shim;
+            the gRPC floor: an empty server on the shim's gRPC transport (bench/grpc_floor.py)
+            answering a canned PodSandboxStatus reply, called after each shim call, which is what
+            gRPC and this machine cost at that moment without the shim;
   mixed     relist every 1 s (plus the PLEG follow-ups for a changed pod), Status every 5 s, the
             stats / image-fs / log-manager sweep every 10 s, and churn (one pod stopped, removed and
             recreated every 2 s); relist latency under churn, errors, CPU seconds per minute of the
@@ -225,7 +225,7 @@ def call_or_none(fn: Callable[[], Any]) -> Callable[[], Any] | None:
 
 
 def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, shim_pid: int, count: int,
-              seconds: float) -> tuple[dict, dict]:
+              seconds: float, transport: str = "http2") -> tuple[dict, dict]:
     """The rows, and the gRPC floor over all of them: each row's shim calls alternate with calls to
     the floor server, then docker-py's run."""
     uid = next(iter(pods.sandboxes))
@@ -291,7 +291,7 @@ def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, s
     payload = floor_request.SerializeToString()
     results: dict[str, dict] = {}
     all_floor_samples: list[float] = []
-    with FloorServer(reply) as floor:
+    with FloorServer(reply, transport) as floor:
         floor_cpu_before = cpu_seconds(floor.process.pid)
         for name, (shim_call, direct_call) in rows.items():
             shim_call = call_or_none(shim_call)
@@ -493,7 +493,7 @@ def print_report(report: dict) -> None:
                   f" | {row['p99_ratio']:9.2f}")
         floor = run["grpc_floor"]
         latency = floor["latency"]
-        print(f"(ms. floor: an empty grpcio server answering a canned {floor['reply_bytes']}-byte PodSandboxStatus"
+        print(f"(ms. floor: an empty server on the shim's gRPC transport answering a canned {floor['reply_bytes']}-byte PodSandboxStatus"
               f" reply, called after each shim call; all {latency['n']} of them: p50 {latency['p50']:.2f},"
               f" p99 {latency['p99']:.2f}, {floor['server_cpu_ms']:.2f} ms of server CPU a call. shim cpu: the"
               f" shim's CPU ms a call, from /proc in 10 ms ticks. steal: the share of the machine's CPU time"
@@ -528,10 +528,12 @@ def main() -> int:
     parser.add_argument("--mixed-seconds", type=float, default=60.0,
                         help="length of each of the 4 mixed runs; 0 skips them")
     parser.add_argument("--json", default="bench-results.json", help="where the JSON goes")
+    parser.add_argument("--grpc-transport", choices=["http2", "grpcio"], default="http2",
+                        help="the shim's --grpc-transport, and the floor server's (default %(default)s)")
     args = parser.parse_args()
 
     client = docker.APIClient(version="auto", timeout=300)
-    shim = Shim(["--log-level", "info"]).start()  # info: Shim.start waits for the "serving" line
+    shim = Shim(["--log-level", "info", "--grpc-transport", args.grpc_transport]).start()  # info: Shim.start waits for the "serving" line
     runtime, images = CountedStub(shim.runtime), CountedStub(shim.images)
     log_root = Path(shim.dir) / "pod-logs"
     report: dict[str, Any] = {"mixed_seconds": args.mixed_seconds, "runs": {}}
@@ -554,7 +556,8 @@ def main() -> int:
                     )
                 }
                 direct.remove_all()
-                rpcs, floor = rpc_phase(runtime, images, client, pods, shim.process.pid, args.count, args.rpc_seconds)
+                rpcs, floor = rpc_phase(runtime, images, client, pods, shim.process.pid, args.count, args.rpc_seconds,
+                                        args.grpc_transport)
                 run = {"populate": populate, "rpcs": rpcs, "grpc_floor": floor}
                 if args.mixed_seconds > 0:
                     mixed = mixed_phase(runtime, images, client, pods, shim.process.pid, args.mixed_seconds)
