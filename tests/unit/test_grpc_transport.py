@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import hpack
 import pytest
 
+from dockershim_py import http2
 from dockershim_py.grpc_transport import GrpcServer, parse_timeout, status_headers
 
 LIMIT = 1 << 20
@@ -192,3 +194,22 @@ def test_stop_lets_open_calls_finish_within_the_grace_and_cancels_the_rest(serve
     assert finishing.result(timeout=10) == b"released"
     with pytest.raises(grpc.RpcError):
         call(channel, "echo", b"after stop", timeout=2)
+
+
+def test_a_client_that_hangs_up_mid_call_has_its_calls_cancelled(served) -> None:
+    behaviour, path = served[1], served[3]
+    raw = socket.socket(socket.AF_UNIX)
+    raw.connect(path)
+    headers = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/t.Test/wait"),
+               (b":authority", b"x"), (b"content-type", b"application/grpc"), (b"te", b"trailers")]
+    raw.sendall(http2.PREFACE + http2.frame(http2.SETTINGS, 0, 0)
+                + http2.frame(http2.HEADERS, http2.FLAG_END_HEADERS, 1, hpack.Encoder().encode(headers))
+                + http2.frame(http2.DATA, http2.FLAG_END_STREAM, 1, b"\0\0\0\0\0"))
+    deadline = time.monotonic() + 10
+    while not behaviour.remaining and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert behaviour.remaining == [None]  # no grpc-timeout: no deadline
+    raw.close()
+    while not behaviour.callbacks and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert behaviour.callbacks == ["wait ended"]
