@@ -222,10 +222,6 @@ class _Connection:
         except OSError:
             pass
 
-    @property
-    def open_calls(self) -> int:
-        return len(self._calls)
-
     # --- the reader's side ---
 
     def _on_event(self, event: http2.Event) -> _Call | None:
