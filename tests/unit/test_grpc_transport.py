@@ -184,7 +184,7 @@ def test_garbage_on_one_connection_leaves_the_others_served(served) -> None:
     assert call(channel, "echo", b"fine") == b"fine"
 
 
-def test_stop_lets_open_calls_finish_within_the_grace_and_cancels_the_rest(served) -> None:
+def test_stop_lets_an_open_call_finish_within_the_grace_and_refuses_new_ones(served) -> None:
     channel, behaviour, server = served[0], served[1], served[2]
     finishing = channel.unary_unary("/t.Test/wait").future(b"", timeout=30)
     while not behaviour.remaining:
