@@ -432,15 +432,12 @@ class GrpcServer:
                context: CallContext, request: Any) -> None:
         try:
             response = handler.unary_unary(request, context)
-        except _Abort:
-            connection.answer(call, None, context.code() or grpc.StatusCode.UNKNOWN, context.details())
-            return
         except Exception as exc:
-            log.exception("%s raised", call.path)
-            connection.answer(call, None, grpc.StatusCode.UNKNOWN, f"Exception calling application: {exc}")
+            self._failed(connection, call, context, exc)
             return
-        if context.code() not in (None, grpc.StatusCode.OK):
-            connection.answer(call, None, context.code() or grpc.StatusCode.UNKNOWN, context.details())
+        code = context.code()
+        if code is not None and code != grpc.StatusCode.OK:  # set_code without abort
+            connection.answer(call, None, code, context.details())
             return
         message = _serialized(handler, response)
         if len(message) > self.max_message_bytes:
@@ -457,15 +454,20 @@ class GrpcServer:
             for response in responses:
                 if not connection.send_message(call, _serialized(handler, response)):
                     return  # the client went away; the context's callbacks have run
-        except _Abort:
-            connection.answer(call, None, context.code() or grpc.StatusCode.UNKNOWN, context.details())
-            return
         except Exception as exc:
-            log.exception("%s raised", call.path)
-            connection.answer(call, None, grpc.StatusCode.UNKNOWN, f"Exception iterating responses: {exc}")
+            self._failed(connection, call, context, exc)
             return
         finally:
             close = getattr(responses, "close", None)
             if close is not None:
                 close()
         connection.answer(call, None, context.code() or grpc.StatusCode.OK, context.details())
+
+    @staticmethod
+    def _failed(connection: _Connection, call: _Call, context: CallContext, exc: Exception) -> None:
+        """The status of a handler that aborted, or raised (UNKNOWN, as grpcio answers)."""
+        if isinstance(exc, _Abort):
+            connection.answer(call, None, context.code() or grpc.StatusCode.UNKNOWN, context.details())
+            return
+        log.error("%s raised", call.path, exc_info=exc)
+        connection.answer(call, None, grpc.StatusCode.UNKNOWN, f"Exception calling application: {exc}")

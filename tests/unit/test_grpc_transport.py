@@ -142,6 +142,9 @@ def test_failures_reach_the_client_as_statuses(served) -> None:
     assert code_of(channel, "echo", b"r" * (LIMIT + 1))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert code_of(channel, "huge")[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert code_of(channel, "echo", b"z" * 1000, compression=grpc.Compression.Gzip)[0] == grpc.StatusCode.UNIMPLEMENTED
+    with pytest.raises(grpc.RpcError) as stream_failure:
+        list(channel.unary_stream("/t.Test/stream")(b"not a number", timeout=10))
+    assert stream_failure.value.code() == grpc.StatusCode.UNKNOWN and "not a number" in stream_failure.value.details()
     assert call(channel, "echo", b"still serving") == b"still serving"
 
 
