@@ -1,6 +1,6 @@
 """gRPC calls over http2.ServerConnection: one reader thread per connection, handlers on a pool.
 
-grpcio's server hands each call between its poll thread and a worker five times; here the reader
+grpcio's server hands each call between its poll thread and a worker several times; here the reader
 parses a whole request and hands it over once, and the worker writes the answer itself. The
 handlers are grpcio's own RpcMethodHandler objects, so the CRI code cannot tell the two apart.
 Served: unary and server-streaming calls, deadlines (grpc-timeout), cancellation, uncompressed
