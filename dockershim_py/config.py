@@ -168,7 +168,7 @@ def argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--grpc-transport", choices=["http2", "grpcio"], default="http2",
-        help="what carries the CRI's gRPC calls: dockershim-py's own HTTP/2 framer, about a quarter of "
+        help="what carries the CRI's gRPC calls: dockershim-py's own HTTP/2 framer, about half of "
              "grpcio's CPU a call, or grpcio's server (default %(default)s)",
     )
     parser.add_argument(
