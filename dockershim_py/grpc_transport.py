@@ -202,9 +202,14 @@ class _Connection:
                         log.warning("closing a gRPC connection from %s: %s", self._peer, exc)
                         self._send_locked()
                         break
-                    ready = [call for event in events if (call := self._on_event(event)) is not None]
+                    ready: list[_Call] = []
+                    cancelled: list[_Call] = []
+                    for event in events:
+                        self._on_event(event, ready, cancelled)
                     self._send_locked()
                     self._lock.notify_all()
+                for call in cancelled:  # callbacks run outside the lock: they may take their time
+                    call.context.finish(cancelled=True)
                 for call in ready:
                     self._server.dispatch(self, call)
         finally:
@@ -224,28 +229,27 @@ class _Connection:
 
     # --- the reader's side ---
 
-    def _on_event(self, event: http2.Event) -> _Call | None:
-        """The call that became complete with this event, if any."""
+    def _on_event(self, event: http2.Event, ready: list[_Call], cancelled: list[_Call]) -> None:
+        """Adds a call this event completed to `ready`, one it cancelled to `cancelled`."""
+        call: _Call | None
         if isinstance(event, http2.RequestReceived):
             call = self._open(event.stream_id, event.headers)
-            if call is None or not event.ended:
-                return None
-            return self._complete(call)
-        if isinstance(event, http2.DataReceived):
+            if call is not None and event.ended and self._complete(call):
+                ready.append(call)
+        elif isinstance(event, http2.DataReceived):
             call = self._calls.get(event.stream_id)
             if call is None:
-                return None
+                return
             call.body += event.data
             if len(call.body) > self._server.max_message_bytes + _PREFIX.size:
                 self._fail_locked(call, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                   f"request larger than the {self._server.max_message_bytes} bytes allowed")
-                return None
-            return self._complete(call) if event.ended else None
-        if isinstance(event, http2.StreamReset):
+            elif event.ended and self._complete(call):
+                ready.append(call)
+        elif isinstance(event, http2.StreamReset):
             call = self._calls.pop(event.stream_id, None)
             if call is not None:
-                call.context.finish(cancelled=True)
-        return None
+                cancelled.append(call)
 
     def _open(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> _Call | None:
         fields = dict(headers)
@@ -263,19 +267,20 @@ class _Connection:
         self._calls[stream_id] = call
         return call
 
-    def _complete(self, call: _Call) -> _Call | None:
+    def _complete(self, call: _Call) -> bool:
+        """Whether the whole request is one uncompressed message; if not, the call is answered."""
         body = call.body
         if len(body) < _PREFIX.size:
             self._fail_locked(call, grpc.StatusCode.INTERNAL, f"{call.path}: the request message is missing")
-            return None
+            return False
         compressed, size = _PREFIX.unpack_from(body)
         if compressed:
             self._fail_locked(call, grpc.StatusCode.UNIMPLEMENTED, "compressed requests are not supported")
-            return None
+            return False
         if size != len(body) - _PREFIX.size:
             self._fail_locked(call, grpc.StatusCode.INTERNAL, f"{call.path}: a unary request must be one message")
-            return None
-        return call
+            return False
+        return True
 
     def _fail_locked(self, call: _Call, code: grpc.StatusCode, message: str) -> None:
         self._calls.pop(call.stream_id, None)
@@ -288,6 +293,7 @@ class _Connection:
             self._calls.pop(call.stream_id, None)
             self._answer_locked(call, message, code, details)
             self._send_locked()
+        call.context.finish()
 
     def send_message(self, call: _Call, message: bytes) -> bool:
         """One message of a server stream; waits while the client lags. False once the call is gone."""
@@ -315,7 +321,6 @@ class _Connection:
             http.send_headers(call.stream_id, status_headers(code, details), end_stream=True)
         else:  # trailers-only: nothing was sent on this stream yet
             http.send_headers(call.stream_id, _RESPONSE_HEADERS + status_headers(code, details), end_stream=True)
-        call.context.finish()
 
     def _send_locked(self) -> None:
         out = self._http.data_to_send()
