@@ -384,6 +384,8 @@ class ServerConnection:
         elif kind == PUSH_PROMISE:
             raise ProtocolError(PROTOCOL_ERROR, "a client must not send PUSH_PROMISE")
         elif kind == PRIORITY:
+            if stream_id == 0:
+                raise ProtocolError(PROTOCOL_ERROR, "PRIORITY on stream 0")
             if len(payload) != 5:
                 self._reset(stream_id, FRAME_SIZE_ERROR)
         # Frames of unknown types are ignored, as RFC 9113 section 4.1 asks.

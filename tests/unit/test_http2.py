@@ -181,6 +181,7 @@ def test_a_reset_stream_is_reported_and_later_sends_to_it_are_dropped() -> None:
     frame(SETTINGS, 0, 0, struct.pack(">HI", http2.SETTINGS_MAX_FRAME_SIZE, 100)),
     frame(PING, 0, 0, b"short"),
     frame(RST_STREAM, 0, 0, b"\0\0\0\0"),
+    frame(http2.PRIORITY, 0, 0, b"\0\0\0\0\x10"),
     frame(HEADERS, http2.FLAG_END_HEADERS | http2.FLAG_PADDED, 1, b"\x09abc"),
 ])
 def test_malformed_frames_end_the_connection_with_goaway(bad: bytes) -> None:
