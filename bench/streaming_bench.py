@@ -35,13 +35,12 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 sys.path.insert(0, str(REPO_ROOT / "tests" / "integration"))
 
-from conftest import DOCKER_SOCKET, Shim  # noqa: E402  (the suite's shim launcher)
+from conftest import CRICTL, DOCKER_SOCKET, Shim  # noqa: E402  (the suite's shim launcher, its crictl)
 from containers_fixtures import Pod  # noqa: E402
 from dockershim_py.api import api_pb2 as api  # noqa: E402
 from sandbox_fixtures import free_port  # noqa: E402
 from streaming_client import SpdyExec, SpdyForward, WsExec  # noqa: E402
 
-CRICTL = Path("/opt/cri-tools/bin/crictl")
 PORT = 8080
 
 

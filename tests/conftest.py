@@ -34,6 +34,9 @@ USER_NAME_IMAGE = f"{REGISTRY}/dspy/user-name:1.0"
 USER_UID_GID_IMAGE = f"{REGISTRY}/dspy/user-uid-gid:1.0"
 PRIVATE_IMAGE = f"{AUTH_REGISTRY}/dspy/private:1.0"
 DOCKER_SOCKET = "unix:///var/run/docker.sock"
+# crictl is built from cri-tools by hand (no Debian package has it): tests that run it skip without it.
+CRICTL = Path("/opt/cri-tools/bin/crictl")
+needs_crictl = pytest.mark.skipif(not CRICTL.exists(), reason=f"crictl is not installed at {CRICTL}")
 
 
 def host_has_capability(number: int) -> bool:

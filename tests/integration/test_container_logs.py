@@ -12,11 +12,9 @@ from pathlib import Path
 import docker
 import grpc
 
-from conftest import Shim, wait_for
+from conftest import CRICTL, Shim, needs_crictl, wait_for
 from containers_fixtures import Pod, pod, rpc_error  # noqa: F401 (fixtures)
 from dockershim_py.api import api_pb2 as api
-
-CRICTL = "/opt/cri-tools/bin/crictl"
 
 
 def numbered(count: int, pause_every: int = 0) -> list[str]:
@@ -122,9 +120,10 @@ def test_a_restarted_shim_resumes_without_losing_or_repeating(docker_api: docker
         subprocess.run(["rm", "-rf", root], check=True)
 
 
+@needs_crictl
 def test_crictl_reads_the_log(pod: Pod, shim: Shim) -> None:
     container_id = pod.run("crictl", ["sh", "-c", "sleep 1; echo out; echo err >&2; sleep 1; echo last"])
-    crictl = [CRICTL, "--runtime-endpoint", shim.endpoint, "--timeout", "30s"]
+    crictl = [str(CRICTL), "--runtime-endpoint", shim.endpoint, "--timeout", "30s"]
     followed = subprocess.run([*crictl, "logs", "-f", container_id], capture_output=True, text=True, timeout=60)
     assert followed.returncode == 0, followed.stderr
     assert followed.stdout == "out\nlast\n"

@@ -23,14 +23,13 @@ import docker
 import grpc
 import pytest
 
-from conftest import BUSYBOX, Shim, wait_for
+from conftest import BUSYBOX, CRICTL, Shim, needs_crictl, wait_for
 from dockershim_py.api import api_pb2 as api
 from dockershim_py.api import api_pb2_grpc
 from dockershim_py.cgroup_stats import CgroupReader, Mount, pod_cgroup
 
 MiB = 1024 * 1024
 CORE = 1_000_000_000
-CRICTL = "/opt/cri-tools/bin/crictl"
 
 
 @dataclass
@@ -419,13 +418,14 @@ def test_metrics_tell_processes_files_limits_and_the_layer(runtime: api_pb2_grpc
 
 def crictl(shim: Shim, *args: str) -> dict:
     result = subprocess.run(
-        [CRICTL, "--runtime-endpoint", shim.endpoint, "--timeout", "30s", *args],
+        [str(CRICTL), "--runtime-endpoint", shim.endpoint, "--timeout", "30s", *args],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
+@needs_crictl
 def test_crictl_stats_and_statsp(shim: Shim, busy: Pod) -> None:
     stats = crictl(shim, "stats", "-o", "json", "--id", busy.containers["mem"][:12])["stats"]
     assert len(stats) == 1

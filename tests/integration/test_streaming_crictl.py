@@ -20,22 +20,20 @@ import subprocess
 import termios
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from conftest import Shim, wait_for
+from conftest import CRICTL, Shim, needs_crictl, wait_for
 from containers_fixtures import Pod, pod  # noqa: F401 (fixture)
 from dockershim_py.api import api_pb2 as api
 from sandbox_fixtures import free_port
 
-CRICTL = Path("/opt/cri-tools/bin/crictl")
 TRANSPORTS = ["spdy", "websocket"]
 SIZE = 10 * 1024 * 1024
 DOWNLOAD = 8080
 UPLOADS = {"spdy": 9011, "websocket": 9012}
 
-pytestmark = pytest.mark.skipif(not CRICTL.exists(), reason=f"crictl is not installed at {CRICTL}")
+pytestmark = needs_crictl
 
 
 def crictl_command(shim: Shim, *args: str) -> list[str]:

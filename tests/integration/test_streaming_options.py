@@ -14,11 +14,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from conftest import Shim
+from conftest import CRICTL, Shim, needs_crictl
 from containers_fixtures import Pod
 from dockershim_py.api import api_pb2 as api
 from streaming_client import SpdyExec, SpdyForward, SpdySession, WsExec
-from test_streaming_crictl import CRICTL
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +79,7 @@ def test_tls(container: tuple[Pod, str], client_tls: ssl.SSLContext) -> None:
     forward.close()
 
 
-@pytest.mark.skipif(not CRICTL.exists(), reason=f"crictl is not installed at {CRICTL}")
+@needs_crictl
 def test_tls_with_crictl(tls_shim: Shim, container: tuple[Pod, str], certificate: tuple[Path, Path]) -> None:
     _, container_id = container
     for transport in ("spdy", "websocket"):
