@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         config.docker_endpoint, config.runtime_request_timeout, pool_size=config.grpc_workers
     )
     network = Network()
-    images = ImageService(docker, config)
+    stats = StatsService(docker, config)
+    # Without the writable-layer worker, ImageFsInfo asks Docker to measure the layers (docker system df).
+    images = ImageService(docker, config, stats.writable_layers_bytes if config.writable_layer_scan_period > 0 else None)
     try:
         checkpoints = CheckpointStore(os.path.join(config.root_directory, "sandbox"))
         container_logs = LogManager(
@@ -55,7 +57,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sandboxes = SandboxService(docker, config, images, checkpoints)
     containers = ContainerService(docker, config, container_logs, ImageVolumes(docker, config.root_directory))
-    stats = StatsService(docker, config)
     streaming = StreamingServer(config, StreamingRuntime(docker))
     adapters = [
         RuntimeServiceAdapter(

@@ -22,6 +22,7 @@ from . import image_reference
 from .api import api_pb2 as api
 from .config import Config
 from .docker_client import DockerClient
+from .docker_storage import LayerSizes, layer_store_directory, layers_mountpoint
 from .errors import CRIError, invalid_argument
 
 log = logging.getLogger(__name__)
@@ -216,10 +217,14 @@ class PullProgress:
 
 
 class ImageService:
-    def __init__(self, docker: DockerClient, config: Config) -> None:
+    def __init__(self, docker: DockerClient, config: Config,
+                 writable_layers_bytes: Callable[[], int] | None = None) -> None:
+        """`writable_layers_bytes`: the containers' writable layers in all, for ImageFsInfo (else df's)."""
         self._docker = docker
         self._config = config
         self._pinned = {image_reference.normalize(config.pod_infra_container_image)}
+        self._writable_layers_bytes = writable_layers_bytes
+        self._layer_sizes = LayerSizes()
         self._fs_lock = threading.Lock()
         self._fs_cache: tuple[float, tuple[list[api.FilesystemUsage], list[api.FilesystemUsage]]] | None = None
 
@@ -284,29 +289,35 @@ class ImageService:
             self._remove_if_present(reference, found["Id"])
 
     def image_fs_info(self) -> tuple[list[api.FilesystemUsage], list[api.FilesystemUsage]]:
+        """The layer filesystem: image layers from Docker's layer store, writable layers as the stats
+        worker measured them, inodes from statvfs. Only where the layer store is not on this node is
+        `docker system df` asked, and its answer kept for 30 s: it walks every writable layer."""
         with self._fs_lock:
             now = time.monotonic()
             if self._fs_cache and now - self._fs_cache[0] < IMAGE_FS_CACHE_SECONDS:
                 return self._fs_cache[1]
             info = self._docker.info()
-            usage = self._docker.disk_usage()
-            mountpoint = self._layers_directory(info)
+            mountpoint = layers_mountpoint(info)
+            image_bytes = self._layer_sizes.total(layer_store_directory(info))
+            from_df = image_bytes is None or self._writable_layers_bytes is None
+            if from_df:
+                usage = self._docker.disk_usage()
+                image_bytes = int(usage.get("LayersSize") or 0)
+                container_bytes = sum(int(c.get("SizeRw") or 0) for c in usage.get("Containers") or [])
+            else:
+                container_bytes = self._writable_layers_bytes()
             stat = os.statvfs(mountpoint)
             timestamp = time.time_ns()
-            images = api.FilesystemUsage(
-                timestamp=timestamp,
-                fs_id=api.FilesystemIdentifier(mountpoint=mountpoint),
-            )
-            images.used_bytes.value = int(usage.get("LayersSize") or 0)
-            images.inodes_used.value = stat.f_files - stat.f_ffree
-            containers = api.FilesystemUsage(
-                timestamp=timestamp,
-                fs_id=api.FilesystemIdentifier(mountpoint=mountpoint),
-            )
-            containers.used_bytes.value = sum(int(c.get("SizeRw") or 0) for c in usage.get("Containers") or [])
-            containers.inodes_used.value = stat.f_files - stat.f_ffree
-            self._fs_cache = (now, ([images], [containers]))
-            return self._fs_cache[1]
+
+            def filesystem(used_bytes: int) -> list[api.FilesystemUsage]:
+                usage = api.FilesystemUsage(timestamp=timestamp, fs_id=api.FilesystemIdentifier(mountpoint=mountpoint))
+                usage.used_bytes.value = used_bytes
+                usage.inodes_used.value = stat.f_files - stat.f_ffree
+                return [usage]
+
+            answer = (filesystem(image_bytes), filesystem(container_bytes))
+            self._fs_cache = (now, answer) if from_df else None
+            return answer
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -339,7 +350,3 @@ class ImageService:
                 return  # a concurrent remove won the race (Docker then says "unrecognized image ID")
             raise
 
-    def _layers_directory(self, info: dict[str, Any]) -> str:
-        root = info.get("DockerRootDir") or "/var/lib/docker"
-        layers = os.path.join(root, info.get("Driver") or "")
-        return layers if os.path.isdir(layers) else root

@@ -40,6 +40,7 @@ from .cgroup_stats import (
 )
 from .config import Config
 from .docker_client import DockerClient
+from .docker_storage import layers_mountpoint
 from .errors import CRIError, failed_precondition, invalid_argument, not_found
 from .events import ConvertedEntries
 from .timestamps import parse_docker_time
@@ -189,13 +190,6 @@ def writable_layer_usage(usage: LayerUsage, mountpoint: str) -> api.FilesystemUs
     return layer
 
 
-def layers_mountpoint(info: dict[str, Any]) -> str:
-    """The filesystem writable layers live on, as ImageFsInfo names it: the storage driver's directory."""
-    root = info.get("DockerRootDir") or "/var/lib/docker"
-    layers = os.path.join(root, info.get("Driver") or "")
-    return layers if os.path.isdir(layers) else root
-
-
 def image_name(entry: dict[str, Any]) -> str:
     """The image as the pod spec names it, for the metrics' `image` label."""
     return (entry.get("Labels") or {}).get(labels.USER_SPECIFIED_IMAGE_LABEL) or entry.get("Image") or ""
@@ -304,6 +298,15 @@ class StatsService:
     def close(self) -> None:
         """Stop the writable-layer worker."""
         self._layers.close()
+
+    def writable_layers_bytes(self) -> int:
+        """The containers' writable layers in all, as ListContainerStats reports them.
+
+        ImageFsInfo gives this for the containers' filesystem, as cri-dockerd summed its cached
+        sizes: `docker system df` would have dockerd walk every layer on every call. A layer
+        not measured yet counts from its first measurement on.
+        """
+        return sum(stats.writable_layer.used_bytes.value for stats in self.list_container_stats(None))
 
     # --- ContainerStats -------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ import docker
 import grpc
 import pytest
 
-from conftest import BUSYBOX, PAUSE, USER_NAME_IMAGE, USER_UID_GID_IMAGE, USER_UID_IMAGE
+from conftest import BUSYBOX, PAUSE, USER_NAME_IMAGE, USER_UID_GID_IMAGE, USER_UID_IMAGE, wait_for
+from containers_fixtures import Pod, fresh_pod  # noqa: F401 (fixture)
 from dockershim_py.api import api_pb2 as api
 
 
@@ -202,8 +203,21 @@ def test_image_fs_info_describes_dockers_storage(images, docker_api) -> None:
     info = docker_api.info()
     assert image_fs.fs_id.mountpoint.startswith(info["DockerRootDir"])
     assert os.path.isdir(image_fs.fs_id.mountpoint)
+    # The layer store's figure is the one df gives: every layer once, however many images share it.
+    assert image_fs.used_bytes.value == docker_api.df()["LayersSize"]
     assert image_fs.used_bytes.value >= docker_api.inspect_image(BUSYBOX)["Size"]
     assert image_fs.inodes_used.value > 0
     assert image_fs.timestamp > 0
     assert container_fs.fs_id.mountpoint == image_fs.fs_id.mountpoint
     assert container_fs.HasField("used_bytes")
+
+
+def test_image_fs_info_counts_what_containers_write(images, fresh_pod: Pod) -> None:
+    def container_bytes() -> int:
+        return images.ImageFsInfo(api.ImageFsInfoRequest(), timeout=60).container_filesystems[0].used_bytes.value
+
+    before = container_bytes()
+    container_id = fresh_pod.run("writer", ["sh", "-c", "dd if=/dev/zero of=/blob bs=1M count=3 && sleep 3600"])
+    assert wait_for(lambda: fresh_pod.exec(container_id, ["test", "-s", "/blob"]).exit_code == 0)
+    grown = wait_for(lambda: container_bytes() - before >= 3 << 20, timeout=30)
+    assert grown, f"ImageFsInfo's container bytes went from {before} to {container_bytes()} after a 3 MiB write"
