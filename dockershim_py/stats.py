@@ -300,13 +300,16 @@ class StatsService:
         self._layers.close()
 
     def writable_layers_bytes(self) -> int:
-        """The containers' writable layers in all, as ListContainerStats reports them.
+        """The containers' writable layers in all, as ListContainerStats reports them (no cgroup read).
 
         ImageFsInfo gives this for the containers' filesystem, as cri-dockerd summed its cached
         sizes: `docker system df` would have dockerd walk every layer on every call. A layer
         not measured yet counts from its first measurement on.
         """
-        return sum(stats.writable_layer.used_bytes.value for stats in self.list_container_stats(None))
+        containers = self._containers(None)
+        self._learn(containers)
+        layers = (self._layer(container.entry["Id"], container.known) for container in containers)
+        return sum(layer.used_bytes for layer in layers if layer is not None)
 
     # --- ContainerStats -------------------------------------------------------------------------
 

@@ -353,3 +353,21 @@ def test_no_layer_is_walked_when_measuring_is_off(tree: Path) -> None:
     [pod] = stats.pod_sandbox_metrics()
     assert "container_fs_usage_bytes" not in container_metrics(pod, APP)
     assert "container_fs_limit_bytes" in container_metrics(pod, APP)
+
+
+def test_writable_layers_in_all_come_from_the_worker_without_reading_cgroups(tree: Path) -> None:
+    """What ImageFsInfo reports for the containers: their layers as the worker measured them."""
+    reader = CgroupReader(CgroupLayout(2, {"": Mount(str(tree / "no-cgroups"), "/")}))  # a read would fail
+    docker = layered(tree)
+    stats = StatsService(docker, Config(writable_layer_scan_period=3600), reader)  # type: ignore[arg-type]
+    try:
+        first = stats.writable_layers_bytes()  # asks the worker to measure both
+        deadline = time.monotonic() + 5
+        while stats.writable_layers_bytes() < 4 * 5000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        total = stats.writable_layers_bytes()
+    finally:
+        stats.close()
+    assert first == 0
+    assert 4 * 5000 <= total < 4 * 5000 + 64 * 1024  # the files, and each layer's directory blocks
+    assert docker.count("inspect") == 2  # the app and the sidecar, once each (a pause container is no CRI container)
