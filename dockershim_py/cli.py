@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     network = Network()
     stats = StatsService(docker, config)
     # Without the writable-layer worker, ImageFsInfo asks Docker to measure the layers (docker system df).
-    images = ImageService(docker, config, stats.writable_layers_bytes if config.writable_layer_scan_period > 0 else None)
+    measured_layers = stats.writable_layers_bytes if config.writable_layer_scan_period > 0 else None
+    images = ImageService(docker, config, measured_layers)
     try:
         checkpoints = CheckpointStore(os.path.join(config.root_directory, "sandbox"))
         container_logs = LogManager(

@@ -290,8 +290,9 @@ class ImageService:
 
     def image_fs_info(self) -> tuple[list[api.FilesystemUsage], list[api.FilesystemUsage]]:
         """The layer filesystem: image layers from Docker's layer store, writable layers as the stats
-        worker measured them, inodes from statvfs. Only where the layer store is not on this node is
-        `docker system df` asked, and its answer kept for 30 s: it walks every writable layer."""
+        worker measured them, inodes from statvfs. Only where the layer store is not on this node, or
+        the layers are not measured, is `docker system df` asked, and its answer kept for 30 s: it
+        walks every writable layer."""
         with self._fs_lock:
             now = time.monotonic()
             if self._fs_cache and now - self._fs_cache[0] < IMAGE_FS_CACHE_SECONDS:
