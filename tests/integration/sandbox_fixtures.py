@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import time
 from collections.abc import Iterator
 
 import docker
@@ -64,6 +65,19 @@ class Sandboxes:
         """This test's sandboxes, plus checkpoint-only ones of this namespace."""
         items = (runtime or self.runtime).ListPodSandbox(api.ListPodSandboxRequest(), timeout=30).items
         return [item for item in items if item.metadata.namespace == self.namespace]
+
+    def listed_soon(self, expected: set[str], within_seconds: float = 2.0) -> dict[str, api.PodSandbox]:
+        """This test's sandboxes by ID, once they are `expected` (AssertionError after `within_seconds`).
+
+        For containers made directly in Docker: the shim learns of them from Docker's events.
+        """
+        deadline = time.monotonic() + within_seconds
+        while True:
+            listed = {item.id: item for item in self.listed()}
+            if set(listed) == expected or time.monotonic() > deadline:
+                assert set(listed) == expected
+                return listed
+            time.sleep(0.05)
 
     def join(self, sandbox_id: str, command: str) -> str:
         """A busybox container in the sandbox's network and IPC namespaces (CreateContainer's stand-in)."""
