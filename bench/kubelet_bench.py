@@ -15,6 +15,8 @@ Phases, for each pod count N (default 10 and 110; two containers per pod):
             direct Docker calls, for dockerd's CPU. Each is run again without churn, which shows
             what answering the polling alone costs. Each run counts the RPCs it made, and what the
             gRPC floor server would spend on as many calls.
+With --endpoint and --runtime-pid the same load goes to a CRI runtime already serving (cri-dockerd,
+say), whose process is measured where the shim's would be.
 Bounded in count and time; it talks only to local unix sockets. Output: a table and a JSON file.
 """
 
@@ -23,10 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
+import types
 import uuid
 from collections.abc import Callable
 from concurrent import futures
@@ -42,6 +47,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 
 from conftest import BUSYBOX, PAUSE, Shim  # noqa: E402  (the suite's shim launcher and images)
 from dockershim_py.api import api_pb2 as api  # noqa: E402
+from dockershim_py.api import api_pb2_grpc  # noqa: E402
 from grpc_floor import FloorServer  # noqa: E402
 from measure import cpu_seconds, cpu_ticks, dockerd_pid, percentiles, rss_bytes, steal_percent  # noqa: E402
 
@@ -133,6 +139,7 @@ class Pods:
         self.sandboxes[uid] = sandbox_id
         self.containers[uid] = []
         for name in ("app", "sidecar"):
+            (self.log_root / uid / name).mkdir(parents=True, exist_ok=True)  # the kubelet makes it; cri-dockerd needs it
             container = api.ContainerConfig(
                 metadata=api.ContainerMetadata(name=name),
                 image=api.ImageSpec(image=BUSYBOX),
@@ -477,7 +484,7 @@ def mixed_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods,
 
 def print_report(report: dict) -> None:
     for pods, run in report["runs"].items():
-        print(f"\n== {pods} pods, {2 * int(pods)} containers ==")
+        print(f"\n== {report['runtime']}: {pods} pods, {2 * int(pods)} containers ==")
         populate = run["populate"]
         for name in ("RunPodSandbox", "StartContainer"):
             row = populate[name]
@@ -524,6 +531,27 @@ def print_report(report: dict) -> None:
                       f" CPU stolen {measured['steal_percent']:.0f}%")
 
 
+class RunningRuntime:
+    """A CRI runtime someone else started, benched in the shim's place; it is left running."""
+
+    def __init__(self, endpoint: str, pid: int) -> None:
+        if not Path(f"/proc/{pid}").is_dir():
+            raise SystemExit(f"--runtime-pid {pid}: no such process")
+        self.process = types.SimpleNamespace(pid=pid)
+        self.dir = tempfile.mkdtemp(prefix="dspy-bench-")
+        self.channel = grpc.insecure_channel(endpoint.removeprefix("tcp://"))
+        grpc.channel_ready_future(self.channel).result(timeout=15)
+        self.runtime = api_pb2_grpc.RuntimeServiceStub(self.channel)
+        self.images = api_pb2_grpc.ImageServiceStub(self.channel)
+
+    def stop(self) -> int:
+        self.channel.close()
+        return 0
+
+    def remove_files(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pods", type=int, nargs="+", default=[10, 110], help="pod counts (default 10 110)")
@@ -535,13 +563,22 @@ def main() -> int:
     parser.add_argument("--json", default="bench-results.json", help="where the JSON goes")
     parser.add_argument("--grpc-transport", choices=["http2", "grpcio"], default="http2",
                         help="the shim's --grpc-transport, and the floor server's (default %(default)s)")
+    parser.add_argument("--endpoint", help="bench the CRI runtime serving here (unix:///path) instead of starting "
+                                           "dockershim-py; it must use the suite's pause image")
+    parser.add_argument("--runtime-pid", type=int, help="the process behind --endpoint, measured as the shim is")
     args = parser.parse_args()
+    if (args.endpoint is None) != (args.runtime_pid is None):
+        parser.error("--endpoint and --runtime-pid go together")
 
     client = docker.APIClient(version="auto", timeout=300)
-    shim = Shim(["--log-level", "info", "--grpc-transport", args.grpc_transport]).start()  # info: Shim.start waits for the "serving" line
+    if args.endpoint:
+        shim: Shim | RunningRuntime = RunningRuntime(args.endpoint, args.runtime_pid)
+    else:  # info: Shim.start waits for the "serving" line
+        shim = Shim(["--log-level", "info", "--grpc-transport", args.grpc_transport]).start()
     runtime, images = CountedStub(shim.runtime), CountedStub(shim.images)
     log_root = Path(shim.dir) / "pod-logs"
-    report: dict[str, Any] = {"mixed_seconds": args.mixed_seconds, "runs": {}}
+    report: dict[str, Any] = {"mixed_seconds": args.mixed_seconds, "runtime": args.endpoint or "dockershim-py",
+                              "runs": {}}
     try:
         for count in args.pods:
             pods = Pods(runtime, log_root)
