@@ -402,6 +402,18 @@ class DockerClient:
         query = urllib.parse.urlencode(parameters)
         self._json_stream("follow Docker events", "GET", f"/events?{query}", {}, None, on_event, register_cancel)
 
+    def past_events(self, actions: tuple[str, ...], since: float, until: float) -> list[dict[str, Any]]:
+        """Docker's container and image events of these `actions` logged between two Unix times."""
+        parameters = {"filters": json.dumps({"type": ["container", "image"], "event": list(actions)}),
+                      "since": f"{since:.9f}", "until": f"{until:.9f}"}
+        logged: list[dict[str, Any]] = []
+        self._json_stream("read Docker's recent events", "GET", f"/events?{urllib.parse.urlencode(parameters)}",
+                          {}, self._timeout, logged.append, lambda cancel: None)
+        return logged
+
+    def catch_up(self) -> None:
+        """Make every change Docker has made so far show in the next read; direct reads always do."""
+
     def _json_stream(
         self,
         what: str,

@@ -303,6 +303,7 @@ class IndexedDockerClient(DockerClient):
         self._busy: collections.Counter[str] = collections.Counter()  # containers the shim is changing now
         self._sequence = itertools.count(1)
         self._fresh = False
+        self._last_event_ns = 0  # Docker's time of the newest event the index has taken in
         self._stopping = threading.Event()
         self._dirty_signal = threading.Event()
         self._cancel_stream: Callable[[], None] | None = None
@@ -390,6 +391,8 @@ class IndexedDockerClient(DockerClient):
 
     def resync(self) -> None:
         sequence = next(self._sequence)
+        if not self._last_event_ns:  # events from before this list are in it
+            self._last_event_ns = time.time_ns() - 1_000_000_000
         listed = {entry["Id"]: listing_of_entry(entry) for entry in super().list_containers({})}
         with self._index_lock:
             for container_id in set(self._entries) | set(listed):
@@ -401,17 +404,39 @@ class IndexedDockerClient(DockerClient):
                 del self._applied[container_id]
             self._fresh = True
 
+    def catch_up(self) -> None:
+        """Take in the events Docker logged before now that the stream has not brought yet.
+
+        A change made behind the shim's back reaches the stream milliseconds later; a call that
+        must not miss a container (RemovePodSandbox, which would leak it) asks for them first.
+        """
+        if not self._fresh:
+            return  # every read goes to Docker meanwhile
+        actions = CONTAINER_ACTIONS + IMAGE_ACTIONS + (COMMIT_ACTION,)
+        for event in self.past_events(actions, since=self._last_event_ns / 1e9, until=time.time()):
+            self._index_event(event)
+
     def _on_event(self, event: dict[str, Any]) -> None:
+        change = self._index_event(event)
+        if change is not None:
+            self.events.publish(change)
+
+    def _index_event(self, event: dict[str, Any]) -> ContainerChange | None:
+        """Mark what the event changed for re-reading; the lifecycle change it tells subscribers of.
+
+        Taking in the same event twice (the stream's and catch_up's) changes nothing more.
+        """
+        self._last_event_ns = max(self._last_event_ns, int(event.get("timeNano") or 0))
         if event.get("Type") == "image":  # pulled, tagged, untagged, deleted, loaded: references may move
             self._forget_images()
-            return
+            return None
         container_id = event.get("id") or (event.get("Actor") or {}).get("ID")
         action = (event.get("Action") or event.get("status") or "").split(":", 1)[0]
         if action == COMMIT_ACTION:
             self._forget_images()
-            return
+            return None
         if not container_id or action not in CONTAINER_ACTIONS:
-            return
+            return None
         expected = _EXPECTED_STATE.get(action)
         if action == "destroy":
             self._removed(container_id)
@@ -424,14 +449,14 @@ class IndexedDockerClient(DockerClient):
         if not known:
             self._mark_dirty(container_id, expected or _any_state)
             self._dirty_signal.set()  # the refresher re-reads in batches; the stream never waits for it
-        if action in LIFECYCLE_ACTIONS:
-            attributes = (event.get("Actor") or {}).get("Attributes") or {}
-            self.events.publish(ContainerChange(
-                container_id=container_id,
-                kind=LIFECYCLE_ACTIONS[action],
-                attributes=attributes,
-                at_ns=int(event.get("timeNano") or time.time_ns()),
-            ))
+        if action not in LIFECYCLE_ACTIONS:
+            return None
+        return ContainerChange(
+            container_id=container_id,
+            kind=LIFECYCLE_ACTIONS[action],
+            attributes=(event.get("Actor") or {}).get("Attributes") or {},
+            at_ns=int(event.get("timeNano") or time.time_ns()),
+        )
 
     def _mark_dirty(self, container_id: str, settled: Callable[[dict[str, Any] | None], bool]) -> None:
         with self._index_lock:

@@ -385,6 +385,7 @@ class SandboxService:
             log.info("RemovePodSandbox %s: no such sandbox, nothing to remove", sandbox_id)
             return
         full_id, _ = found
+        self._docker.catch_up()  # a member made behind the shim's back just now would be left behind
         members = self._docker.list_containers({"label": [f"{labels.SANDBOX_ID_LABEL}={full_id}"]})
         self._for_each(self._remove_if_present, [entry["Id"] for entry in members])
         self._remove_if_present(full_id)

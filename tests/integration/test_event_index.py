@@ -11,11 +11,11 @@ import docker
 import grpc
 import pytest
 
-from conftest import BUSYBOX, PAUSE
+from conftest import BUSYBOX, DOCKER_SOCKET, PAUSE
 from containers_fixtures import fresh_pod  # noqa: F401  (fixture)
 from private_dockerd import private_dockerd  # noqa: F401  (fixture)
 from dockershim_py.api import api_pb2 as api
-from dockershim_py.events import listing_of_entry, listing_of_inspect
+from dockershim_py.events import CONTAINER_ACTIONS, IndexedDockerClient, listing_of_entry, listing_of_inspect
 
 CONTAINERS = {"label": ["io.kubernetes.docker.type=container"]}
 SANDBOXES = {"label": ["io.kubernetes.docker.type=podsandbox"]}
@@ -318,3 +318,19 @@ def test_the_kept_image_list_follows_tags_removals_and_commits_behind_the_shims_
                     docker_api.remove_image(image)
                 except docker.errors.NotFound:
                     pass
+
+
+def test_catch_up_reads_the_events_docker_logged_and_returns_at_once(docker_api: docker.APIClient) -> None:
+    """What RemovePodSandbox asks before listing a pod's members: Docker's events up to now, not a stream."""
+    client = IndexedDockerClient(DOCKER_SOCKET, timeout=10)
+    client.resync()
+    before = time.time()
+    container = docker_api.create_container(BUSYBOX, command=["true"])["Id"]
+    try:
+        logged = client.past_events(CONTAINER_ACTIONS, since=before, until=time.time())
+        assert [(event["id"], event["Action"]) for event in logged] == [(container, "create")]
+        assert container not in {entry["Id"] for entry in client.list_containers({})}  # no stream runs here
+        client.catch_up()
+        assert container in {entry["Id"] for entry in client.list_containers({})}
+    finally:
+        docker_api.remove_container(container, force=True)

@@ -305,3 +305,37 @@ def test_a_filtered_list_is_made_once_while_the_index_is_unchanged_and_again_aft
 def test_filters_spelled_differently_are_the_same_kept_list() -> None:
     assert events.filter_key({"label": "a=b", "id": ["x"]}) == events.filter_key({"id": ("x",), "label": ["a=b"]})
     assert events.filter_key({"label": ["a=b"]}) != events.filter_key({"label": ["a=c"]})
+
+
+def test_catch_up_takes_in_what_docker_logged_before_the_stream_brought_it(monkeypatch) -> None:
+    """RemovePodSandbox must see a member made behind the shim's back a moment ago, or it would leak it."""
+    index, docker = fresh_index(monkeypatch, {"c1": "running"})
+    subscriber = index.events.subscribe()
+    index.events.start(lambda change: change)
+    created = {"Type": "container", "Action": "create", "id": "c2", "timeNano": time.time_ns()}
+    asked: list[tuple[float, float]] = []
+
+    def past_events(_actions, since: float, until: float) -> list[dict]:
+        asked.append((since, until))
+        return [created]
+
+    monkeypatch.setattr(index, "past_events", past_events)
+    docker.states["c2"] = "created"  # Docker made it; its event is still on the way
+    assert [entry["Id"] for entry in index.list_containers({})] == ["c1"]
+    index.catch_up()
+    assert sorted(entry["Id"] for entry in index.list_containers({})) == ["c1", "c2"]
+    since, until = asked[0]
+    assert since < created["timeNano"] / 1e9 <= until
+    index._on_event(created)  # the stream brings it after all: one change for subscribers
+    index.catch_up()  # and catching up again asks from that event on
+    assert asked[1][0] == created["timeNano"] / 1e9
+    _wait_until(lambda: subscriber._queue.qsize() == 1)
+    subscriber.close()
+    assert [change.kind for change in subscriber] == ["created"]
+
+
+def test_catch_up_asks_docker_nothing_while_the_index_is_stale(monkeypatch) -> None:
+    index, _ = fresh_index(monkeypatch, {"c1": "running"})
+    index._fresh = False
+    monkeypatch.setattr(index, "past_events", lambda *_args, **_kwargs: pytest.fail("asked Docker"))
+    index.catch_up()
