@@ -408,7 +408,7 @@ class IndexedDockerClient(DockerClient):
         """Take in the events Docker logged before now that the stream has not brought yet.
 
         A change made behind the shim's back reaches the stream milliseconds later; a call that
-        must not miss a container (RemovePodSandbox, which would leak it) asks for them first.
+        must not miss a container (StopPodSandbox, RemovePodSandbox, which would leak it) asks for them first.
         """
         if not self._fresh:
             return  # every read goes to Docker meanwhile

@@ -368,6 +368,7 @@ class SandboxService:
             log.info("StopPodSandbox %s: no such sandbox, nothing to stop", sandbox_id)
             return
         full_id, _ = found
+        self._docker.catch_up()  # a member started behind the shim's back just now would be left running
         running = self._docker.list_containers(
             {"label": [f"{labels.SANDBOX_ID_LABEL}={full_id}"], "status": ["running"]}
         )

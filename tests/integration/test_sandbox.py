@@ -303,9 +303,9 @@ def test_stop_and_remove_take_the_pods_containers(sandboxes: Sandboxes, docker_a
     assert sandboxes.docker_containers() == []
 
 
-def test_remove_takes_a_member_made_behind_the_shims_back_a_moment_before(sandboxes: Sandboxes,
-                                                                          docker_api: docker.APIClient) -> None:
-    """No wait between Docker's create and RemovePodSandbox, which asks Docker's recent events first.
+def test_stop_and_remove_take_a_member_made_behind_the_shims_back_a_moment_before(
+        sandboxes: Sandboxes, docker_api: docker.APIClient) -> None:
+    """No wait between Docker's start and StopPodSandbox or RemovePodSandbox: both ask Docker's recent events first.
 
     The stream usually wins this race here; the unit test of catch_up holds the event back for certain.
     """
@@ -315,9 +315,16 @@ def test_remove_takes_a_member_made_behind_the_shims_back_a_moment_before(sandbo
             PAUSE, labels={"io.kubernetes.docker.type": "container", "io.kubernetes.sandbox.id": sandbox_id},
             host_config=docker_api.create_host_config(network_mode=f"container:{sandbox_id}"),
         )["Id"]
+        docker_api.start(member)
+        sandboxes.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+        assert not docker_api.inspect_container(member)["State"]["Running"]
+        created = docker_api.create_container(
+            PAUSE, labels={"io.kubernetes.docker.type": "container", "io.kubernetes.sandbox.id": sandbox_id},
+        )["Id"]
         sandboxes.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
-        with pytest.raises(docker.errors.NotFound):
-            docker_api.inspect_container(member)
+        for container_id in (member, created):
+            with pytest.raises(docker.errors.NotFound):
+                docker_api.inspect_container(container_id)
     assert sandboxes.docker_containers() == []
 
 
