@@ -396,19 +396,14 @@ class DockerClient:
     ) -> None:
         """Hand Docker's container and image events of these `actions` (from `since`, a Unix time) to
         `on_event` until the stream ends."""
-        parameters = {"filters": json.dumps({"type": ["container", "image"], "event": list(actions)})}
-        if since is not None:
-            parameters["since"] = f"{since:.9f}"
-        query = urllib.parse.urlencode(parameters)
-        self._json_stream("follow Docker events", "GET", f"/events?{query}", {}, None, on_event, register_cancel)
+        self._json_stream("follow Docker events", "GET", _events_path(actions, since), {}, None, on_event,
+                          register_cancel)
 
     def past_events(self, actions: tuple[str, ...], since: float, until: float) -> list[dict[str, Any]]:
         """Docker's container and image events of these `actions` logged between two Unix times."""
-        parameters = {"filters": json.dumps({"type": ["container", "image"], "event": list(actions)}),
-                      "since": f"{since:.9f}", "until": f"{until:.9f}"}
         logged: list[dict[str, Any]] = []
-        self._json_stream("read Docker's recent events", "GET", f"/events?{urllib.parse.urlencode(parameters)}",
-                          {}, self._timeout, logged.append, lambda cancel: None)
+        self._json_stream("read Docker's recent events", "GET", _events_path(actions, since, until), {},
+                          self._timeout, logged.append, lambda cancel: None)
         return logged
 
     def catch_up(self) -> None:
@@ -727,6 +722,16 @@ def _readable(sock: socket.socket) -> bool:
 def _quoted(name: str) -> str:
     """A container ID or name as one URL path segment."""
     return urllib.parse.quote(name, safe="")
+
+
+def _events_path(actions: tuple[str, ...], since: float | None, until: float | None = None) -> str:
+    """/events for container and image events of these `actions`; without `until` it streams on."""
+    parameters = {"filters": json.dumps({"type": ["container", "image"], "event": list(actions)})}
+    if since is not None:
+        parameters["since"] = f"{since:.9f}"
+    if until is not None:
+        parameters["until"] = f"{until:.9f}"
+    return f"/events?{urllib.parse.urlencode(parameters)}"
 
 
 _NAME_CONFLICT = re.compile(r'is already in use by container "?([0-9a-f]{12,64})"?')

@@ -46,6 +46,8 @@ CONTAINER_ACTIONS = ("create", "start", "restart", "die", "stop", "oom", "destro
 IMAGE_ACTIONS = ("pull", "tag", "untag", "delete", "import", "load")
 # A commit makes an image too, and an untagged one comes with no image event.
 COMMIT_ACTION = "commit"
+# Every action the index follows.
+FOLLOWED_ACTIONS = CONTAINER_ACTIONS + IMAGE_ACTIONS + (COMMIT_ACTION,)
 # What the kubelet's evented PLEG hears, from Docker's actions.
 LIFECYCLE_ACTIONS = {"create": "created", "start": "started", "die": "stopped", "destroy": "deleted"}
 SUBSCRIBER_QUEUE = 1024
@@ -339,8 +341,7 @@ class IndexedDockerClient(DockerClient):
             try:
                 self.resync()
                 backoff = 0.1
-                self.follow_events(self._on_event, self._set_cancel,
-                                   CONTAINER_ACTIONS + IMAGE_ACTIONS + (COMMIT_ACTION,), since=since)
+                self.follow_events(self._on_event, self._set_cancel, FOLLOWED_ACTIONS, since=since)
                 log.info("Docker's event stream ended; listing from Docker until it is back")
             except CRIError as exc:
                 if not self._stopping.is_set():
@@ -412,8 +413,7 @@ class IndexedDockerClient(DockerClient):
         """
         if not self._fresh:
             return  # every read goes to Docker meanwhile
-        actions = CONTAINER_ACTIONS + IMAGE_ACTIONS + (COMMIT_ACTION,)
-        for event in self.past_events(actions, since=self._last_event_ns / 1e9, until=time.time()):
+        for event in self.past_events(FOLLOWED_ACTIONS, since=self._last_event_ns / 1e9, until=time.time()):
             self._index_event(event)
 
     def _on_event(self, event: dict[str, Any]) -> None:
