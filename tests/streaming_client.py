@@ -105,6 +105,7 @@ class _Reader:
         self.lock = threading.Condition()
         self.eof = False
         self.error: BaseException | None = None
+        self._thread: threading.Thread | None = None
 
     def start(self, recv: Callable[[], bytes], feed: Callable[[bytes], None]) -> None:
         def run() -> None:
@@ -124,7 +125,20 @@ class _Reader:
                     self.error, self.eof = exc, True
                     self.lock.notify_all()
 
-        threading.Thread(target=run, daemon=True).start()
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def close(self, sock: socket.socket) -> None:
+        """Close `sock` once this thread has left it. A thread still in recv() when its descriptor
+        is closed reads from whatever socket gets that number next: once it took the first bytes
+        of the next test's TLS handshake, which then failed with WRONG_VERSION_NUMBER."""
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # wakes the thread on this connection, with an end
+        except OSError:
+            pass
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(TIMEOUT)
+        sock.close()
 
     def wait(self, predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
         with self.lock:
@@ -196,7 +210,7 @@ class WebSocket:
             self.reader.wait(lambda: self.close_code is not None or self.reader.eof, 5)
         except TimeoutError:
             pass
-        self.sock.close()
+        self.reader.close(self.sock)
 
 
 # SPDY ----------------------------------------------------------------------------------------
@@ -292,7 +306,7 @@ class SpdySession:
         if self._ws is not None:
             self._ws.close()
         else:
-            self.sock.close()
+            self.reader.close(self.sock)
 
 
 # Remote command ------------------------------------------------------------------------------
