@@ -131,7 +131,7 @@ class _Reader:
     def close(self, sock: socket.socket) -> None:
         """Close `sock` once this thread has left it. A thread still in recv() when its descriptor
         is closed reads from whatever socket gets that number next: once it took the first bytes
-        of the next test's TLS handshake, which then failed with WRONG_VERSION_NUMBER."""
+        of the next session's TLS handshake, which then failed with WRONG_VERSION_NUMBER."""
         try:
             sock.shutdown(socket.SHUT_RDWR)  # wakes the thread on this connection, with an end
         except OSError:
