@@ -64,7 +64,9 @@ def test_a_closed_readers_thread_leaves_the_next_socket_alone(server: tuple[int,
     time.sleep(0.1)  # the reader waits in recv()
     reader.close(first)
     second = socket.create_connection(("127.0.0.1", port), timeout=5)
-    assert second.fileno() == number  # the case that matters: the number was given again
+    if second.fileno() != number:  # the case that matters is the number given again
+        second.close()
+        pytest.skip("another thread took the closed socket's descriptor number meanwhile")
     assert first_closed.wait(5)
     time.sleep(0.1)  # time for a reader woken by that close to take the greeting
     with second:
