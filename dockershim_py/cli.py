@@ -11,6 +11,7 @@ import threading
 
 from . import __version__, config as config_module
 from .checkpoint import CheckpointStore
+from .cni import CNINetwork
 from .container import ContainerService
 from .cri.image_service import ImageServiceAdapter
 from .cri.runtime_service import RuntimeServiceAdapter
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     docker = IndexedDockerClient(
         config.docker_endpoint, config.runtime_request_timeout, pool_size=config.grpc_workers
     )
-    network = Network()
+    network = Network(CNINetwork(config.cni_conf_dir, config.cni_bin_dirs, config.cni_cache_dir,
+                                 config.runtime_request_timeout) if config.network_plugin == "cni" else None)
     stats = StatsService(docker, config)
     # Without the writable-layer worker, ImageFsInfo asks Docker to measure the layers (docker system df).
     measured_layers = stats.writable_layers_bytes if config.writable_layer_scan_period > 0 else None
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot use the root directory %s: %s", config.root_directory, exc)
         return 2
-    sandboxes = SandboxService(docker, config, images, checkpoints)
+    sandboxes = SandboxService(docker, config, images, checkpoints, network)
     containers = ContainerService(docker, config, container_logs, ImageVolumes(docker, config.root_directory))
     streaming = StreamingServer(config, StreamingRuntime(docker))
     adapters = [

@@ -31,6 +31,12 @@ DEFAULT_STREAMING_BIND_ADDR = "127.0.0.1:0"
 DEFAULT_STREAMING_IDLE_TIMEOUT = 4 * 3600.0
 DEFAULT_STREAMING_CREATION_TIMEOUT = 30.0
 
+# CNI, as dockershim's --network-plugin=cni found it; Debian's containernetworking-plugins
+# installs the plugins in /usr/lib/cni. libcni keeps its results under the cache directory.
+DEFAULT_CNI_CONF_DIR = "/etc/cni/net.d"
+DEFAULT_CNI_BIN_DIRS = ("/opt/cni/bin", "/usr/lib/cni")
+DEFAULT_CNI_CACHE_DIR = "/var/lib/cni"
+
 # The places the kubelet's credential keyring searched for Docker config.json files.
 DEFAULT_DOCKER_CONFIG_PATHS = (
     "~/.docker/config.json",
@@ -62,6 +68,10 @@ class Config:
     streaming_tls_key: str = ""
     streaming_idle_timeout: float = DEFAULT_STREAMING_IDLE_TIMEOUT
     streaming_creation_timeout: float = DEFAULT_STREAMING_CREATION_TIMEOUT
+    network_plugin: str = ""
+    cni_conf_dir: str = DEFAULT_CNI_CONF_DIR
+    cni_bin_dirs: tuple[str, ...] = DEFAULT_CNI_BIN_DIRS
+    cni_cache_dir: str = DEFAULT_CNI_CACHE_DIR
 
 
 def _duration(text: str) -> float:
@@ -215,6 +225,23 @@ def argument_parser() -> argparse.ArgumentParser:
              "connection (default 30s)",
     )
     parser.add_argument(
+        "--network-plugin", default="", choices=["", "cni"],
+        help="'' puts pods on Docker's bridge; 'cni' on the network of the CNI config in "
+             "--cni-conf-dir, as dockershim's flag did (default '')",
+    )
+    parser.add_argument(
+        "--cni-conf-dir", default=DEFAULT_CNI_CONF_DIR,
+        help="where the CNI network config is: the first *.conf, *.conflist or *.json by name (default %(default)s)",
+    )
+    parser.add_argument(
+        "--cni-bin-dir", default=",".join(DEFAULT_CNI_BIN_DIRS),
+        help="directories of the CNI plugin executables, comma-separated, searched in order (default %(default)s)",
+    )
+    parser.add_argument(
+        "--cni-cache-dir", default=DEFAULT_CNI_CACHE_DIR,
+        help="where each pod's CNI result is kept for its teardown, shared with libcni (default %(default)s)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"],
         help="log verbosity (default %(default)s)",
     )
@@ -261,4 +288,8 @@ def from_args(argv: list[str] | None = None) -> Config:
         streaming_tls_key=args.streaming_tls_key,
         streaming_idle_timeout=args.streaming_idle_timeout,
         streaming_creation_timeout=args.streaming_creation_timeout,
+        network_plugin=args.network_plugin,
+        cni_conf_dir=args.cni_conf_dir,
+        cni_bin_dirs=tuple(directory for directory in args.cni_bin_dir.split(",") if directory),
+        cni_cache_dir=args.cni_cache_dir,
     )

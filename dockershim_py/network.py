@@ -1,7 +1,9 @@
 """Pod networking: which networks pods get, and whether the node's pod network is ready.
 
 Without a network plugin a pod sandbox sits on Docker's default bridge, as dockershim's
-`--network-plugin=""` did; the network is then ready whenever Docker is.
+`--network-plugin=""` did; the network is then ready whenever Docker is. With
+`--network-plugin=cni` the pause container gets Docker's `none` network and the node's CNI
+plugins (cni.py) put it on the pod network; the network is ready when their config is.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .api import api_pb2 as api
+from .cni import CNINetwork
 from .errors import invalid_argument
 
 log = logging.getLogger(__name__)
 
-# The Docker network of a pod sandbox that has its own network namespace: the default bridge.
+# The Docker network of a pod sandbox that has its own network namespace: the default bridge,
+# or, where CNI plugins set up the pod network, none (a namespace with loopback alone).
 POD_NETWORK_MODE = "default"
+CNI_POD_NETWORK_MODE = "none"
 _PROTOCOLS = {api.TCP: "tcp", api.UDP: "udp", api.SCTP: "sctp"}
 
 
@@ -33,22 +38,31 @@ class NetworkStatus:
 
 
 class Network:
-    def __init__(self) -> None:
+    def __init__(self, cni: CNINetwork | None = None) -> None:
         self._lock = threading.Lock()
         self._pod_cidr = ""
+        self.cni = cni
+
+    @property
+    def pod_network_mode(self) -> str:
+        return CNI_POD_NETWORK_MODE if self.cni is not None else POD_NETWORK_MODE
 
     @property
     def pod_cidr(self) -> str:
         return self._pod_cidr
 
     def update_pod_cidr(self, pod_cidr: str) -> None:
-        """Kept for the plugins that allocate from it; Docker's bridge allocates on its own."""
+        """Kept for the record: Docker's bridge allocates on its own, CNI IPAM from its own config."""
         with self._lock:
             if pod_cidr != self._pod_cidr:
                 log.info("pod CIDR set to %r", pod_cidr)
                 self._pod_cidr = pod_cidr
 
     def status(self, docker_ready: bool) -> NetworkStatus:
+        if self.cni is not None:
+            readiness = self.cni.readiness()
+            return NetworkStatus(True) if readiness.ready else NetworkStatus(
+                False, "NetworkPluginNotReady", readiness.message)
         if not docker_ready:
             return NetworkStatus(False, "DockerDaemonNotReady", "Docker's bridge network needs a running Docker daemon")
         return NetworkStatus(True)

@@ -9,12 +9,13 @@ and cri-dockerd did, so a node switching from them keeps its pods.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from typing import Any
 
@@ -24,10 +25,11 @@ from . import labels, naming, network
 from .api import api_pb2 as api
 from .cgroups import can_lower_oom_score, docker_cgroup_parent, effective_oom_score_adj
 from .checkpoint import CheckpointStore, PortMapping, SandboxCheckpoint
+from .cni import NetworkConfigError, PluginError, PodIdentity
 from .config import Config
 from .docker_client import DockerClient
 from .events import ConvertedEntries
-from .errors import CRIError, invalid_argument, not_found
+from .errors import CRIError, deadline_exceeded, failed_precondition, invalid_argument, not_found, unavailable
 from .image import ImageService
 from .security_context import namespace_options_of, read_profile, sandbox_security
 from .timestamps import parse_docker_time
@@ -69,11 +71,15 @@ def sandbox_create_body(
     cgroup_driver: str,
     oom_score_adj: int,
     load_profile: Callable[[str], str] = read_profile,
+    pod_network_mode: str = network.POD_NETWORK_MODE,
 ) -> dict[str, Any]:
-    """Docker's create body for the pause container: every check that can refuse the pod is here."""
-    security = sandbox_security(config.linux, network.POD_NETWORK_MODE, load_profile)
+    """Docker's create body for the pause container: every check that can refuse the pod is here.
+
+    On a CNI pod network the host ports are the plugins' (portmap), not Docker's bindings.
+    """
+    security = sandbox_security(config.linux, pod_network_mode, load_profile)
     mappings = network.validate_port_mappings(config.port_mappings)
-    exposed, bindings = network.docker_ports(mappings)
+    exposed, bindings = network.docker_ports(mappings) if pod_network_mode == network.POD_NETWORK_MODE else ({}, {})
     host_config: dict[str, Any] = {
         **security.host_config,
         "NetworkMode": security.namespaces.network_mode,
@@ -232,10 +238,12 @@ def verbose_info(inspect: dict[str, Any], ips: list[str], checkpoint: SandboxChe
 
 class SandboxService:
     def __init__(
-        self, docker: DockerClient, config: Config, images: ImageService, checkpoints: CheckpointStore
+        self, docker: DockerClient, config: Config, images: ImageService, checkpoints: CheckpointStore,
+        pod_network: network.Network | None = None,
     ) -> None:
         self._docker = docker
         self._config = config
+        self._network = pod_network or network.Network()
         self._images = images
         self._checkpoints = checkpoints
         self._converted: ConvertedEntries[api.PodSandbox | None] = ConvertedEntries(
@@ -271,8 +279,12 @@ class SandboxService:
             runtime,
             self._cgroup_driver() if config.linux.cgroup_parent else "",
             self._oom_score_adj,
+            pod_network_mode=self._network.pod_network_mode,
         )
         host_network = body["HostConfig"]["NetworkMode"] == "host"
+        on_cni = self._network.cni is not None and not host_network
+        if on_cni:
+            self._check_cni_ready()
         resolv_conf = network.resolv_conf(config.dns_config) if config.HasField("dns_config") else ""
         if config.log_directory and not os.path.isabs(config.log_directory):
             raise invalid_argument(f"log_directory {config.log_directory!r} must be an absolute path")
@@ -283,14 +295,18 @@ class SandboxService:
         # 3. The log directory the kubelet puts container logs under.
         created_log_directory = self._make_log_directory(config.log_directory)
 
-        # 4. Create, checkpoint, start, then point the pod's resolv.conf at the cluster DNS.
+        # 4. Create, checkpoint, start, point the pod's resolv.conf at the cluster DNS, and last
+        #    (a failed ADD takes back what it added) put the pod on the CNI network.
         sandbox_id = ""
         try:
             sandbox_id = self._docker.create_container_replacing(name, body, "pod sandbox", self._checkpoints.remove)
-            self._checkpoints.write(sandbox_id, checkpoint_of(config, host_network))
+            checkpoint = checkpoint_of(config, host_network)
+            self._checkpoints.write(sandbox_id, checkpoint)
             self._docker.start_container(sandbox_id)
             if resolv_conf:  # an empty DNS config keeps Docker's file, as dockershim did
                 self._rewrite_resolv_conf(sandbox_id, resolv_conf)
+            if on_cni:
+                self._add_to_cni_network(sandbox_id, config.metadata, checkpoint)
         except BaseException as exc:
             self._undo_run(name, sandbox_id, created_log_directory, exc)
             raise
@@ -345,6 +361,51 @@ class SandboxService:
                 grpc.StatusCode.INTERNAL, f"cannot write the DNS config into {path or 'resolv.conf'}: {exc}"
             ) from exc
 
+    def _check_cni_ready(self) -> None:
+        readiness = self._network.cni.readiness()
+        if not readiness.ready:
+            raise failed_precondition(f"cannot put a pod on the pod network: {readiness.message}")
+
+    def _add_to_cni_network(self, sandbox_id: str, metadata: api.PodSandboxMetadata,
+                            checkpoint: SandboxCheckpoint) -> None:
+        pid = (self._docker.inspect_container(sandbox_id).get("State") or {}).get("Pid") or 0
+        if not pid:
+            raise unavailable(f"pod sandbox {sandbox_id} exited as it started: no network namespace to set up")
+        pod = PodIdentity(metadata.namespace, metadata.name, metadata.uid, sandbox_id)
+        with _cni_errors(sandbox_id, "set up"):
+            ips = self._network.cni.add(pod, f"/proc/{pid}/ns/net", checkpoint.port_mappings)
+        log.info("pod sandbox %s is on the CNI network (%s)", sandbox_id[:12], ", ".join(ips) or "no address")
+
+    def _remove_from_cni_network(self, sandbox_id: str, inspect: dict[str, Any] | None) -> None:
+        """CNI DEL for a pod the plugins set up: while its namespace exists, or while ADD's record is
+        kept (the namespace is gone but the address is still held). Idempotent: the record goes with it."""
+        cni = self._network.cni
+        if cni is None:
+            return
+        host_config = (inspect or {}).get("HostConfig") or {}
+        state = (inspect or {}).get("State") or {}
+        running_on_cni = host_config.get("NetworkMode") == network.CNI_POD_NETWORK_MODE and state.get("Running") \
+            and state.get("Pid")
+        if not running_on_cni and not cni.has_cache(sandbox_id):
+            return
+        checkpoint = self._checkpoints.get(sandbox_id)
+        pod = self._pod_identity(sandbox_id, inspect, checkpoint)
+        netns = f"/proc/{state['Pid']}/ns/net" if running_on_cni else ""
+        with _cni_errors(sandbox_id, "tear down"):
+            cni.delete(pod, netns, checkpoint.port_mappings if checkpoint else ())
+        log.info("pod sandbox %s is off the CNI network", sandbox_id[:12])
+
+    @staticmethod
+    def _pod_identity(sandbox_id: str, inspect: dict[str, Any] | None,
+                      checkpoint: SandboxCheckpoint | None) -> PodIdentity:
+        """The pod's CNI_ARGS from the sandbox's name, else (its container gone) from the checkpoint."""
+        try:
+            parsed = naming.parse_sandbox_name((inspect or {}).get("Name") or "")
+            return PodIdentity(parsed.namespace, parsed.name, parsed.uid, sandbox_id)
+        except ValueError:
+            return PodIdentity(checkpoint.namespace if checkpoint else "", checkpoint.name if checkpoint else "",
+                               "", sandbox_id)
+
     def _undo_run(self, name: str, sandbox_id: str, log_directory: str, cause: BaseException) -> None:
         log.warning("RunPodSandbox %s failed, removing what it made: %s", name, cause)
         if sandbox_id:
@@ -367,14 +428,16 @@ class SandboxService:
         if found is None:
             log.info("StopPodSandbox %s: no such sandbox, nothing to stop", sandbox_id)
             return
-        full_id, _ = found
+        full_id, inspect = found
         self._docker.catch_up()  # a member started behind the shim's back just now would be left running
         running = self._docker.list_containers(
             {"label": [f"{labels.SANDBOX_ID_LABEL}={full_id}"], "status": ["running"]}
         )
         self._for_each(self._stop_if_present, [entry["Id"] for entry in running])
+        # The CNI plugins release the pod's address while its namespace is there; Docker's bridge
+        # (or the host's network) needs nothing more than stopping the container.
+        self._remove_from_cni_network(full_id, inspect)
         self._stop_if_present(full_id)
-        # The pod network is Docker's bridge (or the host's): stopping the container released it.
         log.info("stopped pod sandbox %s", full_id[:12])
 
     # --- RemovePodSandbox ---------------------------------------------------------------------------
@@ -385,10 +448,11 @@ class SandboxService:
         if found is None:
             log.info("RemovePodSandbox %s: no such sandbox, nothing to remove", sandbox_id)
             return
-        full_id, _ = found
+        full_id, inspect = found
         self._docker.catch_up()  # a member made behind the shim's back just now would be left behind
         members = self._docker.list_containers({"label": [f"{labels.SANDBOX_ID_LABEL}={full_id}"]})
         self._for_each(self._remove_if_present, [entry["Id"] for entry in members])
+        self._remove_from_cni_network(full_id, inspect)  # removed without a stop, it may still hold its address
         self._remove_if_present(full_id)
         self._checkpoints.remove(full_id)
         log.info("removed pod sandbox %s", full_id[:12])
@@ -507,6 +571,20 @@ class SandboxService:
     def _for_each(self, action: Callable[[str], None], container_ids: list[str]) -> None:
         """Run `action` on every container side by side: each stop may wait out a grace period."""
         side_by_side(self._container_calls, action, container_ids)
+
+
+@contextlib.contextmanager
+def _cni_errors(sandbox_id: str, what: str) -> Iterator[None]:
+    """A plugin's failure as the gRPC status a person can act on."""
+    try:
+        yield
+    except NetworkConfigError as exc:
+        raise failed_precondition(f"cannot {what} the pod network of sandbox {sandbox_id}: {exc}") from None
+    except PluginError as exc:
+        message = f"cannot {what} the pod network of sandbox {sandbox_id}: {exc.message}"
+        if exc.missing:
+            raise failed_precondition(message) from None
+        raise (deadline_exceeded if exc.timed_out else unavailable)(message) from None
 
 
 def side_by_side(pool: futures.Executor, action: Callable[[str], None], items: list[str]) -> None:

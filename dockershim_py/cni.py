@@ -1,0 +1,444 @@
+"""Pod networks from CNI plugins, as dockershim's `--network-plugin=cni` gave them.
+
+The pause container starts with Docker's `none` network (its own namespace, loopback only);
+the plugins of the node's network config then add an `eth0` to that namespace (ADD) and take
+it away, releasing the address, before the pause container stops (DEL). The plugins are run
+the way the CNI spec says a runtime runs them: one executable per plugin of the list, the
+network config on stdin, the request in `CNI_*` variables, each plugin given the result of the
+one before.
+
+Why ADD results are kept on disk, in libcni's cache (`<cache dir>/results/<network>-<sandbox
+id>-eth0`, the `cniCacheV1` shape): DEL must release what ADD set up even after the shim was
+restarted or the network config was changed meanwhile, and a node moving from dockershim or
+cri-dockerd (both used libcni) keeps the cache of the pods they set up. The cached config is the
+one a DEL runs with; a sandbox with no cache entry is torn down with the current config.
+
+Pure parts first (config files, plugin requests, results), then `CNINetwork`, which runs plugins.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CONFIG_EXTENSIONS = (".conf", ".conflist", ".json")
+INTERFACE_NAME = "eth0"
+CACHE_KIND = "cniCacheV1"
+# Versions whose DEL receives the ADD result as prevResult (0.4.0 brought it).
+_VERSIONS_WITHOUT_PREV_RESULT_ON_DEL = ("", "0.1.0", "0.2.0", "0.3.0", "0.3.1")
+_PLUGIN_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SANDBOX_ID = re.compile(r"[0-9a-f]{64}")
+
+
+class NetworkConfigError(Exception):
+    """No usable network config: the node's pod network is not ready."""
+
+
+class PluginError(Exception):
+    """A plugin failed; `message` says which and what it said."""
+
+    def __init__(self, message: str, timed_out: bool = False, missing: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.timed_out = timed_out
+        self.missing = missing
+
+
+# --- network config files (pure) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """One network config list: what every plugin of it gets, in order."""
+
+    name: str
+    cni_version: str
+    plugins: tuple[dict[str, Any], ...]
+    source: str
+    raw: bytes = field(repr=False, default=b"")
+
+    @property
+    def plugin_types(self) -> list[str]:
+        return [plugin["type"] for plugin in self.plugins]
+
+
+def parse_network_config(source: str, raw: bytes) -> NetworkConfig:
+    """A `.conflist` (name, cniVersion, plugins) or a single-plugin `.conf`, as libcni reads them."""
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        raise NetworkConfigError(f"{source}: not JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise NetworkConfigError(f"{source}: a network config is a JSON object")
+    is_list = "plugins" in document
+    plugins = document.get("plugins") if is_list else [document]
+    if not isinstance(plugins, list) or not plugins:
+        raise NetworkConfigError(f"{source}: \"plugins\" must be a non-empty list")
+    name = document.get("name")
+    if not isinstance(name, str) or not name:
+        raise NetworkConfigError(f"{source}: the network has no \"name\"")
+    version = document.get("cniVersion", "")
+    if not isinstance(version, str):
+        raise NetworkConfigError(f"{source}: \"cniVersion\" must be a string")
+    checked = []
+    for index, plugin in enumerate(plugins):
+        if not isinstance(plugin, dict):
+            raise NetworkConfigError(f"{source}: plugin {index} is not a JSON object")
+        plugin_type = plugin.get("type")
+        if not isinstance(plugin_type, str) or not _PLUGIN_TYPE.fullmatch(plugin_type):
+            raise NetworkConfigError(f"{source}: plugin {index} has no valid \"type\" (a plugin's file name)")
+        checked.append(dict(plugin))
+    if not is_list:
+        checked[0].pop("cniVersion", None)
+        checked[0].pop("name", None)
+    return NetworkConfig(name, version, tuple(checked), source, raw)
+
+
+def config_files(names: Iterable[str]) -> list[str]:
+    """The names that are network configs, in the order libcni tries them (by name)."""
+    return sorted(name for name in names if name.endswith(CONFIG_EXTENSIONS) and not name.startswith("."))
+
+
+# --- plugin requests (pure) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodIdentity:
+    namespace: str
+    name: str
+    uid: str
+    sandbox_id: str
+
+    def cni_args(self) -> str:
+        """CNI_ARGS as dockershim and the kubelet's plugins expect them."""
+        pairs = [("IgnoreUnknown", "1"), ("K8S_POD_NAMESPACE", self.namespace), ("K8S_POD_NAME", self.name),
+                 ("K8S_POD_INFRA_CONTAINER_ID", self.sandbox_id)]
+        if self.uid:
+            pairs.append(("K8S_POD_UID", self.uid))
+        return ";".join(f"{key}={value}" for key, value in pairs)
+
+
+def port_mapping_capability(mappings: Iterable[Any]) -> list[dict[str, Any]]:
+    """The `portMappings` runtime config (portmap plugin) of checkpoint port mappings with a host port."""
+    return [
+        {"hostPort": mapping.host_port, "containerPort": mapping.container_port,
+         "protocol": mapping.protocol.lower(), "hostIP": mapping.host_ip}
+        for mapping in mappings if mapping.host_port
+    ]
+
+
+def plugin_stdin(network: NetworkConfig, plugin: Mapping[str, Any], capabilities: Mapping[str, Any],
+                 prev_result: Mapping[str, Any] | None) -> bytes:
+    """One plugin's config: the plugin's own keys, the list's name and version, the runtime config of
+    the capabilities it declares, and the previous plugin's result."""
+    config = dict(plugin)
+    config["name"] = network.name
+    config["cniVersion"] = network.cni_version
+    declared = plugin.get("capabilities") if isinstance(plugin.get("capabilities"), dict) else {}
+    runtime_config = {key: value for key, value in capabilities.items() if declared.get(key)}
+    if runtime_config:
+        config["runtimeConfig"] = runtime_config
+    if prev_result is not None:
+        config["prevResult"] = prev_result
+    return json.dumps(config).encode()
+
+
+def plugin_environment(command: str, pod: PodIdentity, netns: str, cni_path: Sequence[str],
+                       path: str) -> dict[str, str]:
+    return {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": pod.sandbox_id,
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": INTERFACE_NAME,
+        "CNI_ARGS": pod.cni_args(),
+        "CNI_PATH": os.pathsep.join(cni_path),
+        "PATH": path,  # plugins run iptables, ip and their IPAM plugin by name
+    }
+
+
+def plugin_failure(plugin_type: str, command: str, returncode: int, stdout: bytes, stderr: bytes) -> str:
+    """What a failed plugin said: the CNI error object ({code, msg, details}) when it wrote one."""
+    said = ""
+    try:
+        error = json.loads(stdout or b"null")
+    except ValueError:
+        error = None
+    if isinstance(error, dict) and error.get("msg"):
+        said = f"{error['msg']}" + (f": {error['details']}" if error.get("details") else "")
+        said += f" (CNI error code {error.get('code')})"
+    else:
+        said = (stderr or stdout).decode(errors="replace").strip()[-500:] or f"exit status {returncode}"
+    return f"CNI plugin {plugin_type} {command} failed: {said}"
+
+
+def result_ips(result: Mapping[str, Any] | None) -> list[str]:
+    """The addresses a result gives the pod (0.3.0+ `ips`, older `ip4`/`ip6`), without prefix lengths."""
+    if not result:
+        return []
+    entries = list(result.get("ips") or [])
+    entries += [result[key] for key in ("ip4", "ip6") if isinstance(result.get(key), dict)]
+    addresses = []
+    for entry in entries:
+        address = (entry or {}).get("address") or (entry or {}).get("ip") or ""
+        if isinstance(address, str) and address:
+            addresses.append(address.split("/", 1)[0])
+    return addresses
+
+
+def cache_entry(network: NetworkConfig, pod: PodIdentity, capabilities: Mapping[str, Any],
+                result: Mapping[str, Any]) -> dict[str, Any]:
+    """libcni's cache record of an ADD, which its DEL (and this shim's) reads back."""
+    return {
+        "kind": CACHE_KIND,
+        "containerId": pod.sandbox_id,
+        "config": base64.b64encode(network.raw).decode(),
+        "ifName": INTERFACE_NAME,
+        "networkName": network.name,
+        "cniArgs": [pair.split("=", 1) for pair in pod.cni_args().split(";")],
+        "capabilityArgs": dict(capabilities),
+        "result": dict(result),
+    }
+
+
+def cached_network(entry: Mapping[str, Any], source: str) -> tuple[NetworkConfig | None, dict[str, Any] | None]:
+    """(the config the ADD ran with, its result) from a cache record; None for what it lacks."""
+    network = None
+    if entry.get("config"):
+        try:
+            network = parse_network_config(source, base64.b64decode(entry["config"]))
+        except (NetworkConfigError, ValueError):
+            network = None
+    result = entry.get("result")
+    return network, result if isinstance(result, dict) else None
+
+
+# --- running plugins (I/O) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    message: str = ""
+
+
+class CNINetwork:
+    """The node's CNI network: its config, found anew when the config directory changes."""
+
+    def __init__(self, conf_dir: str, bin_dirs: Sequence[str], cache_dir: str, timeout: float) -> None:
+        self._conf_dir = conf_dir
+        self._bin_dirs = tuple(bin_dirs)
+        self._cache_dir = os.path.join(cache_dir, "results")
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._loaded_for: tuple[Any, ...] | None = None
+        self._loaded: NetworkConfig | NetworkConfigError = NetworkConfigError("not loaded yet")
+
+    # --- the config -------------------------------------------------------------------------------
+
+    def config(self) -> NetworkConfig:
+        """The first usable network config of the directory; NetworkConfigError says why there is none."""
+        names = self._config_names()
+        key = tuple((name, self._mtime(name)) for name in names)
+        with self._lock:
+            if key != self._loaded_for:
+                self._loaded, self._loaded_for = self._load(names), key
+            loaded = self._loaded
+        if isinstance(loaded, NetworkConfigError):
+            raise loaded
+        return loaded
+
+    def readiness(self) -> Readiness:
+        """Ready when there is a network config and every plugin it names is installed."""
+        try:
+            network = self.config()
+        except NetworkConfigError as exc:
+            return Readiness(False, f"network plugin is not ready: cni config uninitialized ({exc})")
+        missing = [plugin_type for plugin_type in network.plugin_types if self._find_plugin(plugin_type) is None]
+        if missing:
+            return Readiness(False, f"network plugin is not ready: network {network.name!r} ({network.source}) "
+                                    f"needs CNI plugins {', '.join(missing)}, not found in {self._search_path()}")
+        return Readiness(True)
+
+    def _config_names(self) -> list[str]:
+        try:
+            return config_files(os.listdir(self._conf_dir))
+        except OSError:
+            return []
+
+    def _mtime(self, name: str) -> int:
+        try:
+            return os.stat(os.path.join(self._conf_dir, name)).st_mtime_ns
+        except OSError:
+            return -1
+
+    def _load(self, names: list[str]) -> NetworkConfig | NetworkConfigError:
+        problems = []
+        for name in names:
+            path = os.path.join(self._conf_dir, name)
+            try:
+                with open(path, "rb") as handle:
+                    raw = handle.read()
+                network = parse_network_config(path, raw)
+            except OSError as exc:
+                problems.append(f"{path}: {exc.strerror}")
+                continue
+            except NetworkConfigError as exc:
+                problems.append(str(exc))
+                continue
+            for problem in problems:
+                log.warning("CNI config skipped: %s", problem)
+            log.info("CNI network %r from %s (plugins: %s)", network.name, path, ", ".join(network.plugin_types))
+            return network
+        if problems:
+            return NetworkConfigError("; ".join(problems))
+        return NetworkConfigError(f"no network config (*.conf, *.conflist, *.json) in {self._conf_dir}")
+
+    # --- ADD and DEL ------------------------------------------------------------------------------
+
+    def add(self, pod: PodIdentity, netns: str, port_mappings: Iterable[Any]) -> list[str]:
+        """Put the pod on the network; the pod's addresses. On failure what was added is taken back."""
+        network = self.config()
+        capabilities = self._capabilities(port_mappings)
+        result: dict[str, Any] | None = None
+        try:
+            for plugin in network.plugins:
+                result = self._run(network, plugin, "ADD", pod, netns, capabilities, result)
+            self._write_cache(pod, cache_entry(network, pod, capabilities, result or {}))
+        except (PluginError, OSError) as exc:
+            self._delete(network, pod, netns, capabilities, result, quiet=True)
+            if isinstance(exc, OSError):  # without the record a later DEL could not release the address
+                raise PluginError(f"cannot record the CNI result in {self._cache_dir}: {exc}") from exc
+            raise
+        return result_ips(result)
+
+    def delete(self, pod: PodIdentity, netns: str, port_mappings: Iterable[Any]) -> None:
+        """Take the pod off the network (every plugin, in reverse), then forget its cache record.
+
+        The network the ADD used, when it was cached; the current one otherwise. An empty `netns`
+        (the namespace is gone) still releases the address.
+        """
+        path, entry = self._read_cache(pod.sandbox_id)
+        network, result = cached_network(entry, path) if entry else (None, None)
+        if network is None:
+            network = self.config()
+        capabilities = entry.get("capabilityArgs") if entry and isinstance(entry.get("capabilityArgs"), dict) \
+            else self._capabilities(port_mappings)
+        self._delete(network, pod, netns, capabilities, result, quiet=False)
+        self._remove_cache(pod.sandbox_id)
+
+    def has_cache(self, sandbox_id: str) -> bool:
+        return bool(self._cache_paths(sandbox_id))
+
+    def _delete(self, network: NetworkConfig, pod: PodIdentity, netns: str, capabilities: Mapping[str, Any],
+                result: dict[str, Any] | None, quiet: bool) -> None:
+        prev_result = None if network.cni_version in _VERSIONS_WITHOUT_PREV_RESULT_ON_DEL else result
+        failures = []
+        for plugin in reversed(network.plugins):
+            try:
+                self._run(network, plugin, "DEL", pod, netns, capabilities, prev_result)
+            except PluginError as exc:
+                failures.append(exc)
+                log.warning("%s", exc.message)
+        if failures and not quiet:
+            raise failures[0]
+
+    @staticmethod
+    def _capabilities(port_mappings: Iterable[Any]) -> dict[str, Any]:
+        mappings = port_mapping_capability(port_mappings)
+        return {"portMappings": mappings} if mappings else {}
+
+    def _run(self, network: NetworkConfig, plugin: Mapping[str, Any], command: str, pod: PodIdentity, netns: str,
+             capabilities: Mapping[str, Any], prev_result: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        plugin_type = plugin["type"]
+        executable = self._find_plugin(plugin_type)
+        if executable is None:
+            raise PluginError(f"CNI plugin {plugin_type} (network {network.name!r}) is not in {self._search_path()}",
+                              missing=True)
+        environment = plugin_environment(command, pod, netns, self._bin_dirs,
+                                         os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"))
+        try:
+            finished = subprocess.run(
+                [executable], input=plugin_stdin(network, plugin, capabilities, prev_result), env=environment,
+                capture_output=True, timeout=self._timeout, cwd="/", check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise PluginError(f"CNI plugin {plugin_type} {command} did not finish in {self._timeout:g} s",
+                              timed_out=True) from None
+        except OSError as exc:
+            raise PluginError(f"CNI plugin {plugin_type} {command} could not run: {exc.strerror}") from None
+        if finished.returncode != 0:
+            raise PluginError(plugin_failure(plugin_type, command, finished.returncode, finished.stdout,
+                                             finished.stderr))
+        if command != "ADD":
+            return None
+        try:
+            result = json.loads(finished.stdout)
+        except ValueError:
+            raise PluginError(f"CNI plugin {plugin_type} ADD wrote no JSON result") from None
+        if not isinstance(result, dict):
+            raise PluginError(f"CNI plugin {plugin_type} ADD wrote a result that is not a JSON object")
+        return result
+
+    def _find_plugin(self, plugin_type: str) -> str | None:
+        for directory in self._bin_dirs:
+            candidate = os.path.join(directory, plugin_type)
+            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                return candidate
+        return None
+
+    def _search_path(self) -> str:
+        return ", ".join(self._bin_dirs) or "(no --cni-bin-dir)"
+
+    # --- the cache --------------------------------------------------------------------------------
+
+    def _cache_paths(self, sandbox_id: str) -> list[str]:
+        """Cache records of the sandbox, whatever network they were for (the config may have changed)."""
+        if not _SANDBOX_ID.fullmatch(sandbox_id):
+            return []
+        suffix = f"-{sandbox_id}-{INTERFACE_NAME}"
+        try:
+            return [os.path.join(self._cache_dir, name) for name in sorted(os.listdir(self._cache_dir))
+                    if name.endswith(suffix)]
+        except OSError:
+            return []
+
+    def _read_cache(self, sandbox_id: str) -> tuple[str, dict[str, Any] | None]:
+        for path in self._cache_paths(sandbox_id):
+            try:
+                with open(path, "rb") as handle:
+                    entry = json.loads(handle.read())
+            except (OSError, ValueError) as exc:
+                log.warning("unreadable CNI cache record %s (%s): tearing down with the current config", path, exc)
+                continue
+            if isinstance(entry, dict):
+                return path, entry
+        return "", None
+
+    def _write_cache(self, pod: PodIdentity, entry: Mapping[str, Any]) -> None:
+        os.makedirs(self._cache_dir, mode=0o700, exist_ok=True)
+        path = os.path.join(self._cache_dir, f"{entry['networkName']}-{pod.sandbox_id}-{INTERFACE_NAME}")
+        temporary = os.path.join(self._cache_dir, f".{os.path.basename(path)}.tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(descriptor, json.dumps(entry).encode())
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.rename(temporary, path)
+
+    def _remove_cache(self, sandbox_id: str) -> None:
+        for path in self._cache_paths(sandbox_id):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass

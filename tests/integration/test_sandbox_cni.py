@@ -1,0 +1,265 @@
+"""Pods on a CNI network (`--network-plugin=cni`) with Debian's containernetworking-plugins.
+
+Each test's network is a bridge of its own on a /24 in 10.251.0.0/16 that no route of this
+machine uses, with host-local IPAM in the test's directory and portmap for host ports. Traffic
+goes only to the pods' addresses on that bridge and to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import grpc
+import pytest
+
+from conftest import Shim, wait_for
+from dockershim_py.api import api_pb2 as api
+from sandbox_fixtures import Sandboxes, free_port
+
+PLUGIN_DIR = Path("/usr/lib/cni")
+pytestmark = pytest.mark.skipif(not (PLUGIN_DIR / "bridge").exists(),
+                                reason="containernetworking-plugins is not installed (tests/env/setup.sh installs it)")
+
+
+def unused_subnet() -> ipaddress.IPv4Network:
+    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    used = [ipaddress.ip_network(word, strict=False) for line in routes.splitlines() for word in line.split()[:2]
+            if word[:1].isdigit()]
+    for _ in range(100):
+        candidate = ipaddress.ip_network(f"10.251.{secrets.randbelow(256)}.0/24")
+        if not any(candidate.overlaps(route) for route in used):
+            return candidate
+    raise RuntimeError("no free /24 in 10.251.0.0/16")
+
+
+class CNINetwork:
+    """A CNI config directory, its bridge's address range and host-local's state, for one test."""
+
+    def __init__(self, root: Path, plugins: list[dict] | None = None, one_address: bool = False) -> None:
+        self.root = root
+        self.conf_dir = root / "net.d"
+        self.conf_dir.mkdir()
+        self.cache_dir = root / "cache"
+        self.ipam_dir = root / "ipam"
+        self.bridge = f"dspycni{secrets.token_hex(3)}"
+        self.subnet = unused_subnet()
+        ipam_range: dict = {"subnet": str(self.subnet)}
+        if one_address:
+            ipam_range.update(rangeStart=str(self.subnet[10]), rangeEnd=str(self.subnet[10]))
+        self.plugins = plugins or [
+            {"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": False,
+             "ipam": {"type": "host-local", "ranges": [[ipam_range]], "dataDir": str(self.ipam_dir)}},
+            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+        ]
+
+    def write(self) -> "CNINetwork":
+        (self.conf_dir / "10-dspy.conflist").write_text(json.dumps(
+            {"cniVersion": "1.0.0", "name": "dspy-pods", "plugins": self.plugins}))
+        return self
+
+    def shim_args(self) -> list[str]:
+        return ["--network-plugin", "cni", "--cni-conf-dir", str(self.conf_dir), "--cni-bin-dir", str(PLUGIN_DIR),
+                "--cni-cache-dir", str(self.cache_dir)]
+
+    def allocated(self) -> set[str]:
+        """The addresses host-local holds."""
+        directory = self.ipam_dir / "dspy-pods"
+        if not directory.exists():
+            return set()
+        return {path.name for path in directory.iterdir() if path.name[:1].isdigit()}
+
+    def veths(self) -> list[str]:
+        shown = subprocess.run(["ip", "-o", "link", "show", "master", self.bridge], capture_output=True, text=True)
+        return shown.stdout.splitlines()
+
+    def cleanup(self) -> None:
+        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
+
+
+def remove_all(pods: Sandboxes) -> None:
+    """Through the shim first, so the plugins take back their addresses and port rules."""
+    for item in pods.listed():
+        try:
+            pods.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=item.id), timeout=60)
+        except grpc.RpcError:
+            pass
+    pods.cleanup()
+
+
+@pytest.fixture
+def cni_network(tmp_path: Path) -> Iterator[CNINetwork]:
+    network = CNINetwork(tmp_path)
+    yield network
+    network.cleanup()
+
+
+@pytest.fixture
+def cni_shim(start_shim, cni_network: CNINetwork) -> Shim:
+    return start_shim(cni_network.write().shim_args())
+
+
+@pytest.fixture
+def pods(cni_shim: Shim, docker_api: docker.APIClient) -> Iterator[Sandboxes]:
+    made = Sandboxes(cni_shim.runtime, docker_api)
+    yield made
+    remove_all(made)
+
+
+def network_condition(runtime) -> api.RuntimeCondition:
+    conditions = runtime.Status(api.StatusRequest(), timeout=10).status.conditions
+    return next(condition for condition in conditions if condition.type == "NetworkReady")
+
+
+def answer(address: str, port: int) -> str:
+    try:
+        with socket.create_connection((address, port), timeout=2) as connection:
+            return connection.makefile().read()
+    except OSError:
+        return ""
+
+
+def test_a_pod_gets_its_address_and_host_port_from_the_plugins(
+        pods: Sandboxes, cni_network: CNINetwork, cni_shim: Shim, docker_api: docker.APIClient) -> None:
+    assert network_condition(cni_shim.runtime).status
+    host_port = free_port()
+    sandbox_id = pods.run(pods.config(port_mappings=[
+        api.PortMapping(protocol=api.TCP, container_port=8080, host_port=host_port, host_ip="127.0.0.1")]))
+    host_config = docker_api.inspect_container(sandbox_id)["HostConfig"]
+    assert host_config["NetworkMode"] == "none" and not host_config.get("PortBindings")
+
+    status = pods.status(sandbox_id).status
+    address = ipaddress.ip_address(status.network.ip)
+    assert address in cni_network.subnet and address != next(cni_network.subnet.hosts())  # .1 is the bridge's
+    assert cni_network.allocated() == {status.network.ip}
+    assert len(cni_network.veths()) == 1
+    assert status.network.ip in pods.output_of(sandbox_id, "cat /proc/net/fib_trie")  # the pod's namespace
+
+    pods.join(sandbox_id, "while true; do echo hello from the pod | nc -l -p 8080; done")
+    assert "hello from the pod" in wait_for(lambda: answer(status.network.ip, 8080))
+    assert "hello from the pod" in wait_for(lambda: answer("127.0.0.1", host_port))  # portmap's DNAT
+
+    pods.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    assert cni_network.allocated() == set()
+    assert cni_network.veths() == []
+    assert not list(cni_network.cache_dir.glob(f"results/*{sandbox_id}*"))
+    assert answer("127.0.0.1", host_port) == ""
+    pods.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)  # again: fine
+    pods.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    assert pods.docker_containers() == []
+
+
+def test_remove_without_stop_releases_the_address(pods: Sandboxes, cni_network: CNINetwork) -> None:
+    sandbox_id = pods.run()
+    assert len(cni_network.allocated()) == 1
+    pods.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    assert cni_network.allocated() == set()
+    assert cni_network.veths() == []
+    assert pods.docker_containers() == []
+
+
+def test_a_restarted_shim_still_tears_down(start_shim, cni_network: CNINetwork, docker_api: docker.APIClient) -> None:
+    first = start_shim(cni_network.write().shim_args())
+    pods = Sandboxes(first.runtime, docker_api)
+    try:
+        sandbox_id = pods.run()
+        assert len(cni_network.allocated()) == 1
+        first.stop()
+        second = start_shim(cni_network.shim_args() + ["--root-directory", str(first.root)])
+        pods.runtime = second.runtime
+        second.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+        assert cni_network.allocated() == set()
+        second.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    finally:
+        remove_all(pods)
+
+
+def test_a_failed_setup_leaves_nothing(start_shim, tmp_path: Path, docker_api: docker.APIClient) -> None:
+    """host-local with one address: the second pod cannot have one, and leaves no trace."""
+    network = CNINetwork(tmp_path, one_address=True)
+    shim = start_shim(network.write().shim_args())
+    pods = Sandboxes(shim.runtime, docker_api)
+    try:
+        first = pods.run(pods.config("first"))
+        with pytest.raises(grpc.RpcError) as raised:
+            pods.run(pods.config("second"))
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "no IP addresses available" in raised.value.details()
+        assert "CNI plugin bridge ADD failed" in raised.value.details()
+        assert [item.id for item in pods.listed()] == [first]
+        assert [entry["Id"] for entry in pods.docker_containers()] == [first]
+        assert len(network.veths()) == 1
+        assert network.allocated() == {str(network.subnet[10])}
+    finally:
+        remove_all(pods)
+        network.cleanup()
+
+
+def test_no_network_config_means_not_ready(start_shim, tmp_path: Path, docker_api: docker.APIClient) -> None:
+    network = CNINetwork(tmp_path)  # the directory stays empty
+    shim = start_shim(network.shim_args())
+    pods = Sandboxes(shim.runtime, docker_api)
+    try:
+        condition = network_condition(shim.runtime)
+        assert not condition.status and condition.reason == "NetworkPluginNotReady"
+        assert "cni config uninitialized" in condition.message and str(network.conf_dir) in condition.message
+        with pytest.raises(grpc.RpcError) as raised:
+            pods.run()
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "cni config uninitialized" in raised.value.details()
+        assert pods.docker_containers() == []
+        host_network = pods.config("host", linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(
+            namespace_options=api.NamespaceOption(network=api.NODE))))
+        pods.run(host_network)  # a pod on the node's network needs no plugin
+        network.write()  # the config appears: ready without a restart
+        assert wait_for(lambda: network_condition(shim.runtime).status, timeout=5)
+        sandbox_id = pods.run(pods.config("later"))
+        assert ipaddress.ip_address(pods.status(sandbox_id).status.network.ip) in network.subnet
+        pods.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+        assert network.allocated() == set()
+    finally:
+        remove_all(pods)
+        network.cleanup()
+
+
+def test_a_missing_plugin_is_named(start_shim, tmp_path: Path, docker_api: docker.APIClient) -> None:
+    network = CNINetwork(tmp_path, plugins=[{"type": "no-such-plugin"}])
+    shim = start_shim(network.write().shim_args())
+    pods = Sandboxes(shim.runtime, docker_api)
+    try:
+        condition = network_condition(shim.runtime)
+        assert not condition.status and "no-such-plugin" in condition.message and str(PLUGIN_DIR) in condition.message
+        with pytest.raises(grpc.RpcError) as raised:
+            pods.run()
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "no-such-plugin" in raised.value.details()
+        assert pods.docker_containers() == []
+    finally:
+        remove_all(pods)
+
+
+def test_a_pod_whose_pause_container_died_gives_back_its_address(
+        pods: Sandboxes, cni_network: CNINetwork, docker_api: docker.APIClient) -> None:
+    sandbox_id = pods.run()
+    docker_api.kill(sandbox_id)  # its network namespace goes with it; host-local still holds the address
+    assert wait_for(lambda: pods.status(sandbox_id).status.state == api.SANDBOX_NOTREADY)
+    assert len(cni_network.allocated()) == 1
+    pods.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    assert cni_network.allocated() == set()
+
+
+def test_a_running_pod_without_a_cache_record_is_torn_down_too(
+        pods: Sandboxes, cni_network: CNINetwork) -> None:
+    """As a node's pods set up by a runtime that kept no libcni cache: DEL with the current config."""
+    sandbox_id = pods.run()
+    for record in cni_network.cache_dir.glob(f"results/*-{sandbox_id}-eth0"):
+        record.unlink()
+    pods.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    assert cni_network.allocated() == set()
+    assert cni_network.veths() == []
