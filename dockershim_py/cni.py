@@ -21,10 +21,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import os
 import re
 import subprocess
 import threading
+from fractions import Fraction
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +40,15 @@ CACHE_KIND = "cniCacheV1"
 _VERSIONS_WITHOUT_PREV_RESULT_ON_DEL = ("", "0.1.0", "0.2.0", "0.3.0", "0.3.1")
 _PLUGIN_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SANDBOX_ID = re.compile(r"[0-9a-f]{64}")
+# The pod annotations the kubelet's CNI driver turned into the bandwidth plugin's capability.
+INGRESS_BANDWIDTH_ANNOTATION = "kubernetes.io/ingress-bandwidth"
+EGRESS_BANDWIDTH_ANNOTATION = "kubernetes.io/egress-bandwidth"
+# Bursts the kubelet passed with a rate: 2 Gbit, which in practice is no limit.
+UNLIMITED_BURST_BITS = 2**31 - 1
+_BANDWIDTH_RANGE = (10**3, 10**15)  # 1 kbit/s to 1 Pbit/s, the kubelet's bounds
+_QUANTITY = re.compile(r"(\+?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:([KMGTPE]i)|([numkMGTPE])|[eE]([+-]?[0-9]+))?")
+_DECIMAL_SUFFIXES = {"n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000), "k": 10**3,
+                     "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
 
 
 class NetworkConfigError(Exception):
@@ -135,6 +146,63 @@ def port_mapping_capability(mappings: Iterable[Any]) -> list[dict[str, Any]]:
          "protocol": mapping.protocol.lower(), "hostIP": mapping.host_ip}
         for mapping in mappings if mapping.host_port
     ]
+
+
+def parse_quantity(text: str) -> int:
+    """A Kubernetes quantity (`10M`, `1.5Gi`, `100k`, `1e6`) as a whole number, rounded up."""
+    match = _QUANTITY.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a quantity (like 10M, 1.5Gi or 500k)")
+    _, number, binary, decimal, exponent = match.groups()
+    value = Fraction(number)
+    if binary:
+        value *= 2 ** (10 * ("KMGTPE".index(binary[0]) + 1))
+    elif decimal:
+        value *= _DECIMAL_SUFFIXES[decimal]
+    elif exponent:
+        value *= Fraction(10) ** int(exponent)
+    return math.ceil(value)
+
+
+def bandwidth_capability(annotations: Mapping[str, str]) -> dict[str, int] | None:
+    """The `bandwidth` runtime config of a pod's bandwidth annotations (bits per second); None without.
+
+    Raises ValueError, naming the annotation, for a value that is not a quantity or is out of bounds.
+    """
+    entry: dict[str, int] = {}
+    for annotation, direction in ((INGRESS_BANDWIDTH_ANNOTATION, "ingress"), (EGRESS_BANDWIDTH_ANNOTATION, "egress")):
+        if annotation not in annotations:
+            continue
+        try:
+            rate = parse_quantity(annotations[annotation])
+        except ValueError as exc:
+            raise ValueError(f"annotation {annotation}: {exc}") from None
+        if not _BANDWIDTH_RANGE[0] <= rate <= _BANDWIDTH_RANGE[1]:
+            raise ValueError(f"annotation {annotation}: {annotations[annotation]!r} is outside 1k to 1P bits per second")
+        entry[f"{direction}Rate"] = rate
+        entry[f"{direction}Burst"] = UNLIMITED_BURST_BITS
+    return entry or None
+
+
+def runtime_capabilities(port_mappings: Iterable[Any], annotations: Mapping[str, str], pod_cidr: str,
+                         dns: Mapping[str, list[str]] | None) -> dict[str, Any]:
+    """Every capability a pod can offer its plugins; each plugin gets those it declares.
+
+    As the kubelet's CNI driver gave them: host ports, bandwidth, the node's pod CIDR (ipRanges),
+    and the pod's DNS config.
+    """
+    capabilities: dict[str, Any] = {}
+    mappings = port_mapping_capability(port_mappings)
+    if mappings:
+        capabilities["portMappings"] = mappings
+    bandwidth = bandwidth_capability(annotations)
+    if bandwidth:
+        capabilities["bandwidth"] = bandwidth
+    if pod_cidr:
+        capabilities["ipRanges"] = [[{"subnet": cidr}] for cidr in pod_cidr.split(",") if cidr]
+    if dns:
+        capabilities["dns"] = dict(dns)
+    return capabilities
 
 
 def plugin_stdin(network: NetworkConfig, plugin: Mapping[str, Any], capabilities: Mapping[str, Any],
@@ -305,10 +373,9 @@ class CNINetwork:
 
     # --- ADD and DEL ------------------------------------------------------------------------------
 
-    def add(self, pod: PodIdentity, netns: str, port_mappings: Iterable[Any]) -> list[str]:
+    def add(self, pod: PodIdentity, netns: str, capabilities: Mapping[str, Any]) -> list[str]:
         """Put the pod on the network; the pod's addresses. On failure what was added is taken back."""
         network = self.config()
-        capabilities = self._capabilities(port_mappings)
         result: dict[str, Any] | None = None
         try:
             for plugin in network.plugins:
@@ -321,18 +388,18 @@ class CNINetwork:
             raise
         return result_ips(result)
 
-    def delete(self, pod: PodIdentity, netns: str, port_mappings: Iterable[Any]) -> None:
+    def delete(self, pod: PodIdentity, netns: str, capabilities: Mapping[str, Any]) -> None:
         """Take the pod off the network (every plugin, in reverse), then forget its cache record.
 
-        The network the ADD used, when it was cached; the current one otherwise. An empty `netns`
-        (the namespace is gone) still releases the address.
+        The network and capabilities the ADD used, when it was cached; the current network and
+        `capabilities` otherwise. An empty `netns` (the namespace is gone) still releases the address.
         """
         path, entry = self._read_cache(pod.sandbox_id)
         network, result = cached_network(entry, path) if entry else (None, None)
         if network is None:
             network = self.config()
-        capabilities = entry.get("capabilityArgs") if entry and isinstance(entry.get("capabilityArgs"), dict) \
-            else self._capabilities(port_mappings)
+        if entry and isinstance(entry.get("capabilityArgs"), dict):
+            capabilities = entry["capabilityArgs"]
         self._delete(network, pod, netns, capabilities, result, quiet=False)
         self._remove_cache(pod.sandbox_id)
 
@@ -351,11 +418,6 @@ class CNINetwork:
                 log.warning("%s", exc.message)
         if failures and not quiet:
             raise failures[0]
-
-    @staticmethod
-    def _capabilities(port_mappings: Iterable[Any]) -> dict[str, Any]:
-        mappings = port_mapping_capability(port_mappings)
-        return {"portMappings": mappings} if mappings else {}
 
     def _run(self, network: NetworkConfig, plugin: Mapping[str, Any], command: str, pod: PodIdentity, netns: str,
              capabilities: Mapping[str, Any], prev_result: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ from . import labels, naming, network
 from .api import api_pb2 as api
 from .cgroups import can_lower_oom_score, docker_cgroup_parent, effective_oom_score_adj
 from .checkpoint import CheckpointStore, PortMapping, SandboxCheckpoint
-from .cni import NetworkConfigError, PluginError, PodIdentity
+from .cni import NetworkConfigError, PluginError, PodIdentity, runtime_capabilities
 from .config import Config
 from .docker_client import DockerClient
 from .events import ConvertedEntries
@@ -124,6 +124,18 @@ def checkpoint_of(config: api.PodSandboxConfig, host_network: bool) -> SandboxCh
         ),
         host_network=host_network,
     )
+
+
+def cni_capabilities(config: api.PodSandboxConfig, pod_cidr: str) -> dict[str, Any]:
+    """What the pod offers its CNI plugins: host ports, bandwidth annotations, pod CIDR, DNS."""
+    dns = None
+    if config.HasField("dns_config"):
+        dns = {"servers": list(config.dns_config.servers), "searches": list(config.dns_config.searches),
+               "options": list(config.dns_config.options)}
+    try:
+        return runtime_capabilities(checkpoint_of(config, False).port_mappings, config.annotations, pod_cidr, dns)
+    except ValueError as exc:
+        raise invalid_argument(str(exc)) from None
 
 
 def _metadata(parsed: naming.SandboxName) -> api.PodSandboxMetadata:
@@ -284,6 +296,7 @@ class SandboxService:
         host_network = body["HostConfig"]["NetworkMode"] == "host"
         on_cni = self._network.cni is not None and not host_network
         if on_cni:
+            capabilities = cni_capabilities(config, self._network.pod_cidr)
             self._check_cni_ready()
         resolv_conf = network.resolv_conf(config.dns_config) if config.HasField("dns_config") else ""
         if config.log_directory and not os.path.isabs(config.log_directory):
@@ -300,13 +313,12 @@ class SandboxService:
         sandbox_id = ""
         try:
             sandbox_id = self._docker.create_container_replacing(name, body, "pod sandbox", self._checkpoints.remove)
-            checkpoint = checkpoint_of(config, host_network)
-            self._checkpoints.write(sandbox_id, checkpoint)
+            self._checkpoints.write(sandbox_id, checkpoint_of(config, host_network))
             self._docker.start_container(sandbox_id)
             if resolv_conf:  # an empty DNS config keeps Docker's file, as dockershim did
                 self._rewrite_resolv_conf(sandbox_id, resolv_conf)
             if on_cni:
-                self._add_to_cni_network(sandbox_id, config.metadata, checkpoint)
+                self._add_to_cni_network(sandbox_id, config.metadata, capabilities)
         except BaseException as exc:
             self._undo_run(name, sandbox_id, created_log_directory, exc)
             raise
@@ -367,13 +379,13 @@ class SandboxService:
             raise failed_precondition(f"cannot put a pod on the pod network: {readiness.message}")
 
     def _add_to_cni_network(self, sandbox_id: str, metadata: api.PodSandboxMetadata,
-                            checkpoint: SandboxCheckpoint) -> None:
+                            capabilities: dict[str, Any]) -> None:
         pid = (self._docker.inspect_container(sandbox_id).get("State") or {}).get("Pid") or 0
         if not pid:
             raise unavailable(f"pod sandbox {sandbox_id} exited as it started: no network namespace to set up")
         pod = PodIdentity(metadata.namespace, metadata.name, metadata.uid, sandbox_id)
         with _cni_errors(sandbox_id, "set up"):
-            ips = self._network.cni.add(pod, f"/proc/{pid}/ns/net", checkpoint.port_mappings)
+            ips = self._network.cni.add(pod, f"/proc/{pid}/ns/net", capabilities)
         log.info("pod sandbox %s is on the CNI network (%s)", sandbox_id[:12], ", ".join(ips) or "no address")
 
     def _remove_from_cni_network(self, sandbox_id: str, inspect: dict[str, Any] | None) -> None:
@@ -391,8 +403,11 @@ class SandboxService:
         checkpoint = self._checkpoints.get(sandbox_id)
         pod = self._pod_identity(sandbox_id, inspect, checkpoint)
         netns = f"/proc/{state['Pid']}/ns/net" if running_on_cni else ""
+        # Without ADD's cached record, what a plugin needs to undo: the host ports and the pod CIDR.
+        capabilities = runtime_capabilities(checkpoint.port_mappings if checkpoint else (), {},
+                                            self._network.pod_cidr, None)
         with _cni_errors(sandbox_id, "tear down"):
-            cni.delete(pod, netns, checkpoint.port_mappings if checkpoint else ())
+            cni.delete(pod, netns, capabilities)
         log.info("pod sandbox %s is off the CNI network", sandbox_id[:12])
 
     @staticmethod

@@ -263,3 +263,46 @@ def test_a_running_pod_without_a_cache_record_is_torn_down_too(
     pods.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
     assert cni_network.allocated() == set()
     assert cni_network.veths() == []
+
+
+def host_veth(network: CNINetwork) -> str:
+    (line,) = network.veths()
+    return line.split(":")[1].strip().split("@")[0]
+
+
+def test_bandwidth_annotations_shape_the_pod(start_shim, tmp_path: Path, docker_api: docker.APIClient) -> None:
+    network = CNINetwork(tmp_path)
+    network.plugins.append({"type": "bandwidth", "capabilities": {"bandwidth": True}})
+    shim = start_shim(network.write().shim_args())
+    pods = Sandboxes(shim.runtime, docker_api)
+    try:
+        with pytest.raises(grpc.RpcError) as raised:
+            pods.run(pods.config("bad", annotations={"kubernetes.io/ingress-bandwidth": "fast"}))
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "kubernetes.io/ingress-bandwidth" in raised.value.details()
+        assert pods.docker_containers() == [] and network.allocated() == set()
+
+        pods.run(pods.config("shaped", annotations={"kubernetes.io/ingress-bandwidth": "1M"}))
+        qdiscs = subprocess.run(["tc", "qdisc", "show", "dev", host_veth(network)], capture_output=True,
+                                text=True).stdout
+        assert "tbf" in qdiscs and "rate 1Mbit" in qdiscs
+    finally:
+        remove_all(pods)
+        network.cleanup()
+
+
+def test_the_pod_cidr_reaches_ipam(start_shim, tmp_path: Path, docker_api: docker.APIClient) -> None:
+    """host-local takes its range from the ipRanges capability: the CIDR of UpdateRuntimeConfig."""
+    network = CNINetwork(tmp_path)
+    network.plugins[0]["capabilities"] = {"ipRanges": True}
+    network.plugins[0]["ipam"].pop("ranges")
+    shim = start_shim(network.write().shim_args())
+    pods = Sandboxes(shim.runtime, docker_api)
+    try:
+        shim.runtime.UpdateRuntimeConfig(api.UpdateRuntimeConfigRequest(runtime_config=api.RuntimeConfig(
+            network_config=api.NetworkConfig(pod_cidr=str(network.subnet)))), timeout=10)
+        sandbox_id = pods.run()
+        assert ipaddress.ip_address(pods.status(sandbox_id).status.network.ip) in network.subnet
+    finally:
+        remove_all(pods)
+        network.cleanup()

@@ -150,10 +150,10 @@ def test_plugins_run_in_order_and_delete_in_reverse(tmp_path) -> None:
     (conf / "10.conflist").write_bytes(json.dumps(
         {"cniVersion": "1.0.0", "name": "fake", "plugins": [{"type": "first"}, {"type": "second"}]}).encode())
     network = cni.CNINetwork(str(conf), [str(bin_dir)], str(tmp_path / "cache"), 5)
-    assert network.add(POD, "/proc/1/ns/net", []) == ["10.9.0.3"]  # the last plugin's result is the result
+    assert network.add(POD, "/proc/1/ns/net", {}) == ["10.9.0.3"]  # the last plugin's result is the result
     assert network.has_cache(POD.sandbox_id)
     (conf / "10.conflist").unlink()  # DEL runs with the config ADD used, from the cache
-    network.delete(POD, "", [])
+    network.delete(POD, "", {})
     assert not network.has_cache(POD.sandbox_id)
     lines = [line.split() for line in calls.read_text().splitlines()]
     assert lines == [["first", "ADD", "/proc/1/ns/net"], ["second", "ADD", "/proc/1/ns/net"],
@@ -179,7 +179,7 @@ def test_a_failed_add_is_taken_back(tmp_path) -> None:
         {"cniVersion": "1.0.0", "name": "fake", "plugins": [{"type": "good"}, {"type": "bad"}]}))
     network = cni.CNINetwork(str(conf), [str(bin_dir)], str(tmp_path / "cache"), 5)
     with pytest.raises(cni.PluginError, match="CNI plugin bad ADD failed: try again"):
-        network.add(POD, "/proc/1/ns/net", [])
+        network.add(POD, "/proc/1/ns/net", {})
     assert calls.read_text().split("\n")[:4] == ["good ADD", "bad ADD", "bad DEL", "good DEL"]
     assert not network.has_cache(POD.sandbox_id)
 
@@ -194,5 +194,42 @@ def test_a_plugin_that_hangs_times_out(tmp_path) -> None:
     (conf / "10.conflist").write_text(json.dumps({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "slow"}]}))
     network = cni.CNINetwork(str(conf), [str(bin_dir)], str(tmp_path / "cache"), 0.5)
     with pytest.raises(cni.PluginError, match="did not finish in 0.5 s") as raised:
-        network.add(POD, "/proc/1/ns/net", [])
+        network.add(POD, "/proc/1/ns/net", {})
     assert raised.value.timed_out
+
+
+@pytest.mark.parametrize("text, value", [
+    ("10M", 10_000_000), ("1.5Gi", 1_610_612_736), ("500k", 500_000), ("1e6", 1_000_000), ("2048", 2048),
+    ("100Ki", 102_400), ("1500m", 2), ("+3k", 3000), (".5M", 500_000),
+])
+def test_quantities(text: str, value: int) -> None:
+    assert cni.parse_quantity(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "10 M", "M", "10Mb", "-5M", "1e", "0x10"])
+def test_not_quantities(text: str) -> None:
+    with pytest.raises(ValueError):
+        cni.parse_quantity(text)
+
+
+def test_bandwidth_annotations_become_the_bandwidth_capability() -> None:
+    assert cni.bandwidth_capability({}) is None
+    assert cni.bandwidth_capability({"kubernetes.io/ingress-bandwidth": "10M"}) == {
+        "ingressRate": 10_000_000, "ingressBurst": 2**31 - 1}
+    both = cni.bandwidth_capability({"kubernetes.io/ingress-bandwidth": "1M", "kubernetes.io/egress-bandwidth": "2M"})
+    assert (both["ingressRate"], both["egressRate"], both["egressBurst"]) == (1_000_000, 2_000_000, 2**31 - 1)
+    for bad, words in (("fast", "not a quantity"), ("10", "outside"), ("2P", "outside")):
+        with pytest.raises(ValueError, match=words) as raised:
+            cni.bandwidth_capability({"kubernetes.io/egress-bandwidth": bad})
+        assert "kubernetes.io/egress-bandwidth" in str(raised.value)
+
+
+def test_runtime_capabilities_offer_what_the_pod_has() -> None:
+    assert cni.runtime_capabilities([], {}, "", None) == {}
+    offered = cni.runtime_capabilities(
+        [PortMapping("TCP", 80, 8080, "")], {"kubernetes.io/ingress-bandwidth": "1M"}, "10.244.1.0/24,fd00:1::/64",
+        {"servers": ["10.96.0.10"], "searches": ["svc.cluster.local"], "options": ["ndots:5"]})
+    assert offered["portMappings"] == [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": ""}]
+    assert offered["bandwidth"]["ingressRate"] == 1_000_000
+    assert offered["ipRanges"] == [[{"subnet": "10.244.1.0/24"}], [{"subnet": "fd00:1::/64"}]]
+    assert offered["dns"]["servers"] == ["10.96.0.10"]

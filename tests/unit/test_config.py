@@ -41,3 +41,14 @@ def test_bad_durations(text: str) -> None:
 def test_docker_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_CONFIG", "/etc/dockercfg")
     assert config.from_args([]).docker_config_paths[0] == "/etc/dockercfg/config.json"
+
+
+def test_cni_flags() -> None:
+    assert (config.from_args([]).network_plugin, config.from_args([]).cni_bin_dirs) == (
+        "", ("/opt/cni/bin", "/usr/lib/cni"))
+    settings = config.from_args(["--network-plugin", "cni", "--cni-conf-dir", "/etc/x", "--cni-bin-dir", "/a,/b,",
+                                 "--cni-cache-dir", "/var/lib/y"])
+    assert (settings.network_plugin, settings.cni_conf_dir, settings.cni_bin_dirs, settings.cni_cache_dir) == (
+        "cni", "/etc/x", ("/a", "/b"), "/var/lib/y")
+    with pytest.raises(SystemExit):
+        config.from_args(["--network-plugin", "kubenet"])

@@ -97,6 +97,27 @@ def test_create_body_ports_cgroup_runtime() -> None:
     assert body["Labels"]["io.kubernetes.dockershim-py.runtime-handler"] == "kata"
 
 
+def test_a_cni_pod_has_no_docker_network_and_no_docker_ports() -> None:
+    config = _config(port_mappings=[api.PortMapping(container_port=80, host_port=8080, host_ip="127.0.0.1")])
+    body = _body(config, pod_network_mode="none")
+    assert body["HostConfig"]["NetworkMode"] == "none"
+    assert "PortBindings" not in body["HostConfig"] and "ExposedPorts" not in body
+    assert sandbox.cni_capabilities(config, "10.244.0.0/24") == {
+        "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"}],
+        "ipRanges": [[{"subnet": "10.244.0.0/24"}]],
+    }
+
+
+def test_a_cni_pod_offers_its_dns_and_refuses_bad_bandwidth() -> None:
+    config = _config(dns_config=api.DNSConfig(servers=["10.96.0.10"], options=["ndots:5"]))
+    assert sandbox.cni_capabilities(config, "")["dns"] == {"servers": ["10.96.0.10"], "searches": [],
+                                                            "options": ["ndots:5"]}
+    config.annotations["kubernetes.io/egress-bandwidth"] = "1T"
+    assert sandbox.cni_capabilities(config, "")["bandwidth"]["egressRate"] == 10**12
+    config.annotations["kubernetes.io/egress-bandwidth"] = "lots"
+    assert "kubernetes.io/egress-bandwidth" in _refused(sandbox.cni_capabilities, config, "")
+
+
 def test_host_network_publishes_no_ports() -> None:
     config = _config(
         port_mappings=[api.PortMapping(container_port=80, host_port=80)],
