@@ -144,6 +144,10 @@ def test_a_pod_gets_its_address_and_host_port_from_the_plugins(
     pods.join(sandbox_id, "while true; do echo hello from the pod | nc -l -p 8080; done")
     assert "hello from the pod" in wait_for(lambda: answer(status.network.ip, 8080))
     assert "hello from the pod" in wait_for(lambda: answer("127.0.0.1", host_port))  # portmap's DNAT
+    (stats,) = pods.runtime.ListPodSandboxStats(api.ListPodSandboxStatsRequest(
+        filter=api.PodSandboxStatsFilter(id=sandbox_id)), timeout=30).stats
+    assert stats.linux.network.default_interface.name == "eth0"  # the plugins' interface, counted
+    assert stats.linux.network.default_interface.tx_bytes.value > 0
 
     pods.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
     assert cni_network.allocated() == set()
