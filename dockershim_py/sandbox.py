@@ -312,7 +312,7 @@ class SandboxService:
         #    (a failed ADD takes back what it added) put the pod on the CNI network.
         sandbox_id = ""
         try:
-            sandbox_id = self._docker.create_container_replacing(name, body, "pod sandbox", self._checkpoints.remove)
+            sandbox_id = self._docker.create_container_replacing(name, body, "pod sandbox", self._forget_replaced)
             self._checkpoints.write(sandbox_id, checkpoint_of(config, host_network))
             self._docker.start_container(sandbox_id)
             if resolv_conf:  # an empty DNS config keeps Docker's file, as dockershim did
@@ -372,6 +372,14 @@ class SandboxService:
             raise CRIError(
                 grpc.StatusCode.INTERNAL, f"cannot write the DNS config into {path or 'resolv.conf'}: {exc}"
             ) from exc
+
+    def _forget_replaced(self, sandbox_id: str) -> None:
+        """An earlier attempt's stopped pause container was removed to take its name: its address goes too."""
+        try:
+            self._remove_from_cni_network(sandbox_id, None)
+        except CRIError as exc:
+            log.warning("replaced pod sandbox %s kept its CNI address: %s", sandbox_id[:12], exc.message)
+        self._checkpoints.remove(sandbox_id)
 
     def _check_cni_ready(self) -> None:
         readiness = self._network.cni.readiness()

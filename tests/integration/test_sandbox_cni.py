@@ -310,3 +310,13 @@ def test_the_pod_cidr_reaches_ipam(start_shim, tmp_path: Path, docker_api: docke
     finally:
         remove_all(pods)
         network.cleanup()
+
+
+def test_a_replaced_attempt_gives_back_its_address(
+        pods: Sandboxes, cni_network: CNINetwork, docker_api: docker.APIClient) -> None:
+    """The pause container died and the kubelet runs the same attempt again: its name is taken over."""
+    first = pods.run(pods.config("again"))
+    docker_api.kill(first)
+    second = pods.run(pods.config("again"))
+    assert second != first
+    assert cni_network.allocated() == {pods.status(second).status.network.ip}
