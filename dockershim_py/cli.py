@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("Docker is not reachable yet; RuntimeReady stays false until it is: %s", exc.message)
     docker.start_index()
     containers.recover_in_background(stopping)
+    threading.Thread(target=sandboxes.check_pod_networks, name="network-check", daemon=True).start()
     # What exists by now (modules, protobuf descriptors, the servers) lives as long as the process:
     # kept out of the collector's reach, a full collection walks only what requests made, and the
     # pause it puts on every call in flight (tens of ms at 110 pods) shrinks with it.

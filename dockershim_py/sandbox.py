@@ -539,6 +539,27 @@ class SandboxService:
         ]
         return [sandbox for sandbox in sandboxes if matches_filter(sandbox, sandbox_filter)]
 
+    # --- start-up -----------------------------------------------------------------------------------
+
+    def check_pod_networks(self) -> None:
+        """Warn when pods the node's CNI plugins set up are running but this shim has no CNI network:
+        their addresses would never be given back (a node moved from cri-dockerd, whose default is cni)."""
+        if self._network.cni is not None:
+            return
+        try:
+            entries = self._docker.list_containers({  # Docker's "none" network: a plugin's pod, or an empty one
+                "label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_SANDBOX}"], "status": ["running"],
+                "network": [network.CNI_POD_NETWORK_MODE]})
+        except CRIError as exc:
+            log.info("could not check the pods' networks: %s", exc.message)
+            return
+        on_cni = [entry["Id"][:12] for entry in entries]
+        if on_cni:
+            log.warning(
+                "%d running pod sandboxes (%s) are on a network a CNI plugin set up, but --network-plugin is not "
+                "cni: their networks will not be torn down when they stop; restart with --network-plugin=cni",
+                len(on_cni), ", ".join(on_cni[:5]) + (", ..." if len(on_cni) > 5 else ""))
+
     # --- helpers ------------------------------------------------------------------------------------
 
     def _find(self, sandbox_id: str) -> tuple[str, dict[str, Any] | None] | None:

@@ -320,3 +320,23 @@ def test_a_replaced_attempt_gives_back_its_address(
     second = pods.run(pods.config("again"))
     assert second != first
     assert cni_network.allocated() == {pods.status(second).status.network.ip}
+
+
+def test_a_shim_without_cni_warns_of_pods_on_a_cni_network(
+        start_shim, cni_network: CNINetwork, docker_api: docker.APIClient) -> None:
+    first = start_shim(cni_network.write().shim_args())
+    pods = Sandboxes(first.runtime, docker_api)
+    try:
+        sandbox_id = pods.run()
+        first.stop()
+        second = start_shim(["--root-directory", str(first.root)])
+        pods.runtime = second.runtime
+        assert wait_for(lambda: "restart with --network-plugin=cni" in second.log(), timeout=10)
+        assert sandbox_id[:12] in second.log()
+        second.stop()
+        third = start_shim(cni_network.shim_args() + ["--root-directory", str(first.root)])
+        pods.runtime = third.runtime
+    finally:
+        remove_all(pods)
+    assert cni_network.allocated() == set()
+    assert "--network-plugin is not cni" not in third.log()
