@@ -479,6 +479,32 @@ def mixed_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods,
     return result
 
 
+def rounds_summary(rounds: list[dict]) -> dict:
+    """Each round's headline figures, and their medians.
+
+    floor: the ratio a runtime would reach that cost dockerd nothing but the churned pods' own
+    Docker work, done as cheaply as direct Docker does it.
+    """
+    def figures(mixed: dict) -> dict:
+        direct = mixed["direct"]
+        return {
+            "shim_cpu_s_per_min": mixed["shim_cpu_s_per_min"],
+            "dockerd_cpu_s_per_min": mixed["dockerd_cpu_s_per_min"],
+            "direct_dockerd_cpu_s_per_min": direct["dockerd_cpu_s_per_min"],
+            "dockerd_cpu_ratio": mixed["dockerd_cpu_ratio"],
+            "floor": (direct["dockerd_cpu_s_per_min"] - direct["without_churn"]["dockerd_cpu_s_per_min"])
+            / max(direct["dockerd_cpu_s_per_min"], 1e-9),
+            "dockerd_ms_per_churned_pod": mixed["dockerd_ms_per_churned_pod"],
+            "direct_dockerd_ms_per_churned_pod": direct["dockerd_ms_per_churned_pod"],
+            "relist_p99_ms": mixed["relist"]["p99"],
+            "errors": mixed["errors"],
+        }
+
+    each = [figures(mixed) for mixed in rounds]
+    medians = {key: statistics.median(round_[key] for round_ in each) for key in each[0]}
+    return {"rounds": each, "median": medians}
+
+
 # --- report -------------------------------------------------------------------------------------
 
 
@@ -529,6 +555,15 @@ def print_report(report: dict) -> None:
                 print(f"  {label} {measured['rpcs_per_min']:.0f} RPCs/min; the gRPC floor server would spend "
                       f"{measured['grpc_floor_cpu_s_per_min']:.2f} CPU-s/min on as many calls;"
                       f" CPU stolen {measured['steal_percent']:.0f}%")
+        summary = run.get("mixed_rounds")
+        if summary:
+            print(f"\nmixed rounds ({len(summary['rounds'])}; floor: the ratio if dockerd did only the churned pods' "
+                  f"direct work): round  shim CPU  dockerd (direct)  ratio  floor  ms a churned pod, shim / direct")
+            for label, figures in [*enumerate(summary["rounds"], 1), ("median", summary["median"])]:
+                print(f"  {label!s:>6} {figures['shim_cpu_s_per_min']:8.2f} {figures['dockerd_cpu_s_per_min']:8.2f} "
+                      f"({figures['direct_dockerd_cpu_s_per_min']:.2f}) {figures['dockerd_cpu_ratio']:6.2f} "
+                      f"{figures['floor']:6.2f}  {figures['dockerd_ms_per_churned_pod']:4.0f} / "
+                      f"{figures['direct_dockerd_ms_per_churned_pod']:.0f}")
 
 
 class RunningRuntime:
@@ -560,6 +595,10 @@ def main() -> int:
     parser.add_argument("--rpc-seconds", type=float, default=20.0, help="time cap per RPC row (default 20)")
     parser.add_argument("--mixed-seconds", type=float, default=60.0,
                         help="length of each of the 4 mixed runs; 0 skips them")
+    parser.add_argument("--mixed-rounds", type=int, default=1,
+                        help="the 4 mixed runs this many times over: dockerd's CPU a churned pod varies by "
+                             "10 %% from run to run, so the ratios are also given as the median of the rounds "
+                             "(default %(default)s)")
     parser.add_argument("--json", default="bench-results.json", help="where the JSON goes")
     parser.add_argument("--grpc-transport", choices=["http2", "grpcio"], default="http2",
                         help="the shim's --grpc-transport, and the floor server's (default %(default)s)")
@@ -602,11 +641,16 @@ def main() -> int:
                                         args.grpc_transport)
                 run = {"populate": populate, "rpcs": rpcs, "grpc_floor": floor}
                 if args.mixed_seconds > 0:
-                    mixed = mixed_phase(runtime, images, client, pods, shim.process.pid, args.mixed_seconds)
-                    for measured in (mixed, mixed["without_churn"]):  # what gRPC alone costs at that call rate
-                        measured["grpc_floor_cpu_s_per_min"] = (
-                            measured["rpcs_per_min"] * floor["server_cpu_ms"] / 1000)
-                    run["mixed"] = mixed
+                    rounds = []
+                    for _ in range(max(args.mixed_rounds, 1)):
+                        mixed = mixed_phase(runtime, images, client, pods, shim.process.pid, args.mixed_seconds)
+                        for measured in (mixed, mixed["without_churn"]):  # what gRPC alone costs at that call rate
+                            measured["grpc_floor_cpu_s_per_min"] = (
+                                measured["rpcs_per_min"] * floor["server_cpu_ms"] / 1000)
+                        rounds.append(mixed)
+                    run["mixed"] = rounds[0]
+                    if len(rounds) > 1:
+                        run["mixed_rounds"] = rounds_summary(rounds)
                 report["runs"][str(count)] = run
                 print_report({**report, "runs": {str(count): run}})  # each size as soon as it is done
                 Path(args.json).write_text(json.dumps(report, indent=2))
