@@ -38,7 +38,8 @@ INTERFACE_NAME = "eth0"
 CACHE_KIND = "cniCacheV1"
 # Versions whose DEL receives the ADD result as prevResult (0.4.0 brought it).
 _VERSIONS_WITHOUT_PREV_RESULT_ON_DEL = ("", "0.1.0", "0.2.0", "0.3.0", "0.3.1")
-_PLUGIN_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# What the CNI spec allows in a network name, and what a plugin's file name may be.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SANDBOX_ID = re.compile(r"[0-9a-f]{64}")
 # The pod annotations the kubelet's CNI driver turned into the bandwidth plugin's capability.
 INGRESS_BANDWIDTH_ANNOTATION = "kubernetes.io/ingress-bandwidth"
@@ -96,8 +97,8 @@ def parse_network_config(source: str, raw: bytes) -> NetworkConfig:
     if not isinstance(plugins, list) or not plugins:
         raise NetworkConfigError(f"{source}: \"plugins\" must be a non-empty list")
     name = document.get("name")
-    if not isinstance(name, str) or not name:
-        raise NetworkConfigError(f"{source}: the network has no \"name\"")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise NetworkConfigError(f"{source}: the network has no valid \"name\" (letters, digits, '.', '_', '-')")
     version = document.get("cniVersion", "")
     if not isinstance(version, str):
         raise NetworkConfigError(f"{source}: \"cniVersion\" must be a string")
@@ -106,7 +107,7 @@ def parse_network_config(source: str, raw: bytes) -> NetworkConfig:
         if not isinstance(plugin, dict):
             raise NetworkConfigError(f"{source}: plugin {index} is not a JSON object")
         plugin_type = plugin.get("type")
-        if not isinstance(plugin_type, str) or not _PLUGIN_TYPE.fullmatch(plugin_type):
+        if not isinstance(plugin_type, str) or not _NAME.fullmatch(plugin_type):
             raise NetworkConfigError(f"{source}: plugin {index} has no valid \"type\" (a plugin's file name)")
         checked.append(dict(plugin))
     if not is_list:
@@ -309,7 +310,7 @@ class CNINetwork:
         self._timeout = timeout
         self._lock = threading.Lock()
         self._loaded_for: tuple[Any, ...] | None = None
-        self._loaded: NetworkConfig | NetworkConfigError = NetworkConfigError("not loaded yet")
+        self._loaded: NetworkConfig | str = "not loaded yet"  # the config, or why there is none
 
     # --- the config -------------------------------------------------------------------------------
 
@@ -321,8 +322,8 @@ class CNINetwork:
             if key != self._loaded_for:
                 self._loaded, self._loaded_for = self._load(names), key
             loaded = self._loaded
-        if isinstance(loaded, NetworkConfigError):
-            raise loaded
+        if isinstance(loaded, str):
+            raise NetworkConfigError(loaded)
         return loaded
 
     def readiness(self) -> Readiness:
@@ -349,7 +350,7 @@ class CNINetwork:
         except OSError:
             return -1
 
-    def _load(self, names: list[str]) -> NetworkConfig | NetworkConfigError:
+    def _load(self, names: list[str]) -> NetworkConfig | str:
         problems = []
         for name in names:
             path = os.path.join(self._conf_dir, name)
@@ -368,8 +369,8 @@ class CNINetwork:
             log.info("CNI network %r from %s (plugins: %s)", network.name, path, ", ".join(network.plugin_types))
             return network
         if problems:
-            return NetworkConfigError("; ".join(problems))
-        return NetworkConfigError(f"no network config (*.conf, *.conflist, *.json) in {self._conf_dir}")
+            return "; ".join(problems)
+        return f"no network config (*.conf, *.conflist, *.json) in {self._conf_dir}"
 
     # --- ADD and DEL ------------------------------------------------------------------------------
 

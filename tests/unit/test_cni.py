@@ -40,6 +40,7 @@ def test_a_single_plugin_conf_is_a_list_of_one() -> None:
     (b"[]", "JSON object"),
     (conflist(plugins=[]), "non-empty"),
     (conflist(name=""), "name"),
+    (conflist(name="../x"), "name"),
     (conflist(cniVersion=1), "cniVersion"),
     (conflist(plugins=[{"ipam": {}}]), "type"),
     (conflist(plugins=[{"type": "../../bin/sh"}]), "type"),
