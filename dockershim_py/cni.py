@@ -407,6 +407,13 @@ class CNINetwork:
     def has_cache(self, sandbox_id: str) -> bool:
         return bool(self._cache_paths(sandbox_id))
 
+    def cached_result(self, sandbox_id: str) -> dict[str, Any] | None:
+        """The network and the result of the pod's ADD, as kept for its DEL; None when none is kept."""
+        _, entry = self._read_cache(sandbox_id)
+        if entry is None:
+            return None
+        return {"network": entry.get("networkName"), "result": entry.get("result")}
+
     def _delete(self, network: NetworkConfig, pod: PodIdentity, netns: str, capabilities: Mapping[str, Any],
                 result: dict[str, Any] | None, quiet: bool) -> None:
         prev_result = None if network.cni_version in _VERSIONS_WITHOUT_PREV_RESULT_ON_DEL else result

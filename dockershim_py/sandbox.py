@@ -214,8 +214,10 @@ def status_from_inspect(inspect: dict[str, Any], ips: list[str]) -> api.PodSandb
     )
 
 
-def verbose_info(inspect: dict[str, Any], ips: list[str], checkpoint: SandboxCheckpoint | None) -> dict[str, str]:
-    """What crictl inspectp shows beyond the status: the Docker side of the sandbox."""
+def verbose_info(inspect: dict[str, Any], ips: list[str], checkpoint: SandboxCheckpoint | None,
+                 cni_result: dict[str, Any] | None = None) -> dict[str, str]:
+    """What crictl inspectp shows beyond the status: the Docker side of the sandbox, and what its
+    CNI plugins answered (as containerd shows it)."""
     state = inspect.get("State") or {}
     host_config = inspect.get("HostConfig") or {}
     detail = {
@@ -242,6 +244,8 @@ def verbose_info(inspect: dict[str, Any], ips: list[str], checkpoint: SandboxChe
             "portMappings": [vars(mapping) for mapping in checkpoint.port_mappings],
         },
     }
+    if cni_result is not None:
+        detail["cniResult"] = cni_result
     return {"info": json.dumps(detail, sort_keys=True)}
 
 
@@ -494,7 +498,8 @@ class SandboxService:
             )
         ips = self._pod_ips(inspect)
         status = status_from_inspect(inspect, ips)
-        info = verbose_info(inspect, ips, self._checkpoints.get(full_id)) if verbose else {}
+        cni_result = self._network.cni.cached_result(full_id) if verbose and self._network.cni is not None else None
+        info = verbose_info(inspect, ips, self._checkpoints.get(full_id), cni_result) if verbose else {}
         return status, info
 
     @staticmethod

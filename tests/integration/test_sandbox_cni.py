@@ -140,6 +140,9 @@ def test_a_pod_gets_its_address_and_host_port_from_the_plugins(
     assert cni_network.allocated() == {status.network.ip}
     assert len(cni_network.veths()) == 1
     assert status.network.ip in pods.output_of(sandbox_id, "cat /proc/net/fib_trie")  # the pod's namespace
+    info = json.loads(pods.status(sandbox_id, verbose=True).info["info"])
+    assert info["networkMode"] == "none" and info["cniResult"]["network"] == "dspy-pods"
+    assert [entry["address"] for entry in info["cniResult"]["result"]["ips"]] == [f"{status.network.ip}/24"]
 
     pods.join(sandbox_id, "while true; do echo hello from the pod | nc -l -p 8080; done")
     assert "hello from the pod" in wait_for(lambda: answer(status.network.ip, 8080))
