@@ -28,6 +28,14 @@ pytestmark = pytest.mark.skipif(not (PLUGIN_DIR / "bridge").exists(),
                                 reason="containernetworking-plugins is not installed (tests/env/setup.sh installs it)")
 
 
+def is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:  # host-local's lock and last-reserved files
+        return False
+
+
 def unused_subnet() -> ipaddress.IPv4Network:
     routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
     used = [ipaddress.ip_network(word, strict=False) for line in routes.splitlines() for word in line.split()[:2]
@@ -73,7 +81,7 @@ class CNINetwork:
         directory = self.ipam_dir / "dspy-pods"
         if not directory.exists():
             return set()
-        return {path.name for path in directory.iterdir() if path.name[:1].isdigit()}
+        return {path.name for path in directory.iterdir() if is_address(path.name)}
 
     def veths(self) -> list[str]:
         shown = subprocess.run(["ip", "-o", "link", "show", "master", self.bridge], capture_output=True, text=True)
@@ -343,3 +351,31 @@ def test_a_shim_without_cni_warns_of_pods_on_a_cni_network(
         remove_all(pods)
     assert cni_network.allocated() == set()
     assert "--network-plugin is not cni" not in third.log()
+
+
+def unused_ipv6_subnet() -> ipaddress.IPv6Network:
+    routes = subprocess.run(["ip", "-6", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    used = [ipaddress.ip_network(word, strict=False) for line in routes.splitlines() for word in line.split()[:2]
+            if ":" in word and word[:1] in "0123456789abcdef"]
+    for _ in range(100):
+        candidate = ipaddress.ip_network(f"fd51:{secrets.randbelow(65536):x}::/64")
+        if not any(candidate.overlaps(route) for route in used if route.version == 6 and route.prefixlen > 0):
+            return candidate
+    raise RuntimeError("no free /64 in fd51::/16")
+
+
+def test_a_dual_stack_pod_reports_both_addresses(start_shim, tmp_path: Path, docker_api: docker.APIClient) -> None:
+    network = CNINetwork(tmp_path)
+    ipv6 = unused_ipv6_subnet()
+    network.plugins[0]["ipam"]["ranges"].append([{"subnet": str(ipv6)}])
+    shim = start_shim(network.write().shim_args())
+    pods = Sandboxes(shim.runtime, docker_api)
+    try:
+        status = pods.status(pods.run()).status
+        assert ipaddress.ip_address(status.network.ip) in network.subnet  # IPv4 first: the kubelet's pod IP
+        assert [ipaddress.ip_address(extra.ip) in ipv6 for extra in status.network.additional_ips] == [True]
+        assert len(network.allocated()) == 2
+    finally:
+        remove_all(pods)
+        network.cleanup()
+    assert network.allocated() == set()
