@@ -12,7 +12,7 @@ import json
 import secrets
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -120,6 +120,23 @@ def pods(cni_shim: Shim, docker_api: docker.APIClient) -> Iterator[Sandboxes]:
     remove_all(made)
 
 
+@pytest.fixture
+def pods_on(start_shim, docker_api: docker.APIClient) -> Iterator[Callable[..., Sandboxes]]:
+    """Sandboxes through a shim of their own on `network` (its config written first unless `write`
+    is false); afterwards the pods are removed and the bridge is deleted."""
+    made: list[tuple[Sandboxes, CNINetwork]] = []
+
+    def start(network: CNINetwork, write: bool = True) -> Sandboxes:
+        shim = start_shim((network.write() if write else network).shim_args())
+        made.append((Sandboxes(shim.runtime, docker_api), network))
+        return made[-1][0]
+
+    yield start
+    for pods, network in made:
+        remove_all(pods)
+        network.cleanup()
+
+
 def network_condition(runtime) -> api.RuntimeCondition:
     conditions = runtime.Status(api.StatusRequest(), timeout=10).status.conditions
     return next(condition for condition in conditions if condition.type == "NetworkReady")
@@ -195,68 +212,53 @@ def test_a_restarted_shim_still_tears_down(start_shim, cni_network: CNINetwork, 
         remove_all(pods)
 
 
-def test_a_failed_setup_leaves_nothing(start_shim, tmp_path: Path, docker_api: docker.APIClient) -> None:
+def test_a_failed_setup_leaves_nothing(pods_on, tmp_path: Path) -> None:
     """host-local with one address: the second pod cannot have one, and leaves no trace."""
     network = CNINetwork(tmp_path, one_address=True)
-    shim = start_shim(network.write().shim_args())
-    pods = Sandboxes(shim.runtime, docker_api)
-    try:
-        first = pods.run(pods.config("first"))
-        with pytest.raises(grpc.RpcError) as raised:
-            pods.run(pods.config("second"))
-        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "no IP addresses available" in raised.value.details()
-        assert "CNI plugin bridge ADD failed" in raised.value.details()
-        assert [item.id for item in pods.listed()] == [first]
-        assert [entry["Id"] for entry in pods.docker_containers()] == [first]
-        assert len(network.veths()) == 1
-        assert network.allocated() == {str(network.subnet[10])}
-    finally:
-        remove_all(pods)
-        network.cleanup()
+    pods = pods_on(network)
+    first = pods.run(pods.config("first"))
+    with pytest.raises(grpc.RpcError) as raised:
+        pods.run(pods.config("second"))
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "no IP addresses available" in raised.value.details()
+    assert "CNI plugin bridge ADD failed" in raised.value.details()
+    assert [item.id for item in pods.listed()] == [first]
+    assert [entry["Id"] for entry in pods.docker_containers()] == [first]
+    assert len(network.veths()) == 1
+    assert network.allocated() == {str(network.subnet[10])}
 
 
-def test_no_network_config_means_not_ready(start_shim, tmp_path: Path, docker_api: docker.APIClient) -> None:
-    network = CNINetwork(tmp_path)  # the directory stays empty
-    shim = start_shim(network.shim_args())
-    pods = Sandboxes(shim.runtime, docker_api)
-    try:
-        condition = network_condition(shim.runtime)
-        assert not condition.status and condition.reason == "NetworkPluginNotReady"
-        assert "cni config uninitialized" in condition.message and str(network.conf_dir) in condition.message
-        with pytest.raises(grpc.RpcError) as raised:
-            pods.run()
-        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "cni config uninitialized" in raised.value.details()
-        assert pods.docker_containers() == []
-        host_network = pods.config("host", linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(
-            namespace_options=api.NamespaceOption(network=api.NODE))))
-        pods.run(host_network)  # a pod on the node's network needs no plugin
-        network.write()  # the config appears: ready without a restart
-        assert wait_for(lambda: network_condition(shim.runtime).status, timeout=5)
-        sandbox_id = pods.run(pods.config("later"))
-        assert ipaddress.ip_address(pods.status(sandbox_id).status.network.ip) in network.subnet
-        pods.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
-        assert network.allocated() == set()
-    finally:
-        remove_all(pods)
-        network.cleanup()
+def test_no_network_config_means_not_ready(pods_on, tmp_path: Path) -> None:
+    network = CNINetwork(tmp_path)
+    pods = pods_on(network, write=False)  # the directory stays empty
+    condition = network_condition(pods.runtime)
+    assert not condition.status and condition.reason == "NetworkPluginNotReady"
+    assert "cni config uninitialized" in condition.message and str(network.conf_dir) in condition.message
+    with pytest.raises(grpc.RpcError) as raised:
+        pods.run()
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "cni config uninitialized" in raised.value.details()
+    assert pods.docker_containers() == []
+    host_network = pods.config("host", linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(
+        namespace_options=api.NamespaceOption(network=api.NODE))))
+    pods.run(host_network)  # a pod on the node's network needs no plugin
+    network.write()  # the config appears: ready without a restart
+    assert wait_for(lambda: network_condition(pods.runtime).status, timeout=5)
+    sandbox_id = pods.run(pods.config("later"))
+    assert ipaddress.ip_address(pods.status(sandbox_id).status.network.ip) in network.subnet
+    pods.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    assert network.allocated() == set()
 
 
-def test_a_missing_plugin_is_named(start_shim, tmp_path: Path, docker_api: docker.APIClient) -> None:
-    network = CNINetwork(tmp_path, plugins=[{"type": "no-such-plugin"}])
-    shim = start_shim(network.write().shim_args())
-    pods = Sandboxes(shim.runtime, docker_api)
-    try:
-        condition = network_condition(shim.runtime)
-        assert not condition.status and "no-such-plugin" in condition.message and str(PLUGIN_DIR) in condition.message
-        with pytest.raises(grpc.RpcError) as raised:
-            pods.run()
-        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "no-such-plugin" in raised.value.details()
-        assert pods.docker_containers() == []
-    finally:
-        remove_all(pods)
+def test_a_missing_plugin_is_named(pods_on, tmp_path: Path) -> None:
+    pods = pods_on(CNINetwork(tmp_path, plugins=[{"type": "no-such-plugin"}]))
+    condition = network_condition(pods.runtime)
+    assert not condition.status and "no-such-plugin" in condition.message and str(PLUGIN_DIR) in condition.message
+    with pytest.raises(grpc.RpcError) as raised:
+        pods.run()
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no-such-plugin" in raised.value.details()
+    assert pods.docker_containers() == []
 
 
 def test_a_pod_whose_pause_container_died_gives_back_its_address(
@@ -285,42 +287,31 @@ def host_veth(network: CNINetwork) -> str:
     return line.split(":")[1].strip().split("@")[0]
 
 
-def test_bandwidth_annotations_shape_the_pod(start_shim, tmp_path: Path, docker_api: docker.APIClient) -> None:
+def test_bandwidth_annotations_shape_the_pod(pods_on, tmp_path: Path) -> None:
     network = CNINetwork(tmp_path)
     network.plugins.append({"type": "bandwidth", "capabilities": {"bandwidth": True}})
-    shim = start_shim(network.write().shim_args())
-    pods = Sandboxes(shim.runtime, docker_api)
-    try:
-        with pytest.raises(grpc.RpcError) as raised:
-            pods.run(pods.config("bad", annotations={"kubernetes.io/ingress-bandwidth": "fast"}))
-        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "kubernetes.io/ingress-bandwidth" in raised.value.details()
-        assert pods.docker_containers() == [] and network.allocated() == set()
+    pods = pods_on(network)
+    with pytest.raises(grpc.RpcError) as raised:
+        pods.run(pods.config("bad", annotations={"kubernetes.io/ingress-bandwidth": "fast"}))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "kubernetes.io/ingress-bandwidth" in raised.value.details()
+    assert pods.docker_containers() == [] and network.allocated() == set()
 
-        pods.run(pods.config("shaped", annotations={"kubernetes.io/ingress-bandwidth": "1M"}))
-        qdiscs = subprocess.run(["tc", "qdisc", "show", "dev", host_veth(network)], capture_output=True,
-                                text=True).stdout
-        assert "tbf" in qdiscs and "rate 1Mbit" in qdiscs
-    finally:
-        remove_all(pods)
-        network.cleanup()
+    pods.run(pods.config("shaped", annotations={"kubernetes.io/ingress-bandwidth": "1M"}))
+    qdiscs = subprocess.run(["tc", "qdisc", "show", "dev", host_veth(network)], capture_output=True, text=True).stdout
+    assert "tbf" in qdiscs and "rate 1Mbit" in qdiscs
 
 
-def test_the_pod_cidr_reaches_ipam(start_shim, tmp_path: Path, docker_api: docker.APIClient) -> None:
+def test_the_pod_cidr_reaches_ipam(pods_on, tmp_path: Path) -> None:
     """host-local takes its range from the ipRanges capability: the CIDR of UpdateRuntimeConfig."""
     network = CNINetwork(tmp_path)
     network.plugins[0]["capabilities"] = {"ipRanges": True}
     network.plugins[0]["ipam"].pop("ranges")
-    shim = start_shim(network.write().shim_args())
-    pods = Sandboxes(shim.runtime, docker_api)
-    try:
-        shim.runtime.UpdateRuntimeConfig(api.UpdateRuntimeConfigRequest(runtime_config=api.RuntimeConfig(
-            network_config=api.NetworkConfig(pod_cidr=str(network.subnet)))), timeout=10)
-        sandbox_id = pods.run()
-        assert ipaddress.ip_address(pods.status(sandbox_id).status.network.ip) in network.subnet
-    finally:
-        remove_all(pods)
-        network.cleanup()
+    pods = pods_on(network)
+    pods.runtime.UpdateRuntimeConfig(api.UpdateRuntimeConfigRequest(runtime_config=api.RuntimeConfig(
+        network_config=api.NetworkConfig(pod_cidr=str(network.subnet)))), timeout=10)
+    sandbox_id = pods.run()
+    assert ipaddress.ip_address(pods.status(sandbox_id).status.network.ip) in network.subnet
 
 
 def test_a_replaced_attempt_gives_back_its_address(
@@ -364,18 +355,15 @@ def unused_ipv6_subnet() -> ipaddress.IPv6Network:
     raise RuntimeError("no free /64 in fd51::/16")
 
 
-def test_a_dual_stack_pod_reports_both_addresses(start_shim, tmp_path: Path, docker_api: docker.APIClient) -> None:
+def test_a_dual_stack_pod_reports_both_addresses(pods_on, tmp_path: Path) -> None:
     network = CNINetwork(tmp_path)
     ipv6 = unused_ipv6_subnet()
     network.plugins[0]["ipam"]["ranges"].append([{"subnet": str(ipv6)}])
-    shim = start_shim(network.write().shim_args())
-    pods = Sandboxes(shim.runtime, docker_api)
-    try:
-        status = pods.status(pods.run()).status
-        assert ipaddress.ip_address(status.network.ip) in network.subnet  # IPv4 first: the kubelet's pod IP
-        assert [ipaddress.ip_address(extra.ip) in ipv6 for extra in status.network.additional_ips] == [True]
-        assert len(network.allocated()) == 2
-    finally:
-        remove_all(pods)
-        network.cleanup()
+    pods = pods_on(network)
+    sandbox_id = pods.run()
+    status = pods.status(sandbox_id).status
+    assert ipaddress.ip_address(status.network.ip) in network.subnet  # IPv4 first: the kubelet's pod IP
+    assert [ipaddress.ip_address(extra.ip) in ipv6 for extra in status.network.additional_ips] == [True]
+    assert len(network.allocated()) == 2
+    pods.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
     assert network.allocated() == set()
