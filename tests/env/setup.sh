@@ -112,6 +112,7 @@ pkg_installed libc6-dev || missing+=(libc6-dev)        # libc.a for gcc -static
 command -v htpasswd >/dev/null || missing+=(apache2-utils)
 command -v iptables >/dev/null || missing+=(iptables)
 pkg_installed containernetworking-plugins || missing+=(containernetworking-plugins)
+command -v tc >/dev/null || missing+=(iproute2)          # ip and tc: the CNI tests look at links and qdiscs
 command -v curl >/dev/null || missing+=(curl)
 # busybox: we need Debian's dynamically linked one. busybox-static conflicts with it; if that is
 # installed we leave it alone and use the busybox .deb's binary without installing it (below).
