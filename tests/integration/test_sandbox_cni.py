@@ -367,3 +367,16 @@ def test_a_dual_stack_pod_reports_both_addresses(pods_on, tmp_path: Path) -> Non
     assert len(network.allocated()) == 2
     pods.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
     assert network.allocated() == set()
+
+
+def test_a_pod_removed_behind_the_shims_back_gives_back_its_address(
+        pods: Sandboxes, cni_network: CNINetwork, docker_api: docker.APIClient) -> None:
+    """Its checkpoint lists it as NOTREADY, so the kubelet stops it: that stop runs DEL from the cache."""
+    sandbox_id = pods.run()
+    docker_api.remove_container(sandbox_id, force=True)
+    assert wait_for(lambda: [(item.id, item.state) for item in pods.listed()] == [(sandbox_id, api.SANDBOX_NOTREADY)])
+    assert len(cni_network.allocated()) == 1
+    pods.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    assert cni_network.allocated() == set()
+    pods.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    assert pods.listed() == []
