@@ -13,6 +13,7 @@ import secrets
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -380,3 +381,15 @@ def test_a_pod_removed_behind_the_shims_back_gives_back_its_address(
     assert cni_network.allocated() == set()
     pods.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
     assert pods.listed() == []
+
+
+def test_pods_made_and_removed_side_by_side(pods: Sandboxes, cni_network: CNINetwork) -> None:
+    with ThreadPoolExecutor(10) as pool:
+        made = list(pool.map(lambda index: pods.run(pods.config(f"p{index}")), range(10)))
+        addresses = {pods.status(sandbox_id).status.network.ip for sandbox_id in made}
+        assert len(addresses) == 10 and cni_network.allocated() == addresses
+        assert len(cni_network.veths()) == 10
+        list(pool.map(lambda sandbox_id: pods.runtime.RemovePodSandbox(
+            api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60), made))
+    assert cni_network.allocated() == set() and cni_network.veths() == []
+    assert not list(cni_network.cache_dir.glob("results/*"))
