@@ -237,7 +237,6 @@ def plugin_environment(command: str, pod: PodIdentity, netns: str, cni_path: Seq
 
 def plugin_failure(plugin_type: str, command: str, returncode: int, stdout: bytes, stderr: bytes) -> str:
     """What a failed plugin said: the CNI error object ({code, msg, details}) when it wrote one."""
-    said = ""
     try:
         error = json.loads(stdout or b"null")
     except ValueError:
