@@ -17,10 +17,11 @@ import json
 import logging
 import os
 import re
-import secrets
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+
+from .files import remove_if_present, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class CheckpointStore:
         for entry in os.listdir(self.directory):
             path = os.path.join(self.directory, entry)
             if entry.startswith("."):  # a write interrupted before its rename
-                self._unlink(path)
+                remove_if_present(path)
                 continue
             if not _valid_id(entry):
                 log.warning("ignoring %s: not a sandbox checkpoint", path)
@@ -159,7 +160,7 @@ class CheckpointStore:
                     index[entry] = decode(handle.read())
             except CorruptCheckpoint as exc:
                 log.warning("removing corrupt checkpoint %s: %s", path, exc)
-                self._unlink(path)
+                remove_if_present(path)
             except OSError as exc:
                 log.warning("cannot read checkpoint %s: %s", path, exc)
         log.info("loaded %d sandbox checkpoint(s) from %s", len(index), self.directory)
@@ -168,18 +169,7 @@ class CheckpointStore:
     def write(self, sandbox_id: str, checkpoint: SandboxCheckpoint) -> None:
         if not _valid_id(sandbox_id):
             raise ValueError(f"not a sandbox id: {sandbox_id!r}")
-        path = os.path.join(self.directory, sandbox_id)
-        temporary = os.path.join(self.directory, f".{sandbox_id}.{secrets.token_hex(4)}")
-        try:
-            with open(temporary, "xb") as handle:
-                handle.write(encode(checkpoint))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.rename(temporary, path)
-        except BaseException:
-            self._unlink(temporary)
-            raise
-        self._sync_directory()
+        write_atomically(os.path.join(self.directory, sandbox_id), encode(checkpoint))
         with self._lock:
             self._index[sandbox_id] = checkpoint
 
@@ -195,20 +185,7 @@ class CheckpointStore:
         """Forget a checkpoint; one already gone is fine."""
         if not _valid_id(sandbox_id):
             return
-        self._unlink(os.path.join(self.directory, sandbox_id))
+        remove_if_present(os.path.join(self.directory, sandbox_id))
         with self._lock:
             self._index.pop(sandbox_id, None)
 
-    def _sync_directory(self) -> None:
-        descriptor = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-    @staticmethod
-    def _unlink(path: str) -> None:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass

@@ -26,10 +26,12 @@ import os
 import re
 import subprocess
 import threading
-from fractions import Fraction
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
+
+from .files import remove_if_present, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +133,16 @@ class PodIdentity:
     uid: str
     sandbox_id: str
 
-    def cni_args(self) -> str:
+    def cni_arg_pairs(self) -> list[tuple[str, str]]:
         """CNI_ARGS as dockershim and the kubelet's plugins expect them."""
         pairs = [("IgnoreUnknown", "1"), ("K8S_POD_NAMESPACE", self.namespace), ("K8S_POD_NAME", self.name),
                  ("K8S_POD_INFRA_CONTAINER_ID", self.sandbox_id)]
         if self.uid:
             pairs.append(("K8S_POD_UID", self.uid))
-        return ";".join(f"{key}={value}" for key, value in pairs)
+        return pairs
+
+    def cni_args(self) -> str:
+        return ";".join(f"{key}={value}" for key, value in self.cni_arg_pairs())
 
 
 def port_mapping_capability(mappings: Iterable[Any]) -> list[dict[str, Any]]:
@@ -272,7 +277,7 @@ def cache_entry(network: NetworkConfig, pod: PodIdentity, capabilities: Mapping[
         "config": base64.b64encode(network.raw).decode(),
         "ifName": INTERFACE_NAME,
         "networkName": network.name,
-        "cniArgs": [pair.split("=", 1) for pair in pod.cni_args().split(";")],
+        "cniArgs": [list(pair) for pair in pod.cni_arg_pairs()],
         "capabilityArgs": dict(capabilities),
         "result": dict(result),
     }
@@ -495,19 +500,9 @@ class CNINetwork:
 
     def _write_cache(self, pod: PodIdentity, entry: Mapping[str, Any]) -> None:
         os.makedirs(self._cache_dir, mode=0o700, exist_ok=True)
-        path = os.path.join(self._cache_dir, f"{entry['networkName']}-{pod.sandbox_id}-{INTERFACE_NAME}")
-        temporary = os.path.join(self._cache_dir, f".{os.path.basename(path)}.tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(descriptor, json.dumps(entry).encode())
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.rename(temporary, path)
+        write_atomically(os.path.join(self._cache_dir, f"{entry['networkName']}-{pod.sandbox_id}-{INTERFACE_NAME}"),
+                         json.dumps(entry).encode())
 
     def _remove_cache(self, sandbox_id: str) -> None:
         for path in self._cache_paths(sandbox_id):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+            remove_if_present(path)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import failed_precondition
+from .files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,7 @@ class CopyState:
         return dict(vars(self))
 
     def save(self, path: str) -> None:
-        temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(self.fields(), handle)
-        os.replace(temporary, path)
+        write_atomically(path, json.dumps(self.fields()).encode(), durable=False)
 
 
 def docker_size_bytes(size: str) -> int:
