@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -321,30 +322,29 @@ def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, s
 
 
 class MixedLoad:
-    """The kubelet's loops on threads for `seconds`; `direct` answers them with docker-py instead."""
+    """The kubelet's loops for `seconds`; `direct` answers them with docker-py instead.
 
-    def __init__(self, runtime: Any, images: Any, client: docker.APIClient, pods: Pods,
+    The PLEG (relist) runs in a process of its own (bench/pleg.py), as the kubelet's never waits
+    for its stats loop; the other loops are threads here.
+    """
+
+    def __init__(self, runtime: Any, images: Any, client: docker.APIClient, pods: Pods, endpoint: str,
                  direct_pods: DirectPods | None = None) -> None:
         self.runtime, self.images, self.client, self.pods = runtime, images, client, pods
+        self.endpoint = endpoint
         self.direct_pods = direct_pods
         self.direct = direct_pods is not None
         self.relist_latencies: list[float] = []
+        self.relist_calls = 0
         self.errors: list[str] = []
         self.stop = threading.Event()
         self.churned = 0
-        self._previous: dict[str, str] = {}
 
-    def _guard(self, what: str, fn: Callable[[], Any], gone_is_fine: bool = False) -> None:
-        """Record a failure; `gone_is_fine`: a container removed since the list, as the kubelet takes it."""
+    def _guard(self, what: str, fn: Callable[[], Any]) -> None:
         try:
             fn()
         except (grpc.RpcError, docker.errors.APIError) as exc:
-            not_found = isinstance(exc, docker.errors.NotFound) or (
-                isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.NOT_FOUND)
-            if gone_is_fine and not_found:
-                return
-            detail = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
-            self.errors.append(f"{what}: {detail}")
+            self.errors.append(f"{what}: {exc.details() if isinstance(exc, grpc.RpcError) else exc}")
 
     def _every(self, period: float, what: str, fn: Callable[[], Any]) -> None:
         next_at = time.monotonic()
@@ -353,25 +353,22 @@ class MixedLoad:
             next_at += period
             self.stop.wait(max(0.0, next_at - time.monotonic()))
 
-    def relist(self) -> None:
-        started = time.perf_counter()
-        if self.direct:
-            containers = self.client.containers(all=True, filters={"label": "io.kubernetes.docker.type=container"})
-            self.client.containers(all=True, filters={"label": "io.kubernetes.docker.type=podsandbox"})
-            current = {c["Id"]: c["State"] for c in containers}
-        else:
-            self.runtime.ListPodSandbox(api.ListPodSandboxRequest(), timeout=60)
-            listed = self.runtime.ListContainers(api.ListContainersRequest(), timeout=60).containers
-            current = {c.id: str(c.state) for c in listed}
-        self.relist_latencies.append(time.perf_counter() - started)
-        changed = [cid for cid, state in current.items() if self._previous.get(cid) != state]
-        self._previous = current
-        for container_id in changed[:20]:  # the PLEG follow-ups for changed pods
-            if self.direct:
-                self._guard("inspect", lambda: self.client.inspect_container(container_id), gone_is_fine=True)
-            else:
-                self._guard("ContainerStatus", lambda: self.runtime.ContainerStatus(
-                    api.ContainerStatusRequest(container_id=container_id), timeout=60), gone_is_fine=True)
+    def _start_pleg(self) -> subprocess.Popen:
+        target = ["--direct"] if self.direct else ["--endpoint", self.endpoint]
+        pleg = subprocess.Popen([sys.executable, str(Path(__file__).with_name("pleg.py")), *target],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert pleg.stdout is not None
+        if pleg.stdout.readline().strip() != "ready":
+            pleg.kill()
+            raise SystemExit(f"bench/pleg.py did not start (exit {pleg.wait()})")
+        return pleg
+
+    def _finish_pleg(self, pleg: subprocess.Popen) -> None:
+        output, _ = pleg.communicate(timeout=180)  # closes its stdin, which ends its loop
+        figures = json.loads(output)
+        self.relist_latencies.extend(figures["relist_seconds"])
+        self.relist_calls += figures["calls"]
+        self.errors.extend(figures["errors"])
 
     def status(self) -> None:
         if self.direct:
@@ -410,7 +407,8 @@ class MixedLoad:
 
     def run(self, seconds: float, churn: bool = True) -> dict:
         """The loops for `seconds`; without `churn`, only the kubelet's polling."""
-        loops = [(1.0, "relist", self.relist), (5.0, "status", self.status), (10.0, "sweep", self.sweep)]
+        pleg = self._start_pleg()
+        loops = [(5.0, "status", self.status), (10.0, "sweep", self.sweep)]
         if churn:
             loops.append((2.0, "churn", self.churn))
         threads = [threading.Thread(target=self._every, args=loop, daemon=True) for loop in loops]
@@ -418,6 +416,7 @@ class MixedLoad:
             thread.start()
         self.stop.wait(seconds)
         self.stop.set()
+        self._finish_pleg(pleg)
         for thread in threads:
             thread.join(timeout=120)
         return {
@@ -439,11 +438,12 @@ def measured_run(load: MixedLoad, seconds: float, churn: bool, pids: dict[str, i
     for name, pid in pids.items():
         result[f"{name}_cpu_s_per_min"] = (cpu_seconds(pid) - before[name]) / (seconds / 60)
     if stubs and not load.direct:
-        result["rpcs_per_min"] = sum(stub.calls - calls_before[key] for key, stub in stubs.items()) / (seconds / 60)
+        made = sum(stub.calls - calls_before[key] for key, stub in stubs.items()) + load.relist_calls
+        result["rpcs_per_min"] = made / (seconds / 60)
     return result
 
 
-def mixed_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, shim_pid: int,
+def mixed_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, shim_pid: int, endpoint: str,
                 seconds: float) -> dict:
     """The load through the shim, then answered by docker-py; each with churn and without it.
 
@@ -455,17 +455,17 @@ def mixed_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods,
         raise SystemExit("cannot find the dockerd that serves /var/run/docker.sock")
     processes = {"shim": shim_pid, "dockerd": daemon}
     rss_before = rss_bytes(shim_pid)
-    result = measured_run(MixedLoad(runtime, images, client, pods), seconds, True, processes)
+    result = measured_run(MixedLoad(runtime, images, client, pods, endpoint), seconds, True, processes)
     result["shim_rss_before_mib"] = rss_before / 2**20
     result["shim_rss_after_mib"] = rss_bytes(shim_pid) / 2**20
-    result["without_churn"] = measured_run(MixedLoad(runtime, images, client, pods), seconds, False, processes)
+    result["without_churn"] = measured_run(MixedLoad(runtime, images, client, pods, endpoint), seconds, False, processes)
     churned = DirectPods(client)
     try:
         for index in range(3):
             churned.create(index)
-        direct_load = MixedLoad(runtime, images, client, pods, direct_pods=churned)
+        direct_load = MixedLoad(runtime, images, client, pods, endpoint, direct_pods=churned)
         direct = measured_run(direct_load, seconds, True, {"dockerd": daemon})
-        direct_load = MixedLoad(runtime, images, client, pods, direct_pods=churned)
+        direct_load = MixedLoad(runtime, images, client, pods, endpoint, direct_pods=churned)
         direct["without_churn"] = measured_run(direct_load, seconds, False, {"dockerd": daemon})
     finally:
         churned.remove_all()
@@ -574,6 +574,7 @@ class RunningRuntime:
             raise SystemExit(f"--runtime-pid {pid}: no such process")
         self.process = types.SimpleNamespace(pid=pid)
         self.dir = tempfile.mkdtemp(prefix="dspy-bench-")
+        self.endpoint = endpoint
         self.channel = grpc.insecure_channel(endpoint.removeprefix("tcp://"))
         grpc.channel_ready_future(self.channel).result(timeout=15)
         self.runtime = api_pb2_grpc.RuntimeServiceStub(self.channel)
@@ -643,7 +644,8 @@ def main() -> int:
                 if args.mixed_seconds > 0:
                     rounds = []
                     for _ in range(max(args.mixed_rounds, 1)):
-                        mixed = mixed_phase(runtime, images, client, pods, shim.process.pid, args.mixed_seconds)
+                        mixed = mixed_phase(runtime, images, client, pods, shim.process.pid, shim.endpoint,
+                                            args.mixed_seconds)
                         for measured in (mixed, mixed["without_churn"]):  # what gRPC alone costs at that call rate
                             measured["grpc_floor_cpu_s_per_min"] = (
                                 measured["rpcs_per_min"] * floor["server_cpu_ms"] / 1000)

@@ -54,7 +54,7 @@ def main() -> int:
         for index in range(args.pods):
             pods.create(index)
         daemon = dockerd_pid()
-        load = MixedLoad(shim.runtime, shim.images, client, pods)
+        load = MixedLoad(shim.runtime, shim.images, client, pods, shim.endpoint)
         churned_before = len(pods.run_latencies)
         runner = threading.Thread(target=load.run, args=(args.minutes * 60,), daemon=True)
         started = time.monotonic()
