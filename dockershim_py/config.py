@@ -66,6 +66,7 @@ class Config:
     streaming_bind_addr: str = DEFAULT_STREAMING_BIND_ADDR
     streaming_tls_cert: str = ""
     streaming_tls_key: str = ""
+    streaming_tls_client_ca: str = ""
     streaming_idle_timeout: float = DEFAULT_STREAMING_IDLE_TIMEOUT
     streaming_creation_timeout: float = DEFAULT_STREAMING_CREATION_TIMEOUT
     network_plugin: str = ""
@@ -215,6 +216,11 @@ def argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--streaming-tls-key", default="", metavar="PATH", help="the PEM key of --streaming-tls-cert")
     parser.add_argument(
+        "--streaming-tls-client-ca", default="", metavar="PATH",
+        help="with --streaming-tls-cert: accept only clients whose certificate this PEM CA bundle signed "
+             "(the API server's kubelet-client certificate, say); without it any client may connect",
+    )
+    parser.add_argument(
         "--streaming-connection-idle-timeout", dest="streaming_idle_timeout", type=_duration,
         default=DEFAULT_STREAMING_IDLE_TIMEOUT,
         help="close a streaming connection that carried nothing for this long (default 4h, the kubelet's)",
@@ -263,6 +269,8 @@ def from_args(argv: list[str] | None = None) -> Config:
         argument_parser().error("--writable-layer-scan-rate must be at least 1")
     if bool(args.streaming_tls_cert) != bool(args.streaming_tls_key):
         argument_parser().error("--streaming-tls-cert and --streaming-tls-key go together")
+    if args.streaming_tls_client_ca and not args.streaming_tls_cert:
+        argument_parser().error("--streaming-tls-client-ca needs --streaming-tls-cert and --streaming-tls-key")
     if args.streaming_idle_timeout <= 0 or args.streaming_creation_timeout <= 0:
         argument_parser().error("the streaming timeouts must be positive")
     if not -1000 <= args.sandbox_oom_score_adj <= 1000:
@@ -286,6 +294,7 @@ def from_args(argv: list[str] | None = None) -> Config:
         streaming_bind_addr=args.streaming_bind_addr,
         streaming_tls_cert=args.streaming_tls_cert,
         streaming_tls_key=args.streaming_tls_key,
+        streaming_tls_client_ca=args.streaming_tls_client_ca,
         streaming_idle_timeout=args.streaming_idle_timeout,
         streaming_creation_timeout=args.streaming_creation_timeout,
         network_plugin=args.network_plugin,

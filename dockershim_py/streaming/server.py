@@ -81,6 +81,26 @@ def _check_streams(tty: bool, stdin: bool, stdout: bool, stderr: bool) -> None:
         raise invalid_argument("one of stdin, stdout, or stderr must be set")
 
 
+def tls_context(config: Config) -> ssl.SSLContext:
+    """The streaming server's TLS; a file it cannot load is named (ssl's own errors name none)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    loads: list[tuple[str, Callable[[], None]]] = [(
+        f"--streaming-tls-cert {config.streaming_tls_cert} with --streaming-tls-key {config.streaming_tls_key}",
+        lambda: context.load_cert_chain(config.streaming_tls_cert, config.streaming_tls_key))]
+    if config.streaming_tls_client_ca:
+        loads.append((f"--streaming-tls-client-ca {config.streaming_tls_client_ca}",
+                      lambda: context.load_verify_locations(cafile=config.streaming_tls_client_ca)))
+        context.verify_mode = ssl.CERT_REQUIRED
+    for what, load in loads:
+        try:
+            load()
+        except OSError as exc:  # ssl.SSLError included
+            raise OSError(f"{what}: {exc.strerror or exc}") from exc
+    return context
+
+
 class StreamingServer:
     def __init__(self, config: Config, runtime: StreamingRuntime, tokens: TokenCache[RemoteCommand | PortForward]
                  | None = None) -> None:
@@ -103,11 +123,7 @@ class StreamingServer:
 
     def start(self) -> None:
         if self._config.streaming_tls_cert:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.load_cert_chain(self._config.streaming_tls_cert, self._config.streaming_tls_key)
-            context.set_alpn_protocols(["http/1.1"])
-            self._tls = context
+            self._tls = tls_context(self._config)
         family = socket.AF_INET6 if ipaddress.ip_address(self._host).version == 6 else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -218,7 +234,9 @@ class StreamingServer:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._handle(_Client(sock, TlsLayer(self._tls) if self._tls else None))
-        except (OSError, ssl.SSLError, h11.ProtocolError) as exc:
+        except ssl.SSLError as exc:  # a client certificate refused, or not TLS at all: the operator's to see
+            log.info("streaming: TLS with %s failed: %s", _peer(sock), exc.reason or exc)
+        except (OSError, h11.ProtocolError) as exc:
             log.debug("streaming connection ended: %s", exc)
         except Exception:  # a bug must not take the listener down
             log.exception("streaming connection failed")
@@ -341,6 +359,14 @@ class StreamingServer:
             with self._lock:
                 self._sessions.pop(loop, None)
             loop.close()
+
+
+def _peer(sock: socket.socket) -> str:
+    try:
+        host, port = sock.getpeername()[:2]
+    except OSError:
+        return "a client that has gone"
+    return f"{url_host(host)}:{port}"
 
 
 class _Client:

@@ -1,4 +1,4 @@
-"""The streaming server's flags: loopback on an ephemeral port by default, TLS in pairs, positive timeouts."""
+"""The streaming server's flags: loopback on an ephemeral port by default, TLS in pairs (client CAs only with TLS), positive timeouts."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ from dockershim_py import config
 def test_defaults() -> None:
     settings = config.from_args([])
     assert settings.streaming_bind_addr == "127.0.0.1:0"
-    assert (settings.streaming_tls_cert, settings.streaming_tls_key) == ("", "")
+    assert (settings.streaming_tls_cert, settings.streaming_tls_key, settings.streaming_tls_client_ca) == ("", "", "")
     assert settings.streaming_idle_timeout == 4 * 3600
     assert settings.streaming_creation_timeout == 30
 
 
 def test_flags() -> None:
     settings = config.from_args(["--streaming-bind-addr", "[::1]:10010", "--streaming-tls-cert", "c.pem",
-                                 "--streaming-tls-key", "k.pem", "--streaming-connection-idle-timeout", "5m",
-                                 "--streaming-creation-timeout", "10s"])
+                                 "--streaming-tls-key", "k.pem", "--streaming-tls-client-ca", "ca.pem",
+                                 "--streaming-connection-idle-timeout", "5m", "--streaming-creation-timeout", "10s"])
+    assert settings.streaming_tls_client_ca == "ca.pem"
     assert config.parse_bind_address(settings.streaming_bind_addr) == ("::1", 10010)
     assert (settings.streaming_idle_timeout, settings.streaming_creation_timeout) == (300, 10)
 
@@ -38,7 +39,7 @@ def test_bad_bind_addresses(text: str) -> None:
 
 
 @pytest.mark.parametrize("argv", [
-    ["--streaming-tls-cert", "c.pem"], ["--streaming-tls-key", "k.pem"],
+    ["--streaming-tls-cert", "c.pem"], ["--streaming-tls-key", "k.pem"], ["--streaming-tls-client-ca", "ca.pem"],
     ["--streaming-connection-idle-timeout", "0"], ["--streaming-creation-timeout", "0s"],
     ["--streaming-bind-addr", "example.com:1"],
 ])
