@@ -8,7 +8,8 @@ Phases, for each pod count N (default 10 and 110; two containers per pod):
             the gRPC floor: an empty server on the shim's gRPC transport (bench/grpc_floor.py)
             answering a canned PodSandboxStatus reply, called after each shim call, which is what
             gRPC and this machine cost at that moment without the shim;
-  mixed     relist every 1 s (plus the PLEG follow-ups for a changed pod), Status every 5 s, the
+  mixed     relist every 1 s (plus the PLEG follow-ups for a changed pod; in a process of its own,
+            bench/pleg.py, as the kubelet's PLEG waits for none of its other loops), Status every 5 s, the
             stats / image-fs / log-manager sweep every 10 s, and churn (one pod stopped, removed and
             recreated every 2 s); relist latency under churn, errors, CPU seconds per minute of the
             shim and of dockerd, the shim's RSS before and after; then the same load answered by
