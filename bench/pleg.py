@@ -93,9 +93,9 @@ class Pleg:
         self.relist_seconds.append(time.perf_counter() - started)
         changed = [cid for cid, state in current.items() if self._previous.get(cid) != state]
         self._previous = current
+        follow_up = "inspect" if self.channel is None else "ContainerStatus"
         for container_id in changed[:FOLLOW_UPS_PER_RELIST]:
-            follow_up = "inspect" if self.channel is None else "ContainerStatus"
-            self._guard(follow_up, lambda: self._follow_up(container_id), gone_is_fine=True)
+            self._guard(follow_up, lambda cid=container_id: self._follow_up(cid), gone_is_fine=True)
 
     def run(self, stop: threading.Event, period: float) -> None:
         next_at = time.monotonic()
