@@ -366,6 +366,8 @@ class MixedLoad:
 
     def _finish_pleg(self, pleg: subprocess.Popen) -> None:
         output, _ = pleg.communicate(timeout=180)  # closes its stdin, which ends its loop
+        if pleg.returncode != 0:
+            raise SystemExit(f"bench/pleg.py failed (exit {pleg.returncode}); its error is above")
         figures = json.loads(output)
         self.relist_latencies.extend(figures["relist_seconds"])
         self.relist_calls += figures["calls"]

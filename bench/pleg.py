@@ -71,9 +71,9 @@ class Pleg:
             containers = self.client.containers(all=True, filters={"label": "io.kubernetes.docker.type=container"})
             self.client.containers(all=True, filters={"label": "io.kubernetes.docker.type=podsandbox"})
             return {c["Id"]: c["State"] for c in containers}
+        self.calls += 2
         self.runtime.ListPodSandbox(api.ListPodSandboxRequest(), timeout=60)
         listed = self.runtime.ListContainers(api.ListContainersRequest(), timeout=60).containers
-        self.calls += 2
         return {c.id: str(c.state) for c in listed}
 
     def _follow_up(self, container_id: str) -> None:

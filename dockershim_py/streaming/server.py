@@ -16,6 +16,7 @@ so a slow or dead client holds only its own thread, never the gRPC server or ano
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import re
@@ -25,7 +26,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import h11
 
@@ -86,19 +87,22 @@ def tls_context(config: Config) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["http/1.1"])
-    loads: list[tuple[str, Callable[[], None]]] = [(
-        f"--streaming-tls-cert {config.streaming_tls_cert} with --streaming-tls-key {config.streaming_tls_key}",
-        lambda: context.load_cert_chain(config.streaming_tls_cert, config.streaming_tls_key))]
+    pair = f"--streaming-tls-cert {config.streaming_tls_cert} with --streaming-tls-key {config.streaming_tls_key}"
+    with _naming(pair):
+        context.load_cert_chain(config.streaming_tls_cert, config.streaming_tls_key)
     if config.streaming_tls_client_ca:
-        loads.append((f"--streaming-tls-client-ca {config.streaming_tls_client_ca}",
-                      lambda: context.load_verify_locations(cafile=config.streaming_tls_client_ca)))
+        with _naming(f"--streaming-tls-client-ca {config.streaming_tls_client_ca}"):
+            context.load_verify_locations(cafile=config.streaming_tls_client_ca)
         context.verify_mode = ssl.CERT_REQUIRED
-    for what, load in loads:
-        try:
-            load()
-        except OSError as exc:  # ssl.SSLError included
-            raise OSError(f"{what}: {exc.strerror or exc}") from exc
     return context
+
+
+@contextlib.contextmanager
+def _naming(what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:  # ssl.SSLError included
+        raise OSError(f"{what}: {exc.strerror or exc}") from exc
 
 
 class StreamingServer:
