@@ -457,7 +457,13 @@ class GrpcServer:
         try:
             responses = handler.unary_stream(request, context)
             for response in responses:
-                if not connection.send_message(call, _serialized(handler, response)):
+                message = _serialized(handler, response)
+                if len(message) > self.max_message_bytes:  # the client would refuse it, and say less
+                    connection.answer(call, None, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                      f"{call.path}: a stream message of {len(message)} bytes is over the "
+                                      f"{self.max_message_bytes} allowed")
+                    return
+                if not connection.send_message(call, message):
                     return  # the client went away; the context's callbacks have run
         except Exception as exc:
             self._failed(connection, call, context, exc)

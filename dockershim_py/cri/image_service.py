@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 
 from ..api import api_pb2 as api
 from ..image import ImageService
 from .handlers import Adapter
+from .list_streams import batches
 
 
 class ImageServiceAdapter(Adapter):
     SERVICE = "ImageService"
-    UNIMPLEMENTED = {
-        "StreamImages": "the streaming list (KEP-5825, alpha) is not served; the kubelet falls back to ListImages",
-    }
-
     def __init__(self, images: ImageService) -> None:
         self._images = images
 
     def ListImages(self, request: api.ListImagesRequest, context: grpc.ServicerContext) -> api.ListImagesResponse:
         return api.ListImagesResponse(images=self._images.list_images(request.filter.image.image))
+
+    def StreamImages(
+        self, request: api.StreamImagesRequest, context: grpc.ServicerContext
+    ) -> Iterator[api.StreamImagesResponse]:
+        for batch in batches(self._images.list_images(request.filter.image.image)):
+            yield api.StreamImagesResponse(images=batch)
 
     def ImageStatus(self, request: api.ImageStatusRequest, context: grpc.ServicerContext) -> api.ImageStatusResponse:
         image, info = self._images.image_status(request.image.image, request.verbose)

@@ -19,6 +19,7 @@ from ..sandbox import SandboxService
 from ..stats import StatsService
 from ..streaming.server import StreamingServer
 from .handlers import Adapter
+from .list_streams import batches
 
 Response = TypeVar("Response")
 
@@ -48,20 +49,12 @@ class RepeatedList(Generic[Response]):
         return made
 
 
-_LIST_STREAMING = "the streaming lists (KEP-5825, alpha) are not served; the kubelet falls back to the unary RPC"
-
-
 class RuntimeServiceAdapter(Adapter):
     SERVICE = "RuntimeService"
     UNIMPLEMENTED = {
         "UpdatePodSandboxResources": "Docker cannot change the pod-level cgroup of a running pause container; "
                                      "container resources are updated one by one",
         "CheckpointContainer": "Docker Engine's checkpoint feature is experimental and cannot produce a CRI checkpoint",
-        "StreamPodSandboxes": _LIST_STREAMING,
-        "StreamContainers": _LIST_STREAMING,
-        "StreamContainerStats": _LIST_STREAMING,
-        "StreamPodSandboxStats": _LIST_STREAMING,
-        "StreamPodSandboxMetrics": _LIST_STREAMING,
     }
     REPEATED_RESPONSES = frozenset({"ListPodSandbox", "ListContainers"})  # through RepeatedList
 
@@ -122,6 +115,13 @@ class RuntimeServiceAdapter(Adapter):
         sandbox_filter = request.filter if request.HasField("filter") else None
         return self._sandbox_lists.response(self._sandboxes.list(sandbox_filter))
 
+    def StreamPodSandboxes(
+        self, request: api.StreamPodSandboxesRequest, context: grpc.ServicerContext
+    ) -> Iterator[api.StreamPodSandboxesResponse]:
+        sandbox_filter = request.filter if request.HasField("filter") else None
+        for batch in batches(self._sandboxes.list(sandbox_filter)):
+            yield api.StreamPodSandboxesResponse(pod_sandboxes=batch)
+
     # --- containers -------------------------------------------------------------------------------
 
     def CreateContainer(
@@ -149,6 +149,13 @@ class RuntimeServiceAdapter(Adapter):
     def ListContainers(self, request: api.ListContainersRequest, context: grpc.ServicerContext) -> api.ListContainersResponse:
         container_filter = request.filter if request.HasField("filter") else None
         return self._container_lists.response(self._containers.list(container_filter))
+
+    def StreamContainers(
+        self, request: api.StreamContainersRequest, context: grpc.ServicerContext
+    ) -> Iterator[api.StreamContainersResponse]:
+        container_filter = request.filter if request.HasField("filter") else None
+        for batch in batches(self._containers.list(container_filter)):
+            yield api.StreamContainersResponse(containers=batch)
 
     def ContainerStatus(
         self, request: api.ContainerStatusRequest, context: grpc.ServicerContext
@@ -198,6 +205,13 @@ class RuntimeServiceAdapter(Adapter):
         stats_filter = request.filter if request.HasField("filter") else None
         return api.ListContainerStatsResponse(stats=self._stats.list_container_stats(stats_filter))
 
+    def StreamContainerStats(
+        self, request: api.StreamContainerStatsRequest, context: grpc.ServicerContext
+    ) -> Iterator[api.StreamContainerStatsResponse]:
+        stats_filter = request.filter if request.HasField("filter") else None
+        for batch in batches(self._stats.list_container_stats(stats_filter)):
+            yield api.StreamContainerStatsResponse(container_stats=batch)
+
     def PodSandboxStats(
         self, request: api.PodSandboxStatsRequest, context: grpc.ServicerContext
     ) -> api.PodSandboxStatsResponse:
@@ -209,6 +223,13 @@ class RuntimeServiceAdapter(Adapter):
         stats_filter = request.filter if request.HasField("filter") else None
         return api.ListPodSandboxStatsResponse(stats=self._stats.list_pod_sandbox_stats(stats_filter))
 
+    def StreamPodSandboxStats(
+        self, request: api.StreamPodSandboxStatsRequest, context: grpc.ServicerContext
+    ) -> Iterator[api.StreamPodSandboxStatsResponse]:
+        stats_filter = request.filter if request.HasField("filter") else None
+        for batch in batches(self._stats.list_pod_sandbox_stats(stats_filter)):
+            yield api.StreamPodSandboxStatsResponse(pod_sandbox_stats=batch)
+
     def ListMetricDescriptors(
         self, request: api.ListMetricDescriptorsRequest, context: grpc.ServicerContext
     ) -> api.ListMetricDescriptorsResponse:
@@ -218,6 +239,12 @@ class RuntimeServiceAdapter(Adapter):
         self, request: api.ListPodSandboxMetricsRequest, context: grpc.ServicerContext
     ) -> api.ListPodSandboxMetricsResponse:
         return api.ListPodSandboxMetricsResponse(pod_metrics=self._stats.pod_sandbox_metrics())
+
+    def StreamPodSandboxMetrics(
+        self, request: api.StreamPodSandboxMetricsRequest, context: grpc.ServicerContext
+    ) -> Iterator[api.StreamPodSandboxMetricsResponse]:
+        for batch in batches(self._stats.pod_sandbox_metrics()):
+            yield api.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=batch)
 
     # --- events -----------------------------------------------------------------------------------
 

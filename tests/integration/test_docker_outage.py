@@ -34,6 +34,7 @@ def test_stopped_daemon_is_unavailable_and_the_shim_recovers(start_shim, private
     assert "cannot reach the Docker daemon" in runtime_ready.message
     for call in (
         lambda: shim.images.ListImages(api.ListImagesRequest(), timeout=10),
+        lambda: list(shim.images.StreamImages(api.StreamImagesRequest(), timeout=10)),
         lambda: shim.runtime.Version(api.VersionRequest(), timeout=10),
         lambda: shim.images.ImageStatus(api.ImageStatusRequest(image=api.ImageSpec(image="busybox")), timeout=10),
     ):
@@ -49,5 +50,6 @@ def test_stopped_daemon_is_unavailable_and_the_shim_recovers(start_shim, private
         assert time.monotonic() < deadline, "the shim did not see the daemon come back"
         time.sleep(0.2)
     shim.images.ListImages(api.ListImagesRequest(), timeout=10)
+    list(shim.images.StreamImages(api.StreamImagesRequest(), timeout=10))
     assert shim.runtime.Version(api.VersionRequest(), timeout=10).runtime_name == "docker"
     assert shim.process.poll() is None

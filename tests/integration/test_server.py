@@ -119,18 +119,15 @@ def test_sigterm_lets_in_flight_calls_finish_and_removes_the_socket(slow_docker:
     assert "shutting down" in process.log()
 
 
-def test_unimplemented_rpcs_answer_unimplemented_with_a_reason(runtime, images) -> None:
+def test_unimplemented_rpcs_answer_unimplemented_with_a_reason(runtime) -> None:
     with pytest.raises(grpc.RpcError) as unary:
         runtime.CheckpointContainer(api.CheckpointContainerRequest(container_id="x"), timeout=10)
     assert unary.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "CheckpointContainer is not implemented by dockershim-py" in unary.value.details()
-    for call in (
-        lambda: list(runtime.StreamContainers(api.StreamContainersRequest(), timeout=10)),
-        lambda: list(images.StreamImages(api.StreamImagesRequest(), timeout=10)),
-    ):
-        with pytest.raises(grpc.RpcError) as streaming:
-            call()
-        assert streaming.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    with pytest.raises(grpc.RpcError) as resources:
+        runtime.UpdatePodSandboxResources(api.UpdatePodSandboxResourcesRequest(pod_sandbox_id="x"), timeout=10)
+    assert resources.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "pod-level cgroup" in resources.value.details()
 
 
 def test_unknown_service_is_unimplemented(shim: Shim) -> None:

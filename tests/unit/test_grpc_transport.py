@@ -61,6 +61,11 @@ class Behaviour:
         finally:
             self.closed.set()
 
+    def huge_stream(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        yield b"fits"
+        yield b"h" * (LIMIT + 1)
+        yield b"never sent"
+
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[grpc.Channel, Behaviour, GrpcServer, str]]:
@@ -69,6 +74,7 @@ def served(tmp_path: Path) -> Iterator[tuple[grpc.Channel, Behaviour, GrpcServer
              for name in ("echo", "fail", "refuse", "crash", "wait", "huge")}
     handlers = {f"/t.Test/{name}": handler for name, handler in unary.items()}
     handlers["/t.Test/stream"] = grpc.unary_stream_rpc_method_handler(behaviour.stream, identity, identity)
+    handlers["/t.Test/huge_stream"] = grpc.unary_stream_rpc_method_handler(behaviour.huge_stream, identity, identity)
     handlers["/t.Test/raw"] = grpc.unary_unary_rpc_method_handler(lambda request, context: request[::-1])
     server = GrpcServer(handlers, workers=8, max_message_bytes=LIMIT)
     path = str(tmp_path / "grpc.sock")
@@ -145,6 +151,12 @@ def test_failures_reach_the_client_as_statuses(served) -> None:
     with pytest.raises(grpc.RpcError) as stream_failure:
         list(channel.unary_stream("/t.Test/stream")(b"not a number", timeout=10))
     assert stream_failure.value.code() == grpc.StatusCode.UNKNOWN and "not a number" in stream_failure.value.details()
+    received = []
+    with pytest.raises(grpc.RpcError) as too_big:
+        received.extend(channel.unary_stream("/t.Test/huge_stream")(b"", timeout=10))
+    assert received == [b"fits"]
+    assert too_big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"a stream message of {LIMIT + 1} bytes is over the {LIMIT} allowed" in too_big.value.details()
     assert call(channel, "echo", b"still serving") == b"still serving"
 
 
