@@ -248,6 +248,11 @@ def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, s
         runtime.ListPodSandbox(api.ListPodSandboxRequest(), timeout=60)
         runtime.ListContainers(api.ListContainersRequest(), timeout=60)
 
+    def streamed_relist() -> None:
+        """The relist of a kubelet with the CRIListStreaming gate (KEP-5825)."""
+        list(runtime.StreamPodSandboxes(api.StreamPodSandboxesRequest(), timeout=60))
+        list(runtime.StreamContainers(api.StreamContainersRequest(), timeout=60))
+
     def direct_relist() -> None:
         client.containers(all=True, filters=sandbox_filter)
         client.containers(all=True, filters=container_filter)
@@ -271,6 +276,7 @@ def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, s
             lambda: client.containers(all=True, filters=container_filter),
         ),
         "relist": (relist, direct_relist),
+        "relist (streaming)": (streamed_relist, direct_relist),
         "PodSandboxStatus": (
             lambda: runtime.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id), timeout=60),
             lambda: client.inspect_container(sandbox_id),

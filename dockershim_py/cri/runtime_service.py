@@ -25,7 +25,8 @@ Response = TypeVar("Response")
 
 
 class RepeatedList(Generic[Response]):
-    """The last list answer, handed out again while it holds the very same messages.
+    """The last list answer (a response, or a stream's responses), handed out again while it holds
+    the very same messages.
 
     Building a response copies every message into it (half a millisecond for 220 containers),
     and the kubelet's relist every second mostly lists what it listed a second before: the
@@ -56,7 +57,8 @@ class RuntimeServiceAdapter(Adapter):
                                      "container resources are updated one by one",
         "CheckpointContainer": "Docker Engine's checkpoint feature is experimental and cannot produce a CRI checkpoint",
     }
-    REPEATED_RESPONSES = frozenset({"ListPodSandbox", "ListContainers"})  # through RepeatedList
+    # Through RepeatedList: a kubelet with the CRIListStreaming gate relists through the streams.
+    REPEATED_RESPONSES = frozenset({"ListPodSandbox", "ListContainers", "StreamPodSandboxes", "StreamContainers"})
 
     def __init__(
         self, runtime: RuntimeInfo, sandboxes: SandboxService, containers: ContainerService, execs: ExecService,
@@ -71,6 +73,10 @@ class RuntimeServiceAdapter(Adapter):
         self._events = events
         self._sandbox_lists = RepeatedList(lambda items: api.ListPodSandboxResponse(items=items))
         self._container_lists = RepeatedList(lambda items: api.ListContainersResponse(containers=items))
+        self._sandbox_streams = RepeatedList(
+            lambda items: [api.StreamPodSandboxesResponse(pod_sandboxes=batch) for batch in batches(items)])
+        self._container_streams = RepeatedList(
+            lambda items: [api.StreamContainersResponse(containers=batch) for batch in batches(items)])
 
     def Version(self, request: api.VersionRequest, context: grpc.ServicerContext, api_version: str) -> api.VersionResponse:
         return self._runtime.version(api_version)
@@ -119,8 +125,7 @@ class RuntimeServiceAdapter(Adapter):
         self, request: api.StreamPodSandboxesRequest, context: grpc.ServicerContext
     ) -> Iterator[api.StreamPodSandboxesResponse]:
         sandbox_filter = request.filter if request.HasField("filter") else None
-        for batch in batches(self._sandboxes.list(sandbox_filter)):
-            yield api.StreamPodSandboxesResponse(pod_sandboxes=batch)
+        yield from self._sandbox_streams.response(self._sandboxes.list(sandbox_filter))
 
     # --- containers -------------------------------------------------------------------------------
 
@@ -154,8 +159,7 @@ class RuntimeServiceAdapter(Adapter):
         self, request: api.StreamContainersRequest, context: grpc.ServicerContext
     ) -> Iterator[api.StreamContainersResponse]:
         container_filter = request.filter if request.HasField("filter") else None
-        for batch in batches(self._containers.list(container_filter)):
-            yield api.StreamContainersResponse(containers=batch)
+        yield from self._container_streams.response(self._containers.list(container_filter))
 
     def ContainerStatus(
         self, request: api.ContainerStatusRequest, context: grpc.ServicerContext

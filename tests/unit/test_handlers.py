@@ -44,4 +44,19 @@ def test_a_response_handed_out_again_is_serialized_once() -> None:
     assert serialize(equal_but_new) == data and len(serialized) == 2  # another object is serialized anew
     handlers = method_handlers(RuntimeServiceAdapter.__new__(RuntimeServiceAdapter), "v1")
     kept = {name for name, handler in handlers.items() if isinstance(handler.response_serializer, LastSerialized)}
-    assert kept == RuntimeServiceAdapter.REPEATED_RESPONSES == {"ListPodSandbox", "ListContainers"}
+    assert kept == RuntimeServiceAdapter.REPEATED_RESPONSES == {
+        "ListPodSandbox", "ListContainers", "StreamPodSandboxes", "StreamContainers"}
+
+
+def test_an_unchanged_stream_hands_out_the_same_messages() -> None:
+    """A gated kubelet's relist: the same containers give the very same stream messages, serialized once."""
+    from dockershim_py.cri.runtime_service import RepeatedList
+    from dockershim_py.cri.list_streams import batches
+
+    streams = RepeatedList(lambda items: [api_pb2.StreamContainersResponse(containers=b) for b in batches(items, 64)])
+    items = [api_pb2.Container(id=f"c{index:02d}", annotations={"k": "v" * 20}) for index in range(6)]
+    first = streams.response(items)
+    assert len(first) > 1
+    again = streams.response(list(items))
+    assert len(again) == len(first) and all(a is b for a, b in zip(again, first))
+    assert [c.id for m in streams.response(items[:2]) for c in m.containers] == ["c00", "c01"]
