@@ -1,6 +1,6 @@
 """What the kernel says about a container: its cgroup's CPU, memory, block I/O and task figures,
-its processes' open files, and the interface counters of its pod's network namespace, read
-straight from the files.
+its pressure stall information (PSI), its processes' open files, and the interface counters of
+its pod's network namespace, read straight from the files.
 
 cri-dockerd asked dockerd for a one-shot `docker stats` per container per request, which is
 what drives dockerd to 200 % CPU on busy nodes (Mirantis/cri-dockerd#135). dockerd reads the
@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias, TypeVar
+
+_Parsed = TypeVar("_Parsed")
 
 # cgroup v1 says "no limit" with a page-aligned int64 maximum; the kubelet treats anything
 # above 2^62 as unlimited too.
@@ -61,13 +64,17 @@ class CgroupLayout:
 
     version: int
     mounts: Mapping[str, Mount]  # v1: controller → mount; v2: "" → the unified mount
+    # v1 only: the controller-less cgroup2 of a hybrid host. It has no figures, but every cgroup
+    # there has its pressure files, and runc and systemd place containers in it too.
+    hybrid_unified: Mount | None = None
 
 
 def parse_mountinfo(text: str) -> CgroupLayout:
     """The cgroup layout from /proc/self/mountinfo.
 
     A hybrid host (v1 controllers plus an empty cgroup2 at /sys/fs/cgroup/unified, like this
-    project's test host) counts as v1: that is where Docker puts the controllers.
+    project's test host) counts as v1: that is where Docker puts the controllers. Its cgroup2
+    is kept for the pressure files.
     """
     v1: dict[str, Mount] = {}
     unified: Mount | None = None
@@ -87,7 +94,7 @@ def parse_mountinfo(text: str) -> CgroupLayout:
                 if controller in options and controller not in v1:
                     v1[controller] = Mount(point, root)
     if "memory" in v1 or "cpuacct" in v1:
-        return CgroupLayout(1, v1)
+        return CgroupLayout(1, v1, unified)
     if unified is not None:
         return CgroupLayout(2, {"": unified})
     raise ValueError("no cgroup v1 memory/cpuacct hierarchy and no cgroup2 mount in mountinfo")
@@ -164,26 +171,34 @@ class CgroupDirs:
     memory: str | None
     pids: str | None
     blkio: str | None = None
+    pressure: str | None = None  # where cpu.pressure, memory.pressure and io.pressure are
 
 
 def cgroup_dirs(layout: CgroupLayout, paths: Mapping[str, str]) -> CgroupDirs:
     """Directories for hierarchy paths per controller ("" for v2), as parse_proc_cgroup gives."""
     if layout.version == 2:
         unified = layout.mounts[""].directory(paths[""]) if "" in paths else None
-        return CgroupDirs(2, unified, unified, unified, unified, unified)
+        return CgroupDirs(2, unified, unified, unified, unified, unified, unified)
 
     def directory(controller: str) -> str | None:
         mount = layout.mounts.get(controller)
         path = paths.get(controller)
         return mount.directory(path) if mount is not None and path is not None else None
 
+    hybrid = layout.hybrid_unified
+    pressure = hybrid.directory(paths[""]) if hybrid is not None and "" in paths else None
     return CgroupDirs(1, directory("cpu"), directory("cpuacct"), directory("memory"), directory("pids"),
-                      directory("blkio"))
+                      directory("blkio"), pressure)
 
 
 def same_path(layout: CgroupLayout, cgroup: str) -> dict[str, str]:
     """Every hierarchy at path `cgroup`, which is how Docker places containers and pods."""
-    return {"": cgroup} if layout.version == 2 else {controller: cgroup for controller in layout.mounts}
+    if layout.version == 2:
+        return {"": cgroup}
+    paths = {controller: cgroup for controller in layout.mounts}
+    if layout.hybrid_unified is not None:
+        paths[""] = cgroup
+    return paths
 
 
 # --- parsers --------------------------------------------------------------------------------------
@@ -230,6 +245,46 @@ def cpu_max_period(text: str) -> int:
 def cpu_weight_to_shares(weight: int) -> int:
     """v2 cpu.weight (1-10000) as v1 cpu.shares (2-262144): the inverse of runc's mapping, as cAdvisor does."""
     return 2 + (weight - 1) * 262142 // 9999
+
+
+class Stall(NamedTuple):  # tuples: thousands are made a request
+    """One line of a pressure file: the share of time (%) tasks stalled over 10, 60 and 300 s,
+    and the total stalled time in microseconds."""
+
+    avg10: float
+    avg60: float
+    avg300: float
+    total_us: int
+
+
+class Pressure(NamedTuple):
+    """A resource's pressure: `some` (at least one task stalled) and `full` (all of them at once).
+
+    CPU has no `full` line before Linux 5.13.
+    """
+
+    some: Stall | None
+    full: Stall | None
+
+
+# The kernel's layout since PSI came (Linux 4.20); a later field after `total` would be passed over.
+_DECIMAL = r"(\d+(?:\.\d+)?)"
+_PRESSURE_LINE = re.compile(rf"^(some|full) avg10={_DECIMAL} avg60={_DECIMAL} avg300={_DECIMAL} total=(\d+)\b",
+                            re.MULTILINE)
+
+
+def parse_pressure(text: str) -> Pressure | None:
+    """cpu.pressure, memory.pressure or io.pressure (`some avg10=0.00 avg60=0.00 avg300=0.00 total=0`).
+
+    A line that does not parse is passed over (PSI is an extra: it never costs a container its
+    other figures); None when no line does. One regular expression: it is read for every
+    container on every stats request.
+    """
+    stalls = {kind: Stall(float(avg10), float(avg60), float(avg300), int(total))
+              for kind, avg10, avg60, avg300, total in _PRESSURE_LINE.findall(text)}
+    if not stalls:
+        return None
+    return Pressure(stalls.get("some"), stalls.get("full"))
 
 
 Device: TypeAlias = tuple[int, int]  # (major, minor)
@@ -338,6 +393,10 @@ class CgroupSample:
     cpu_shares: int | None = None
     pids_limit: int | None = None  # None when unlimited
     block_io: tuple[DeviceIo, ...] = ()
+    # None where the kernel keeps no PSI (disabled, or a v1 host without cgroup2).
+    cpu_pressure: Pressure | None = None
+    memory_pressure: Pressure | None = None
+    io_pressure: Pressure | None = None
 
     @property
     def memory_available(self) -> int | None:
@@ -362,7 +421,7 @@ def working_set(usage: int, inactive_file: int) -> int:
     return max(usage - inactive_file, 0)
 
 
-def _optional(files: Mapping[str, str], name: str, parse: Callable[[str], int | None]) -> int | None:
+def _optional(files: Mapping[str, str], name: str, parse: Callable[[str], _Parsed]) -> _Parsed | None:
     text = files.get(name)
     return None if text is None else parse(text)
 
@@ -417,6 +476,9 @@ def sample_v1(files: Mapping[str, str], clock_ticks: int,
         pids_limit=_optional(files, "pids.max", parse_limit),
         block_io=block_io(parse_blkio_v1(files.get("blkio.throttle.io_service_bytes_recursive", "")),
                           parse_blkio_v1(files.get("blkio.throttle.io_serviced_recursive", "")), device_name),
+        cpu_pressure=_optional(files, "cpu.pressure", parse_pressure),
+        memory_pressure=_optional(files, "memory.pressure", parse_pressure),
+        io_pressure=_optional(files, "io.pressure", parse_pressure),
     )
 
 
@@ -461,6 +523,9 @@ def sample_v2(files: Mapping[str, str], device_name: Callable[[int, int], str] =
         cpu_shares=None if weight is None else cpu_weight_to_shares(weight),
         pids_limit=_optional(files, "pids.max", parse_limit),
         block_io=block_io(*parse_io_stat(files.get("io.stat", "")), device_name),
+        cpu_pressure=_optional(files, "cpu.pressure", parse_pressure),
+        memory_pressure=_optional(files, "memory.pressure", parse_pressure),
+        io_pressure=_optional(files, "io.pressure", parse_pressure),
     )
 
 
@@ -582,6 +647,9 @@ _V2_DETAIL = (
     ("io.stat", False),
 )
 
+# Files of cgroup2's core, in every cgroup when the kernel keeps PSI, whichever controllers it has.
+_PRESSURE_FILES = ("cpu.pressure", "memory.pressure", "io.pressure")
+
 
 def read_kernel_file(path: str) -> str:
     """A small kernel file, without Python's buffered text layer (which triples the cost)."""
@@ -651,6 +719,8 @@ class CgroupReader:
     def read(self, dirs: CgroupDirs, detailed: bool = False) -> CgroupSample:
         """Read one cgroup; `detailed` adds what only metrics show. Raises CgroupGone."""
         files: dict[str, str] = {}
+        for name in _PRESSURE_FILES:
+            self._read_into(files, dirs.pressure, name, False)
         try:
             if dirs.version == 2:
                 for name, required in _V2_FILES + (_V2_DETAIL if detailed else ()):

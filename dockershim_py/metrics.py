@@ -20,7 +20,7 @@ from typing import TypeAlias
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from .api import api_pb2 as api
-from .cgroup_stats import CgroupSample, DeviceIo, InterfaceCounters, ProcessCounts
+from .cgroup_stats import CgroupSample, DeviceIo, InterfaceCounters, Pressure, ProcessCounts
 from .writable_layer import LayerUsage
 
 SECOND_NS = 1_000_000_000
@@ -43,6 +43,24 @@ class _Spec:
 
 def _seconds(nanoseconds: int | None) -> int | None:
     return None if nanoseconds is None else nanoseconds // SECOND_NS
+
+
+def _stalled_seconds(pressure: Pressure | None, full: bool) -> int | None:
+    stall = None if pressure is None else pressure.full if full else pressure.some
+    return None if stall is None else stall.total_us // 1_000_000
+
+
+def _pressure_specs() -> tuple[tuple[_Spec, Callable[[CgroupSample], int | None]], ...]:
+    """cAdvisor's six PSI counters: `stalled` from the `full` line, `waiting` from `some`."""
+    specs: list[tuple[_Spec, Callable[[CgroupSample], int | None]]] = []
+    for resource, label, field in (("cpu", "CPU", "cpu_pressure"), ("memory", "memory", "memory_pressure"),
+                                   ("io", "IO", "io_pressure")):
+        for kind, full, meaning in (("stalled", True, "no tasks in the container could make progress"),
+                                    ("waiting", False, "tasks in the container have waited")):
+            spec = _Spec(f"container_pressure_{resource}_{kind}_seconds_total",
+                         f"Total time duration {meaning} due to {label} congestion.", api.COUNTER, BASE_KEYS)
+            specs.append((spec, lambda s, field=field, full=full: _stalled_seconds(getattr(s, field), full)))
+    return tuple(specs)
 
 
 # Metrics from one cgroup reading, and how each is taken from it.
@@ -105,6 +123,7 @@ _CGROUP: tuple[tuple[_Spec, Callable[[CgroupSample], int | None]], ...] = (
     (_Spec("container_spec_memory_swap_limit_bytes", "Memory swap limit for the container: memory plus swap "
            "(0 when unlimited).", api.GAUGE, BASE_KEYS),
      lambda s: s.memory_swap_limit or 0),
+    *_pressure_specs(),
 )
 
 _FAILURES = _Spec("container_memory_failures_total", "Cumulative count of memory allocation failures (page "

@@ -329,6 +329,59 @@ def test_stopped_pod(runtime: api_pb2_grpc.RuntimeServiceStub, pods: Pods) -> No
                      api.PodSandboxStatsRequest(pod_sandbox_id=stopped.id)) == grpc.StatusCode.NOT_FOUND
 
 
+def kernel_pressure_total_us(docker_api: docker.APIClient, container_id: str, resource: str) -> int | None:
+    """The `some` total of the container's pressure file, found without the shim's code (the
+    cgroup2 mount, and the container's path in it); None where the host keeps no PSI."""
+    pid = docker_api.inspect_container(container_id)["State"]["Pid"]
+    path = next((line[3:] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+                 if line.startswith("0::")), None)
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if path is not None and "-" in fields and fields[fields.index("-") + 1] == "cgroup2":
+            directory = Mount(fields[4], fields[3]).directory(path)
+            pressure = Path(directory or "/nonexistent", f"{resource}.pressure")
+            if pressure.is_file():
+                return int(pressure.read_text().splitlines()[0].rsplit("total=", 1)[1])
+    return None
+
+
+def test_pressure_stall_information(runtime: api_pb2_grpc.RuntimeServiceStub, docker_api: docker.APIClient,
+                                    pods: Pods) -> None:
+    """Two busy loops pinned to one CPU: one of them always waits, so the CPU's `some` pressure
+    grows about as fast as the clock; the figures are the kernel's, in nanoseconds."""
+    pod = pods.run("contended", cgroup_parent=f"/dspystats{secrets.token_hex(4)}")
+    contended = pods.add(pod, "two-loops", "while :; do :; done & while :; do :; done",
+                         resources=api.LinuxContainerResources(cpuset_cpus="0"))
+    try:
+        before = kernel_pressure_total_us(docker_api, contended, "cpu")
+        if before is None:
+            pytest.skip("this host keeps no pressure stall information for containers (no cgroup2, or PSI is off)")
+        first = container_stats(runtime, contended)
+        after = kernel_pressure_total_us(docker_api, contended, "cpu")
+        assert after is not None and before * 1000 <= first.cpu.psi.Some.Total <= after * 1000
+        assert first.memory.HasField("psi") and first.io.HasField("psi") and first.io.timestamp > 0
+        time.sleep(2.5)  # past the one-second reuse of a reading
+        second = container_stats(runtime, contended)
+        elapsed = second.cpu.timestamp - first.cpu.timestamp
+        waited = (second.cpu.psi.Some.Total - first.cpu.psi.Some.Total) / elapsed
+        assert waited >= 0.5, f"two loops on one CPU waited {waited:.2f} of the time"
+        assert second.cpu.psi.Some.Avg10 > 0
+        pod_level = pod_stats(runtime, id=pod.id)[pod.id].linux
+        # The pod cgroup holds the container. (Its total trails the container's by some milliseconds
+        # at times, as the kernel adds up a parent's stalls: compare with the reading 2.5 s before.)
+        assert pod_level.cpu.psi.Some.Total > first.cpu.psi.Some.Total + 10**9
+        assert pod_level.HasField("io") and pod_level.memory.HasField("psi")
+        reply = runtime.ListPodSandboxMetrics(api.ListPodSandboxMetricsRequest(), timeout=30)
+        pod_metrics = next(metrics for metrics in reply.pod_metrics if metrics.pod_sandbox_id == pod.id)
+        container_metrics = next(metrics for metrics in pod_metrics.container_metrics
+                                 if metrics.container_id == contended)
+        waiting = next(metric for metric in container_metrics.metrics
+                       if metric.name == "container_pressure_cpu_waiting_seconds_total")
+        assert waiting.value.value >= 1 and waiting.value.value * 10**9 <= second.cpu.psi.Some.Total + 2 * 10**9
+    finally:  # two busy loops would weigh on every later test
+        runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
+
+
 # --- metrics --------------------------------------------------------------------------------------
 
 

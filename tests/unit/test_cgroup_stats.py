@@ -18,8 +18,10 @@ from dockershim_py.cgroup_stats import (
     CpuRates,
     DeviceIo,
     Mount,
+    Pressure,
     ProcessCounts,
     ProcessFiles,
+    Stall,
     block_io,
     cgroup_dirs,
     combined,
@@ -36,6 +38,7 @@ from dockershim_py.cgroup_stats import (
     parse_mountinfo,
     parse_net_dev,
     parse_pids,
+    parse_pressure,
     parse_proc_cgroup,
     parse_start_time,
     pod_cgroup,
@@ -106,6 +109,7 @@ def test_hybrid_host_counts_as_v1_with_a_mount_per_controller() -> None:
     assert layout.mounts["memory"] == Mount("/sys/fs/cgroup/memory", "/")
     assert layout.mounts["cpuacct"].point == "/sys/fs/cgroup/cpuacct"
     assert set(layout.mounts) == {"cpu", "cpuacct", "memory", "pids", "blkio"}
+    assert layout.hybrid_unified == Mount("/sys/fs/cgroup/unified", "/")  # for its pressure files
 
 
 def test_comounted_cpu_and_cpuacct_share_a_mount() -> None:
@@ -190,11 +194,19 @@ def test_cgroup_dirs_per_controller_and_unified() -> None:
     dirs = cgroup_dirs(v1, same_path(v1, "/docker/x"))
     assert dirs == CgroupDirs(1, "/sys/fs/cgroup/cpu/docker/x", "/sys/fs/cgroup/cpuacct/docker/x",
                               "/sys/fs/cgroup/memory/docker/x", "/sys/fs/cgroup/pids/docker/x",
-                              "/sys/fs/cgroup/blkio/docker/x")
+                              "/sys/fs/cgroup/blkio/docker/x", "/sys/fs/cgroup/unified/docker/x")
     v2 = parse_mountinfo(UNIFIED_MOUNTINFO)
     dirs = cgroup_dirs(v2, {"": "/system.slice/docker-x.scope"})
-    assert {dirs.cpu, dirs.cpuacct, dirs.memory, dirs.pids, dirs.blkio} == {
+    assert {dirs.cpu, dirs.cpuacct, dirs.memory, dirs.pids, dirs.blkio, dirs.pressure} == {
         "/sys/fs/cgroup/system.slice/docker-x.scope"}
+
+
+def test_pure_v1_host_has_no_pressure_directory() -> None:
+    v1 = parse_mountinfo("\n".join(line for line in HYBRID_MOUNTINFO.splitlines() if "cgroup2" not in line))
+    assert v1.hybrid_unified is None
+    assert cgroup_dirs(v1, same_path(v1, "/docker/x")).pressure is None
+    # a container's own /proc/<pid>/cgroup may name a v2 path; without the mount there is no directory
+    assert cgroup_dirs(v1, {"memory": "/docker/x", "": "/docker/x"}).pressure is None
 
 
 # --- parsers ----------------------------------------------------------------------------------------
@@ -507,6 +519,48 @@ def test_reader_reads_metrics_files_from_each_v1_hierarchy(tmp_path: Path) -> No
     assert (sample.cpu_shares, sample.pids_limit, sample.memory_kernel) == (512, 100, 4096)
     assert [(device.major, device.minor, device.device) for device in sample.block_io] == [
         (8, 0, "/dev/sda"), (254, 16, "")]  # sysfs does not name 254:16
+
+
+CPU_PRESSURE = """\
+some avg10=17.02 avg60=3.07 avg300=0.64 total=3022525
+full avg10=0.18 avg60=0.03 avg300=0.00 total=36721
+"""
+
+
+def test_parse_pressure() -> None:
+    assert parse_pressure(CPU_PRESSURE) == Pressure(Stall(17.02, 3.07, 0.64, 3022525), Stall(0.18, 0.03, 0.0, 36721))
+    # CPU before Linux 5.13: no full line
+    assert parse_pressure("some avg10=0.00 avg60=0.00 avg300=0.00 total=5\n") == Pressure(
+        Stall(0.0, 0.0, 0.0, 5), None)
+    # a field added by a later kernel is passed over; a broken line is dropped, not fatal
+    assert parse_pressure("some avg10=1.00 avg60=2.00 avg300=3.00 total=7 extra=1\nfull avg10=x\n") == Pressure(
+        Stall(1.0, 2.0, 3.0, 7), None)
+    assert parse_pressure("") is None
+    assert parse_pressure("some avg10=0.00 total=\n") is None  # cut short
+    assert parse_pressure("some avg10=1.0. avg60=1 avg300=1 total=1\nfull avg10=1 avg60=1 avg300=1 total=1x\n") is None
+
+
+def test_reader_reads_pressure_from_the_unified_hierarchy_of_a_hybrid_host(tmp_path: Path) -> None:
+    layout = v1_tree(tmp_path / "cg", "/docker/x", v1_files())
+    layout = CgroupLayout(1, layout.mounts, Mount(str(tmp_path / "cg" / "unified"), "/"))
+    dirs = cgroup_dirs(layout, same_path(layout, "/docker/x"))
+    assert CgroupReader(layout).read(dirs).cpu_pressure is None  # no directory there: no PSI, the rest as ever
+    write_tree(tmp_path / "cg" / "unified" / "docker" / "x",
+               {"cpu.pressure": CPU_PRESSURE, "memory.pressure": "some avg10=0.00 avg60=0.00 avg300=0.00 total=9\n"
+                "full avg10=0.00 avg60=0.00 avg300=0.00 total=4\n"})
+    sample = CgroupReader(layout).read(dirs)
+    assert sample.cpu_pressure is not None and sample.cpu_pressure.some == Stall(17.02, 3.07, 0.64, 3022525)
+    assert sample.memory_pressure == Pressure(Stall(0.0, 0.0, 0.0, 9), Stall(0.0, 0.0, 0.0, 4))
+    assert sample.io_pressure is None  # no io.pressure file
+    assert sample.memory_working_set == 79_000_000  # the v1 figures as before
+
+
+def test_reader_reads_pressure_beside_the_v2_files(tmp_path: Path) -> None:
+    write_tree(tmp_path / "c", {**v2_files(), "io.pressure": CPU_PRESSURE})
+    layout = CgroupLayout(2, {"": Mount(str(tmp_path), "/")})
+    sample = CgroupReader(layout).read(cgroup_dirs(layout, {"": "/c"}))
+    assert sample.io_pressure is not None and sample.io_pressure.full == Stall(0.18, 0.03, 0.0, 36721)
+    assert sample.cpu_pressure is None
 
 
 def test_parse_pids() -> None:

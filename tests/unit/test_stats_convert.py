@@ -9,13 +9,14 @@ import pytest
 
 from dockershim_py import labels, metrics
 from dockershim_py.api import api_pb2 as api
-from dockershim_py.cgroup_stats import CgroupSample, DeviceIo, InterfaceCounters, ProcessCounts
+from dockershim_py.cgroup_stats import CgroupSample, DeviceIo, InterfaceCounters, Pressure, ProcessCounts, Stall
 from dockershim_py.stats import (
     container_attributes,
     container_matches,
     cpu_usage,
     image_name,
     inspected,
+    io_usage,
     memory_usage,
     network_usage,
     process_usage,
@@ -67,6 +68,9 @@ DETAILED = dataclasses.replace(
     memory_failcnt=7, oom_kills=1, memory_kernel=417_792, local_page_faults=600, local_major_page_faults=2,
     memory_swap_limit=134_217_728, cpu_period_us=100_000, cpu_shares=512, pids_limit=None,
     block_io=(DeviceIo(8, 0, "/dev/sda", {"Read": 4096, "Write": 8192, "Total": 12288}, {"Read": 1, "Write": 2}),),
+    cpu_pressure=Pressure(Stall(17.02, 3.07, 0.64, 3_022_525), Stall(0.18, 0.03, 0.0, 36_721)),
+    memory_pressure=Pressure(Stall(0.0, 0.0, 0.0, 2_500_000), Stall(0.0, 0.0, 0.0, 1_999_999)),
+    io_pressure=Pressure(Stall(1.5, 0.5, 0.25, 7_000_000), Stall(1.0, 0.25, 0.125, 5_000_000)),
 )
 FILESYSTEM = os.statvfs_result((4096, 4096, 1000, 500, 400, 2000, 1500, 1500, 0, 255))
 
@@ -148,6 +152,30 @@ def test_memory_usage() -> None:
     assert memory.rss_bytes.value == 70_000_000
     assert memory.available_bytes.value == 21_000_000
     assert (memory.page_faults.value, memory.major_page_faults.value) == (1074, 5)
+
+
+def test_pressure_in_nanoseconds_as_the_cri_counts() -> None:
+    cpu = cpu_usage(DETAILED, None, timestamp=42)
+    assert (cpu.psi.Some.Total, cpu.psi.Some.Avg10, cpu.psi.Some.Avg60, cpu.psi.Some.Avg300) == (
+        3_022_525_000, 17.02, 3.07, 0.64)
+    assert cpu.psi.Full.Total == 36_721_000
+    memory = memory_usage(DETAILED, timestamp=42)
+    assert (memory.psi.Some.Total, memory.psi.Full.Total) == (2_500_000_000, 1_999_999_000)
+    io = io_usage(DETAILED, timestamp=42)
+    assert io is not None and io.timestamp == 42
+    assert (io.psi.Some.Total, io.psi.Full.Total, io.psi.Full.Avg300) == (7_000_000_000, 5_000_000_000, 0.125)
+    old_kernel = dataclasses.replace(DETAILED, cpu_pressure=Pressure(Stall(1.0, 1.0, 1.0, 10), None))
+    assert cpu_usage(old_kernel, None, timestamp=1).psi.HasField("Some")
+    assert not cpu_usage(old_kernel, None, timestamp=1).psi.HasField("Full")
+    calm = dataclasses.replace(DETAILED, io_pressure=Pressure(Stall(0.0, 0.0, 0.0, 0), Stall(0.0, 0.0, 0.0, 0)))
+    calm_io = io_usage(calm, timestamp=1)
+    assert calm_io is not None and calm_io.psi.HasField("Some") and calm_io.psi.HasField("Full")  # zero, not unknown
+
+
+def test_no_pressure_without_psi() -> None:
+    assert not cpu_usage(SAMPLE, None, timestamp=1).HasField("psi")
+    assert not memory_usage(SAMPLE, timestamp=1).HasField("psi")
+    assert io_usage(SAMPLE, timestamp=1) is None
 
 
 def test_memory_without_limit_has_no_available_bytes() -> None:
@@ -287,6 +315,12 @@ def test_cgroup_metrics_of_a_detailed_reading() -> None:
         "container_fs_reads_bytes_total": 4096, "container_fs_writes_bytes_total": 8192,
         "container_fs_reads_total": 1, "container_fs_writes_total": 2,
     }
+    assert {name: by_name[f"container_pressure_{name}_seconds_total"].value.value for name in (
+        "cpu_waiting", "cpu_stalled", "memory_waiting", "memory_stalled", "io_waiting", "io_stalled")} == {
+        "cpu_waiting": 3, "cpu_stalled": 0, "memory_waiting": 2, "memory_stalled": 1, "io_waiting": 7,
+        "io_stalled": 5,
+    }  # whole seconds, as every _seconds_total counter here
+    assert by_name["container_pressure_io_stalled_seconds_total"].metric_type == api.COUNTER
 
 
 def test_process_filesystem_and_last_seen_metrics() -> None:
@@ -311,6 +345,7 @@ def test_unknown_figures_are_left_out() -> None:
     assert "container_memory_failcnt" not in names and "container_cpu_user_seconds_total" not in names
     assert "container_spec_cpu_shares" not in names and "container_memory_kernel_usage" not in names
     assert "container_blkio_device_usage_total" not in names  # no I/O yet
+    assert not any(name.startswith("container_pressure_") for name in names)  # no PSI on this kernel
     failures = {tuple(metric.label_values) for metric in produced if metric.name == "container_memory_failures_total"}
     assert len(failures) == 2  # the hierarchy's page faults only
     assert "container_spec_memory_limit_bytes" in names  # 0: unlimited, as cAdvisor says
