@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from . import __version__, config as config_module
+from . import __version__, config as config_module, telemetry
 from .checkpoint import CheckpointStore
 from .cni import CNINetwork
 from .container import ContainerService
@@ -69,15 +69,22 @@ def main(argv: list[str] | None = None) -> int:
         ImageServiceAdapter(images),
     ]
     server = CRIServer(config.container_runtime_endpoint, adapters, config.grpc_workers, config.grpc_transport)
+    metrics_server = (telemetry.MetricsServer(*config_module.parse_bind_address(config.metrics_address))
+                      if config.metrics_address else None)
+    telemetry.watch_index(lambda: docker.fresh)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     try:
         os.makedirs(config.root_directory, exist_ok=True)
+        if metrics_server is not None:
+            metrics_server.start()
         streaming.start()
         server.start()
     except (CRIError, OSError) as exc:  # ssl.SSLError is an OSError too
         streaming.stop()
+        if metrics_server is not None:
+            metrics_server.stop()
         log.error("cannot start: %s", exc)
         return 2
     log.info("dockershim-py %s, Docker at %s", __version__, config.docker_endpoint)
@@ -100,4 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     streaming.stop()
     stats.close()
     container_logs.stop()
+    if metrics_server is not None:
+        metrics_server.stop()
     return 0

@@ -73,6 +73,7 @@ class Config:
     cni_conf_dir: str = DEFAULT_CNI_CONF_DIR
     cni_bin_dirs: tuple[str, ...] = DEFAULT_CNI_BIN_DIRS
     cni_cache_dir: str = DEFAULT_CNI_CACHE_DIR
+    metrics_address: str = ""
 
 
 def _duration(text: str) -> float:
@@ -129,6 +130,10 @@ def _bind_address(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text.strip()
+
+
+def _bind_address_or_off(text: str) -> str:
+    return _bind_address(text) if text.strip() else ""
 
 
 def _log_size(text: str) -> str:
@@ -248,6 +253,12 @@ def argument_parser() -> argparse.ArgumentParser:
         help="where each pod's CNI result is kept for its teardown, shared with libcni (default %(default)s)",
     )
     parser.add_argument(
+        "--metrics-address", type=_bind_address_or_off, default="", metavar="HOST:PORT",
+        help="serve the shim's own Prometheus metrics (CRI call latencies and codes, Docker requests, "
+             "the event index, streaming sessions, process CPU and memory) on http://HOST:PORT/metrics; "
+             "off by default, and best kept on loopback",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"],
         help="log verbosity (default %(default)s)",
     )
@@ -301,4 +312,5 @@ def from_args(argv: list[str] | None = None) -> Config:
         cni_conf_dir=args.cni_conf_dir,
         cni_bin_dirs=tuple(directory for directory in args.cni_bin_dir.split(",") if directory),
         cni_cache_dir=args.cni_cache_dir,
+        metrics_address=args.metrics_address,
     )

@@ -11,6 +11,7 @@ by `docker_http` under 0.2 ms.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -20,7 +21,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import docker.auth
@@ -31,7 +32,7 @@ import grpc
 import requests.exceptions
 import tenacity
 
-from . import naming
+from . import naming, telemetry
 from .docker_http import END, MAX_HEAD_BYTES, NEED_DATA, Head, ProtocolError, ResponseReader, request_bytes
 from .errors import CRIError, deadline_exceeded, failed_precondition, invalid_argument, not_found, unavailable
 
@@ -137,6 +138,28 @@ _retry_lost = tenacity.retry(
     wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
     reraise=True,
 )
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _measured(method: _Method) -> _Method:
+    """Counts and times a Docker request under its method's name (dockershim_py_docker_requests_total)."""
+    operation = telemetry.DockerOperation(method.__name__.lstrip("_"))
+
+    @functools.wraps(method)
+    def measured(*args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        code = grpc.StatusCode.OK
+        try:
+            return method(*args, **kwargs)
+        except CRIError as exc:
+            code = exc.code
+            raise
+        finally:
+            operation.finished(code, time.monotonic() - started)
+
+    return measured  # type: ignore[return-value]
 
 
 class _OnePoolUnixAdapter(docker.transport.UnixHTTPAdapter):
@@ -317,9 +340,11 @@ class DockerClient:
 
     # --- daemon ---------------------------------------------------------------------------------
 
+    @_measured
     def ping(self) -> None:
         self._read("ping Docker", lambda api: api.ping(), health=True)
 
+    @_measured
     def version(self) -> dict[str, Any]:
         return self._read("Docker version", lambda api: api.version(), health=True)
 
@@ -328,15 +353,21 @@ class DockerClient:
         kept = self._info
         if kept is not None and time.monotonic() - kept[0] < max_age:
             return kept[1]
-        info = self._read("Docker info", lambda api: api.info(), health=True)
+        info = self._docker_info()
         self._info = (time.monotonic(), info)
         return info
 
+    @_measured
+    def _docker_info(self) -> dict[str, Any]:
+        return self._read("Docker info", lambda api: api.info(), health=True)
+
+    @_measured
     def disk_usage(self) -> dict[str, Any]:
         return self._read("Docker disk usage", lambda api: api.df())
 
     # --- stats ----------------------------------------------------------------------------------
 
+    @_measured
     def writable_layer_size(self, container_id: str) -> int:
         """The writable layer's bytes as dockerd measures them (`inspect size=1`: a full walk
         of the layer inside dockerd), for storage drivers the shim cannot walk itself.
@@ -350,18 +381,23 @@ class DockerClient:
 
     # --- images ---------------------------------------------------------------------------------
 
+    @_measured
     def images(self) -> list[dict[str, Any]]:
         return self._request("list images", "GET", "/images/json", idempotent=True)
 
+    @_measured
     def inspect_image(self, reference: str) -> dict[str, Any]:
         return self._read(f"image {reference!r}", lambda api: api.inspect_image(reference))
 
+    @_measured
     def image_history(self, image_id: str) -> list[dict[str, Any]]:
         return self._read(f"history of image {image_id}", lambda api: api.history(image_id))
 
+    @_measured
     def remove_image(self, reference: str) -> None:
         self._write(f"remove image {reference!r}", lambda api: api.remove_image(reference, noprune=False))
 
+    @_measured
     def pull_image(
         self,
         repository: str,
@@ -399,6 +435,7 @@ class DockerClient:
         self._json_stream("follow Docker events", "GET", _events_path(actions, since), {}, None, on_event,
                           register_cancel)
 
+    @_measured
     def past_events(self, actions: tuple[str, ...], since: float, until: float) -> list[dict[str, Any]]:
         """Docker's container and image events of these `actions` logged between two Unix times."""
         logged: list[dict[str, Any]] = []
@@ -466,6 +503,7 @@ class DockerClient:
 
     # --- containers -----------------------------------------------------------------------------
 
+    @_measured
     def create_container(self, name: str, body: dict[str, Any]) -> str:
         """Create from Docker's own create body (Config fields with a HostConfig); the new ID."""
         created = self._request(f"create container {name}", "POST", "/containers/create", query={"name": name},
@@ -506,25 +544,30 @@ class DockerClient:
             on_replaced(holder)
         return self.create_container(name, body)
 
+    @_measured
     def start_container(self, container_id: str) -> None:
         """Start; one already running is left as it is (Docker answers 304)."""
         self._request(f"start container {container_id}", "POST", f"/containers/{_quoted(container_id)}/start",
                       idempotent=False)
 
+    @_measured
     def stop_container(self, container_id: str, grace_seconds: int) -> None:
         """SIGTERM, then SIGKILL after `grace_seconds`; a stopped container is left as it is."""
         self._request(f"stop container {container_id}", "POST", f"/containers/{_quoted(container_id)}/stop",
                       query={"t": grace_seconds}, timeout=self._timeout + grace_seconds, idempotent=False)
 
+    @_measured
     def remove_container(self, container_id: str, force: bool = True) -> None:
         """Remove with its anonymous volumes; `force` kills it first if it runs."""
         self._request(f"remove container {container_id}", "DELETE", f"/containers/{_quoted(container_id)}",
                       query={"v": 1, "force": int(force)}, idempotent=False)
 
+    @_measured
     def inspect_container(self, container_id: str) -> dict[str, Any]:
         return self._request(f"container {container_id}", "GET", f"/containers/{_quoted(container_id)}/json",
                              idempotent=True)
 
+    @_measured
     def list_containers(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
         """Every container, running or not, that matches Docker's list `filters`."""
         query: dict[str, Any] = {"all": 1}
@@ -541,6 +584,7 @@ class DockerClient:
             self._clients()
         return self._api_version
 
+    @_measured
     def create_exec(self, container_id: str, cmd: list[str], *, stdin: bool = False, stdout: bool = True,
                     stderr: bool = True, tty: bool = False) -> str:
         """An exec of `cmd` with the given streams attached (stdout and stderr by default), not yet started; its ID."""
@@ -550,9 +594,11 @@ class DockerClient:
         )
         return created["Id"]
 
+    @_measured
     def inspect_exec(self, exec_id: str) -> dict[str, Any]:
         return self._read(f"exec {exec_id}", lambda api: api.exec_inspect(exec_id))
 
+    @_measured
     def start_exec(self, exec_id: str, timeout: float, *, tty: bool = False) -> RawStream:
         """Start an exec attached; its output (multiplexed unless `tty`) on a connection of our own.
 
@@ -582,6 +628,7 @@ class DockerClient:
             raise status_error(what, status, _message(body))
         return stream
 
+    @_measured
     def update_container(self, container_id: str, resources: dict[str, Any]) -> None:
         """Change a running container's resources, given as Docker's update body (CpuShares, Memory, ...)."""
         arguments = {_UPDATE_ARGUMENTS[key]: value for key, value in resources.items()}
@@ -593,10 +640,12 @@ class DockerClient:
 
     # --- streaming: interactive exec, attach, terminal sizes ------------------------------------
 
+    @_measured
     def resize_exec(self, exec_id: str, height: int, width: int) -> None:
         """Set the terminal size of a running exec's TTY."""
         self._write(f"resize exec {exec_id}", lambda api: api.exec_resize(exec_id, height=height, width=width))
 
+    @_measured
     def attach_container(self, container_id: str, *, stdin: bool, stdout: bool, stderr: bool,
                          timeout: float) -> RawStream:
         """Join a running container's stdio from now on (no logs); multiplexed unless it has a TTY."""
@@ -605,11 +654,13 @@ class DockerClient:
         return self._hijack(f"attach to container {container_id}", f"/containers/{container_id}/attach?{query}",
                             b"", timeout)
 
+    @_measured
     def resize_container(self, container_id: str, height: int, width: int) -> None:
         """Set the terminal size of a container's TTY."""
         self._write(f"resize container {container_id}",
                     lambda api: api.resize(container_id, height=height, width=width))
 
+    @_measured
     def export_container(self, container_id: str) -> Iterator[bytes]:
         """The container's filesystem as a tar stream."""
         return self._read(f"export container {container_id}", lambda api: api.export(container_id))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import grpc
 
-from . import labels
+from . import labels, telemetry
 from .api import api_pb2 as api
 from .docker_client import DockerClient
 from .errors import CRIError
@@ -336,10 +336,12 @@ class IndexedDockerClient(DockerClient):
 
     def _follow(self) -> None:
         backoff = 0.1
+        reason = "start"
         while not self._stopping.is_set():
             since = time.time() - 1  # events from just before the list are replayed, none lost
             try:
-                self.resync()
+                self.resync(reason)
+                reason = "reconnect"
                 backoff = 0.1
                 self.follow_events(self._on_event, self._set_cancel, FOLLOWED_ACTIONS, since=since)
                 log.info("Docker's event stream ended; listing from Docker until it is back")
@@ -363,7 +365,7 @@ class IndexedDockerClient(DockerClient):
         while not self._stopping.wait(RESYNC_SECONDS):
             if self._fresh:
                 try:
-                    self.resync()
+                    self.resync("periodic")
                 except CRIError as exc:
                     log.info("periodic resync failed: %s", exc.message)
 
@@ -390,7 +392,8 @@ class IndexedDockerClient(DockerClient):
             else:
                 delay = REFRESH_GATHER_SECONDS
 
-    def resync(self) -> None:
+    def resync(self, reason: str = "periodic") -> None:
+        """Everything Docker lists, into the index; `reason` only counts it (start, reconnect, periodic)."""
         sequence = next(self._sequence)
         if not self._last_event_ns:  # events from before this list are in it
             self._last_event_ns = time.time_ns() - 1_000_000_000
@@ -404,6 +407,7 @@ class IndexedDockerClient(DockerClient):
                                  if applied < sequence and cid not in self._entries and cid not in self._dirty]:
                 del self._applied[container_id]
             self._fresh = True
+        telemetry.INDEX_RESYNCS.labels(reason).inc()
 
     def catch_up(self) -> None:
         """Take in the events Docker logged before now that the stream has not brought yet.

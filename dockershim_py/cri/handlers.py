@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from .. import telemetry
 from ..api import api_pb2
 from ..errors import CRIError
 
@@ -60,33 +61,59 @@ def _fail(method: str, context: grpc.ServicerContext, exc: Exception) -> None:
     context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error in dockershim-py: {exc}")
 
 
+def _code_of(exc: Exception) -> grpc.StatusCode:
+    """The status _fail answers for `exc`."""
+    return exc.code if isinstance(exc, CRIError) else grpc.StatusCode.INTERNAL
+
+
 def _unary(method: str, fn: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+    measured = telemetry.GrpcMethod("unary", method)
+
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.monotonic()
+        measured.started()
+        code = grpc.StatusCode.OK
         try:
             return fn(request, context)
         except Exception as exc:  # never let a failure escape as UNKNOWN
+            code = _code_of(exc)
             _fail(method, context, exc)
         finally:
-            log.debug("%s took %.1f ms", method, (time.monotonic() - started) * 1000)
+            seconds = time.monotonic() - started
+            measured.finished(code, seconds)
+            log.debug("%s took %.1f ms", method, seconds * 1000)
 
     return handle
 
 
 def _streaming(method: str, fn: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> Callable[..., Any]:
+    measured = telemetry.GrpcMethod("server_stream", method)
+
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        started = time.monotonic()
+        measured.started()
+        code = grpc.StatusCode.OK
         try:
             yield from fn(request, context)
+        except GeneratorExit:  # the client went away, or the server is stopping
+            code = grpc.StatusCode.CANCELLED
+            raise
         except Exception as exc:
+            code = _code_of(exc)
             _fail(method, context, exc)
+        finally:
+            measured.finished(code, time.monotonic() - started)
 
     return handle
 
 
-def _unimplemented(method: str, reason: str) -> Callable[..., Any]:
-    message = f"{method} is not implemented by dockershim-py: {reason}"
+def _unimplemented(method: str, grpc_type: str, reason: str) -> Callable[..., Any]:
+    measured = telemetry.GrpcMethod(grpc_type, method)
+    message = f"{method.rpartition('/')[2]} is not implemented by dockershim-py: {reason}"
 
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        measured.started()
+        measured.finished(grpc.StatusCode.UNIMPLEMENTED, 0.0)
         context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
 
     return handle
@@ -103,7 +130,8 @@ def method_handlers(adapter: Adapter, api_version: str) -> dict[str, grpc.RpcMet
         if implementation is not None and method.name == "Version":
             implementation = functools.partial(implementation, api_version=api_version)
         if implementation is None:
-            behaviour = _unimplemented(method.name, adapter.UNIMPLEMENTED.get(method.name, "not supported"))
+            behaviour = _unimplemented(full_name, "server_stream" if method.server_streaming else "unary",
+                                       adapter.UNIMPLEMENTED.get(method.name, "not supported"))
         elif method.server_streaming:
             behaviour = _streaming(full_name, implementation)
         else:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 
 import h11
 
+from .. import telemetry
 from ..api import api_pb2 as api
 from ..config import Config, parse_bind_address
 from ..errors import invalid_argument, unavailable
@@ -298,7 +299,8 @@ class StreamingServer:
                                        creation_timeout=self._config.streaming_creation_timeout)
         log.debug("%s in %s over %s %s", request.action, request.container_id[:12], transport.value,
                   protocol.name or "(no subprotocol)")
-        self._run(client, session.run, session.shutdown, Loop(self._config.streaming_idle_timeout))
+        self._run(client, session.run, session.shutdown, Loop(self._config.streaming_idle_timeout),
+                  request.action, protocol.transport)
 
     @staticmethod
     def _remote_command_streams(client: _Client, protocol: RemoteCommandProtocol,
@@ -325,7 +327,7 @@ class StreamingServer:
         runtime = self._runtime
         session = PortForwardSession(forwards, request.sandbox_id,
                                      lambda: runtime.sandbox_network_namespace(request.sandbox_id))
-        self._run(client, session.run, session.shutdown, loop)
+        self._run(client, session.run, session.shutdown, loop, "port-forward", protocol.transport)
 
     def _forwards(self, client: _Client, protocol: PortForwardProtocol, request: PortForward, query: str,
                   loop: Loop) -> Forwards | None:
@@ -348,18 +350,23 @@ class StreamingServer:
         return None if session is None else WebSocketForwards(session, ports)
 
     def _run(self, client: _Client, run: Callable[[Loop, Pipe, bytes], None], shutdown: Callable[[], None],
-             loop: Loop) -> None:
+             loop: Loop, kind: str, transport: Transport) -> None:
+        """One session (`kind`: exec, attach or port-forward) from its first byte to its end."""
         pipe = Pipe(client.sock, name="client", tls=client.tls, on_data=lambda data: None,
                     on_eof=lambda: None, on_error=lambda exc: None)
         if client.pending_output:
             pipe.write(client.pending_output)
         with self._lock:
             self._sessions[loop] = shutdown
+        telemetry.STREAMING_SESSIONS_STARTED.labels(kind, transport.value).inc()
+        open_sessions = telemetry.STREAMING_SESSIONS.labels(kind)
+        open_sessions.inc()
         try:
             if self._stopping:
                 loop.post(shutdown)
             run(loop, pipe, client.http.trailing_data[0])
         finally:
+            open_sessions.dec()
             with self._lock:
                 self._sessions.pop(loop, None)
             loop.close()

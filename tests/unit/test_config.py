@@ -12,6 +12,15 @@ def test_defaults() -> None:
     assert settings.image_pull_progress_deadline == 60.0
     assert settings.pod_infra_container_image == "registry.k8s.io/pause:3.10"
     assert settings.root_directory == "/var/lib/dockershim-py"
+    assert settings.metrics_address == ""  # the metrics endpoint is off
+
+
+def test_metrics_address() -> None:
+    assert config.from_args(["--metrics-address", "127.0.0.1:9099"]).metrics_address == "127.0.0.1:9099"
+    assert config.from_args(["--metrics-address", "[::1]:0"]).metrics_address == "[::1]:0"
+    assert config.from_args(["--metrics-address", ""]).metrics_address == ""
+    with pytest.raises(SystemExit):
+        config.from_args(["--metrics-address", "localhost:9099"])  # an IP address, as for the streaming server
 
 
 def test_listen_is_an_alias_and_durations_parse() -> None:
