@@ -140,6 +140,10 @@ _retry_lost = tenacity.retry(
 )
 
 
+# dockerd's log of recent events for `since` queries holds this many (eventsLimit in moby's
+# daemon/events), of every type.
+DOCKER_EVENTS_KEPT = 256
+
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
@@ -436,10 +440,11 @@ class DockerClient:
                           register_cancel)
 
     @_measured
-    def past_events(self, actions: tuple[str, ...], since: float, until: float) -> list[dict[str, Any]]:
-        """Docker's container and image events of these `actions` logged between two Unix times."""
+    def past_events(self, since: float, until: float) -> list[dict[str, Any]]:
+        """Every event Docker logged between two Unix times, of any type: dockerd keeps only its last
+        DOCKER_EVENTS_KEPT, and only the whole count tells whether older ones fell out."""
         logged: list[dict[str, Any]] = []
-        self._json_stream("read Docker's recent events", "GET", _events_path(actions, since, until), {},
+        self._json_stream("read Docker's recent events", "GET", _events_path(None, since, until), {},
                           self._timeout, logged.append, lambda cancel: None)
         return logged
 
@@ -775,9 +780,12 @@ def _quoted(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
 
-def _events_path(actions: tuple[str, ...], since: float | None, until: float | None = None) -> str:
-    """/events for container and image events of these `actions`; without `until` it streams on."""
-    parameters = {"filters": json.dumps({"type": ["container", "image"], "event": list(actions)})}
+def _events_path(actions: tuple[str, ...] | None, since: float | None, until: float | None = None) -> str:
+    """/events for container and image events of these `actions` (None: all events); without
+    `until` it streams on."""
+    parameters = {}
+    if actions is not None:
+        parameters["filters"] = json.dumps({"type": ["container", "image"], "event": list(actions)})
     if since is not None:
         parameters["since"] = f"{since:.9f}"
     if until is not None:

@@ -26,7 +26,7 @@ import grpc
 
 from . import labels, telemetry
 from .api import api_pb2 as api
-from .docker_client import DockerClient
+from .docker_client import DOCKER_EVENTS_KEPT, DockerClient
 from .errors import CRIError
 from .timestamps import parse_docker_time
 
@@ -393,7 +393,8 @@ class IndexedDockerClient(DockerClient):
                 delay = REFRESH_GATHER_SECONDS
 
     def resync(self, reason: str = "periodic") -> None:
-        """Everything Docker lists, into the index; `reason` only counts it (start, reconnect, periodic)."""
+        """Everything Docker lists, into the index; `reason` only counts it (start, reconnect, periodic,
+        catch-up)."""
         sequence = next(self._sequence)
         if not self._last_event_ns:  # events from before this list are in it
             self._last_event_ns = time.time_ns() - 1_000_000_000
@@ -417,8 +418,14 @@ class IndexedDockerClient(DockerClient):
         """
         if not self._fresh:
             return  # every read goes to Docker meanwhile
-        for event in self.past_events(FOLLOWED_ACTIONS, since=self._last_event_ns / 1e9, until=time.time()):
-            self._index_event(event)
+        logged = self.past_events(since=self._last_event_ns / 1e9, until=time.time())
+        for event in logged:
+            if event.get("Type") in ("container", "image"):  # networks and volumes have creates too
+                self._index_event(event)
+        if len(logged) >= DOCKER_EVENTS_KEPT:  # older ones may have fallen out of Docker's log
+            log.info("Docker logged %d events or more since the stream's last one: listing everything",
+                     DOCKER_EVENTS_KEPT)
+            self.resync("catch-up")
 
     def _on_event(self, event: dict[str, Any]) -> None:
         change = self._index_event(event)

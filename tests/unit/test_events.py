@@ -315,9 +315,9 @@ def test_catch_up_takes_in_what_docker_logged_before_the_stream_brought_it(monke
     created = {"Type": "container", "Action": "create", "id": "c2", "timeNano": time.time_ns()}
     asked: list[tuple[float, float]] = []
 
-    def past_events(_actions, since: float, until: float) -> list[dict]:
+    def past_events(since: float, until: float) -> list[dict]:
         asked.append((since, until))
-        return [created]
+        return [{"Type": "network", "Action": "create", "id": "n1"}, created]  # a network is no container
 
     monkeypatch.setattr(index, "past_events", past_events)
     docker.states["c2"] = "created"  # Docker made it; its event is still on the way
@@ -332,6 +332,20 @@ def test_catch_up_takes_in_what_docker_logged_before_the_stream_brought_it(monke
     _wait_until(lambda: subscriber._queue.qsize() == 1)
     subscriber.close()
     assert [change.kind for change in subscriber] == ["created"]
+
+
+def test_catch_up_lists_everything_when_docker_may_have_dropped_events(monkeypatch) -> None:
+    """dockerd keeps its last 256 events: as many since the stream's last one, and older may be gone."""
+    index, docker = fresh_index(monkeypatch, {"c1": "running"})
+    busy = [{"Type": "network", "Action": "connect", "id": "n1", "timeNano": time.time_ns()}] * 255
+    monkeypatch.setattr(index, "past_events", lambda since, until: busy)
+    docker.states["c2"] = "running"  # made while the stream lagged, its event lost
+    index.catch_up()
+    assert docker.asked == []  # 255: all that happened is there
+    monkeypatch.setattr(index, "past_events", lambda since, until: busy + busy[:1])
+    index.catch_up()
+    assert docker.asked == ["list"]
+    assert sorted(entry["Id"] for entry in index.list_containers({})) == ["c1", "c2"]
 
 
 def test_catch_up_asks_docker_nothing_while_the_index_is_stale(monkeypatch) -> None:
