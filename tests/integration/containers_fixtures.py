@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 from conftest import BUSYBOX, Shim, wait_for
+from proto_fields import with_fields
 from dockershim_py.api import api_pb2 as api
 from dockershim_py.api import api_pb2_grpc
 
@@ -57,16 +58,7 @@ class Pod:
             command=command or ["sleep", "3600"],
             log_path=f"{name}/{attempt}.log",
         )
-        for key, value in fields.items():
-            if isinstance(value, list):
-                getattr(config, key).extend(value)
-            elif isinstance(value, dict):
-                getattr(config, key).update(value)
-            elif isinstance(value, (str, bool, int)):
-                setattr(config, key, value)
-            else:
-                getattr(config, key).CopyFrom(value)
-        return config
+        return with_fields(config, **fields)
 
     def create(self, config: api.ContainerConfig, runtime: api_pb2_grpc.RuntimeServiceStub | None = None) -> str:
         request = api.CreateContainerRequest(pod_sandbox_id=self.id, config=config, sandbox_config=self.config)

@@ -14,6 +14,7 @@ from dockershim_py.api import api_pb2 as api
 from dockershim_py.container_convert import ImageVolume, NodeView, SandboxView
 from dockershim_py.errors import CRIError
 from dockershim_py.security_context import container_namespace_modes, container_security, missing_capabilities
+from proto_fields import with_fields
 
 SANDBOX_ID = "a" * 64
 SANDBOX = SandboxView(id=SANDBOX_ID, host_network=False)
@@ -36,16 +37,7 @@ def container_config(**fields) -> api.ContainerConfig:
         image=api.ImageSpec(image="sha256:" + "b" * 64, user_specified_image="busybox:1.0"),
         log_path="app/2.log",
     )
-    for key, value in fields.items():
-        if isinstance(value, list):
-            getattr(config, key).extend(value)
-        elif isinstance(value, dict):
-            getattr(config, key).update(value)
-        elif isinstance(value, (str, bool, int)):
-            setattr(config, key, value)
-        else:
-            getattr(config, key).CopyFrom(value)
-    return config
+    return with_fields(config, **fields)
 
 
 def body_of(config: api.ContainerConfig, node: NodeView = NODE, sandbox: SandboxView = SANDBOX, **kwargs) -> dict:
