@@ -160,6 +160,9 @@ def _measured(method: _Method) -> _Method:
         except CRIError as exc:
             code = exc.code
             raise
+        except Exception:  # a callback's own failure, say: not a success
+            code = grpc.StatusCode.UNKNOWN
+            raise
         finally:
             operation.finished(code, time.monotonic() - started)
 

@@ -39,6 +39,9 @@ T = TypeVar("T")
 
 RESYNC_SECONDS = 30.0
 RECONNECT_MAX_SECONDS = 5.0
+# How far behind Docker the event stream may fall, at the most, under load (it takes an event in
+# well under a millisecond): catch_up's bound on what the stream may not have brought yet.
+STREAM_LAG_SECONDS = 5.0
 # The actions that change what a list or an inspect says about a container, and those that may
 # move an image reference; dockerd sends no others (an exec probe alone makes three events).
 CONTAINER_ACTIONS = ("create", "start", "restart", "die", "stop", "oom", "destroy", "update", "rename", "pause",
@@ -418,13 +421,16 @@ class IndexedDockerClient(DockerClient):
         """
         if not self._fresh:
             return  # every read goes to Docker meanwhile
-        logged = self.past_events(since=self._last_event_ns / 1e9, until=time.time())
+        # Older events the stream has brought, whatever it took in last. So the question is short,
+        # even where exec probes fill Docker's log, and only a log full of the last few seconds'
+        # events (DOCKER_EVENTS_KEPT, of every kind) may have dropped a change the stream lacks.
+        now = time.time()
+        logged = self.past_events(since=max(self._last_event_ns / 1e9, now - STREAM_LAG_SECONDS), until=now)
         for event in logged:
             if event.get("Type") in ("container", "image"):  # networks and volumes have creates too
                 self._index_event(event)
-        if len(logged) >= DOCKER_EVENTS_KEPT:  # older ones may have fallen out of Docker's log
-            log.info("Docker logged %d events or more since the stream's last one: listing everything",
-                     DOCKER_EVENTS_KEPT)
+        if len(logged) >= DOCKER_EVENTS_KEPT:
+            log.info("Docker logged %d events in the last %gs: listing everything", len(logged), STREAM_LAG_SECONDS)
             self.resync("catch-up")
 
     def _on_event(self, event: dict[str, Any]) -> None:

@@ -335,17 +335,38 @@ def test_catch_up_takes_in_what_docker_logged_before_the_stream_brought_it(monke
 
 
 def test_catch_up_lists_everything_when_docker_may_have_dropped_events(monkeypatch) -> None:
-    """dockerd keeps its last 256 events: as many since the stream's last one, and older may be gone."""
+    """dockerd keeps its last 256 events: when all of them came within the stream's possible lag,
+    a change may be in neither the log nor the stream yet."""
     index, docker = fresh_index(monkeypatch, {"c1": "running"})
-    busy = [{"Type": "network", "Action": "connect", "id": "n1", "timeNano": time.time_ns()}] * 255
-    monkeypatch.setattr(index, "past_events", lambda since, until: busy)
-    docker.states["c2"] = "running"  # made while the stream lagged, its event lost
+    burst = [{"Type": "network", "Action": "connect", "id": "n1", "timeNano": time.time_ns()}] * 255
+    monkeypatch.setattr(index, "past_events", lambda since, until: burst)
+    docker.states["c2"] = "running"  # made in the burst, its event lost
     index.catch_up()
     assert docker.asked == []  # 255: all that happened is there
-    monkeypatch.setattr(index, "past_events", lambda since, until: busy + busy[:1])
+    monkeypatch.setattr(index, "past_events", lambda since, until: burst + burst[:1])
     index.catch_up()
     assert docker.asked == ["list"]
     assert sorted(entry["Id"] for entry in index.list_containers({})) == ["c1", "c2"]
+
+
+def test_catch_up_asks_only_for_what_the_stream_may_still_be_bringing(monkeypatch) -> None:
+    """A node whose exec probes fill Docker's log: what is older than the stream's lag the stream
+    brought, so it is not asked for, and no StopPodSandbox pays for a full list."""
+    index, docker = fresh_index(monkeypatch, {"c1": "running"})
+    now_ns = time.time_ns()
+    logged = [{"Type": "container", "Action": "exec_start: sh -c true", "id": "c1",
+               "timeNano": now_ns - int(age * 1e9)} for age in [events.STREAM_LAG_SECONDS + 60] * 250 + [1.0] * 6]
+    asked: list[float] = []
+
+    def past_events(since: float, until: float) -> list[dict]:
+        asked.append(since)
+        return [event for event in logged if since * 1e9 <= event["timeNano"] <= until * 1e9]
+
+    monkeypatch.setattr(index, "past_events", past_events)
+    index._last_event_ns = now_ns - int(600e9)  # the last create or start was ten minutes ago
+    index.catch_up()
+    assert asked[0] >= now_ns / 1e9 - events.STREAM_LAG_SECONDS - 1
+    assert docker.asked == []
 
 
 def test_catch_up_asks_docker_nothing_while_the_index_is_stale(monkeypatch) -> None:

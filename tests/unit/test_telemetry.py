@@ -78,14 +78,19 @@ def test_docker_requests_are_counted_by_operation_and_outcome() -> None:
     def unit_lookup(name: str) -> str:
         if name == "gone":
             raise CRIError(grpc.StatusCode.NOT_FOUND, "gone")
+        if name == "bug":
+            raise KeyError(name)
         return name
 
     assert unit_lookup("here") == "here"
     with pytest.raises(CRIError):
         unit_lookup("gone")
+    with pytest.raises(KeyError):
+        unit_lookup("bug")
     assert sample("dockershim_py_docker_requests_total", operation="unit_lookup", code="OK") == 1
     assert sample("dockershim_py_docker_requests_total", operation="unit_lookup", code="NotFound") == 1
-    assert sample("dockershim_py_docker_request_duration_seconds_count", operation="unit_lookup") == 2
+    assert sample("dockershim_py_docker_requests_total", operation="unit_lookup", code="Unknown") == 1
+    assert sample("dockershim_py_docker_request_duration_seconds_count", operation="unit_lookup") == 3
 
 
 def test_index_freshness_is_read_at_each_scrape() -> None:
