@@ -67,6 +67,12 @@ _EXPECTED_STATE: dict[str, Callable[[dict[str, Any] | None], bool]] = {
     "oom": lambda entry: entry is None or entry.get("State") != "running",
     "destroy": lambda entry: entry is None,
 }
+# The state a container is in once the shim's own start or stop returned, by the state it was
+# listed in before; other transitions (a no-op stop, a paused container) are re-read instead.
+_STATE_AFTER_SHIM: dict[str, dict[str, str]] = {
+    "start": {"created": "running", "exited": "running"},
+    "die": {"running": "exited"},
+}
 SETTLE_SECONDS = 2.0
 REFRESH_GATHER_SECONDS = 0.05
 # Docker announces a container's exit before its cleanup, and lists it as running until that is
@@ -84,9 +90,9 @@ class _Dirty:
     marked: int  # sequence number of the event
     settled: Callable[[dict[str, Any] | None], bool]
     give_up_at: float
-    # Listed since it was marked, but Docker's list did not show the change yet: reads answer as
-    # that list did (asking Docker again would say the same until it catches up) while the
-    # refresher keeps asking.
+    # Listed since it was marked, but Docker's list did not show the change yet, or the index
+    # shows the outcome of the shim's own call: reads answer as the index does (asking Docker
+    # again would say the same until it catches up) while the refresher keeps asking.
     reread: bool = False
 
 
@@ -458,10 +464,13 @@ class IndexedDockerClient(DockerClient):
         if action == "destroy":
             self._removed(container_id)
         with self._index_lock:
-            self._inspects.pop(container_id, None)  # an inspect says more than the list: always re-ask
-            # The shim re-reads after its own changes, so Docker's echo of them usually finds
-            # the list entry already as the event says: no need to ask again.
-            known = container_id not in self._dirty and expected is not None and expected(
+            if action != "create":  # an inspect says more than the list: re-ask after any other event
+                self._inspects.pop(container_id, None)  # (IDs are never reused: any inspect kept is newer)
+            # The shim re-reads after its own changes (or lists their outcome), so Docker's echo
+            # of them usually finds the list entry already as the event says: no need to ask
+            # again, even while the refresher has yet to confirm an earlier mark.
+            mark = self._dirty.get(container_id)
+            known = (mark is None or mark.reread) and expected is not None and expected(
                 self._entries.get(container_id))
         if not known:
             self._mark_dirty(container_id, expected or _any_state)
@@ -507,17 +516,19 @@ class IndexedDockerClient(DockerClient):
                fetched: dict[str, tuple[int, dict[str, Any] | None, dict[str, Any] | None]]) -> None:
         """Store what was fetched (unless a newer fetch was) and clear the marks it settles.
 
-        Fetches need no lock among themselves: each carries a sequence number, and a mark replaced
-        since it was read (a newer event) stays.
+        Fetches need no lock among themselves: each carries a sequence number, and a mark made
+        after the fetch began (a newer event) stays; one made before it, as Docker's echo of the
+        shim's own create often is, the fetch answers too.
         """
         now = time.monotonic()
         with self._index_lock:
-            for container_id, mark in dirty.items():
+            for container_id, asked in dirty.items():
                 sequence, entry, inspect = fetched[container_id]
                 if self._applied.get(container_id, 0) < sequence:
                     self._store(container_id, entry, sequence)
-                if self._dirty.get(container_id) is not mark:
-                    continue  # marked again meanwhile
+                mark = self._dirty.get(container_id)
+                if mark is None or (mark is not asked and mark.marked > sequence):
+                    continue  # settled meanwhile, or marked again since this fetch began
                 if mark.settled(entry) or now > mark.give_up_at:
                     del self._dirty[container_id]
                     if inspect is not None and self._applied.get(container_id) == sequence:
@@ -572,24 +583,56 @@ class IndexedDockerClient(DockerClient):
         self._inspects.pop(container_id, None)
 
     def _changed_by_shim(self, container_id: str, action: str) -> None:
-        """After the shim's own change: the next read re-reads it, batched with whatever else changed."""
+        """After the shim's own change: the next read re-reads it, batched with whatever else changed,
+        unless the outcome of the call says what Docker now shows."""
         if not self._fresh:
             return
         if action == "destroy":
             self._removed(container_id)
-        else:
+        elif not self._record_outcome(container_id, action):
             self._mark_dirty(container_id, _EXPECTED_STATE.get(action, _any_state))
+
+    def _record_outcome(self, container_id: str, action: str) -> bool:
+        """A start or stop the shim made, into the index as it returned; False when it cannot be told.
+
+        A churning node's relists would otherwise each wait for a Docker list call (Docker's own
+        list shows a stop some hundred ms after it returned). The refresher still confirms the
+        state by inspect, and an event that disagrees (an exit during the start) leaves the
+        container to be re-read as before.
+        """
+        with self._index_lock:
+            entry = self._entries.get(container_id)
+            state = _STATE_AFTER_SHIM.get(action, {}).get(entry.get("State")) if entry is not None else None
+            if entry is None or state is None:
+                return False
+            outcome = {**entry, "State": state}
+            mark = self._dirty.get(container_id)
+            if mark is not None and not mark.settled(outcome):
+                return False
+            self._store(container_id, outcome, next(self._sequence))
+            self._dirty[container_id] = _Dirty(next(self._sequence), _EXPECTED_STATE[action],
+                                               time.monotonic() + SETTLE_SECONDS, reread=True)
+        self._dirty_signal.set()
+        return True
 
     # --- reads --------------------------------------------------------------------------------
 
     def list_containers(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
         if self._fresh and set(filters) <= INDEXED_FILTERS:
-            if any(not mark.reread for mark in list(self._dirty.values())):
+            if self._needs_reread():
                 self._reread_listed()
             with self._index_lock:
                 if self._fresh:
                     return list(self._filtered(filters))
         return super().list_containers(filters)
+
+    def _needs_reread(self) -> bool:
+        """A mark no read has re-read yet, unless it is a lifecycle event of a container a call of
+        the shim is changing now: a read beside that call may answer as before it, and the call
+        leaves its outcome in the index (or the mark, when they disagree)."""
+        with self._index_lock:
+            return any(not mark.reread and (container_id not in self._busy or mark.settled is _any_state)
+                       for container_id, mark in self._dirty.items())
 
     def _filtered(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
         """The entries `filters` accepts, kept until the index changes (call with the index lock held).
@@ -609,10 +652,9 @@ class IndexedDockerClient(DockerClient):
     def inspect_container(self, container_id: str) -> dict[str, Any]:
         mark = self._dirty.get(container_id) if self._fresh else None
         if mark is not None:  # changed: ask Docker, and let the index have the answer too
-            fetched = self._inspect_listing(container_id)
-            self._apply({container_id: mark}, {container_id: fetched})
-            if fetched[2] is not None:
-                return fetched[2]
+            inspect = self._reread(container_id, mark)
+            if inspect is not None:
+                return inspect
         if self._fresh and container_id in self._entries and container_id not in self._dirty:
             with self._index_lock:
                 cached = self._inspects.get(container_id)
@@ -625,6 +667,12 @@ class IndexedDockerClient(DockerClient):
                     self._inspects[container_id] = inspect
             return inspect
         return super().inspect_container(container_id)
+
+    def _reread(self, container_id: str, mark: _Dirty) -> dict[str, Any] | None:
+        """Inspect a marked container into the index; its inspect, None when it is gone."""
+        fetched = self._inspect_listing(container_id)
+        self._apply({container_id: mark}, {container_id: fetched})
+        return fetched[2]
 
     def inspect_image(self, reference: str) -> dict[str, Any]:
         """Image inspects are kept until any image event: creating a pod's containers asks for the same few."""
@@ -693,8 +741,17 @@ class IndexedDockerClient(DockerClient):
             self._changed_by_shim(container_id, outcome)
 
     def create_container(self, name: str, body: dict[str, Any]) -> str:
+        """Create, then inspect the new container into the index before the call returns: the relist
+        after CreateContainer or RunPodSandbox needs no Docker round trip then, and the StartContainer
+        after it finds the inspect kept (the refresher would have made the same request)."""
         container_id = super().create_container(name, body)
         self._changed_by_shim(container_id, "create")
+        mark = self._dirty.get(container_id) if self._fresh else None
+        if mark is not None:
+            try:
+                self._reread(container_id, mark)
+            except CRIError as exc:  # created all the same: the refresher tries again
+                log.debug("re-reading new container %s failed: %s", container_id[:12], exc.message)
         return container_id
 
     def start_container(self, container_id: str) -> None:

@@ -245,15 +245,118 @@ def test_the_refresher_leaves_a_container_the_shim_is_changing_until_it_is_done(
         index._on_event({"Type": "container", "Action": "start", "id": "c1"})  # Docker's event, before the call returns
         index._reread_in_background()
         assert docker.asked == []  # not asked while the start is in progress
-        assert [entry["State"] for entry in index.list_containers({})] == ["created"]  # a read lists it
-        assert docker.asked == ["list"]
+        # A read beside the call may answer as before it: no Docker request either.
+        assert [entry["State"] for entry in index.list_containers({})] == ["created"]
+        assert docker.asked == []
         docker.states["c1"] = "running"
 
     index._changing("c1", "start", start)
+    assert [entry["State"] for entry in index.list_containers({})] == ["running"]
     index._reread_in_background()
-    assert docker.asked == ["list", "inspect c1"] and not index._dirty
+    assert docker.asked == ["inspect c1"] and not index._dirty
     assert index.inspect_container("c1")["State"]["Status"] == "running"
-    assert docker.asked == ["list", "inspect c1"]
+    assert docker.asked == ["inspect c1"]
+
+
+def test_the_shims_own_start_and_stop_are_listed_as_they_returned_without_asking_docker(monkeypatch) -> None:
+    """A churning node's relists must not each wait for a Docker list call; the refresher confirms."""
+    index, docker = fresh_index(monkeypatch, {"c1": "created"})
+
+    def start() -> None:
+        index._on_event({"Type": "container", "Action": "start", "id": "c1"})  # Docker's echo, before the call returns
+        docker.states["c1"] = "running"
+
+    index._changing("c1", "start", start)
+    assert [entry["State"] for entry in index.list_containers({})] == ["running"]
+    assert docker.asked == []
+    index._reread_in_background()
+    assert docker.asked == ["inspect c1"] and not index._dirty
+
+    def stop() -> None:
+        index._on_event({"Type": "container", "Action": "die", "id": "c1"})
+        index._on_event({"Type": "container", "Action": "stop", "id": "c1"})
+        docker.states["c1"] = "exited"
+
+    index._changing("c1", "die", stop)
+    assert [entry["State"] for entry in index.list_containers({"status": ["running"]})] == []
+    assert [entry["State"] for entry in index.list_containers({})] == ["exited"]
+    assert docker.asked == ["inspect c1"]
+    index._on_event({"Type": "container", "Action": "die", "id": "c1"})  # an echo after the call: already shown
+    assert index.list_containers({})[0]["State"] == "exited" and docker.asked == ["inspect c1"]
+
+
+def test_an_exit_during_the_shims_start_is_re_read_not_taken_from_the_call(monkeypatch) -> None:
+    index, docker = fresh_index(monkeypatch, {"c1": "created"})
+
+    def start_that_exits_at_once() -> None:
+        index._on_event({"Type": "container", "Action": "start", "id": "c1"})
+        index._on_event({"Type": "container", "Action": "die", "id": "c1"})
+        docker.states["c1"] = "exited"
+
+    index._changing("c1", "start", start_that_exits_at_once)
+    assert [entry["State"] for entry in index.list_containers({})] == ["exited"]
+    assert docker.asked == ["list"]
+
+
+def test_the_shims_own_create_is_in_the_index_when_the_call_returns(monkeypatch) -> None:
+    """The relist after CreateContainer, and StartContainer's inspect, ask Docker nothing more."""
+    from dockershim_py.docker_client import DockerClient
+
+    index, docker = fresh_index(monkeypatch, {"c1": "running"})
+    monkeypatch.setattr(DockerClient, "create_container",
+                        lambda _, name, body: docker.states.setdefault("c2", "created") and "c2")
+    assert index.create_container("app", {}) == "c2"
+    assert docker.asked == ["inspect c2"] and not index._dirty
+    index._on_event({"Type": "container", "Action": "create", "id": "c2"})  # Docker's echo
+    assert sorted(entry["Id"] for entry in index.list_containers({})) == ["c1", "c2"]
+    assert index.inspect_container("c2")["State"]["Status"] == "created"
+    assert docker.asked == ["inspect c2"]
+
+
+def test_a_fetch_settles_a_mark_made_before_it_began_but_not_one_made_after(monkeypatch) -> None:
+    index, docker = fresh_index(monkeypatch, {})
+    docker.states["c1"] = "created"
+    index._changed_by_shim("c1", "create")
+    asked = index._dirty["c1"]
+    index._on_event({"Type": "container", "Action": "create", "id": "c1"})  # Docker's echo marks it again
+    assert index._dirty["c1"] is not asked
+    index._apply({"c1": asked}, {"c1": index._inspect_listing("c1")})
+    assert not index._dirty
+    docker.states["c1"] = "running"
+    index._changing("c1", "start", lambda: None)
+
+    index._changed_by_shim("c1", "die")  # listed as running: the stop's outcome is recorded, to confirm
+    asked = index._dirty["c1"]
+    docker.states["c1"] = "exited"
+    fetched = index._inspect_listing("c1")
+    docker.states["c1"] = "running"
+    index._on_event({"Type": "container", "Action": "start", "id": "c1"})  # after the fetch began
+    index._apply({"c1": asked}, {"c1": fetched})
+    assert "c1" in index._dirty and not index._dirty["c1"].reread  # the next read asks Docker
+    assert [entry["State"] for entry in index.list_containers({})] == ["running"]
+
+
+def test_a_rename_during_the_shims_call_is_re_read_at_once(monkeypatch) -> None:
+    """Only lifecycle events may wait for the call that caused them."""
+    index, docker = fresh_index(monkeypatch, {"c1": "running"})
+
+    def stop() -> None:
+        index._on_event({"Type": "container", "Action": "die", "id": "c1"})
+        assert index.list_containers({})[0]["State"] == "running" and docker.asked == []
+        index._on_event({"Type": "container", "Action": "rename", "id": "c1"})
+        index.list_containers({})
+        assert docker.asked == ["list"]
+        docker.states["c1"] = "exited"
+
+    index._changing("c1", "die", stop)
+
+
+def test_a_stop_that_changed_nothing_is_re_read(monkeypatch) -> None:
+    """Stopping a container that never ran leaves it created: the call's outcome does not say so."""
+    index, docker = fresh_index(monkeypatch, {"c1": "created"})
+    index._changing("c1", "die", lambda: None)
+    assert [entry["State"] for entry in index.list_containers({})] == ["created"]
+    assert docker.asked == ["list"]
 
 
 def test_a_removed_container_leaves_the_index_without_asking_docker(monkeypatch) -> None:
