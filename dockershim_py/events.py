@@ -472,6 +472,9 @@ class IndexedDockerClient(DockerClient):
             mark = self._dirty.get(container_id)
             known = (mark is None or mark.reread) and expected is not None and expected(
                 self._entries.get(container_id))
+            # A create says only that the container exists. A mark before it is the shim's own
+            # create (or this event taken in before), whose re-read began once Docker had made it.
+            known = known or (action == "create" and mark is not None)
         if not known:
             self._mark_dirty(container_id, expected or _any_state)
             self._dirty_signal.set()  # the refresher re-reads in batches; the stream never waits for it

@@ -313,12 +313,40 @@ def test_the_shims_own_create_is_in_the_index_when_the_call_returns(monkeypatch)
     assert docker.asked == ["inspect c2"]
 
 
+def test_dockers_echo_of_the_shims_create_during_its_re_read_asks_nothing_more(monkeypatch) -> None:
+    """dockerd logs a create before it answers: its echo often comes while the shim reads the
+    container it made, and StartContainer's inspect then finds that read kept."""
+    from dockershim_py.docker_client import DockerClient
+
+    index, docker = fresh_index(monkeypatch, {})
+    monkeypatch.setattr(DockerClient, "create_container",
+                        lambda _, name, body: docker.states.setdefault("c1", "created") and "c1")
+    inspected = docker.inspected
+
+    def echo_meanwhile(container_id: str) -> dict:
+        answer = inspected(container_id)
+        index._on_event({"Type": "container", "Action": "create", "id": container_id})
+        return answer
+
+    docker.inspected = echo_meanwhile
+    assert index.create_container("app", {}) == "c1"
+    docker.inspected = inspected
+    assert not index._dirty
+    assert index.inspect_container("c1")["State"]["Status"] == "created"
+    assert [entry["Id"] for entry in index.list_containers({})] == ["c1"]
+    assert docker.asked == ["inspect c1"]
+    index._on_event({"Type": "container", "Action": "start", "id": "c1"})  # any other event still re-reads
+    docker.states["c1"] = "running"
+    assert index.inspect_container("c1")["State"]["Status"] == "running"
+    assert docker.asked == ["inspect c1", "inspect c1"]
+
+
 def test_a_fetch_settles_a_mark_made_before_it_began_but_not_one_made_after(monkeypatch) -> None:
     index, docker = fresh_index(monkeypatch, {})
     docker.states["c1"] = "created"
     index._changed_by_shim("c1", "create")
     asked = index._dirty["c1"]
-    index._on_event({"Type": "container", "Action": "create", "id": "c1"})  # Docker's echo marks it again
+    index._on_event({"Type": "container", "Action": "rename", "id": "c1"})  # marks it again
     assert index._dirty["c1"] is not asked
     index._apply({"c1": asked}, {"c1": index._inspect_listing("c1")})
     assert not index._dirty
