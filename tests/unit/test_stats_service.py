@@ -371,3 +371,70 @@ def test_writable_layers_in_all_come_from_the_worker_without_reading_cgroups(tre
     assert first == 0
     assert 4 * 5000 <= total < 4 * 5000 + 64 * 1024  # the files, and each layer's directory blocks
     assert docker.count("inspect") == 2  # the app and the sidecar, once each (a pause container is no CRI container)
+
+
+class TwoPods(FakeDocker):
+    """The one pod, and a second (a pause and one container) under a cgroup parent of its own."""
+
+    SANDBOX2, WORKER = "6" * 64, "c" * 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.states.update({self.SANDBOX2: "running", self.WORKER: "running"})
+
+    def entry(self, container_id: str) -> dict[str, Any]:
+        if container_id == self.SANDBOX2:
+            return {"Id": container_id, "Names": ["/k8s_POD_db_default_uid2_0"], "Image": "pause",
+                    "State": self.states[container_id], "Labels": labels.sandbox_labels({"app": "db"}, {})}
+        if container_id == self.WORKER:
+            return {"Id": container_id, "Names": ["/k8s_worker_db_default_uid2_0"], "Image": "busybox",
+                    "State": self.states[container_id],
+                    "Labels": labels.container_labels({"c": "worker"}, {}, self.SANDBOX2)}
+        return super().entry(container_id)
+
+    def inspect_container(self, container_id: str) -> dict[str, Any]:
+        inspect = super().inspect_container(container_id)
+        if container_id in (self.SANDBOX2, self.WORKER):
+            inspect["HostConfig"]["CgroupParent"] = "/kubepods/pod2"
+        return inspect
+
+
+def test_each_pod_lists_its_own_containers_and_the_layers_mountpoint_is_found_once_a_request(
+        tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mountpoint is the same for every pod, and finding it costs a stat: 110 pods, 110 stats."""
+    found: list[str] = []
+
+    def layers_mountpoint(info: dict[str, Any]) -> str:
+        found.append(mountpoint := original(info))
+        return mountpoint
+
+    original = stats_module.layers_mountpoint
+    monkeypatch.setattr(stats_module, "layers_mountpoint", layers_mountpoint)
+    for container_id, memory in (("", 800_000), (TwoPods.SANDBOX2, 50_000), (TwoPods.WORKER, 400_000)):
+        path = tree / "kubepods" / "pod2" / container_id
+        path.mkdir(parents=True, exist_ok=True)
+        for name, text in cgroup_files(memory=memory, cpu_usec=1_000, tasks=1).items():
+            (path / name).write_text(text)
+    docker = TwoPods()
+    docker.root_dir = str(tree / "docker-root")
+    docker.upper_root = str(tree / "docker-root" / "overlay2")
+    for container_id in (APP, SIDECAR, TwoPods.WORKER):
+        (tree / "docker-root" / "overlay2" / container_id).mkdir(parents=True)
+    reader = CgroupReader(CgroupLayout(2, {"": Mount(str(tree), "/")}))
+    stats = StatsService(docker, Config(writable_layer_scan_period=3600), reader)  # type: ignore[arg-type]
+    try:
+        stats.list_pod_sandbox_stats(None)  # has the worker measure the layers
+        deadline = time.monotonic() + 5
+        while stats.writable_layers_bytes() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        found.clear()
+        pods = {pod.attributes.id: pod for pod in stats.list_pod_sandbox_stats(None)}
+    finally:
+        stats.close()
+    assert len(found) == 1
+    assert {member.attributes.id for member in pods[SANDBOX].linux.containers} == {APP, SIDECAR}
+    [worker] = pods[TwoPods.SANDBOX2].linux.containers
+    assert worker.attributes.id == TwoPods.WORKER and worker.memory.usage_bytes.value == 400_000
+    assert pods[TwoPods.SANDBOX2].linux.memory.usage_bytes.value == 800_000
+    mountpoints = {member.writable_layer.fs_id.mountpoint for pod in pods.values() for member in pod.linux.containers}
+    assert mountpoints == set(found)
