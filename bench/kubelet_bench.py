@@ -16,6 +16,9 @@ Phases, for each pod count N (default 10 and 110; two containers per pod):
             direct Docker calls, for dockerd's CPU. Each is run again without churn, which shows
             what answering the polling alone costs. Each run counts the RPCs it made, and what the
             gRPC floor server would spend on as many calls.
+First it measures the machine: how long reading back 16 MiB takes at once and after 1 s untouched.
+On a VM that makes idle memory slow to touch again, every call after a pause costs many times
+more (the client's part as well), and its figures compare with no other machine's.
 With --endpoint and --runtime-pid the same load goes to a CRI runtime already serving (cri-dockerd,
 say), whose process is measured where the shim's would be.
 Bounded in count and time; it talks only to local unix sockets. Output: a table and a JSON file.
@@ -51,7 +54,9 @@ from conftest import BUSYBOX, PAUSE, Shim  # noqa: E402  (the suite's shim launc
 from dockershim_py.api import api_pb2 as api  # noqa: E402
 from dockershim_py.api import api_pb2_grpc  # noqa: E402
 from grpc_floor import FloorServer  # noqa: E402
-from measure import cpu_seconds, cpu_ticks, dockerd_pid, percentiles, rss_bytes, steal_percent  # noqa: E402
+from measure import (  # noqa: E402
+    cpu_seconds, cpu_ticks, dockerd_pid, idle_memory_penalty, percentiles, rss_bytes, steal_percent,
+)
 
 NAMESPACE = "dspy-bench"
 # A workload that ends on SIGTERM, as a well-behaved pod does: a bare `sleep` as PID 1 ignores it,
@@ -520,6 +525,9 @@ def rounds_summary(rounds: list[dict]) -> dict:
 def print_report(report: dict) -> None:
     for pods, run in report["runs"].items():
         print(f"\n== {report['runtime']}: {pods} pods, {2 * int(pods)} containers ==")
+        idle = report["idle_memory"]
+        print(f"machine: reading back {idle['mib']} MiB took {idle['at_once_ms']:.2f} ms at once, "
+              f"{idle['after_idle_ms']:.2f} ms after {idle['idle_seconds']:g} s untouched")
         populate = run["populate"]
         for name in ("RunPodSandbox", "StartContainer"):
             row = populate[name]
@@ -627,7 +635,7 @@ def main() -> int:
     runtime, images = CountedStub(shim.runtime), CountedStub(shim.images)
     log_root = Path(shim.dir) / "pod-logs"
     report: dict[str, Any] = {"mixed_seconds": args.mixed_seconds, "runtime": args.endpoint or "dockershim-py",
-                              "runs": {}}
+                              "idle_memory": idle_memory_penalty(), "runs": {}}
     try:
         for count in args.pods:
             pods = Pods(runtime, log_root)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import mmap
 import os
+import statistics
+import time
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -39,6 +42,38 @@ def steal_percent(before: tuple[int, int]) -> float:
     """The share of the machine's CPU time that its hypervisor gave to others since `before`."""
     stolen, total = cpu_ticks()
     return 100 * (stolen - before[0]) / max(total - before[1], 1)
+
+
+def idle_memory_penalty(mib: int = 16, idle_seconds: float = 1.0) -> dict[str, float]:
+    """Milliseconds to read back `mib` MiB this process holds (a byte a page): at once, and after
+    `idle_seconds` untouched (medians of 3).
+
+    Some VMs make memory left alone for a moment slow to touch again, with no page fault the guest
+    sees; there everything that runs after an idle gap pays per page it touches, the client of a
+    relist every second as much as the server, and figures from such a machine compare with no other.
+    """
+    size = mib << 20
+    memory = mmap.mmap(-1, size)
+    try:
+        view = memoryview(memory)
+        view[::mmap.PAGESIZE] = b"\1" * (size // mmap.PAGESIZE)
+
+        def read_back() -> float:
+            started = time.perf_counter()
+            bytes(view[::mmap.PAGESIZE])
+            return (time.perf_counter() - started) * 1000
+
+        read_back()
+        at_once, after_idle = [], []
+        for _ in range(3):
+            at_once.append(read_back())
+            time.sleep(idle_seconds)
+            after_idle.append(read_back())
+        view.release()
+    finally:
+        memory.close()
+    return {"mib": mib, "idle_seconds": idle_seconds, "at_once_ms": statistics.median(at_once),
+            "after_idle_ms": statistics.median(after_idle)}
 
 
 def rss_bytes(pid: int) -> int:
