@@ -15,8 +15,8 @@ Docker ends a json-file entry with "\\n" unless the line was split (Docker cuts 
 which is exactly CRI's F (full) and P (partial). Memory per container is one read chunk.
 
 One thread serves every copier. It wakes when inotify says a log directory changed (a write
-or a rotation), when a container's process exits (a pidfd), and every few seconds as a safety
-net; an idle container costs nothing in between. Where inotify cannot watch (no watches left),
+or a rotation), when a container's process exits (a pidfd), when an exited one's log has
+settled, and every 10 s as a safety net; an idle container costs nothing in between. Where inotify cannot watch (no watches left),
 that copier is polled instead.
 """
 
@@ -44,8 +44,9 @@ CHUNK_BYTES = 256 * 1024
 ROUND_BUDGET_BYTES = 4 * 1024 * 1024
 # How often a copier without an inotify watch looks for new lines.
 POLL_SECONDS = 0.2
-# How often every copier is pumped anyway, and exited ones are finished.
-SAFETY_ROUND_SECONDS = 2.0
+# How often every copier is pumped anyway, for what inotify might not have said. Seldom: each round
+# reads every container's log, 220 of them on a full node.
+SAFETY_ROUND_SECONDS = 10.0
 # Docker closes a container's log at most a few seconds after its process exits.
 EXIT_SETTLE_SECONDS = 3.0
 PERSIST_SECONDS = 1.0
@@ -445,6 +446,7 @@ class LogManager:
         self._copiers: dict[str, LogCopier] = {}
         self._polled: set[str] = set()  # copiers without an inotify watch
         self._behind: set[str] = set()  # copiers that stopped at their round's budget
+        self._exited: set[str] = set()  # copiers whose process ended: pumped each round until finished
         self._pidfds: dict[int, str] = {}
         self._epoll = select.epoll()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # stop() ends the wait at once
@@ -544,6 +546,7 @@ class LogManager:
         del self._copiers[container_id]
         self._polled.discard(container_id)
         self._behind.discard(container_id)
+        self._exited.discard(container_id)
         if self._watch is not None:
             self._watch.remove(container_id)
 
@@ -579,6 +582,7 @@ class LogManager:
             fd = os.pidfd_open(pid)
         except (ProcessLookupError, ValueError, OSError):
             copier.exited_at = time.monotonic()  # gone already (or no pid): finish once the log settles
+            self._exited.add(container_id)
             return
         self._pidfds[fd] = container_id
         self._epoll.register(fd, select.EPOLLIN)
@@ -598,16 +602,25 @@ class LogManager:
                 time.sleep(self._poll_seconds)
 
     def _wait_seconds(self) -> float:
-        if self._behind:
-            return 0
-        return self._poll_seconds if self._polled else self._safety_seconds
+        """Until the next round: at once for a copier behind, else the poll or the safety round, or
+        sooner when an exited container's log settles then."""
+        with self._lock:
+            if self._behind:
+                return 0
+            wait = self._poll_seconds if self._polled else self._safety_seconds
+            settled = [max(copier.exited_at, copier.copied_at) + EXIT_SETTLE_SECONDS
+                       for copier in (self._copiers.get(container_id) for container_id in self._exited)
+                       if copier is not None and copier.exited_at is not None]
+        if settled:
+            wait = min(wait, max(min(settled) - time.monotonic(), 0) + 0.01)
+        return wait
 
     def _round(self, events: list[tuple[int, int]]) -> None:
         now = time.monotonic()
         full_round = now - self._last_full_round >= self._safety_seconds
         woken: set[str] = set()  # their directory changed: a rotation is looked for at once
         with self._lock:
-            due = set(self._polled) | self._behind
+            due = set(self._polled) | self._behind | self._exited
             for fd, _ in events:
                 if fd == self._wake:
                     continue
@@ -618,12 +631,13 @@ class LogManager:
                     else:
                         woken |= changed
                     continue
-                container_id = self._pidfds.pop(fd, None)
+                container_id = self._pidfds.pop(fd, "")
                 self._epoll.unregister(fd)
                 os.close(fd)
-                copier = self._copiers.get(container_id or "")
+                copier = self._copiers.get(container_id)
                 if copier is not None:
                     copier.exited_at = now
+                    self._exited.add(container_id)
                     due.add(container_id)
             if full_round:
                 self._last_full_round = now

@@ -283,6 +283,30 @@ def test_manager_finishes_a_copier_when_the_process_exits(files: dict[str, Path]
         manager.stop()
 
 
+@pytest.mark.parametrize("exits", ["while followed", "before followed"])
+def test_an_exited_containers_log_is_finished_once_it_settles_not_at_the_safety_round(
+        files: dict[str, Path], tmp_path: Path, monkeypatch, exits: str) -> None:
+    """A container that exits by itself (a crash): `kubectl logs --previous` wants all of it soon."""
+    monkeypatch.setattr(logs, "EXIT_SETTLE_SECONDS", 0.3)
+    manager = LogManager(str(tmp_path / "states"), safety_seconds=60)
+    process = subprocess.Popen(["sleep", "0.3" if exits == "while followed" else "0"])
+    try:
+        if exits == "before followed":
+            process.wait()
+        manager.prepare("abc", str(files["target"]))
+        manager.follow("abc", str(files["source"]), process.pid)
+        append(files["source"], docker_entry("last words\n"))
+        process.wait()
+        deadline = time.monotonic() + 3
+        while not (manager.saved_state("abc") or CopyState("", "", "")).finished:
+            assert time.monotonic() < deadline, "the copier waited for the safety round"
+            time.sleep(0.05)
+        assert cri_texts(files["target"]) == ["last words"]
+        assert not manager._exited
+    finally:
+        manager.stop()
+
+
 def test_a_start_writes_the_position_only_when_it_changes(files: dict[str, Path], tmp_path: Path) -> None:
     manager = LogManager(str(tmp_path / "states"))
     process = subprocess.Popen(["sleep", "5"])
