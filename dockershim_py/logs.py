@@ -653,6 +653,12 @@ class LogManager:
             except OSError as exc:
                 log.error("container %s: copying its log failed: %s", container_id[:12], exc)
             if copier.exited_at is not None and now - max(copier.exited_at, copier.copied_at) > EXIT_SETTLE_SECONDS:
-                self.finish(container_id)
+                try:
+                    self.finish(container_id)
+                except OSError as exc:  # tried again at the safety round, not at every round meanwhile
+                    log.error("container %s: finishing its log failed: %s", container_id[:12], exc)
+                    with self._lock:
+                        self._exited.discard(container_id)
+                    continue
                 if not os.path.exists(copier.state.source_path):  # removed with its pod, not by RemoveContainer
                     self.forget(container_id)

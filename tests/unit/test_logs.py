@@ -307,6 +307,31 @@ def test_an_exited_containers_log_is_finished_once_it_settles_not_at_the_safety_
         manager.stop()
 
 
+def test_a_log_that_cannot_be_finished_is_tried_again_at_the_safety_round_not_at_every_round(
+        files: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(logs, "EXIT_SETTLE_SECONDS", 0.1)
+    tries: list[float] = []
+
+    def failing_finish(self) -> None:
+        tries.append(time.monotonic())
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(logs.LogCopier, "finish", failing_finish)
+    manager = LogManager(str(tmp_path / "states"), poll_seconds=0.05, safety_seconds=60)
+    process = subprocess.Popen(["sleep", "0"])
+    try:
+        process.wait()
+        manager.prepare("abc", str(files["target"]))
+        manager.follow("abc", str(files["source"]), process.pid)
+        deadline = time.monotonic() + 3
+        while not tries and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert len(tries) == 1 and not manager._exited
+    finally:
+        manager.stop()
+
+
 def test_a_start_writes_the_position_only_when_it_changes(files: dict[str, Path], tmp_path: Path) -> None:
     manager = LogManager(str(tmp_path / "states"))
     process = subprocess.Popen(["sleep", "5"])
