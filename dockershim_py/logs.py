@@ -16,8 +16,8 @@ which is exactly CRI's F (full) and P (partial). Memory per container is one rea
 
 One thread serves every copier. It wakes when inotify says a log directory changed (a write
 or a rotation), when a container's process exits (a pidfd), when an exited one's log has
-settled, and every 10 s as a safety net; an idle container costs nothing in between. Where inotify cannot watch (no watches left),
-that copier is polled instead.
+settled, and every 10 s as a safety net; an idle container costs nothing in between. Where
+inotify cannot watch (no watches left), that copier is polled instead.
 """
 
 from __future__ import annotations
@@ -611,7 +611,7 @@ class LogManager:
             settled = [max(copier.exited_at, copier.copied_at) + EXIT_SETTLE_SECONDS
                        for copier in (self._copiers.get(container_id) for container_id in self._exited)
                        if copier is not None and copier.exited_at is not None]
-        if settled:
+        if settled:  # a little past the moment: a round finishes a log once it is settled for longer
             wait = min(wait, max(min(settled) - time.monotonic(), 0) + 0.01)
         return wait
 
