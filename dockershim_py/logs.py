@@ -14,7 +14,7 @@ copy resumes from that offset, so a line is neither lost nor written twice.
 Docker ends a json-file entry with "\\n" unless the line was split (Docker cuts lines at 16 KiB),
 which is exactly CRI's F (full) and P (partial). Memory per container is one read chunk.
 
-One thread serves every copier. It wakes when inotify says a log directory changed (a write
+One thread serves every copier. It wakes when inotify says a log file changed (a write
 or a rotation), when a container's process exits (a pidfd), when an exited one's log has
 settled, and every 10 s as a safety net; an idle container costs nothing in between. Where
 inotify cannot watch (no watches left), that copier is polled instead.
@@ -387,26 +387,35 @@ class LogDirectoryWatch:
             raise OSError(ctypes.get_errno(), "inotify_init1")
         self.fd = fd
         self._containers: dict[int, str] = {}  # watch descriptor -> container id
+        self._log_names: dict[int, bytes] = {}  # watch descriptor -> the log's file name
         self._watches: dict[str, int] = {}
 
-    def add(self, container_id: str, directory: str) -> bool:
+    def add(self, container_id: str, source_path: str) -> bool:
         """Watch the directory of a container's log; False when inotify cannot (then poll it)."""
+        directory, name = os.path.split(source_path)
         wd = self._libc.inotify_add_watch(self.fd, os.fsencode(directory), _IN_MODIFY | _IN_CREATE | _IN_MOVED_TO)
         if wd < 0:
             log.info("container %s: cannot watch %s (%s); polling its log", container_id[:12], directory,
                      os.strerror(ctypes.get_errno()))
             return False
         self._containers[wd] = container_id
+        self._log_names[wd] = os.fsencode(name)
         self._watches[container_id] = wd
         return True
 
     def remove(self, container_id: str) -> None:
         wd = self._watches.pop(container_id, None)
         if wd is not None and self._containers.pop(wd, None) is not None:
+            self._log_names.pop(wd, None)
             self._libc.inotify_rm_watch(self.fd, wd)
 
     def changed(self) -> set[str] | None:
-        """The containers whose log directory changed since the last call; None if the kernel lost count."""
+        """The containers whose log files changed since the last call; None if the kernel lost count.
+
+        Only names that start with the log's own (the log and its rotations, `.1`, `.2.gz`):
+        Docker rewrites config.v2.json and hostconfig.json in the same directory at every start,
+        stop and exec, which would wake the copier for nothing each time.
+        """
         changed: set[str] = set()
         overflow = False
         while True:
@@ -417,14 +426,16 @@ class LogDirectoryWatch:
             offset = 0
             while offset < len(data):
                 wd, mask, _, length = _INOTIFY_EVENT.unpack_from(data, offset)
-                offset += _INOTIFY_EVENT.size + length
+                name_at = offset + _INOTIFY_EVENT.size
+                offset = name_at + length
                 if mask & _IN_Q_OVERFLOW:
                     overflow = True
                 elif mask & _IN_IGNORED:  # the directory is gone (its container removed)
                     container_id = self._containers.pop(wd, None)
+                    self._log_names.pop(wd, None)
                     if container_id is not None and self._watches.get(container_id) == wd:
                         del self._watches[container_id]
-                elif wd in self._containers:
+                elif wd in self._containers and data.startswith(self._log_names[wd], name_at):
                     changed.add(self._containers[wd])
         return None if overflow else changed
 
@@ -446,7 +457,7 @@ class LogManager:
         self._copiers: dict[str, LogCopier] = {}
         self._polled: set[str] = set()  # copiers without an inotify watch
         self._behind: set[str] = set()  # copiers that stopped at their round's budget
-        self._exited: set[str] = set()  # copiers whose process ended: pumped each round until finished
+        self._exited: set[str] = set()  # copiers whose process ended: finished once their log settles
         self._pidfds: dict[int, str] = {}
         self._epoll = select.epoll()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # stop() ends the wait at once
@@ -497,7 +508,7 @@ class LogManager:
             copier.open()
             self._copiers[container_id] = copier
             self._watch_exit(container_id, copier, pid)
-            if self._watch is None or not self._watch.add(container_id, os.path.dirname(source_path)):
+            if self._watch is None or not self._watch.add(container_id, source_path):
                 self._polled.add(container_id)
         self._ensure_thread()
 
@@ -618,9 +629,13 @@ class LogManager:
     def _round(self, events: list[tuple[int, int]]) -> None:
         now = time.monotonic()
         full_round = now - self._last_full_round >= self._safety_seconds
-        woken: set[str] = set()  # their directory changed: a rotation is looked for at once
+        woken: set[str] = set()  # their log changed: a rotation is looked for at once
         with self._lock:
-            due = set(self._polled) | self._behind | self._exited
+            # An exited container's last lines wake its copier as any others do; past that it is
+            # due once its log has settled. (Pumping every exited copier at every round made each
+            # wake-up of a churning node copy nothing dozens of times.)
+            due = set(self._polled) | self._behind | {
+                container_id for container_id in self._exited if _settled(self._copiers.get(container_id), now)}
             for fd, _ in events:
                 if fd == self._wake:
                     continue
@@ -652,7 +667,7 @@ class LogManager:
                         self._behind.add(container_id)
             except OSError as exc:
                 log.error("container %s: copying its log failed: %s", container_id[:12], exc)
-            if copier.exited_at is not None and now - max(copier.exited_at, copier.copied_at) > EXIT_SETTLE_SECONDS:
+            if _settled(copier, now):
                 try:
                     self.finish(container_id)
                 except OSError as exc:  # tried again at the safety round, not at every round meanwhile
@@ -662,3 +677,9 @@ class LogManager:
                     continue
                 if not os.path.exists(copier.state.source_path):  # removed with its pod, not by RemoveContainer
                     self.forget(container_id)
+
+
+def _settled(copier: LogCopier | None, now: float) -> bool:
+    """Whether an exited container's log has been still long enough to be final."""
+    return (copier is not None and copier.exited_at is not None
+            and now - max(copier.exited_at, copier.copied_at) > EXIT_SETTLE_SECONDS)

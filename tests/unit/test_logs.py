@@ -292,6 +292,43 @@ def test_an_exited_containers_log_is_finished_once_it_settles_not_at_the_safety_
         manager.stop()
 
 
+def test_an_exited_containers_copier_wakes_for_its_last_lines_and_not_for_other_wake_ups(
+        files: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    """On a churning node something wakes the copier thread many times a second; an exited
+    container that has nothing more to copy must not be pumped at each of them."""
+    monkeypatch.setattr(logs, "EXIT_SETTLE_SECONDS", 2.0)
+    pumped: list[str] = []
+    pump = LogCopier.pump
+    monkeypatch.setattr(LogCopier, "pump", lambda self, *args, **kwargs: (
+        pumped.append(self.state.container_id), pump(self, *args, **kwargs))[1])
+    other = tmp_path / "other" / "def-json.log"
+    other.parent.mkdir()
+    other.touch()
+    manager = LogManager(str(tmp_path / "states"), safety_seconds=60)
+    exited, running = subprocess.Popen(["sleep", "0"]), subprocess.Popen(["sleep", "30"])
+    try:
+        exited.wait()
+        manager.prepare("abc", str(files["target"]))
+        manager.follow("abc", str(files["source"]), exited.pid)
+        manager.prepare("def", str(tmp_path / "pods" / "d" / "0.log"))
+        manager.follow("def", str(other), running.pid)
+        append(other, docker_entry("first\n"))  # the first wake-up is the first full round
+        _wait_for_texts(tmp_path / "pods" / "d" / "0.log", ["first"], within=1.0)
+        pumped.clear()
+        for n in range(10):  # another container writing: ten wake-ups
+            append(other, docker_entry(f"{n}\n"))
+            time.sleep(0.02)
+        time.sleep(0.1)
+        assert pumped.count("def") >= 2 and "abc" not in pumped
+        append(files["source"], docker_entry("late line\n"))  # Docker's last write after the exit
+        _wait_for_texts(files["target"], ["late line"], within=1.0)
+        _wait_until_finished(manager, "abc", within=5, why="the settled log was not finished")
+    finally:
+        running.kill()
+        running.wait()
+        manager.stop()
+
+
 def test_a_log_that_cannot_be_finished_is_tried_again_at_the_safety_round_not_at_every_round(
         files: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(logs, "EXIT_SETTLE_SECONDS", 0.1)
@@ -375,7 +412,7 @@ def test_manager_copies_new_lines_at_once_without_waiting_for_the_safety_round(
     files: dict[str, Path], tmp_path: Path, monkeypatch, watched: bool
 ) -> None:
     if not watched:  # inotify out of watches: the copier is polled instead
-        monkeypatch.setattr(logs.LogDirectoryWatch, "add", lambda self, container_id, directory: False)
+        monkeypatch.setattr(logs.LogDirectoryWatch, "add", lambda self, container_id, source_path: False)
     manager = LogManager(str(tmp_path / "states"), poll_seconds=0.05, safety_seconds=60)
     process = subprocess.Popen(["sleep", "30"])
     try:
@@ -415,3 +452,29 @@ def test_a_stopped_manager_leaves_no_descriptor_open(files: dict[str, Path], tmp
         process.kill()
         process.wait()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_the_watch_wakes_for_the_log_and_its_rotations_not_for_dockers_other_files(tmp_path: Path) -> None:
+    directory = tmp_path / "containers" / "abc"
+    directory.mkdir(parents=True)
+    source = directory / "abc-json.log"
+    source.write_bytes(b"")
+    watch = logs.LogDirectoryWatch()
+    try:
+        assert watch.add("abc", str(source))
+        assert watch.changed() == set()
+        (directory / ".tmp-config.v2.json123").write_text("{}")  # Docker's checkpoint at a start or stop
+        (directory / ".tmp-config.v2.json123").rename(directory / "config.v2.json")
+        (directory / "hostconfig.json").write_text("{}")
+        assert watch.changed() == set()
+        append(source, docker_entry("line\n"))
+        assert watch.changed() == {"abc"}
+        source.rename(directory / "abc-json.log.1")  # a rotation: the old file renamed, a new one made
+        assert watch.changed() == {"abc"}
+        source.write_bytes(b"")
+        assert watch.changed() == {"abc"}
+        watch.remove("abc")
+        append(source, docker_entry("unwatched\n"))
+        assert watch.changed() == set()
+    finally:
+        watch.close()
