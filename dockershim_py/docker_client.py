@@ -32,7 +32,7 @@ import grpc
 import requests.exceptions
 import tenacity
 
-from . import naming, telemetry
+from . import inline, naming, telemetry
 from .docker_http import END, MAX_HEAD_BYTES, NEED_DATA, Head, ProtocolError, ResponseReader, request_bytes
 from .errors import CRIError, deadline_exceeded, failed_precondition, invalid_argument, not_found, unavailable
 
@@ -153,6 +153,7 @@ def _measured(method: _Method) -> _Method:
 
     @functools.wraps(method)
     def measured(*args: Any, **kwargs: Any) -> Any:
+        inline.may_wait(method.__name__)
         started = time.monotonic()
         code = grpc.StatusCode.OK
         try:
@@ -240,6 +241,7 @@ class DockerClient:
 
     @contextlib.contextmanager
     def _call(self, what: str) -> Iterator[None]:
+        inline.may_wait(what)
         try:
             yield
         except requests.exceptions.ConnectionError as exc:

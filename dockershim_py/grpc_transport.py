@@ -1,10 +1,12 @@
 """gRPC calls over http2.ServerConnection: one reader thread per connection, handlers on a pool.
 
 grpcio's server hands each call between its poll thread and a worker several times; here the reader
-parses a whole request and hands it over once, and the worker writes the answer itself. The
-handlers are grpcio's own RpcMethodHandler objects, so the CRI code cannot tell the two apart.
-Served: unary and server-streaming calls, deadlines (grpc-timeout), cancellation, uncompressed
-messages (the kubelet sends none compressed; a compressed one is refused with UNIMPLEMENTED).
+parses a whole request and hands it over once, and the worker writes the answer itself. Read-only
+calls that the shim's index answers skip even that hand-off: the reader tries them itself and hands
+over only those that would wait (see inline). The handlers are grpcio's own RpcMethodHandler
+objects, so the CRI code cannot tell the two apart. Served: unary and server-streaming calls,
+deadlines (grpc-timeout), cancellation, uncompressed messages (the kubelet sends none compressed;
+a compressed one is refused with UNIMPLEMENTED).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from urllib.parse import quote
 
 import grpc
 
-from . import http2
+from . import http2, inline
 
 log = logging.getLogger(__name__)
 
@@ -343,8 +345,11 @@ class _Connection:
 class GrpcServer:
     """Serves `handlers` ("/package.Service/Method" -> RpcMethodHandler) on listening sockets."""
 
-    def __init__(self, handlers: dict[str, grpc.RpcMethodHandler], workers: int, max_message_bytes: int) -> None:
+    def __init__(self, handlers: dict[str, grpc.RpcMethodHandler], workers: int, max_message_bytes: int,
+                 inline_paths: frozenset[str] = frozenset()) -> None:
+        """`inline_paths`: read-only unary methods tried on the connection's thread first (see inline)."""
         self.handlers = handlers
+        self._inline_paths = inline_paths
         self.max_message_bytes = max_message_bytes
         self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cri")
         self._lock = threading.Condition()
@@ -381,6 +386,8 @@ class GrpcServer:
     def dispatch(self, connection: _Connection, call: _Call) -> None:
         with self._lock:
             self._running += 1
+        if call.path in self._inline_paths and self._answered_inline(connection, call):
+            return
         try:
             self._pool.submit(self._run, connection, call)
         except RuntimeError:  # the pool is shut down: the server is stopping
@@ -402,6 +409,19 @@ class GrpcServer:
             with self._lock:
                 self._connections.add(connection)
             threading.Thread(target=connection.serve, name=f"grpc-conn-{next(self._numbers)}", daemon=True).start()
+
+    def _answered_inline(self, connection: _Connection, call: _Call) -> bool:
+        """Whether the call was answered here, on the connection's thread; False: it would wait."""
+        try:
+            with inline.attempt():
+                self._handle(connection, call)
+        except inline.WouldWait:
+            return False
+        except Exception:
+            log.exception("%s failed in the transport", call.path)
+            connection.answer(call, None, grpc.StatusCode.INTERNAL, f"{call.path}: internal error in dockershim-py")
+        self._finished()
+        return True
 
     def _run(self, connection: _Connection, call: _Call) -> None:
         try:

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from . import inline
 from .errors import failed_precondition
 from .files import write_atomically
 
@@ -523,10 +524,13 @@ class LogManager:
                 state = self.saved_state(container_id)
                 if state is None or state.finished:
                     return
+                inline.may_wait("copying the rest of a container's log")
                 copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes, on_disk=True)
                 state.source_path = state.source_path or source_path
                 copier.open()
                 self._copiers[container_id] = copier
+            else:
+                inline.may_wait("copying the rest of a container's log")  # its lock may be held a while
         copier.finish()
         with self._lock:
             if self._copiers.get(container_id) is copier:

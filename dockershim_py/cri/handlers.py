@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from .. import telemetry
+from .. import inline, telemetry
 from ..api import api_pb2
 from ..errors import CRIError
 
@@ -31,6 +31,8 @@ class Adapter:
     UNIMPLEMENTED: dict[str, str] = {}
     # RPCs that hand out the very same response object again while nothing changed.
     REPEATED_RESPONSES: frozenset[str] = frozenset()
+    # Read-only unary RPCs, tried on the connection's thread before a worker's (see inline).
+    INLINE: frozenset[str] = frozenset()
 
 
 class LastSerialized:
@@ -71,17 +73,25 @@ def _unary(method: str, fn: Callable[[Any, grpc.ServicerContext], Any]) -> Calla
 
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.monotonic()
-        measured.started()
-        code = grpc.StatusCode.OK
+        attempt = inline.active()  # counted once it is answered: one that gives up is run again
+        if not attempt:
+            measured.started()
+        code: grpc.StatusCode | None = grpc.StatusCode.OK
         try:
             return fn(request, context)
+        except inline.WouldWait:
+            code = None
+            raise
         except Exception as exc:  # never let a failure escape as UNKNOWN
             code = _code_of(exc)
             _fail(method, context, exc)
         finally:
-            seconds = time.monotonic() - started
-            measured.finished(code, seconds)
-            log.debug("%s took %.1f ms", method, seconds * 1000)
+            if code is not None:
+                if attempt:
+                    measured.started()
+                seconds = time.monotonic() - started
+                measured.finished(code, seconds)
+                log.debug("%s took %.1f ms", method, seconds * 1000)
 
     return handle
 
@@ -161,3 +171,13 @@ def method_table(adapters: list[Adapter]) -> dict[str, grpc.RpcMethodHandler]:
         for version in API_VERSIONS
         for name, handler in method_handlers(adapter, version).items()
     }
+
+
+def inline_paths(adapters: list[Adapter]) -> frozenset[str]:
+    """The HTTP/2 paths of the methods the adapters let try on the connection's thread."""
+    return frozenset(
+        f"/runtime.{version}.{adapter.SERVICE}/{name}"
+        for adapter in adapters
+        for version in API_VERSIONS
+        for name in adapter.INLINE
+    )

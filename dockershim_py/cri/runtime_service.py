@@ -59,6 +59,8 @@ class RuntimeServiceAdapter(Adapter):
     }
     # Through RepeatedList: a kubelet with the CRIListStreaming gate relists through the streams.
     REPEATED_RESPONSES = frozenset({"ListPodSandbox", "ListContainers", "StreamPodSandboxes", "StreamContainers"})
+    # Answered from the event-fed index, they need Docker only when it is stale.
+    INLINE = frozenset({"ListPodSandbox", "ListContainers", "PodSandboxStatus", "ContainerStatus"})
 
     def __init__(
         self, runtime: RuntimeInfo, sandboxes: SandboxService, containers: ContainerService, execs: ExecService,

@@ -12,7 +12,7 @@ import grpc
 import hpack
 import pytest
 
-from dockershim_py import http2
+from dockershim_py import http2, inline
 from dockershim_py.grpc_transport import GrpcServer, parse_timeout, status_headers
 
 LIMIT = 1 << 20
@@ -228,3 +228,73 @@ def test_a_client_that_hangs_up_mid_call_has_its_calls_cancelled(served) -> None
     while not behaviour.callbacks and time.monotonic() < deadline:
         time.sleep(0.01)
     assert behaviour.callbacks == ["wait ended"]
+
+
+@pytest.fixture
+def inline_served(tmp_path: Path) -> Iterator[tuple[grpc.Channel, list[tuple[str, str]]]]:
+    """A server whose "/t.Test/quick" and "/t.Test/waits" try on the connection's thread first."""
+    ran: list[tuple[str, str]] = []  # (method, thread name) of every attempt
+    release = threading.Event()
+
+    def quick(request: bytes, context: grpc.ServicerContext) -> bytes:
+        ran.append(("quick", threading.current_thread().name))
+        return request
+
+    def waits(request: bytes, context: grpc.ServicerContext) -> bytes:
+        ran.append(("waits", threading.current_thread().name))
+        inline.may_wait("the test's slow part")
+        release.wait(float(request or b"0"))
+        return b"after waiting"
+
+    def crashes(request: bytes, context: grpc.ServicerContext) -> bytes:
+        raise RuntimeError("boom")
+
+    handlers = {f"/t.Test/{fn.__name__}": grpc.unary_unary_rpc_method_handler(fn, identity, identity)
+                for fn in (quick, waits, crashes)}
+    handlers["/t.Test/elsewhere"] = grpc.unary_unary_rpc_method_handler(quick, identity, identity)
+    server = GrpcServer(handlers, workers=4, max_message_bytes=LIMIT,
+                        inline_paths=frozenset({"/t.Test/quick", "/t.Test/waits", "/t.Test/crashes"}))
+    path = str(tmp_path / "grpc.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(8)
+    server.serve(listener, "unix")
+    channel = grpc.insecure_channel(f"unix://{path}")
+    yield channel, ran
+    release.set()
+    channel.close()
+    server.stop(0)
+
+
+def test_an_inline_call_that_needs_no_wait_is_answered_on_the_connections_thread(inline_served) -> None:
+    channel, ran = inline_served
+    assert call(channel, "quick", b"hi") == b"hi"
+    assert call(channel, "elsewhere", b"there") == b"there"
+    assert [method for method, _ in ran] == ["quick", "quick"]
+    assert ran[0][1].startswith("grpc-conn-") and ran[1][1].startswith("cri")
+
+
+def test_an_inline_call_that_would_wait_gives_up_and_runs_again_on_a_worker(inline_served) -> None:
+    channel, ran = inline_served
+    assert call(channel, "waits") == b"after waiting"
+    assert [method for method, _ in ran] == ["waits", "waits"]
+    assert ran[0][1].startswith("grpc-conn-") and ran[1][1].startswith("cri")
+
+
+def test_a_waiting_inline_call_holds_up_no_other_call_of_its_connection(inline_served) -> None:
+    channel, ran = inline_served
+    slow = channel.unary_unary("/t.Test/waits").future(b"5")
+    deadline = time.monotonic() + 5
+    while len(ran) < 2:  # tried, then running on a worker
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    started = time.monotonic()
+    assert call(channel, "quick", b"meanwhile") == b"meanwhile"
+    assert time.monotonic() - started < 1 and not slow.done()
+    slow.cancel()
+
+
+def test_an_inline_call_that_fails_gets_a_status(inline_served) -> None:
+    code, details = code_of(inline_served[0], "crashes")
+    assert code == grpc.StatusCode.UNKNOWN and "boom" in details
+    assert call(inline_served[0], "quick", b"still serving") == b"still serving"

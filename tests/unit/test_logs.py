@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dockershim_py import logs
+from dockershim_py import inline, logs
 from dockershim_py.logs import CopyState, LogCopier, LogManager, cri_line
 
 T = "2026-11-22T15:00:00.123456789Z"
@@ -478,3 +478,18 @@ def test_the_watch_wakes_for_the_log_and_its_rotations_not_for_dockers_other_fil
         assert watch.changed() == set()
     finally:
         watch.close()
+
+
+def test_an_inline_status_call_gives_up_before_copying_the_rest_of_a_log(files: dict[str, Path], tmp_path: Path) -> None:
+    """ContainerStatus of an exited container copies what is left first: not on the connection's thread."""
+    manager = LogManager(str(tmp_path / "states"))
+    manager.prepare("abc", str(files["target"]))
+    append(files["source"], docker_entry("left to copy\n"))
+    with inline.attempt(), pytest.raises(inline.WouldWait):
+        manager.finish("abc", str(files["source"]))
+    assert not files["target"].read_bytes()
+    manager.finish("abc", str(files["source"]))  # run again on a worker
+    assert cri_texts(files["target"]) == ["left to copy"]
+    with inline.attempt():
+        manager.finish("abc", str(files["source"]))  # finished: nothing to wait for
+    manager.stop()

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
-from dockershim_py import telemetry
+from dockershim_py import inline, telemetry
 from dockershim_py.cri.handlers import _streaming, _unary
 from dockershim_py.docker_client import _measured
 from dockershim_py.errors import CRIError, not_found
@@ -60,6 +60,35 @@ def test_unary_calls_are_counted_by_code() -> None:
         assert sample("grpc_server_handled_total", **labels("Answer"), grpc_code=code) == before[code] + 1
     assert sample("grpc_server_started_total", **labels("Answer")) == 3
     assert sample("grpc_server_handling_seconds_count", **labels("Answer")) == 3
+
+
+def test_an_inline_attempt_that_gives_up_is_counted_once_when_run_again() -> None:
+    def answer(request: Any, context: Any) -> str:
+        inline.may_wait("Docker")
+        return "ok"
+
+    handle = _unary("test.v1.Unit/Retried", answer)
+    with inline.attempt(), pytest.raises(inline.WouldWait):
+        handle("x", Context())
+    assert sample("grpc_server_started_total", **labels("Retried")) == 0
+    assert sample("grpc_server_handled_total", **labels("Retried"), grpc_code="OK") == 0
+    assert handle("x", Context()) == "ok"  # on a worker
+    assert sample("grpc_server_started_total", **labels("Retried")) == 1
+    assert sample("grpc_server_handled_total", **labels("Retried"), grpc_code="OK") == 1
+
+
+def test_a_docker_request_an_inline_attempt_gives_up_before_is_not_counted() -> None:
+    made = []
+
+    @_measured
+    def inspect_thing() -> None:
+        made.append(1)
+
+    before = sample("dockershim_py_docker_requests_total", operation="inspect_thing", code="OK")
+    with inline.attempt(), pytest.raises(inline.WouldWait):
+        inspect_thing()
+    assert not made
+    assert sample("dockershim_py_docker_requests_total", operation="inspect_thing", code="OK") == before
 
 
 def test_a_stream_the_client_leaves_counts_as_cancelled() -> None:
