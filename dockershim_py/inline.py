@@ -39,5 +39,5 @@ def active() -> bool:
 
 def may_wait(what: str) -> None:
     """Before anything that may wait: an inline attempt gives up here, to be run on a worker."""
-    if getattr(_state, "active", False):
+    if active():
         raise WouldWait(what)

@@ -520,17 +520,15 @@ class LogManager:
         """
         with self._lock:  # callers at the same time share one copier, so nothing is copied twice
             copier = self._copiers.get(container_id)
-            if copier is None:
-                state = self.saved_state(container_id)
-                if state is None or state.finished:
-                    return
-                inline.may_wait("copying the rest of a container's log")
+            state = self.saved_state(container_id) if copier is None else None
+            if copier is None and (state is None or state.finished):
+                return
+            inline.may_wait("copying the rest of a container's log")  # a copier's lock may be held a while
+            if state is not None:  # no copier yet: one from the saved position
                 copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes, on_disk=True)
                 state.source_path = state.source_path or source_path
                 copier.open()
                 self._copiers[container_id] = copier
-            else:
-                inline.may_wait("copying the rest of a container's log")  # its lock may be held a while
         copier.finish()
         with self._lock:
             if self._copiers.get(container_id) is copier:
@@ -623,9 +621,8 @@ class LogManager:
             if self._behind:
                 return 0
             wait = self._poll_seconds if self._polled else self._safety_seconds
-            settled = [max(copier.exited_at, copier.copied_at) + EXIT_SETTLE_SECONDS
-                       for copier in (self._copiers.get(container_id) for container_id in self._exited)
-                       if copier is not None and copier.exited_at is not None]
+            settled = [at for at in (_settles_at(self._copiers.get(container_id)) for container_id in self._exited)
+                       if at is not None]
         if settled:  # a little past the moment: a round finishes a log once it is settled for longer
             wait = min(wait, max(min(settled) - time.monotonic(), 0) + 0.01)
         return wait
@@ -683,7 +680,13 @@ class LogManager:
                     self.forget(container_id)
 
 
+def _settles_at(copier: LogCopier | None) -> float | None:
+    """When an exited container's log will have been still long enough to be final; None while it runs."""
+    if copier is None or copier.exited_at is None:
+        return None
+    return max(copier.exited_at, copier.copied_at) + EXIT_SETTLE_SECONDS
+
+
 def _settled(copier: LogCopier | None, now: float) -> bool:
-    """Whether an exited container's log has been still long enough to be final."""
-    return (copier is not None and copier.exited_at is not None
-            and now - max(copier.exited_at, copier.copied_at) > EXIT_SETTLE_SECONDS)
+    settles_at = _settles_at(copier)
+    return settles_at is not None and now > settles_at

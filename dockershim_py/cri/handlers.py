@@ -166,7 +166,7 @@ def generic_handlers(adapters: list[Adapter]) -> list[grpc.GenericRpcHandler]:
 def method_table(adapters: list[Adapter]) -> dict[str, grpc.RpcMethodHandler]:
     """Every served method by its HTTP/2 path, "/runtime.v1.RuntimeService/Version"."""
     return {
-        f"/runtime.{version}.{adapter.SERVICE}/{name}": handler
+        _path(adapter, version, name): handler
         for adapter in adapters
         for version in API_VERSIONS
         for name, handler in method_handlers(adapter, version).items()
@@ -176,8 +176,9 @@ def method_table(adapters: list[Adapter]) -> dict[str, grpc.RpcMethodHandler]:
 def inline_paths(adapters: list[Adapter]) -> frozenset[str]:
     """The HTTP/2 paths of the methods the adapters let try on the connection's thread."""
     return frozenset(
-        f"/runtime.{version}.{adapter.SERVICE}/{name}"
-        for adapter in adapters
-        for version in API_VERSIONS
-        for name in adapter.INLINE
+        _path(adapter, version, name) for adapter in adapters for version in API_VERSIONS for name in adapter.INLINE
     )
+
+
+def _path(adapter: Adapter, api_version: str, method: str) -> str:
+    return f"/runtime.{api_version}.{adapter.SERVICE}/{method}"

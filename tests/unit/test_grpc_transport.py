@@ -67,6 +67,16 @@ class Behaviour:
         yield b"never sent"
 
 
+def serve_on_socket(server: GrpcServer, tmp_path: Path) -> tuple[str, grpc.Channel]:
+    """The server listening on a unix socket in `tmp_path`; the socket's path and a channel to it."""
+    path = str(tmp_path / "grpc.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(8)
+    server.serve(listener, "unix")
+    return path, grpc.insecure_channel(f"unix://{path}")
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[grpc.Channel, Behaviour, GrpcServer, str]]:
     behaviour = Behaviour()
@@ -77,12 +87,7 @@ def served(tmp_path: Path) -> Iterator[tuple[grpc.Channel, Behaviour, GrpcServer
     handlers["/t.Test/huge_stream"] = grpc.unary_stream_rpc_method_handler(behaviour.huge_stream, identity, identity)
     handlers["/t.Test/raw"] = grpc.unary_unary_rpc_method_handler(lambda request, context: request[::-1])
     server = GrpcServer(handlers, workers=8, max_message_bytes=LIMIT)
-    path = str(tmp_path / "grpc.sock")
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(path)
-    listener.listen(8)
-    server.serve(listener, "unix")
-    channel = grpc.insecure_channel(f"unix://{path}")
+    path, channel = serve_on_socket(server, tmp_path)
     yield channel, behaviour, server, path
     behaviour.release.set()
     channel.close()
@@ -254,12 +259,7 @@ def inline_served(tmp_path: Path) -> Iterator[tuple[grpc.Channel, list[tuple[str
     handlers["/t.Test/elsewhere"] = grpc.unary_unary_rpc_method_handler(quick, identity, identity)
     server = GrpcServer(handlers, workers=4, max_message_bytes=LIMIT,
                         inline_paths=frozenset({"/t.Test/quick", "/t.Test/waits", "/t.Test/crashes"}))
-    path = str(tmp_path / "grpc.sock")
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(path)
-    listener.listen(8)
-    server.serve(listener, "unix")
-    channel = grpc.insecure_channel(f"unix://{path}")
+    _, channel = serve_on_socket(server, tmp_path)
     yield channel, ran
     release.set()
     channel.close()
