@@ -37,6 +37,9 @@ GRPC_HANDLED = Counter("grpc_server_handled", "CRI calls completed on the server
                        (*_GRPC_LABELS, "grpc_code"), registry=REGISTRY)
 GRPC_SECONDS = Histogram("grpc_server_handling_seconds", "Time the server took to answer a CRI call (a server "
                          "stream's whole life).", _GRPC_LABELS, buckets=SECONDS_BUCKETS, registry=REGISTRY)
+GRPC_INLINE = Counter("dockershim_py_grpc_inline_attempts", "Read-only CRI calls tried on the connection's "
+                      "thread: answered there, or handed to a worker (deferred) at the first thing that would "
+                      "wait, such as a Docker request.", ("grpc_service", "grpc_method", "outcome"), registry=REGISTRY)
 
 DOCKER_REQUESTS = Counter("dockershim_py_docker_requests", "Docker Engine API requests, by operation and outcome "
                           "(OK, or the gRPC code the failure became: NotFound, Unavailable, ...).", ("operation", "code"), registry=REGISTRY)
@@ -73,9 +76,17 @@ class GrpcMethod:
         self._started = GRPC_STARTED.labels(*self._labels)
         self._seconds = GRPC_SECONDS.labels(*self._labels)
         self._handled: dict[grpc.StatusCode, Counter] = {}
+        self._inline: dict[str, Counter] = {}
 
     def started(self) -> None:
         self._started.inc()
+
+    def tried_inline(self, outcome: str) -> None:
+        """`outcome`: answered, or deferred to a worker."""
+        counter = self._inline.get(outcome)
+        if counter is None:
+            counter = self._inline[outcome] = GRPC_INLINE.labels(*self._labels[1:], outcome)
+        counter.inc()
 
     def finished(self, code: grpc.StatusCode, seconds: float) -> None:
         handled = self._handled.get(code)

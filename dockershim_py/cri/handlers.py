@@ -81,6 +81,7 @@ def _unary(method: str, fn: Callable[[Any, grpc.ServicerContext], Any]) -> Calla
             return fn(request, context)
         except inline.WouldWait:
             code = None
+            measured.tried_inline("deferred")
             raise
         except Exception as exc:  # never let a failure escape as UNKNOWN
             code = _code_of(exc)
@@ -89,6 +90,7 @@ def _unary(method: str, fn: Callable[[Any, grpc.ServicerContext], Any]) -> Calla
             if code is not None:
                 if attempt:
                     measured.started()
+                    measured.tried_inline("answered")
                 seconds = time.monotonic() - started
                 measured.finished(code, seconds)
                 log.debug("%s took %.1f ms", method, seconds * 1000)

@@ -107,6 +107,51 @@ def test_docker_requests_the_index_and_the_process(metrics_shim: tuple[Shim, str
     assert value("process_cpu_seconds_total") is not None
 
 
+def test_inline_calls_answered_on_the_connections_thread_or_deferred(metrics_shim: tuple[Shim, str],
+                                                                      docker_api: docker.APIClient) -> None:
+    """A status the index holds is answered where it was read; one that needs Docker goes to a worker
+    first, and the gRPC series count it once either way."""
+    shim, url = metrics_shim
+    pod = Pod(shim.runtime, docker_api)
+
+    def inline(outcome: str, method: str = "ContainerStatus") -> float:
+        return scrape(url)("dockershim_py_grpc_inline_attempts_total", {
+            "grpc_service": "runtime.v1.RuntimeService", "grpc_method": method, "outcome": outcome}) or 0
+
+    def status() -> None:
+        shim.runtime.ContainerStatus(api.ContainerStatusRequest(container_id=container_id), timeout=10)
+
+    def answered_inline(method: str, call: Callable[[], object]) -> bool:
+        before = inline("answered", method)
+        call()
+        return inline("answered", method) == before + 1
+
+    try:
+        container_id = pod.run("shell", ["sleep", "3600"])
+        assert wait_for(lambda: answered_inline("ContainerStatus", status))  # once the index has settled the start
+        answered, deferred = inline("answered"), inline("deferred")
+        started = scrape(url)("grpc_server_started_total", grpc_labels("ContainerStatus")) or 0
+        for _ in range(5):
+            status()
+        assert (inline("answered"), inline("deferred")) == (answered + 5, deferred)
+
+        with pytest.raises(grpc.RpcError) as missing:  # not in the index: only Docker can say
+            shim.runtime.ContainerStatus(api.ContainerStatusRequest(container_id="f" * 64), timeout=10)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        assert (inline("answered"), inline("deferred")) == (answered + 5, deferred + 1)
+        assert scrape(url)("grpc_server_started_total", grpc_labels("ContainerStatus")) == started + 6
+
+        # (an event about any container marks it for a re-read, which the next list makes by Docker)
+        assert wait_for(lambda: answered_inline(
+            "ListContainers", lambda: shim.runtime.ListContainers(api.ListContainersRequest(), timeout=10)))
+        versions = scrape(url)("dockershim_py_grpc_inline_attempts_total", {
+            "grpc_service": "runtime.v1.RuntimeService", "grpc_method": "Version", "outcome": "answered"})
+        shim.runtime.Version(api.VersionRequest(), timeout=10)
+        assert versions is None and inline("answered", "Version") == 0  # a worker's call, never tried inline
+    finally:
+        pod.close()
+
+
 def test_streaming_sessions(metrics_shim: tuple[Shim, str], docker_api: docker.APIClient) -> None:
     shim, url = metrics_shim
     pod = Pod(shim.runtime, docker_api)

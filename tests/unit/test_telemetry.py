@@ -75,6 +75,28 @@ def test_an_inline_attempt_that_gives_up_is_counted_once_when_run_again() -> Non
     assert handle("x", Context()) == "ok"  # on a worker
     assert sample("grpc_server_started_total", **labels("Retried")) == 1
     assert sample("grpc_server_handled_total", **labels("Retried"), grpc_code="OK") == 1
+    assert inline_attempts("Retried") == {"answered": 0, "deferred": 1}
+
+
+def inline_attempts(method: str) -> dict[str, float]:
+    return {outcome: sample("dockershim_py_grpc_inline_attempts_total", grpc_service="test.v1.Unit",
+                            grpc_method=method, outcome=outcome) for outcome in ("answered", "deferred")}
+
+
+def test_inline_attempts_answered_are_counted_and_calls_on_a_worker_are_not() -> None:
+    def answer(request: Any, context: Any) -> str:
+        if request == "missing":
+            raise not_found("no such thing")
+        return "ok"
+
+    handle = _unary("test.v1.Unit/Tried", answer)
+    with inline.attempt():
+        assert handle("x", Context()) == "ok"
+        with pytest.raises(Aborted):  # a failure is an answer too
+            handle("missing", Context())
+    assert handle("x", Context()) == "ok"  # on a worker from the start
+    assert inline_attempts("Tried") == {"answered": 2, "deferred": 0}
+    assert sample("grpc_server_started_total", **labels("Tried")) == 3
 
 
 def test_a_docker_request_an_inline_attempt_gives_up_before_is_not_counted() -> None:
