@@ -7,7 +7,8 @@ Phases, for each pod count N (default 10 and 110; two containers per pod):
             calls, each beside the docker-py request(s) that answer the same question, and beside
             the gRPC floor: an empty server on the shim's gRPC transport (bench/grpc_floor.py)
             answering a canned PodSandboxStatus reply, called after each shim call, which is what
-            gRPC and this machine cost at that moment without the shim;
+            gRPC and this machine cost at that moment without the shim (on the connection's
+            thread for the calls the shim answers there, by a worker for the others);
   mixed     relist every 1 s (plus the PLEG follow-ups for a changed pod; in a process of its own,
             bench/pleg.py, as the kubelet's PLEG waits for none of its other loops), Status every 5 s, the
             stats / image-fs / log-manager sweep every 10 s, and churn (one pod stopped, removed and
@@ -53,6 +54,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 from conftest import BUSYBOX, PAUSE, Shim  # noqa: E402  (the suite's shim launcher and images)
 from dockershim_py.api import api_pb2 as api  # noqa: E402
 from dockershim_py.api import api_pb2_grpc  # noqa: E402
+from dockershim_py.cri.runtime_service import RuntimeServiceAdapter  # noqa: E402
 from grpc_floor import FloorServer  # noqa: E402
 from measure import (  # noqa: E402
     cpu_seconds, cpu_ticks, dockerd_pid, idle_memory_penalty, percentiles, rss_bytes, steal_percent,
@@ -82,19 +84,23 @@ def repeat(fn: Callable[[], Any], count: int, seconds: float) -> list[float]:
 
 
 class CountedStub:
-    """A gRPC stub that counts the calls made through it, from any thread."""
+    """A gRPC stub that counts the calls made through it, from any thread, and of them those the
+    shim answers on the connection's thread."""
 
     def __init__(self, stub: Any) -> None:
         self._stub = stub
         self._lock = threading.Lock()
         self.calls = 0
+        self.inline_calls = 0
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self._stub, name)
+        inline = name in RuntimeServiceAdapter.INLINE
 
         def call(*args: Any, **kwargs: Any) -> Any:
             with self._lock:
                 self.calls += 1
+                self.inline_calls += inline
             return method(*args, **kwargs)
 
         return call
@@ -311,26 +317,35 @@ def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, s
     payload = floor_request.SerializeToString()
     results: dict[str, dict] = {}
     all_floor_samples: list[float] = []
+    floor_cpu = {False: [0.0, 0], True: [0.0, 0]}  # inline or not: [CPU seconds, calls]
     with FloorServer(reply, transport) as floor:
-        floor_cpu_before = cpu_seconds(floor.process.pid)
         for name, (shim_call, direct_call) in rows.items():
             shim_call = call_or_none(shim_call)
             if shim_call is None:
                 results[name] = {"shim": "UNIMPLEMENTED"}
                 continue
+            inline = name == "relist" or name in RuntimeServiceAdapter.INLINE
             # Stats fan out over every container directly: fewer rounds keep the run bounded.
             rounds = max(3, count // 10) if name in ("ListContainerStats", "ListPodSandboxStats") else count
-            shim_cpu_before, ticks = cpu_seconds(shim_pid), cpu_ticks()
-            samples, floor_samples = repeat_paired(shim_call, lambda: floor(payload), rounds, seconds)
+            shim_cpu_before, floor_cpu_before, ticks = cpu_seconds(shim_pid), cpu_seconds(floor.process.pid), cpu_ticks()
+            samples, floor_samples = repeat_paired(shim_call, lambda: floor(payload, inline), rounds, seconds)
             time.sleep(0.1)  # the servers' last replies are sent and their CPU counted
             shim_cpu = (cpu_seconds(shim_pid) - shim_cpu_before) * 1000 / len(samples)
+            floor_row_cpu = cpu_seconds(floor.process.pid) - floor_cpu_before
+            floor_cpu[inline][0] += floor_row_cpu
+            floor_cpu[inline][1] += len(floor_samples)
             shim = {**percentiles(samples), "steal_percent": steal_percent(ticks)}
             all_floor_samples += floor_samples
             direct = percentiles(repeat(direct_call, rounds, seconds))
             results[name] = {"shim": shim, "shim_cpu_ms": shim_cpu, "floor": percentiles(floor_samples),
+                             "floor_inline": inline, "floor_cpu_ms": floor_row_cpu * 1000 / len(floor_samples),
                              "docker": direct, "p99_ratio": shim["p99"] / direct["p99"]}
-        floor_cpu = (cpu_seconds(floor.process.pid) - floor_cpu_before) * 1000 / max(len(all_floor_samples), 1)
-    return results, {"latency": percentiles(all_floor_samples), "server_cpu_ms": floor_cpu, "reply_bytes": len(reply)}
+    return results, {
+        "latency": percentiles(all_floor_samples),
+        "server_cpu_ms": floor_cpu[False][0] * 1000 / max(floor_cpu[False][1], 1),
+        "inline_server_cpu_ms": floor_cpu[True][0] * 1000 / max(floor_cpu[True][1], 1),
+        "reply_bytes": len(reply),
+    }
 
 
 class MixedLoad:
@@ -446,14 +461,16 @@ def measured_run(load: MixedLoad, seconds: float, churn: bool, pids: dict[str, i
     the shim, how many RPCs a minute it answered."""
     before, ticks = {name: cpu_seconds(pid) for name, pid in pids.items()}, cpu_ticks()
     stubs = {id(stub): stub for stub in (load.runtime, load.images, load.pods.runtime) if isinstance(stub, CountedStub)}
-    calls_before = {key: stub.calls for key, stub in stubs.items()}
+    calls_before = {key: (stub.calls, stub.inline_calls) for key, stub in stubs.items()}
     result = load.run(seconds, churn=churn)
     result["steal_percent"] = steal_percent(ticks)
     for name, pid in pids.items():
         result[f"{name}_cpu_s_per_min"] = (cpu_seconds(pid) - before[name]) / (seconds / 60)
     if stubs and not load.direct:
-        made = sum(stub.calls - calls_before[key] for key, stub in stubs.items()) + load.relist_calls
+        made = sum(stub.calls - calls_before[key][0] for key, stub in stubs.items()) + load.relist_calls
+        inline = sum(stub.inline_calls - calls_before[key][1] for key, stub in stubs.items()) + load.relist_calls
         result["rpcs_per_min"] = made / (seconds / 60)
+        result["inline_rpcs_per_min"] = inline / (seconds / 60)  # bench/pleg.py's are all inline
     return result
 
 
@@ -533,22 +550,27 @@ def print_report(report: dict) -> None:
             row = populate[name]
             print(f"{name:<20} shim p50 {row['shim']['p50']:8.1f} ms   docker p50 {row['docker']['p50']:8.1f} ms"
                   f"   ratio {row['p50_ratio']:.2f}")
-        print(f"\n{'RPC':<20} {'n':>5} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7} | {'floor p50':>9} {'p99':>6} |"
-              f" {'shim cpu':>8} {'steal':>5} | {'docker p50':>10} {'p99':>7} | {'p99 ratio':>9}")
+        print(f"\n{'RPC':<20} {'n':>5} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7} | {'floor p50':>9} {'p99':>6}"
+              f" {'cpu':>5} | {'shim cpu':>8} {'steal':>5} | {'docker p50':>10} {'p99':>7} | {'p99 ratio':>9}")
         for name, row in run["rpcs"].items():
             if row["shim"] == "UNIMPLEMENTED":
                 print(f"{name:<20} UNIMPLEMENTED")
                 continue
             shim, floor, direct = row["shim"], row["floor"], row["docker"]
+            kind = "i" if row["floor_inline"] else " "
             print(f"{name:<20} {shim['n']:5d} {shim['p50']:7.2f} {shim['p95']:7.2f} {shim['p99']:7.2f}"
-                  f" {shim['max']:7.2f} | {floor['p50']:9.2f} {floor['p99']:6.2f} | {row['shim_cpu_ms']:8.2f}"
+                  f" {shim['max']:7.2f} | {floor['p50']:8.2f}{kind} {floor['p99']:6.2f} {row['floor_cpu_ms']:5.2f}"
+                  f" | {row['shim_cpu_ms']:8.2f}"
                   f" {shim['steal_percent']:4.0f}% | {direct['p50']:10.2f} {direct['p99']:7.2f}"
                   f" | {row['p99_ratio']:9.2f}")
         floor = run["grpc_floor"]
         latency = floor["latency"]
         print(f"(ms. floor: an empty server on the shim's gRPC transport answering a canned {floor['reply_bytes']}-byte PodSandboxStatus"
-              f" reply, called after each shim call; all {latency['n']} of them: p50 {latency['p50']:.2f},"
-              f" p99 {latency['p99']:.2f}, {floor['server_cpu_ms']:.2f} ms of server CPU a call. shim cpu: the"
+              f" reply, called after each shim call, on the connection's thread (i) where the shim answers"
+              f" the row's calls there, by a worker otherwise; cpu: the floor server's CPU ms a call. All"
+              f" {latency['n']} of them: p50 {latency['p50']:.2f}, p99 {latency['p99']:.2f};"
+              f" {floor['server_cpu_ms']:.2f} ms of server CPU a call by a worker,"
+              f" {floor['inline_server_cpu_ms']:.2f} on the connection's thread. shim cpu: the"
               f" shim's CPU ms a call, from /proc in 10 ms ticks. steal: the share of the machine's CPU time"
               f" its hypervisor gave to others meanwhile)")
         mixed = run.get("mixed")
@@ -664,8 +686,10 @@ def main() -> int:
                         mixed = mixed_phase(runtime, images, client, pods, shim.process.pid, shim.endpoint,
                                             args.mixed_seconds)
                         for measured in (mixed, mixed["without_churn"]):  # what gRPC alone costs at that call rate
+                            inline = measured["inline_rpcs_per_min"]
                             measured["grpc_floor_cpu_s_per_min"] = (
-                                measured["rpcs_per_min"] * floor["server_cpu_ms"] / 1000)
+                                (measured["rpcs_per_min"] - inline) * floor["server_cpu_ms"]
+                                + inline * floor["inline_server_cpu_ms"]) / 1000
                         rounds.append(mixed)
                     run["mixed"] = rounds[0]
                     if len(rounds) > 1:
