@@ -317,7 +317,6 @@ def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, s
     payload = floor_request.SerializeToString()
     results: dict[str, dict] = {}
     all_floor_samples: list[float] = []
-    floor_cpu = {False: [0.0, 0], True: [0.0, 0]}  # inline or not: [CPU seconds, calls]
     with FloorServer(reply, transport) as floor:
         for name, (shim_call, direct_call) in rows.items():
             shim_call = call_or_none(shim_call)
@@ -332,8 +331,6 @@ def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, s
             time.sleep(0.1)  # the servers' last replies are sent and their CPU counted
             shim_cpu = (cpu_seconds(shim_pid) - shim_cpu_before) * 1000 / len(samples)
             floor_row_cpu = cpu_seconds(floor.process.pid) - floor_cpu_before
-            floor_cpu[inline][0] += floor_row_cpu
-            floor_cpu[inline][1] += len(floor_samples)
             shim = {**percentiles(samples), "steal_percent": steal_percent(ticks)}
             all_floor_samples += floor_samples
             direct = percentiles(repeat(direct_call, rounds, seconds))
@@ -342,10 +339,17 @@ def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, s
                              "docker": direct, "p99_ratio": shim["p99"] / direct["p99"]}
     return results, {
         "latency": percentiles(all_floor_samples),
-        "server_cpu_ms": floor_cpu[False][0] * 1000 / max(floor_cpu[False][1], 1),
-        "inline_server_cpu_ms": floor_cpu[True][0] * 1000 / max(floor_cpu[True][1], 1),
+        "server_cpu_ms": floor_cpu_ms(results, inline=False),
+        "inline_server_cpu_ms": floor_cpu_ms(results, inline=True),
         "reply_bytes": len(reply),
     }
+
+
+def floor_cpu_ms(results: dict[str, dict], inline: bool) -> float:
+    """The floor server's CPU ms a call over the rows that met its worker (or its inline) method."""
+    rows = [row for row in results.values() if row.get("floor_inline") is inline]
+    calls = sum(row["floor"]["n"] for row in rows)
+    return sum(row["floor_cpu_ms"] * row["floor"]["n"] for row in rows) / max(calls, 1)
 
 
 class MixedLoad:
