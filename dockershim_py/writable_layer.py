@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -122,6 +123,11 @@ class WritableLayers:
         self._pacer = Pacer(rate, self._pause, clock)
         self._wanted: dict[str, tuple[str, float]] = {}  # id → (upper dir or "", last asked)
         self._attempted: dict[str, float] = {}  # id → when last measured (or tried)
+        # The wanted layers in the order they are due: never measured (first asked first), then
+        # measured (longest ago first). Kept in order as they go, so picking the next is O(1).
+        self._never_measured: OrderedDict[str, None] = OrderedDict()
+        self._measured: OrderedDict[str, None] = OrderedDict()
+        self._swept_at = clock()  # when layers nobody asks about were last looked for
         self._usage: dict[str, LayerUsage] = {}
         self._thread: threading.Thread | None = None
 
@@ -132,6 +138,8 @@ class WritableLayers:
         with self._lock:
             known = container_id in self._wanted
             self._wanted[container_id] = (upper_dir, self._clock())
+            if not known:
+                self._never_measured[container_id] = None
             if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(target=self._run, name="writable-layers", daemon=True)
                 self._thread.start()
@@ -181,6 +189,9 @@ class WritableLayers:
             with self._lock:
                 if container_id in self._wanted:
                     self._attempted[container_id] = self._clock()
+                    self._never_measured.pop(container_id, None)
+                    self._measured.pop(container_id, None)
+                    self._measured[container_id] = None  # measured last of all
                     if usage is not None:
                         self._usage[container_id] = usage
 
@@ -188,14 +199,20 @@ class WritableLayers:
         """The wanted layer measured longest ago if it is due, else how long to sleep."""
         with self._lock:
             now = self._clock()
-            for container_id in [key for key, (_, asked) in self._wanted.items() if now - asked > self._forget_after]:
-                self._drop(container_id)
-            if not self._wanted:
+            if now - self._swept_at >= self._forget_after / 10:  # forgotten at most a tenth late
+                self._swept_at = now
+                for container_id in [key for key, (_, asked) in self._wanted.items()
+                                     if now - asked > self._forget_after]:
+                    self._drop(container_id)
+            if self._never_measured:
+                container_id = next(iter(self._never_measured))
+            elif self._measured:
+                container_id = next(iter(self._measured))
+                due_at = self._attempted[container_id] + self._period
+                if due_at > now:
+                    return None, due_at - now
+            else:
                 return None, self._period
-            container_id = min(self._wanted, key=lambda key: self._attempted.get(key, float("-inf")))
-            due_at = self._attempted.get(container_id, float("-inf")) + self._period
-            if due_at > now:
-                return None, due_at - now
             return (container_id, self._wanted[container_id][0]), 0.0
 
     def _measure(self, container_id: str, upper_dir: str) -> LayerUsage:
@@ -215,5 +232,7 @@ class WritableLayers:
 
     def _drop(self, container_id: str) -> None:
         self._wanted.pop(container_id, None)
+        self._never_measured.pop(container_id, None)
+        self._measured.pop(container_id, None)
         self._attempted.pop(container_id, None)
         self._usage.pop(container_id, None)

@@ -118,3 +118,38 @@ def test_period_zero_turns_measuring_off(tmp_path: Path) -> None:
     assert layers.usage("c1", str(tmp_path)) is None
     assert len(layers) == 0
     layers.close()
+
+
+def test_worker_measures_new_layers_first_then_the_longest_ago() -> None:
+    measured: list[str] = []
+    layers = WritableLayers(period=0.3, rate=1_000_000,
+                            measure_by_docker=lambda container_id: measured.append(container_id) or 1)
+    try:
+        for container_id in ("a", "b", "c"):
+            layers.usage(container_id, "")
+        wait_for(lambda: len(measured) == 3)
+        layers.usage("a", "")  # asking again does not move a layer up the queue
+        layers.usage("d", "")  # a new one is measured before any is measured again
+        wait_for(lambda: len(measured) == 7)
+        assert measured[:3] == ["a", "b", "c"]
+        assert measured[3:] == ["d", "a", "b", "c"]
+    finally:
+        layers.close()
+
+
+def test_worker_forgets_layers_nobody_asks_about() -> None:
+    now = [0.0]
+    measured: list[str] = []
+    layers = WritableLayers(period=60, rate=1_000_000, clock=lambda: now[0],
+                            measure_by_docker=lambda container_id: measured.append(container_id) or 1)
+    try:
+        layers.usage("old", "")
+        wait_for(lambda: measured == ["old"])
+        now[0] = 700.0  # past FORGET_AFTER_SECONDS without a question
+        layers.usage("new", "")
+        wait_for(lambda: measured == ["old", "new"])
+        wait_for(lambda: len(layers) == 1)
+        assert layers.usage("old", "") is None  # asked again: measured afresh
+        wait_for(lambda: measured == ["old", "new", "old"])
+    finally:
+        layers.close()
