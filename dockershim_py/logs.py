@@ -472,6 +472,9 @@ class LogManager:
         self._last_full_round = 0.0
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        # Only for starting the thread: Thread.start() waits for it to run, and ContainerStatus
+        # takes _lock on the connection's thread.
+        self._thread_lock = threading.Lock()
 
     def state_path(self, container_id: str) -> str:
         return os.path.join(self._directory, f"{container_id}.json")
@@ -518,13 +521,17 @@ class LogManager:
 
         `source_path` (Docker's LogPath) lets a container that exited while the shim was down catch up.
         """
+        with self._lock:
+            unfinished = container_id in self._copiers or not self._finished_on_disk(container_id)
+        if not unfinished:
+            return
+        inline.may_wait("copying the rest of a container's log")  # a copier's lock may be held a while
         with self._lock:  # callers at the same time share one copier, so nothing is copied twice
             copier = self._copiers.get(container_id)
-            state = self.saved_state(container_id) if copier is None else None
-            if copier is None and (state is None or state.finished):
-                return
-            inline.may_wait("copying the rest of a container's log")  # a copier's lock may be held a while
-            if state is not None:  # no copier yet: one from the saved position
+            if copier is None:  # none yet: one from the saved position
+                state = self.saved_state(container_id)
+                if state is None or state.finished:  # finished by another caller since
+                    return
                 copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes, on_disk=True)
                 state.source_path = state.source_path or source_path
                 copier.open()
@@ -533,6 +540,10 @@ class LogManager:
         with self._lock:
             if self._copiers.get(container_id) is copier:
                 self._drop(container_id)
+
+    def _finished_on_disk(self, container_id: str) -> bool:
+        state = self.saved_state(container_id)
+        return state is None or state.finished
 
     def reopen(self, container_id: str) -> None:
         with self._lock:
@@ -601,7 +612,7 @@ class LogManager:
         self._epoll.register(fd, select.EPOLLIN)
 
     def _ensure_thread(self) -> None:
-        with self._lock:
+        with self._thread_lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="log-copier", daemon=True)
                 self._thread.start()
