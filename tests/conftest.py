@@ -64,8 +64,10 @@ class Shim:
     created: list["Shim"] = []  # every shim of the session, removed by pytest_sessionfinish if all passed
 
     def __init__(
-        self, args: list[str] | None = None, docker_endpoint: str = DOCKER_SOCKET, endpoint: str | None = None
+        self, args: list[str] | None = None, docker_endpoint: str = DOCKER_SOCKET, endpoint: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
+        self.env = {**os.environ, **(env or {})}
         self.dir = Path(tempfile.mkdtemp(prefix="dspy-shim-"))
         self.socket = self.dir / "dockershim.sock"
         self.endpoint = endpoint or f"unix://{self.socket}"
@@ -88,7 +90,7 @@ class Shim:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "dockershim_py", *self.args],
-                stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=self.env,
             )
         deadline = time.monotonic() + wait
         while "serving CRI" not in self.log():
@@ -171,8 +173,9 @@ def images(shim: Shim) -> api_pb2_grpc.ImageServiceStub:
 def start_shim(docker_api: docker.APIClient) -> Iterator[callable]:
     started: list[Shim] = []
 
-    def start(args: list[str] | None = None, docker_endpoint: str = DOCKER_SOCKET, endpoint: str | None = None) -> Shim:
-        process = Shim(args, docker_endpoint, endpoint).start()
+    def start(args: list[str] | None = None, docker_endpoint: str = DOCKER_SOCKET, endpoint: str | None = None,
+              env: dict[str, str] | None = None) -> Shim:
+        process = Shim(args, docker_endpoint, endpoint, env).start()
         started.append(process)
         return process
 

@@ -1,0 +1,58 @@
+"""The lock audit that the inline-path test loads into a shim: it must see what it is there to see."""
+
+from __future__ import annotations
+
+import threading
+
+from dockershim_py import inline
+from hooks.lock_audit.lock_audit import Audit
+
+
+def held_while_waiting(audit: Audit, lock, what: str) -> None:
+    """Another thread takes `lock` and waits while holding it, as a Docker request under a lock would."""
+    def worker() -> None:
+        with lock:
+            audit.waiting(what)
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+
+
+def test_a_lock_taken_inline_and_held_while_waiting_is_a_violation() -> None:
+    audit = Audit(inline.active)
+    index_lock = audit.make_lock("events.py:1")
+    held_while_waiting(audit, index_lock, "may_wait(list_containers)")
+    with inline.attempt():
+        with index_lock:
+            pass
+    report = audit.report()
+    assert [violation["lock"] for violation in report["violations"]] == ["events.py:1"]
+    assert list(report["violations"][0]["held_while"]) == ["may_wait(list_containers)"]
+    assert report["sites"]["events.py:1"]["taken_inline"] == 1
+    assert report["sites"]["events.py:1"]["acquired"] == 2
+    assert report["waits_seen"] == {"may_wait": 1}
+
+
+def test_locks_only_inline_or_only_held_while_waiting_are_fine() -> None:
+    audit = Audit(inline.active)
+    inline_only, waiting_only = audit.make_lock("a.py:1"), audit.make_lock("b.py:1")
+    held_while_waiting(audit, waiting_only, "time.sleep")
+    with inline.attempt():
+        with inline_only:
+            pass
+    audit.waiting("may_wait(inspect)")  # no lock held here
+    report = audit.report()
+    assert report["violations"] == []
+    assert report["sites"]["a.py:1"]["held_while"] == {}
+    assert list(report["sites"]["b.py:1"]["held_while"]) == ["time.sleep"]
+
+
+def test_a_lock_released_by_another_thread_is_no_longer_held_by_its_taker() -> None:
+    audit = Audit(inline.active)
+    handed_over = audit.make_lock("c.py:1")
+    handed_over.acquire()
+    thread = threading.Thread(target=handed_over.release)
+    thread.start()
+    thread.join()
+    audit.waiting("may_wait(inspect)")
+    assert audit.report()["sites"]["c.py:1"]["held_while"] == {}
