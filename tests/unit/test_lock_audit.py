@@ -56,3 +56,23 @@ def test_a_lock_released_by_another_thread_is_no_longer_held_by_its_taker() -> N
     thread.join()
     audit.waiting("may_wait(inspect)")
     assert audit.report()["sites"]["c.py:1"]["held_while"] == {}
+
+
+def test_the_time_an_inline_call_waits_for_a_lock_is_kept() -> None:
+    audit = Audit(inline.active)
+    busy = audit.make_lock("d.py:1")
+    taken = threading.Event()
+
+    def hold() -> None:
+        with busy:
+            taken.set()
+            threading.Event().wait(0.05)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    taken.wait()
+    with inline.attempt():
+        with busy:
+            pass
+    thread.join()
+    assert audit.report()["sites"]["d.py:1"]["max_inline_wait_ms"] >= 40

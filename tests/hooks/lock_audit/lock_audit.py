@@ -37,16 +37,21 @@ class Audit:
 
     def make_lock(self, site: str) -> AuditedLock:
         with self._guard:
-            self.sites.setdefault(site, {"acquired": 0, "taken_inline": 0, "max_hold_ms": 0.0, "held_while": {}})
+            self.sites.setdefault(site, {"acquired": 0, "taken_inline": 0, "max_hold_ms": 0.0,
+                                         "max_inline_wait_ms": 0.0, "held_while": {}})
         return AuditedLock(self, site)
 
-    def acquired(self, lock: AuditedLock) -> None:
-        inline = self._inline_active()
+    def inline(self) -> bool:
+        return self._inline_active()
+
+    def acquired(self, lock: AuditedLock, inline: bool, waited_s: float) -> None:
         with self._guard:
             self._held.setdefault(lock.owner, []).append(lock)
             site = self.sites[lock.site]
             site["acquired"] += 1
-            site["taken_inline"] += inline
+            if inline:
+                site["taken_inline"] += 1
+                site["max_inline_wait_ms"] = max(site["max_inline_wait_ms"], waited_s * 1000)
 
     def released(self, lock: AuditedLock, owner: int, held_s: float) -> None:
         with self._guard:
@@ -79,7 +84,7 @@ class Audit:
 
 
 class AuditedLock:
-    """A threading.Lock that tells the audit who holds it, for how long, and whether inline."""
+    """A threading.Lock telling the audit who holds it, how long, and how long inline calls waited."""
 
     def __init__(self, audit: Audit, site: str) -> None:
         self._audit = audit
@@ -89,10 +94,12 @@ class AuditedLock:
         self._since = 0.0
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        inline = self._audit.inline()
+        asked = time.monotonic()
         got = self._lock.acquire(blocking, timeout)
         if got:
             self.owner, self._since = _thread.get_ident(), time.monotonic()
-            self._audit.acquired(self)
+            self._audit.acquired(self, inline, self._since - asked)
         return got
 
     def release(self) -> None:
