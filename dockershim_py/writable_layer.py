@@ -122,11 +122,11 @@ class WritableLayers:
         self._stop = threading.Event()
         self._pacer = Pacer(rate, self._pause, clock)
         self._wanted: dict[str, tuple[str, float]] = {}  # id → (upper dir or "", last asked)
-        self._attempted: dict[str, float] = {}  # id → when last measured (or tried)
         # The wanted layers in the order they are due: never measured (first asked first), then
-        # measured (longest ago first). Kept in order as they go, so picking the next is O(1).
+        # measured (id → when last measured or tried, longest ago first). Kept in that order as
+        # they go, so picking the next is O(1).
         self._never_measured: OrderedDict[str, None] = OrderedDict()
-        self._measured: OrderedDict[str, None] = OrderedDict()
+        self._measured: OrderedDict[str, float] = OrderedDict()
         self._swept_at = clock()  # when layers nobody asks about were last looked for
         self._usage: dict[str, LayerUsage] = {}
         self._thread: threading.Thread | None = None
@@ -188,10 +188,9 @@ class WritableLayers:
                 usage = None
             with self._lock:
                 if container_id in self._wanted:
-                    self._attempted[container_id] = self._clock()
                     self._never_measured.pop(container_id, None)
                     self._measured.pop(container_id, None)
-                    self._measured[container_id] = None  # measured last of all
+                    self._measured[container_id] = self._clock()  # measured last of all
                     if usage is not None:
                         self._usage[container_id] = usage
 
@@ -207,8 +206,8 @@ class WritableLayers:
             if self._never_measured:
                 container_id = next(iter(self._never_measured))
             elif self._measured:
-                container_id = next(iter(self._measured))
-                due_at = self._attempted[container_id] + self._period
+                container_id, measured_at = next(iter(self._measured.items()))
+                due_at = measured_at + self._period
                 if due_at > now:
                     return None, due_at - now
             else:
@@ -234,5 +233,4 @@ class WritableLayers:
         self._wanted.pop(container_id, None)
         self._never_measured.pop(container_id, None)
         self._measured.pop(container_id, None)
-        self._attempted.pop(container_id, None)
         self._usage.pop(container_id, None)
