@@ -29,7 +29,7 @@ class Audit:
     """What was seen, by the place in the source each audited lock was made."""
 
     def __init__(self, inline_active: Callable[[], bool]) -> None:
-        self._inline_active = inline_active
+        self.inline_active = inline_active
         self._guard = _real_lock()
         self._held: dict[int, list[AuditedLock]] = {}  # thread → audited locks it holds now
         self.sites: dict[str, dict[str, Any]] = {}
@@ -40,9 +40,6 @@ class Audit:
             self.sites.setdefault(site, {"acquired": 0, "taken_inline": 0, "max_hold_ms": 0.0,
                                          "max_inline_wait_ms": 0.0, "held_while": {}})
         return AuditedLock(self, site)
-
-    def inline(self) -> bool:
-        return self._inline_active()
 
     def acquired(self, lock: AuditedLock, inline: bool, waited_s: float) -> None:
         with self._guard:
@@ -94,7 +91,7 @@ class AuditedLock:
         self._since = 0.0
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        inline = self._audit.inline()
+        inline = self._audit.inline_active()
         asked = time.monotonic()
         got = self._lock.acquire(blocking, timeout)
         if got:
