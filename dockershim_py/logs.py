@@ -522,8 +522,9 @@ class LogManager:
         `source_path` (Docker's LogPath) lets a container that exited while the shim was down catch up.
         """
         with self._lock:
-            unfinished = container_id in self._copiers or not self._finished_on_disk(container_id)
-        if not unfinished:
+            copying = container_id in self._copiers
+        # Read outside the lock (the file is replaced whole): a finished log stays finished.
+        if not copying and self._finished_on_disk(container_id):
             return
         inline.may_wait("copying the rest of a container's log")  # a copier's lock may be held a while
         with self._lock:  # callers at the same time share one copier, so nothing is copied twice
