@@ -260,6 +260,7 @@ class ContainerService:
             self._cannot_run &= listed
             self._converted.keep_only(listed)
             self._statuses.keep_only(listed)
+            self._logs.keep_only(listed)
         containers = []
         for entry in entries:
             cannot_run = entry["Id"] in self._cannot_run

@@ -459,6 +459,9 @@ class LogManager:
         self._polled: set[str] = set()  # copiers without an inotify watch
         self._behind: set[str] = set()  # copiers that stopped at their round's budget
         self._exited: set[str] = set()  # copiers whose process ended: finished once their log settles
+        # Containers whose log is complete (a CRI container starts once, so it stays complete):
+        # ContainerStatus of an exited container then reads no file.
+        self._complete: set[str] = set()
         self._pidfds: dict[int, str] = {}
         self._epoll = select.epoll()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # stop() ends the wait at once
@@ -522,9 +525,13 @@ class LogManager:
         `source_path` (Docker's LogPath) lets a container that exited while the shim was down catch up.
         """
         with self._lock:
+            if container_id in self._complete:
+                return
             copying = container_id in self._copiers
         # Read outside the lock (the file is replaced whole): a finished log stays finished.
         if not copying and self._finished_on_disk(container_id):
+            with self._lock:
+                self._complete.add(container_id)
             return
         inline.may_wait("copying the rest of a container's log")  # a copier's lock may be held a while
         with self._lock:  # callers at the same time share one copier, so nothing is copied twice
@@ -532,6 +539,7 @@ class LogManager:
             if copier is None:  # none yet: one from the saved position
                 state = self.saved_state(container_id)
                 if state is None or state.finished:  # finished by another caller since
+                    self._complete.add(container_id)
                     return
                 copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes, on_disk=True)
                 state.source_path = state.source_path or source_path
@@ -539,6 +547,7 @@ class LogManager:
                 self._copiers[container_id] = copier
         copier.finish()
         with self._lock:
+            self._complete.add(container_id)
             if self._copiers.get(container_id) is copier:
                 self._drop(container_id)
 
@@ -553,9 +562,15 @@ class LogManager:
             raise failed_precondition(f"container {container_id} has no log being written (no log_path, or not running)")
         copier.reopen()
 
+    def keep_only(self, container_ids: set[str]) -> None:
+        """Forget what is remembered of containers removed behind the shim's back."""
+        with self._lock:
+            self._complete &= container_ids
+
     def forget(self, container_id: str) -> None:
         """The container is removed: stop copying and drop its saved position."""
         with self._lock:
+            self._complete.discard(container_id)
             copier = self._copiers.get(container_id)
             if copier is not None:
                 self._drop(container_id)

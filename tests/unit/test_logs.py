@@ -394,6 +394,36 @@ def test_finishing_from_many_threads_at_once_copies_once(files: dict[str, Path],
     assert cri_texts(files["target"]) == [str(n) for n in range(2000)]
 
 
+def test_a_finished_log_is_not_read_again_until_its_container_is_forgotten(
+    files: dict[str, Path], tmp_path: Path, monkeypatch
+) -> None:
+    manager = LogManager(str(tmp_path / "states"))
+    manager.prepare("abc", str(files["target"]))
+    manager.prepare("def", str(files["target"]))
+    append(files["source"], docker_entry("last\n"))
+    reads: list[str] = []
+    saved_state = manager.saved_state
+
+    def counted_saved_state(container_id: str) -> CopyState | None:
+        reads.append(container_id)
+        return saved_state(container_id)
+
+    monkeypatch.setattr(manager, "saved_state", counted_saved_state)
+    manager.finish("abc", str(files["source"]))
+    assert reads == ["abc", "abc"]  # the look before the lock, then the copy's start
+    manager.finish("abc", str(files["source"]))  # ContainerStatus of the exited container, again
+    assert reads == ["abc", "abc"]
+    manager.finish("def", str(files["source"]))
+    manager.keep_only({"def"})  # abc was removed behind the shim's back
+    manager.finish("abc")
+    manager.finish("def")
+    assert reads[-1:] == ["abc"] and reads.count("def") == 2
+    manager.forget("def")
+    manager.prepare("def", str(files["target"]))
+    manager.finish("def")
+    assert reads.count("def") == 4
+
+
 def test_reopen_of_a_container_without_a_copier_is_refused(tmp_path: Path) -> None:
     manager = LogManager(str(tmp_path / "states"))
     with pytest.raises(Exception, match="no log being written"):
