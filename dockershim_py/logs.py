@@ -475,8 +475,10 @@ class LogManager:
         self._last_full_round = 0.0
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        # Only for starting the thread: Thread.start() waits for it to run, and ContainerStatus
-        # takes _lock on the connection's thread.
+        # ContainerStatus takes _lock on the connection's thread, so nothing that waits holds it:
+        # opening a copier's files is serialized by _open_lock (taken before _lock, never inside
+        # it), and starting the thread (Thread.start() waits for it to run) by _thread_lock.
+        self._open_lock = threading.Lock()
         self._thread_lock = threading.Lock()
 
     def state_path(self, container_id: str) -> str:
@@ -507,16 +509,18 @@ class LogManager:
         state = self.saved_state(container_id)
         if state is None or state.finished:
             return
-        with self._lock:
-            if container_id in self._copiers:
-                return
+        with self._open_lock:
+            with self._lock:
+                if container_id in self._copiers:
+                    return
             copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes, on_disk=True)
             state.source_path = source_path  # news to the file, so open() below saves it
             copier.open()
-            self._copiers[container_id] = copier
-            self._watch_exit(container_id, copier, pid)
-            if self._watch is None or not self._watch.add(container_id, source_path):
-                self._polled.add(container_id)
+            with self._lock:
+                self._copiers[container_id] = copier
+                self._watch_exit(container_id, copier, pid)
+                if self._watch is None or not self._watch.add(container_id, source_path):
+                    self._polled.add(container_id)
         self._ensure_thread()
 
     def finish(self, container_id: str, source_path: str = "") -> None:
@@ -534,17 +538,20 @@ class LogManager:
                 self._complete.add(container_id)
             return
         inline.may_wait("copying the rest of a container's log")  # a copier's lock may be held a while
-        with self._lock:  # callers at the same time share one copier, so nothing is copied twice
-            copier = self._copiers.get(container_id)
+        with self._open_lock:  # callers at the same time share one copier, so nothing is copied twice
+            with self._lock:
+                copier = self._copiers.get(container_id)
             if copier is None:  # none yet: one from the saved position
                 state = self.saved_state(container_id)
                 if state is None or state.finished:  # finished by another caller since
-                    self._complete.add(container_id)
+                    with self._lock:
+                        self._complete.add(container_id)
                     return
                 copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes, on_disk=True)
                 state.source_path = state.source_path or source_path
                 copier.open()
-                self._copiers[container_id] = copier
+                with self._lock:
+                    self._copiers[container_id] = copier
         copier.finish()
         with self._lock:
             self._complete.add(container_id)
