@@ -1,5 +1,5 @@
 """No lock that a call answered on the connection's thread takes is ever held while something
-waits (a Docker request, a sleep, a subprocess): if one were, a ContainerStatus tried inline could
+waits (a Docker request, a sleep, a subprocess, a file opened on a disk): if one were, a ContainerStatus tried inline could
 wait behind a Docker request and hold up every other call of its connection.
 
 The shim runs with the lock audit of tests/hooks/lock_audit loaded, while a poller asks the
@@ -122,6 +122,7 @@ def test_no_lock_taken_inline_is_held_while_anything_waits(start_shim, private_d
     audit = json.loads(report.read_text())
     assert poller.outcomes["answered"] > 100 and poller.outcomes["NOT_FOUND"] > 0, poller.outcomes
     assert audit["waits_seen"].get("may_wait", 0) > 50, audit["waits_seen"]  # the Docker requests were seen
+    assert audit["waits_seen"].get("file", 0) > 10, audit["waits_seen"]  # log copiers and checkpoints opened
     taken_inline = {site for site, seen in audit["sites"].items() if seen["taken_inline"]}
     assert any(site.startswith("events.py:") for site in taken_inline), taken_inline  # the index's lock
     assert audit["violations"] == [], json.dumps(audit["violations"], indent=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from dockershim_py import inline
-from hooks.lock_audit.lock_audit import Audit
+from hooks.lock_audit.lock_audit import Audit, _opening
 
 
 def held_while_waiting(audit: Audit, lock, what: str) -> None:
@@ -76,3 +76,21 @@ def test_the_time_an_inline_call_waits_for_a_lock_is_kept() -> None:
             pass
     thread.join()
     assert audit.report()["sites"]["d.py:1"]["max_inline_wait_ms"] >= 40
+
+
+def test_opening_a_file_on_disk_is_a_wait_and_a_kernel_file_is_not(tmp_path) -> None:
+    audit = Audit(inline.active)
+    log_lock = audit.make_lock("logs.py:1")
+    with log_lock:
+        _opening(audit, "/proc/self/stat")
+        _opening(audit, b"/sys/fs/cgroup/memory/memory.stat")
+        _opening(audit, 3)  # a descriptor: nothing opened by name
+    assert audit.report()["waits_seen"] == {}
+    with log_lock:
+        _opening(audit, tmp_path / "state.json")
+    with inline.attempt():
+        with log_lock:
+            pass
+    report = audit.report()
+    assert report["waits_seen"] == {"file": 1}
+    assert [violation["lock"] for violation in report["violations"]] == ["logs.py:1"]

@@ -2,7 +2,8 @@
 a thread holds when it is about to wait, recorded in a running shim and written out as it exits.
 
 A lock in both sets would let a ContainerStatus tried inline wait behind a Docker request (or a
-sleep, or a subprocess), holding up every call of its connection for as long. Reading the code
+sleep, a subprocess, or a file being opened on a disk), holding up every call of its connection
+for as long. Reading the code
 says no such lock exists; this makes a test say so, through a real shim and daemon.
 
 sitecustomize.py installs it before dockershim_py is imported, so the locks dockershim_py's own
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import _thread
 import atexit
+import builtins
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -132,6 +135,8 @@ def install(report_path: str) -> Audit:
     _wrap(time, "sleep", lambda seconds: audit.waiting("time.sleep"))
     _wrap(threading.Event, "wait", lambda event, timeout=None: audit.waiting("Event.wait"))
     _wrap(subprocess.Popen, "wait", lambda process, timeout=None: audit.waiting("Popen.wait"))
+    _wrap(os, "open", lambda path, *args, **kwargs: _opening(audit, path))
+    _wrap(builtins, "open", lambda file, *args, **kwargs: _opening(audit, file))
 
     def write() -> None:
         with open(report_path, "w") as out:
@@ -139,6 +144,25 @@ def install(report_path: str) -> Audit:
 
     atexit.register(write)
     return audit
+
+
+# Kernel files answer from memory; a file anywhere else may wait for a disk.
+_KERNEL_FILES = ("/proc/", "/sys/", "/dev/")
+_in_audit = threading.local()
+
+
+def _opening(audit: Audit, file: Any) -> None:
+    """Opening a file on a disk is a wait (the audit's own reads of source lines are not)."""
+    if isinstance(file, int) or getattr(_in_audit, "active", False):
+        return
+    path = os.fsdecode(file)
+    if path.startswith(_KERNEL_FILES):
+        return
+    _in_audit.active = True
+    try:
+        audit.waiting("file")
+    finally:
+        _in_audit.active = False
 
 
 def _wrap(owner: Any, name: str, before: Callable[..., None]) -> None:
