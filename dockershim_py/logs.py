@@ -506,13 +506,15 @@ class LogManager:
 
     def follow(self, container_id: str, source_path: str, pid: int) -> None:
         """Copy a started (or, after a restart, still running) container's log until its process ends."""
-        state = self.saved_state(container_id)
-        if state is None or state.finished:
-            return
         with self._open_lock:
             with self._lock:
                 if container_id in self._copiers:
                     return
+            # Read under the open lock: a finish() that made and finished a copier meanwhile has
+            # saved the log as finished, and a copier from an older read would copy it again.
+            state = self.saved_state(container_id)
+            if state is None or state.finished:
+                return
             copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes, on_disk=True)
             state.source_path = source_path  # news to the file, so open() below saves it
             copier.open()

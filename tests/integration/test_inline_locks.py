@@ -1,6 +1,6 @@
 """No lock that a call answered on the connection's thread takes is ever held while something
-waits (a Docker request, a sleep, a subprocess, a file opened on a disk): if one were, a ContainerStatus tried inline could
-wait behind a Docker request and hold up every other call of its connection.
+waits (a Docker request, a sleep, a subprocess, a file opened on a disk): if one were, a
+ContainerStatus tried inline could wait behind it and hold up every other call of its connection.
 
 The shim runs with the lock audit of tests/hooks/lock_audit loaded, while a poller asks the
 inline calls over and over and the test churns pods through the shim and behind its back, and

@@ -3,8 +3,8 @@ a thread holds when it is about to wait, recorded in a running shim and written 
 
 A lock in both sets would let a ContainerStatus tried inline wait behind a Docker request (or a
 sleep, a subprocess, or a file being opened on a disk), holding up every call of its connection
-for as long. Reading the code
-says no such lock exists; this makes a test say so, through a real shim and daemon.
+for as long. Reading the code says no such lock exists; this makes a test say so, through a real
+shim and daemon.
 
 sitecustomize.py installs it before dockershim_py is imported, so the locks dockershim_py's own
 modules make with threading.Lock() are audited ones; every other module's locks stay as they are.
