@@ -255,9 +255,9 @@ def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, s
     sandbox_filter = {"label": "io.kubernetes.docker.type=podsandbox"}
     container_filter = {"label": "io.kubernetes.docker.type=container"}
 
-    def relist() -> None:
+    def relist() -> None:  # as the kubelet asks: no sandbox filter, an empty container filter
         runtime.ListPodSandbox(api.ListPodSandboxRequest(), timeout=60)
-        runtime.ListContainers(api.ListContainersRequest(), timeout=60)
+        runtime.ListContainers(api.ListContainersRequest(filter=api.ContainerFilter()), timeout=60)
 
     def streamed_relist() -> None:
         """The relist of a kubelet with the CRIListStreaming gate (KEP-5825)."""
@@ -283,7 +283,7 @@ def rpc_phase(runtime: Any, images: Any, client: docker.APIClient, pods: Pods, s
             lambda: client.containers(all=True, filters=sandbox_filter),
         ),
         "ListContainers": (
-            lambda: runtime.ListContainers(api.ListContainersRequest(), timeout=60),
+            lambda: runtime.ListContainers(api.ListContainersRequest(filter=api.ContainerFilter()), timeout=60),
             lambda: client.containers(all=True, filters=container_filter),
         ),
         "relist": (relist, direct_relist),

@@ -73,7 +73,9 @@ class Pleg:
             return {c["Id"]: c["State"] for c in containers}
         self.calls += 2
         self.runtime.ListPodSandbox(api.ListPodSandboxRequest(), timeout=60)
-        listed = self.runtime.ListContainers(api.ListContainersRequest(), timeout=60).containers
+        # The kubelet's getKubeletContainers sends an empty filter, not none.
+        listed = self.runtime.ListContainers(api.ListContainersRequest(filter=api.ContainerFilter()),
+                                             timeout=60).containers
         return {c.id: str(c.state) for c in listed}
 
     def _follow_up(self, container_id: str) -> None:

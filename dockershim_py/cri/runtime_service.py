@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from ..api import api_pb2 as api
 from ..errors import invalid_argument
@@ -22,6 +23,16 @@ from .handlers import Adapter
 from .list_streams import batches
 
 Response = TypeVar("Response")
+
+
+def filter_of(request: Message) -> Message | None:
+    """The request's filter, or None when it sets nothing.
+
+    The kubelet's relist sends an empty ContainerFilter for "all containers", and only an
+    unfiltered list may prune the services' caches of what Docker no longer has.
+    """
+    request_filter = request.filter  # type: ignore[attr-defined]
+    return request_filter if request.HasField("filter") and request_filter.ByteSize() else None
 
 
 class RepeatedList(Generic[Response]):
@@ -120,13 +131,13 @@ class RuntimeServiceAdapter(Adapter):
         return api.PodSandboxStatusResponse(status=status, info=info, timestamp=time.time_ns())
 
     def ListPodSandbox(self, request: api.ListPodSandboxRequest, context: grpc.ServicerContext) -> api.ListPodSandboxResponse:
-        sandbox_filter = request.filter if request.HasField("filter") else None
+        sandbox_filter = filter_of(request)
         return self._sandbox_lists.response(self._sandboxes.list(sandbox_filter))
 
     def StreamPodSandboxes(
         self, request: api.StreamPodSandboxesRequest, context: grpc.ServicerContext
     ) -> Iterator[api.StreamPodSandboxesResponse]:
-        sandbox_filter = request.filter if request.HasField("filter") else None
+        sandbox_filter = filter_of(request)
         yield from self._sandbox_streams.response(self._sandboxes.list(sandbox_filter))
 
     # --- containers -------------------------------------------------------------------------------
@@ -154,13 +165,13 @@ class RuntimeServiceAdapter(Adapter):
         return api.RemoveContainerResponse()
 
     def ListContainers(self, request: api.ListContainersRequest, context: grpc.ServicerContext) -> api.ListContainersResponse:
-        container_filter = request.filter if request.HasField("filter") else None
+        container_filter = filter_of(request)
         return self._container_lists.response(self._containers.list(container_filter))
 
     def StreamContainers(
         self, request: api.StreamContainersRequest, context: grpc.ServicerContext
     ) -> Iterator[api.StreamContainersResponse]:
-        container_filter = request.filter if request.HasField("filter") else None
+        container_filter = filter_of(request)
         yield from self._container_streams.response(self._containers.list(container_filter))
 
     def ContainerStatus(
@@ -208,13 +219,13 @@ class RuntimeServiceAdapter(Adapter):
     def ListContainerStats(
         self, request: api.ListContainerStatsRequest, context: grpc.ServicerContext
     ) -> api.ListContainerStatsResponse:
-        stats_filter = request.filter if request.HasField("filter") else None
+        stats_filter = filter_of(request)
         return api.ListContainerStatsResponse(stats=self._stats.list_container_stats(stats_filter))
 
     def StreamContainerStats(
         self, request: api.StreamContainerStatsRequest, context: grpc.ServicerContext
     ) -> Iterator[api.StreamContainerStatsResponse]:
-        stats_filter = request.filter if request.HasField("filter") else None
+        stats_filter = filter_of(request)
         for batch in batches(self._stats.list_container_stats(stats_filter)):
             yield api.StreamContainerStatsResponse(container_stats=batch)
 
@@ -226,13 +237,13 @@ class RuntimeServiceAdapter(Adapter):
     def ListPodSandboxStats(
         self, request: api.ListPodSandboxStatsRequest, context: grpc.ServicerContext
     ) -> api.ListPodSandboxStatsResponse:
-        stats_filter = request.filter if request.HasField("filter") else None
+        stats_filter = filter_of(request)
         return api.ListPodSandboxStatsResponse(stats=self._stats.list_pod_sandbox_stats(stats_filter))
 
     def StreamPodSandboxStats(
         self, request: api.StreamPodSandboxStatsRequest, context: grpc.ServicerContext
     ) -> Iterator[api.StreamPodSandboxStatsResponse]:
-        stats_filter = request.filter if request.HasField("filter") else None
+        stats_filter = filter_of(request)
         for batch in batches(self._stats.list_pod_sandbox_stats(stats_filter)):
             yield api.StreamPodSandboxStatsResponse(pod_sandbox_stats=batch)
 

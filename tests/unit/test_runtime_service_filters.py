@@ -1,0 +1,50 @@
+"""The list calls' filters: an empty one is no filter, as the kubelet's relist means it."""
+
+from __future__ import annotations
+
+from dockershim_py.api import api_pb2 as api
+from dockershim_py.cri.runtime_service import RuntimeServiceAdapter, filter_of
+
+
+class RecordingService:
+    """Stands in for the sandbox and container services: records the filter each list was given."""
+
+    def __init__(self) -> None:
+        self.filters: list[object] = []
+
+    def list(self, given: object) -> list[object]:
+        self.filters.append(given)
+        return []
+
+
+def adapter(service: RecordingService) -> RuntimeServiceAdapter:
+    return RuntimeServiceAdapter(None, service, service, None, stats=None, streaming=None, events=None)
+
+
+def test_an_empty_filter_is_no_filter() -> None:
+    assert filter_of(api.ListContainersRequest()) is None
+    assert filter_of(api.ListContainersRequest(filter=api.ContainerFilter())) is None
+    assert filter_of(api.ListPodSandboxRequest(filter=api.PodSandboxFilter(label_selector={}))) is None
+    assert filter_of(api.ListContainerStatsRequest(filter=api.ContainerStatsFilter(id=""))) is None
+
+
+def test_a_filter_that_sets_anything_is_kept() -> None:
+    created = api.ListContainersRequest(filter=api.ContainerFilter(
+        state=api.ContainerStateValue(state=api.CONTAINER_CREATED)))  # state 0, still a filter
+    assert filter_of(created) is created.filter
+    labelled = api.ListPodSandboxRequest(filter=api.PodSandboxFilter(label_selector={"app": "web"}))
+    assert filter_of(labelled) is labelled.filter
+    by_pod = api.ListContainerStatsRequest(filter=api.ContainerStatsFilter(pod_sandbox_id="abc"))
+    assert filter_of(by_pod) is by_pod.filter
+
+
+def test_the_kubelets_relist_reaches_the_services_unfiltered() -> None:
+    """getKubeletContainers sends &ContainerFilter{}: only an unfiltered list prunes the caches."""
+    service = RecordingService()
+    runtime = adapter(service)
+    runtime.ListContainers(api.ListContainersRequest(filter=api.ContainerFilter()), None)
+    runtime.ListPodSandbox(api.ListPodSandboxRequest(filter=api.PodSandboxFilter()), None)
+    list(runtime.StreamContainers(api.StreamContainersRequest(filter=api.ContainerFilter()), None))
+    running = api.ContainerFilter(state=api.ContainerStateValue(state=api.CONTAINER_RUNNING))
+    runtime.ListContainers(api.ListContainersRequest(filter=running), None)
+    assert service.filters == [None, None, None, running]
