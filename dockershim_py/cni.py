@@ -387,11 +387,28 @@ class CNINetwork:
                 result = self._run(network, plugin, "ADD", pod, netns, capabilities, result)
             self._write_cache(pod, cache_entry(network, pod, capabilities, result or {}))
         except (PluginError, OSError) as exc:
-            self._delete(network, pod, netns, capabilities, result, quiet=True)
-            if isinstance(exc, OSError):  # without the record a later DEL could not release the address
-                raise PluginError(f"cannot record the CNI result in {self._cache_dir}: {exc}") from exc
-            raise
+            error = exc if isinstance(exc, PluginError) else \
+                PluginError(f"cannot record the CNI result in {self._cache_dir}: {exc}")
+            if self._delete(network, pod, netns, capabilities, result):
+                error = self._kept_for_retry(error, network, pod, capabilities, result)
+            if error is exc:
+                raise
+            raise error from exc
         return result_ips(result)
+
+    def _kept_for_retry(self, error: PluginError, network: NetworkConfig, pod: PodIdentity,
+                        capabilities: Mapping[str, Any], result: dict[str, Any] | None) -> PluginError:
+        """A failed ADD whose undoing failed too: its record stays, so that the pod's StopPodSandbox
+        or RemovePodSandbox runs DEL again instead of the address being held for good."""
+        try:
+            self._write_cache(pod, cache_entry(network, pod, capabilities, result or {}))
+        except OSError as exc:
+            log.error("pod sandbox %s may hold CNI resources for good: its DEL failed and %s cannot "
+                      "record them: %s", pod.sandbox_id[:12], self._cache_dir, exc)
+            return error
+        return PluginError(f"{error.message}; undoing it failed too, so StopPodSandbox or RemovePodSandbox "
+                           f"of {pod.sandbox_id} runs CNI DEL again", missing=error.missing,
+                           timed_out=error.timed_out)
 
     def delete(self, pod: PodIdentity, netns: str, capabilities: Mapping[str, Any]) -> None:
         """Take the pod off the network (every plugin, in reverse), then forget its cache record.
@@ -405,7 +422,9 @@ class CNINetwork:
             network = self.config()
         if entry and isinstance(entry.get("capabilityArgs"), dict):
             capabilities = entry["capabilityArgs"]
-        self._delete(network, pod, netns, capabilities, result, quiet=False)
+        failures = self._delete(network, pod, netns, capabilities, result)
+        if failures:
+            raise failures[0]
         self._remove_cache(pod.sandbox_id)
 
     def has_cache(self, sandbox_id: str) -> bool:
@@ -419,7 +438,8 @@ class CNINetwork:
         return {"network": entry.get("networkName"), "result": entry.get("result")}
 
     def _delete(self, network: NetworkConfig, pod: PodIdentity, netns: str, capabilities: Mapping[str, Any],
-                result: dict[str, Any] | None, quiet: bool) -> None:
+                result: dict[str, Any] | None) -> list[PluginError]:
+        """DEL of every plugin, in reverse, each tried whatever the others did; what failed."""
         prev_result = None if network.cni_version in _VERSIONS_WITHOUT_PREV_RESULT_ON_DEL else result
         failures = []
         for plugin in reversed(network.plugins):
@@ -428,8 +448,7 @@ class CNINetwork:
             except PluginError as exc:
                 failures.append(exc)
                 log.warning("%s", exc.message)
-        if failures and not quiet:
-            raise failures[0]
+        return failures
 
     def _run(self, network: NetworkConfig, plugin: Mapping[str, Any], command: str, pod: PodIdentity, netns: str,
              capabilities: Mapping[str, Any], prev_result: Mapping[str, Any] | None) -> dict[str, Any] | None:

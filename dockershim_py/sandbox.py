@@ -282,7 +282,8 @@ class SandboxService:
         runtime_handler: str,
         register_cancel: Callable[[Callable[[], None]], None],
     ) -> str:
-        """Create and start the pause container; on any failure nothing is left behind."""
+        """Create and start the pause container; on any failure nothing is left behind but, when the
+        CNI DEL that undid a failed ADD failed too, the checkpoint through which a stop retries it."""
         # 1. Check the whole request and build the Docker request before touching anything.
         name = naming.sandbox_name(
             config.metadata.name, config.metadata.namespace, config.metadata.uid, config.metadata.attempt
@@ -440,7 +441,13 @@ class SandboxService:
                 self._remove_if_present(sandbox_id)
             except CRIError as exc:
                 log.error("could not remove the failed sandbox container %s: %s", sandbox_id, exc)
-            self._checkpoints.remove(sandbox_id)
+            if self._network.cni is not None and self._network.cni.has_cache(sandbox_id):
+                # The CNI DEL that undid the ADD failed: the checkpoint lists the sandbox NOTREADY, so
+                # the kubelet's StopPodSandbox or RemovePodSandbox runs DEL again, then removes it.
+                log.warning("pod sandbox %s is kept as a checkpoint until its CNI resources are released",
+                            sandbox_id[:12])
+            else:
+                self._checkpoints.remove(sandbox_id)
         if log_directory:
             try:
                 os.rmdir(log_directory)

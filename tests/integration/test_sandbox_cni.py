@@ -57,6 +57,7 @@ class CNINetwork:
         self.conf_dir.mkdir()
         self.cache_dir = root / "cache"
         self.ipam_dir = root / "ipam"
+        self.bin_dirs = [PLUGIN_DIR]
         self.bridge = f"dspycni{secrets.token_hex(3)}"
         self.subnet = unused_subnet()
         ipam_range: dict = {"subnet": str(self.subnet)}
@@ -74,7 +75,7 @@ class CNINetwork:
         return self
 
     def shim_args(self) -> list[str]:
-        return ["--network-plugin", "cni", "--cni-conf-dir", str(self.conf_dir), "--cni-bin-dir", str(PLUGIN_DIR),
+        return ["--network-plugin", "cni", "--cni-conf-dir", str(self.conf_dir), "--cni-bin-dir", ",".join(map(str, self.bin_dirs)),
                 "--cni-cache-dir", str(self.cache_dir)]
 
     def allocated(self) -> set[str]:
@@ -227,6 +228,42 @@ def test_a_failed_setup_leaves_nothing(pods_on, tmp_path: Path) -> None:
     assert [entry["Id"] for entry in pods.docker_containers()] == [first]
     assert len(network.veths()) == 1
     assert network.allocated() == {str(network.subnet[10])}
+
+
+def test_a_failed_setup_whose_undoing_fails_is_undone_by_the_pods_stop(pods_on, tmp_path: Path) -> None:
+    """A plugin holds something after ADD failed and its DEL failed too (an agent too busy to answer):
+    the sandbox stays listed NOTREADY, and the kubelet's StopPodSandbox runs DEL again."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    held = tmp_path / "held"
+    (bin_dir / "dspy-holds").write_text(
+        "#!/bin/sh\ncat >/dev/null\n"
+        f"if [ \"$CNI_COMMAND\" = ADD ]; then touch {held}; echo '{{\"cniVersion\":\"1.0.0\"}}'; exit 0; fi\n"
+        f"if [ \"$CNI_COMMAND\" = DEL ] && [ ! -e {tmp_path}/busy-once ]; then touch {tmp_path}/busy-once\n"
+        "  echo '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"agent busy\"}'; exit 1; fi\n"
+        f"rm -f {held}\n")
+    (bin_dir / "dspy-breaks").write_text(
+        "#!/bin/sh\ncat >/dev/null\n[ \"$CNI_COMMAND\" = ADD ] || exit 0\n"
+        "echo '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"no route to the agent\"}'; exit 1\n")
+    for plugin in bin_dir.iterdir():
+        plugin.chmod(0o755)
+    network = CNINetwork(tmp_path)
+    network.plugins = [*network.plugins, {"type": "dspy-holds"}, {"type": "dspy-breaks"}]
+    network.bin_dirs.append(bin_dir)
+    pods = pods_on(network)
+    with pytest.raises(grpc.RpcError) as raised:
+        pods.run()
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "no route to the agent" in raised.value.details() and "undoing it failed too" in raised.value.details()
+    assert held.exists() and pods.docker_containers() == []
+    assert network.allocated() == set()  # host-local's DEL worked; only dspy-holds still holds something
+    (listed,) = pods.listed()
+    assert listed.state == api.SANDBOX_NOTREADY
+    pods.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=listed.id), timeout=60)
+    assert not held.exists()
+    assert list(network.cache_dir.glob("results/*")) == []
+    pods.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=listed.id), timeout=60)
+    assert pods.listed() == []
 
 
 def test_no_network_config_means_not_ready(pods_on, tmp_path: Path) -> None:

@@ -185,6 +185,36 @@ def test_a_failed_add_is_taken_back(tmp_path) -> None:
     assert not network.has_cache(POD.sandbox_id)
 
 
+def test_a_failed_add_whose_undoing_fails_keeps_its_record_for_a_later_del(tmp_path) -> None:
+    """An address a plugin holds after a failed DEL is released by the next DEL, not held for good."""
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "holds").write_text(
+        f"#!/bin/sh\necho \"holds $CNI_COMMAND\" >> {calls}\n"
+        f"[ \"$CNI_COMMAND\" = ADD ] && {{ echo '{{\"ips\":[{{\"address\":\"10.9.0.7/24\"}}]}}'; exit 0; }}\n"
+        f"[ -e {tmp_path}/failed-once ] && exit 0\ntouch {tmp_path}/failed-once\n"
+        "echo '{\"code\":11,\"msg\":\"agent busy\"}'; exit 1\n")
+    (bin_dir / "bad").write_text(
+        "#!/bin/sh\n[ \"$CNI_COMMAND\" = DEL ] && exit 0\necho '{\"code\":11,\"msg\":\"try again\"}'; exit 1\n")
+    for name in ("holds", "bad"):
+        (bin_dir / name).chmod(0o755)
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "10.conflist").write_text(json.dumps(
+        {"cniVersion": "1.0.0", "name": "fake", "plugins": [{"type": "holds"}, {"type": "bad"}]}))
+    network = cni.CNINetwork(str(conf), [str(bin_dir)], str(tmp_path / "cache"), 5)
+    with pytest.raises(cni.PluginError, match=r"try again \(CNI error code 11\); undoing it failed too") as raised:
+        network.add(POD, "/proc/1/ns/net", {"portMappings": [{"hostPort": 8080}]})
+    assert "StopPodSandbox or RemovePodSandbox" in raised.value.message
+    assert network.has_cache(POD.sandbox_id)
+    kept = network.cached_result(POD.sandbox_id)
+    assert kept == {"network": "fake", "result": {"ips": [{"address": "10.9.0.7/24"}]}}
+    network.delete(POD, "", {})  # the sandbox's StopPodSandbox: DEL again, with ADD's capabilities
+    assert not network.has_cache(POD.sandbox_id)
+    assert calls.read_text().split() == ["holds", "ADD", "holds", "DEL", "holds", "DEL"]
+
+
 def test_a_plugin_that_hangs_times_out(tmp_path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
