@@ -421,7 +421,7 @@ class DockerClient:
         auth: dict[str, str] | None,
         progress_deadline: float,
         on_message: Callable[[dict[str, Any]], None],
-        register_cancel: Callable[[Callable[[], None]], None],
+        register_cancel: Callable[[Callable[[], None]], bool],
     ) -> None:
         """Pull, handing every progress message to `on_message`.
 
@@ -442,7 +442,7 @@ class DockerClient:
     def follow_events(
         self,
         on_event: Callable[[dict[str, Any]], None],
-        register_cancel: Callable[[Callable[[], None]], None],
+        register_cancel: Callable[[Callable[[], None]], bool],
         actions: tuple[str, ...],
         since: float | None = None,
     ) -> None:
@@ -457,7 +457,7 @@ class DockerClient:
         DOCKER_EVENTS_KEPT, and only the whole count tells whether older ones fell out."""
         logged: list[dict[str, Any]] = []
         self._json_stream("read Docker's recent events", "GET", _events_path(None, since, until), {},
-                          self._timeout, logged.append, lambda cancel: None)
+                          self._timeout, logged.append, lambda cancel: True)
         return logged
 
     def catch_up(self) -> None:
@@ -471,7 +471,7 @@ class DockerClient:
         headers: dict[str, str],
         timeout: float | None,
         on_message: Callable[[dict[str, Any]], None],
-        register_cancel: Callable[[Callable[[], None]], None],
+        register_cancel: Callable[[Callable[[], None]], bool],
         timed_out: str = "Docker went quiet",
     ) -> None:
         """A streamed JSON answer read on a connection of our own, so it can time out and be aborted.
@@ -491,7 +491,8 @@ class DockerClient:
                     connection.shutdown(socket.SHUT_RDWR)
 
             try:
-                register_cancel(cancel)
+                if not register_cancel(cancel):  # the call ended before its request went out
+                    cancel()
                 connection.sendall(request_bytes(method, f"/v{self._api_version}{path}", headers=headers))
                 reader = ResponseReader()
                 head = _read_head(connection, reader)

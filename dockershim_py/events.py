@@ -13,6 +13,7 @@ index is stale and every request goes to Docker, so a stale index never answers.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -313,6 +314,9 @@ class IndexedDockerClient(DockerClient):
         self._dirty: dict[str, _Dirty] = {}  # containers an event named, not yet re-read as it said
         self._busy: collections.Counter[str] = collections.Counter()  # containers the shim is changing now
         self._sequence = itertools.count(1)
+        # Fetches under way, by a sequence number drawn before any of theirs: the marks of removed
+        # containers in _applied must outlive every fetch that began before the removal.
+        self._fetches: collections.Counter[int] = collections.Counter()
         self._fresh = False
         self._last_event_ns = 0  # Docker's time of the newest event the index has taken in
         self._stopping = threading.Event()
@@ -364,10 +368,9 @@ class IndexedDockerClient(DockerClient):
             self._stopping.wait(backoff)
             backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
 
-    def _set_cancel(self, cancel: Callable[[], None]) -> None:
+    def _set_cancel(self, cancel: Callable[[], None]) -> bool:
         self._cancel_stream = cancel
-        if self._stopping.is_set():
-            cancel()
+        return not self._stopping.is_set()
 
     def _resync_periodically(self) -> None:
         """The safety net: a full list now and then, in case an event was ever missed."""
@@ -404,20 +407,35 @@ class IndexedDockerClient(DockerClient):
     def resync(self, reason: str = "periodic") -> None:
         """Everything Docker lists, into the index; `reason` only counts it (start, reconnect, periodic,
         catch-up)."""
-        sequence = next(self._sequence)
-        if not self._last_event_ns:  # events from before this list are in it
-            self._last_event_ns = time.time_ns() - 1_000_000_000
-        listed = {entry["Id"]: listing_of_entry(entry) for entry in super().list_containers({})}
-        with self._index_lock:
-            for container_id in set(self._entries) | set(listed):
-                if self._applied.get(container_id, 0) < sequence:
-                    self._store(container_id, listed.get(container_id), sequence, keep_inspect=True)
-            # Containers gone as of this list need no guard against older fetches any more.
-            for container_id in [cid for cid, applied in self._applied.items()
-                                 if applied < sequence and cid not in self._entries and cid not in self._dirty]:
-                del self._applied[container_id]
-            self._fresh = True
+        with self._fetch() as sequence:
+            if not self._last_event_ns:  # events from before this list are in it
+                self._last_event_ns = time.time_ns() - 1_000_000_000
+            listed = {entry["Id"]: listing_of_entry(entry) for entry in super().list_containers({})}
+            with self._index_lock:
+                for container_id in set(self._entries) | set(listed):
+                    if self._applied.get(container_id, 0) < sequence:
+                        self._store(container_id, listed.get(container_id), sequence, keep_inspect=True)
+                # Containers gone before every fetch under way began need no guard against them any more.
+                oldest = min(self._fetches)
+                for container_id in [cid for cid, applied in self._applied.items()
+                                     if applied < oldest and cid not in self._entries and cid not in self._dirty]:
+                    del self._applied[container_id]
+                self._fresh = True
         telemetry.INDEX_RESYNCS.labels(reason).inc()
+
+    @contextlib.contextmanager
+    def _fetch(self) -> Iterator[int]:
+        """A sequence number older than any the fetches and stores inside draw, counted as under way."""
+        with self._index_lock:
+            sequence = next(self._sequence)
+            self._fetches[sequence] += 1
+        try:
+            yield sequence
+        finally:
+            with self._index_lock:
+                self._fetches[sequence] -= 1
+                if not self._fetches[sequence]:
+                    del self._fetches[sequence]
 
     def catch_up(self) -> None:
         """Take in the events Docker logged before now that the stream has not brought yet.
@@ -497,7 +515,8 @@ class IndexedDockerClient(DockerClient):
         with self._index_lock:
             dirty = dict(self._dirty)
         if dirty:
-            self._apply(dirty, self._listed(dirty))
+            with self._fetch():
+                self._apply(dirty, self._listed(dirty))
 
     def _reread_in_background(self) -> None:
         """The refresher's re-read: by inspect, which answers for the list entry and the status calls
@@ -505,10 +524,13 @@ class IndexedDockerClient(DockerClient):
         for when it is done, which marks them again."""
         with self._index_lock:
             dirty = {container_id: mark for container_id, mark in self._dirty.items() if container_id not in self._busy}
-        if len(dirty) > INSPECTED_REFRESH_MAX:
-            self._apply(dirty, self._listed(dirty))
-        elif dirty:
-            self._apply(dirty, {container_id: self._inspect_listing(container_id) for container_id in dirty})
+        if not dirty:
+            return
+        with self._fetch():
+            if len(dirty) > INSPECTED_REFRESH_MAX:
+                self._apply(dirty, self._listed(dirty))
+            else:
+                self._apply(dirty, {container_id: self._inspect_listing(container_id) for container_id in dirty})
 
     def _listed(self, dirty: dict[str, _Dirty]) -> dict[str, tuple[int, dict[str, Any] | None, None]]:
         sequence = next(self._sequence)
@@ -532,7 +554,8 @@ class IndexedDockerClient(DockerClient):
                 mark = self._dirty.get(container_id)
                 if mark is None or (mark is not asked and mark.marked > sequence):
                     continue  # settled meanwhile, or marked again since this fetch began
-                if mark.settled(entry) or now > mark.give_up_at:
+                # By what the index now holds: a newer fetch's entry, when that one was stored instead.
+                if mark.settled(self._entries.get(container_id)) or now > mark.give_up_at:
                     del self._dirty[container_id]
                     if inspect is not None and self._applied.get(container_id) == sequence:
                         self._inspects[container_id] = inspect  # the status calls after a change ask it
@@ -673,8 +696,9 @@ class IndexedDockerClient(DockerClient):
 
     def _reread(self, container_id: str, mark: _Dirty) -> dict[str, Any] | None:
         """Inspect a marked container into the index; its inspect, None when it is gone."""
-        fetched = self._inspect_listing(container_id)
-        self._apply({container_id: mark}, {container_id: fetched})
+        with self._fetch():
+            fetched = self._inspect_listing(container_id)
+            self._apply({container_id: mark}, {container_id: fetched})
         return fetched[2]
 
     def inspect_image(self, reference: str) -> dict[str, Any]:
@@ -794,9 +818,10 @@ class ContainerEvents:
         self._containers = containers
         hub.start(self._response)
 
-    def follow(self, register_cancel: Callable[[Callable[[], None]], None]) -> Iterator[api.ContainerEventResponse]:
+    def follow(self, register_cancel: Callable[[Callable[[], None]], bool]) -> Iterator[api.ContainerEventResponse]:
         subscription = self._hub.subscribe()
-        register_cancel(subscription.close)
+        if not register_cancel(subscription.close):  # cancelled while it waited for a worker
+            subscription.close()
         yield from subscription
         if subscription.dropped:
             raise CRIError(

@@ -246,7 +246,7 @@ class ImageService:
         self,
         reference: str,
         auth: api.AuthConfig | None,
-        register_cancel: Callable[[Callable[[], None]], None],
+        register_cancel: Callable[[Callable[[], None]], bool],
     ) -> str:
         parsed = image_reference.parse(reference)
         credentials = auth_from_request(auth) or auth_from_docker_configs(

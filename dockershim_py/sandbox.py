@@ -280,7 +280,7 @@ class SandboxService:
         self,
         config: api.PodSandboxConfig,
         runtime_handler: str,
-        register_cancel: Callable[[Callable[[], None]], None],
+        register_cancel: Callable[[Callable[[], None]], bool],
     ) -> str:
         """Create and start the pause container; on any failure nothing is left behind but, when the
         CNI DEL that undid a failed ADD failed too, the checkpoint through which a stop retries it."""
@@ -341,7 +341,7 @@ class SandboxService:
     def _cgroup_driver(self) -> str:
         return self._docker.info().get("CgroupDriver") or "cgroupfs"
 
-    def _ensure_sandbox_image(self, register_cancel: Callable[[Callable[[], None]], None]) -> None:
+    def _ensure_sandbox_image(self, register_cancel: Callable[[Callable[[], None]], bool]) -> None:
         image = self._config.pod_infra_container_image
         if self._image_present(image):
             return

@@ -1,5 +1,6 @@
 """The pure parts of the event-fed index: filter semantics and subscriber fan-out."""
 
+import threading
 import time
 
 import grpc
@@ -8,9 +9,10 @@ import pytest
 from dockershim_py import events
 from dockershim_py.errors import CRIError
 from dockershim_py.events import (
-    LISTING_FIELDS, SUBSCRIBER_QUEUE, ContainerChange, ConvertedEntries, EventHub, listing_of_entry, listing_of_inspect,
-    entry_filter,
+    LISTING_FIELDS, SUBSCRIBER_QUEUE, ContainerChange, ContainerEvents, ConvertedEntries, EventHub, listing_of_entry,
+    listing_of_inspect, entry_filter,
 )
+from dockershim_py.grpc_transport import CallContext
 
 ENTRY = {"Id": "abcdef0123456789", "State": "running", "Labels": {"io.kubernetes.docker.type": "container", "app": "web"}}
 
@@ -68,6 +70,21 @@ def test_every_subscriber_hears_every_change_in_order_built_once() -> None:
     assert built == [f"c{n}" for n in range(5)]
     assert [c.container_id for c in first] == [f"c{n}" for n in range(5)]
     assert [c.container_id for c in second] == [f"c{n}" for n in range(5)]
+
+
+def test_a_subscription_cancelled_before_its_handler_ran_ends_at_once() -> None:
+    """A client that went away while GetContainerEvents waited for a worker: the worker does not
+    wait for the next event, and no subscriber is left behind."""
+    hub = EventHub()
+    events = ContainerEvents(hub, sandboxes=None, containers=None)
+    context = CallContext([], None, "test")
+    context.finish(cancelled=True)
+    stream = events.follow(context.add_callback)
+    ended: list[object] = []
+    worker = threading.Thread(target=lambda: ended.append(next(stream, "ended")), daemon=True)
+    worker.start()
+    worker.join(2)
+    assert ended == ["ended"] and hub._subscribers == []
 
 
 def test_a_slow_subscriber_is_dropped_without_blocking_the_others() -> None:
@@ -196,6 +213,48 @@ def fresh_index(monkeypatch, states: dict[str, str]) -> tuple[events.IndexedDock
     assert docker.asked == ["list"] and index.fresh
     docker.asked.clear()
     return index, docker
+
+
+def test_an_older_inspect_does_not_settle_a_mark_that_a_newer_list_left_unsettled(monkeypatch) -> None:
+    """The refresher's inspect of a dying container waits; a relist meanwhile stores Docker's list,
+    which still says running. The inspect's exit, older than that list, is not stored, and it must not
+    clear the mark either: the index would answer running with nothing left to correct it."""
+    index, docker = fresh_index(monkeypatch, {"c1": "running"})
+    index._on_event({"Type": "container", "Action": "die", "id": "c1"})
+    inspect = docker.inspected
+
+    def slow_inspect(container_id: str) -> dict:
+        assert [entry["State"] for entry in index.list_containers({})] == ["running"]  # Docker's list lags
+        docker.states["c1"] = "exited"
+        return inspect(container_id)
+
+    docker.inspected = slow_inspect
+    index._reread_in_background()
+    docker.inspected = inspect
+    assert "c1" in index._dirty  # still to be confirmed
+    index._reread_in_background()  # the refresher's next round
+    assert [entry["State"] for entry in index.list_containers({})] == ["exited"] and not index._dirty
+
+
+def test_a_fetch_that_began_before_a_removal_cannot_bring_the_container_back(monkeypatch) -> None:
+    """A resync between the destroy and the late answer keeps the destroy's guard while that fetch is out."""
+    index, docker = fresh_index(monkeypatch, {"c1": "running"})
+    index._on_event({"Type": "container", "Action": "update", "id": "c1"})
+    inspect = docker.inspected
+
+    def answer_then_removed(container_id: str) -> dict:
+        answer = inspect(container_id)  # Docker answered while c1 still existed
+        del docker.states["c1"]
+        index._on_event({"Type": "container", "Action": "destroy", "id": "c1"})
+        index.resync("reconnect")
+        return answer
+
+    docker.inspected = answer_then_removed
+    index._reread_in_background()
+    docker.inspected = inspect
+    assert index.list_containers({}) == []
+    index.resync()  # with no fetch under way, the removed container's guard goes
+    assert "c1" not in index._applied and index.list_containers({}) == []
 
 
 def test_a_container_docker_still_shows_as_before_its_event_is_not_asked_about_by_every_read(monkeypatch) -> None:
