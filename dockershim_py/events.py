@@ -318,6 +318,7 @@ class IndexedDockerClient(DockerClient):
         # containers in _applied must outlive every fetch that began before the removal.
         self._fetches: collections.Counter[int] = collections.Counter()
         self._fresh = False
+        self._outages = 0  # event stream outages so far: a list begun before one must not make the index fresh
         self._last_event_ns = 0  # Docker's time of the newest event the index has taken in
         self._stopping = threading.Event()
         self._dirty_signal = threading.Event()
@@ -362,6 +363,7 @@ class IndexedDockerClient(DockerClient):
                 if not self._stopping.is_set():
                     log.info("Docker's event stream is down (%s); listing from Docker until it is back", exc.message)
             self._fresh = False
+            self._outages += 1
             with self._index_lock:
                 self._inspects.clear()  # changes during the outage may show in an inspect alone
             self._forget_images()
@@ -407,6 +409,7 @@ class IndexedDockerClient(DockerClient):
     def resync(self, reason: str = "periodic") -> None:
         """Everything Docker lists, into the index; `reason` only counts it (start, reconnect, periodic,
         catch-up)."""
+        outages = self._outages
         with self._fetch() as sequence:
             if not self._last_event_ns:  # events from before this list are in it
                 self._last_event_ns = time.time_ns() - 1_000_000_000
@@ -420,7 +423,8 @@ class IndexedDockerClient(DockerClient):
                 for container_id in [cid for cid, applied in self._applied.items()
                                      if applied < oldest and cid not in self._entries and cid not in self._dirty]:
                     del self._applied[container_id]
-                self._fresh = True
+                if self._outages == outages:  # no events were lost while it listed
+                    self._fresh = True
         telemetry.INDEX_RESYNCS.labels(reason).inc()
 
     @contextlib.contextmanager

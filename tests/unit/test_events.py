@@ -257,6 +257,24 @@ def test_a_fetch_that_began_before_a_removal_cannot_bring_the_container_back(mon
     assert "c1" not in index._applied and index.list_containers({}) == []
 
 
+def test_a_resync_that_the_event_stream_dropped_under_leaves_the_index_stale(monkeypatch) -> None:
+    """Events of the outage are missing from what it took in: reads go to Docker until the reconnect's resync."""
+    index, docker = fresh_index(monkeypatch, {"c1": "running"})
+    listed = docker.listed
+
+    def list_as_the_stream_drops(filters: dict) -> list[dict]:
+        answer = listed(filters)
+        index._fresh, index._outages = False, index._outages + 1  # what the event thread does then
+        return answer
+
+    docker.listed = list_as_the_stream_drops
+    index.resync("periodic")
+    assert not index.fresh
+    docker.listed = listed
+    index.resync("reconnect")
+    assert index.fresh
+
+
 def test_a_container_docker_still_shows_as_before_its_event_is_not_asked_about_by_every_read(monkeypatch) -> None:
     """Docker may report an exit before it shows it; reads then answer as Docker did, the refresher re-asks."""
     index, docker = fresh_index(monkeypatch, {"c1": "running"})
