@@ -55,6 +55,9 @@ FOLLOWED_ACTIONS = CONTAINER_ACTIONS + IMAGE_ACTIONS + (COMMIT_ACTION,)
 # What the kubelet's evented PLEG hears, from Docker's actions.
 LIFECYCLE_ACTIONS = {"create": "created", "start": "started", "die": "stopped", "destroy": "deleted"}
 SUBSCRIBER_QUEUE = 1024
+# Resyncs after Docker's events may have been lost (its stream was down, or its log overflowed):
+# the changes they find are told to GetContainerEvents subscribers, who would otherwise miss them.
+RESYNCS_AFTER_LOST_EVENTS = frozenset({"reconnect", "catch-up"})
 IMAGE_INSPECTS_KEPT = 256
 
 
@@ -109,6 +112,25 @@ class ContainerChange:
     kind: str  # created, started, stopped or deleted
     attributes: dict[str, str]  # the container's labels, its name and image, as Docker reports them
     at_ns: int
+
+
+def changes_between(container_id: str, before: dict[str, Any] | None, after: dict[str, Any] | None,
+                    at_ns: int) -> list[ContainerChange]:
+    """The lifecycle changes that took a container from one list entry to the next, in order: what
+    GetContainerEvents subscribers missed while Docker's event stream was down."""
+    running_before = before is not None and before.get("State") == "running"
+    running_after = after is not None and after.get("State") == "running"
+    kinds = []
+    if before is None and after is not None:
+        kinds.append("created")
+    if running_after and not running_before:
+        kinds.append("started")
+    if running_before and not running_after:
+        kinds.append("stopped")
+    if before is not None and after is None:
+        kinds.append("deleted")
+    labels_of = (after or before or {}).get("Labels") or {}
+    return [ContainerChange(container_id, kind, dict(labels_of), at_ns) for kind in kinds]
 
 
 INDEXED_FILTERS = {"label", "id", "status"}
@@ -414,9 +436,13 @@ class IndexedDockerClient(DockerClient):
             if not self._last_event_ns:  # events from before this list are in it
                 self._last_event_ns = time.time_ns() - 1_000_000_000
             listed = {entry["Id"]: listing_of_entry(entry) for entry in super().list_containers({})}
+            missed: list[ContainerChange] = []
             with self._index_lock:
                 for container_id in set(self._entries) | set(listed):
                     if self._applied.get(container_id, 0) < sequence:
+                        if reason in RESYNCS_AFTER_LOST_EVENTS:
+                            missed += changes_between(container_id, self._entries.get(container_id),
+                                                      listed.get(container_id), time.time_ns())
                         self._store(container_id, listed.get(container_id), sequence, keep_inspect=True)
                 # Containers gone before every fetch under way began need no guard against them any more.
                 oldest = min(self._fetches)
@@ -425,6 +451,8 @@ class IndexedDockerClient(DockerClient):
                     del self._applied[container_id]
                 if self._outages == outages:  # no events were lost while it listed
                     self._fresh = True
+        for change in missed:
+            self.events.publish(change)
         telemetry.INDEX_RESYNCS.labels(reason).inc()
 
     @contextlib.contextmanager

@@ -173,7 +173,8 @@ def test_sandbox_lifecycle_events_carry_the_sandbox_status(shim, docker_api) -> 
 
 
 def test_the_index_is_right_after_a_docker_restart(start_shim, private_dockerd, docker_api) -> None:
-    """dockerd restarts without live-restore stop every container: the lists must say so."""
+    """dockerd restarts without live-restore stop every container: the lists must say so, and a
+    GetContainerEvents subscriber hears that the container stopped."""
 
     daemon = docker.APIClient(base_url=private_dockerd.endpoint, version="1.41", timeout=120)
     for image in (PAUSE, BUSYBOX):  # the private daemon cannot reach the registries: load them
@@ -193,6 +194,8 @@ def test_the_index_is_right_after_a_docker_restart(start_shim, private_dockerd, 
     ), timeout=60).container_id
     shim.runtime.StartContainer(api.StartContainerRequest(container_id=container_id), timeout=60)
     assert_lists_match(shim.runtime, daemon, "dspy-restart", sandbox_id)
+    events, call = _subscribe(shim.runtime)
+    time.sleep(0.5)  # the stream is open
 
     private_dockerd.stop()
     private_dockerd.start()
@@ -207,6 +210,9 @@ def test_the_index_is_right_after_a_docker_restart(start_shim, private_dockerd, 
     assert_lists_match(shim.runtime, daemon, "dspy-restart", sandbox_id)
     status = shim.runtime.ContainerStatus(api.ContainerStatusRequest(container_id=container_id), timeout=10)
     assert status.status.state == api.CONTAINER_EXITED
+    heard = [event.container_event_type for event in _events_for(events, container_id, 1)]
+    call.cancel()
+    assert heard == [api.CONTAINER_STOPPED_EVENT]
     for call, request in ((shim.runtime.StopPodSandbox, api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id)),
                           (shim.runtime.RemovePodSandbox, api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id))):
         call(request, timeout=60)

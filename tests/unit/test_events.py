@@ -275,6 +275,38 @@ def test_a_resync_that_the_event_stream_dropped_under_leaves_the_index_stale(mon
     assert index.fresh
 
 
+@pytest.mark.parametrize("before, after, kinds", [
+    (None, "created", ["created"]),
+    (None, "running", ["created", "started"]),
+    (None, "exited", ["created"]),
+    ("created", "running", ["started"]),
+    ("running", "exited", ["stopped"]),
+    ("running", None, ["stopped", "deleted"]),
+    ("exited", None, ["deleted"]),
+    ("running", "running", []),
+    ("exited", "exited", []),
+])
+def test_the_changes_between_two_list_entries(before, after, kinds) -> None:
+    entry = lambda state: None if state is None else {**LISTED, "State": state}  # noqa: E731
+    changes = events.changes_between("c1", entry(before), entry(after), at_ns=7)
+    assert [change.kind for change in changes] == kinds
+    assert all(change.attributes == LISTED["Labels"] and change.at_ns == 7 for change in changes)
+
+
+def test_a_resync_after_the_event_stream_was_down_tells_subscribers_what_changed(monkeypatch) -> None:
+    index, docker = fresh_index(monkeypatch, {"c1": "running", "c2": "running"})
+    told: list[tuple[str, str]] = []
+    index.events.publish = lambda change: told.append((change.container_id, change.kind))
+    docker.states.update(c1="exited", c3="running")
+    del docker.states["c2"]
+    index.resync("periodic")  # events flow: they tell of these changes themselves
+    assert told == []
+    docker.states.update(c1="running", c4="created")
+    del docker.states["c3"]
+    index.resync("reconnect")
+    assert sorted(told) == [("c1", "started"), ("c3", "deleted"), ("c3", "stopped"), ("c4", "created")]
+
+
 def test_a_container_docker_still_shows_as_before_its_event_is_not_asked_about_by_every_read(monkeypatch) -> None:
     """Docker may report an exit before it shows it; reads then answer as Docker did, the refresher re-asks."""
     index, docker = fresh_index(monkeypatch, {"c1": "running"})
