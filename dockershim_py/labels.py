@@ -35,8 +35,12 @@ INTERNAL_LABELS = frozenset({
 
 
 def make_labels(labels: Mapping[str, str], annotations: Mapping[str, str]) -> dict[str, str]:
-    """CRI labels as they are, annotations under the `annotation.` prefix."""
-    merged = dict(labels)
+    """CRI labels as they are, annotations under the `annotation.` prefix.
+
+    A caller's label with an internal label's key is left out: the shim sets those, and one it
+    does not set (a container's log path when it has none) must not be the caller's to choose.
+    """
+    merged = {key: value for key, value in labels.items() if key not in INTERNAL_LABELS}
     for key, value in annotations.items():
         merged[ANNOTATION_PREFIX + key] = value
     return merged

@@ -52,6 +52,20 @@ def test_format_streams_and_partial_lines(pod: Pod) -> None:
     assert pod.log_directory.joinpath("format/0.log").exists()  # the kubelet removes logs, not the runtime
 
 
+def test_a_label_cannot_choose_where_the_log_goes(pod: Pod, tmp_path: Path) -> None:
+    """With no log_path the container has no CRI log; a label naming one is the caller's, not the shim's."""
+    target = tmp_path / "not-a-log"
+    target.write_text("kept\n")
+    config = pod.container_config("forged", ["echo", "written"], log_path="",
+                                  labels={"io.kubernetes.container.logpath": str(target)})
+    container_id = pod.create(config)
+    pod.start(container_id)
+    pod.exited(container_id)
+    assert target.read_text() == "kept\n"
+    assert "io.kubernetes.container.logpath" not in pod.docker.inspect_container(container_id)["Config"]["Labels"]
+    pod.remove(container_id)
+
+
 def test_reopen_after_rotation_loses_no_line(pod: Pod) -> None:
     count = 3000
     container_id = pod.run("rotating", numbered(count, pause_every=30))

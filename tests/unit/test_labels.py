@@ -39,6 +39,17 @@ def test_internal_labels_do_not_override_the_type() -> None:
     assert docker_labels["io.kubernetes.docker.type"] == "podsandbox"
 
 
+def test_a_callers_internal_labels_are_left_out() -> None:
+    """A log path the caller names would have the shim (root) append the container's output to any file."""
+    forged = {"io.kubernetes.container.logpath": "/etc/passwd", "io.kubernetes.sandbox.id": "other",
+              "io.kubernetes.dockershim-py.runtime-handler": "runsc",
+              "io.kubernetes.dockershim-py.user-specified-image": "forged", "app": "web"}
+    assert labels.container_labels(forged, {}, "sandbox-id") == {
+        "app": "web", "io.kubernetes.docker.type": "container", "io.kubernetes.sandbox.id": "sandbox-id"}
+    assert labels.sandbox_labels(forged, {}) == {
+        "app": "web", "io.kubernetes.docker.type": "podsandbox", "io.kubernetes.container.name": "POD"}
+
+
 def test_extract_round_trips_and_hides_internal_labels() -> None:
     cri_labels = {"app": "web", "io.kubernetes.pod.name": "web-0"}
     cri_annotations = {"kubernetes.io/config.source": "api", "empty": ""}
