@@ -47,6 +47,9 @@ from .security_context import missing_capabilities
 log = logging.getLogger(__name__)
 
 RECOVERY_RETRY_SECONDS = 5.0
+# The longest grace StopContainer asks Docker for (68 years): a pod's terminationGracePeriodSeconds
+# is any int64, but Docker's stop time and the wait for its answer overflow past about 9e9 s.
+STOP_GRACE_MAX_SECONDS = 2**31 - 1
 _CONTAINER_ID = re.compile(r"[0-9a-f]{1,64}")
 
 
@@ -208,7 +211,7 @@ class ContainerService:
             return
         full_id = inspect["Id"]
         try:
-            self._docker.stop_container(full_id, max(int(timeout), 0))
+            self._docker.stop_container(full_id, min(max(int(timeout), 0), STOP_GRACE_MAX_SECONDS))
         except CRIError as exc:
             if exc.code != grpc.StatusCode.NOT_FOUND:
                 raise

@@ -105,6 +105,15 @@ def test_stop_waits_the_grace_period_then_kills(pod: Pod) -> None:
         pod.remove(container_id)
 
 
+def test_a_grace_period_of_any_length_is_waited(pod: Pod) -> None:
+    """terminationGracePeriodSeconds is an int64: one past what a socket timeout can hold still stops."""
+    trapped = pod.run("patient", ["sh", "-c", "trap 'exit 7' TERM; while true; do sleep 0.1; done"])
+    time.sleep(0.3)
+    pod.runtime.StopContainer(api.StopContainerRequest(container_id=trapped, timeout=2**62), timeout=30)
+    assert pod.status(trapped).exit_code == 7
+    pod.remove(trapped)
+
+
 @pytest.mark.parametrize(
     ("command", "exit_code", "reason"),
     [(["sh", "-c", "exit 0"], 0, "Completed"), (["sh", "-c", "exit 3"], 3, "Error")],
