@@ -304,7 +304,10 @@ def create_body(
     if security.user:
         body["User"] = security.user
     if config.stop_signal:
-        body["StopSignal"] = api.Signal.Name(config.stop_signal)
+        try:
+            body["StopSignal"] = api.Signal.Name(config.stop_signal)
+        except ValueError:
+            raise invalid_argument(f"stop_signal {config.stop_signal} is not one of the CRI's signals") from None
     return body
 
 

@@ -25,6 +25,38 @@ from .list_streams import batches
 Response = TypeVar("Response")
 
 
+def nul_byte_field(message: Message, path: str = "") -> str | None:
+    """The first string or bytes field (or map key or value) holding a NUL byte, as a dotted path;
+    None when none does.
+
+    No path, argument, variable or label Docker or the kernel takes can hold one, and Python's
+    file calls raise ValueError, not OSError, on it.
+    """
+    for field, value in message.ListFields():
+        name = f"{path}{field.name}"
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                if "\0" in key or (isinstance(item, str) and "\0" in item):
+                    return f"{name}[{key!r}]"
+                if isinstance(item, Message) and (found := nul_byte_field(item, f"{name}[{key!r}].")):
+                    return found
+        elif field.type in (field.TYPE_STRING, field.TYPE_BYTES):  # bytes: an env value
+            for position, item in enumerate(value if field.is_repeated else [value]):
+                if ("\0" if isinstance(item, str) else b"\0") in item:
+                    return f"{name}[{position}]" if field.is_repeated else name
+        elif field.type == field.TYPE_MESSAGE:
+            for position, item in enumerate(value if field.is_repeated else [value]):
+                prefix = f"{name}[{position}]." if field.is_repeated else f"{name}."
+                if found := nul_byte_field(item, prefix):
+                    return found
+    return None
+
+
+def refuse_nul_bytes(request: Message) -> None:
+    if (field := nul_byte_field(request)) is not None:
+        raise invalid_argument(f"{field} holds a NUL byte")
+
+
 def filter_of(request: Message) -> Message | None:
     """The request's filter, or None when it sets nothing.
 
@@ -111,6 +143,7 @@ class RuntimeServiceAdapter(Adapter):
     def RunPodSandbox(self, request: api.RunPodSandboxRequest, context: grpc.ServicerContext) -> api.RunPodSandboxResponse:
         if not request.HasField("config") or not request.config.HasField("metadata"):
             raise invalid_argument("RunPodSandbox needs config.metadata (name, namespace, uid, attempt)")
+        refuse_nul_bytes(request)
         sandbox_id = self._sandboxes.run(request.config, request.runtime_handler, context.add_callback)
         return api.RunPodSandboxResponse(pod_sandbox_id=sandbox_id)
 
@@ -147,6 +180,7 @@ class RuntimeServiceAdapter(Adapter):
     ) -> api.CreateContainerResponse:
         if not request.config.HasField("metadata") or not request.sandbox_config.HasField("metadata"):
             raise invalid_argument("CreateContainer needs config.metadata and sandbox_config.metadata")
+        refuse_nul_bytes(request)
         container_id = self._containers.create(request.pod_sandbox_id, request.config, request.sandbox_config)
         return api.CreateContainerResponse(container_id=container_id)
 

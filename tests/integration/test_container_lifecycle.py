@@ -215,8 +215,13 @@ def test_create_refusals(pod: Pod) -> None:
         "badcap", linux=api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(
             capabilities=api.Capability(add_capabilities=["WIZARDRY"])))))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "WIZARDRY" in message
+    code, message = rpc_error(pod.create, pod.container_config("badsignal", stop_signal=999))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "stop_signal 999" in message
+    code, message = rpc_error(pod.create, pod.container_config(
+        "nulpath", mounts=[api.Mount(container_path="/data", host_path="/tmp/dspy-nul\0x")]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "config.mounts[0].host_path holds a NUL byte" in message
     assert not [c for c in pod.docker.containers(all=True, filters={"name": f"_{pod.namespace}_"})
-                if "_badcap_" in c["Names"][0] or "_noimage_" in c["Names"][0]]
+                if any(f"_{name}_" in c["Names"][0] for name in ("badcap", "noimage", "badsignal", "nulpath"))]
 
 
 def test_create_replaces_a_created_container_of_the_same_name(pod: Pod) -> None:

@@ -1,9 +1,12 @@
-"""The list calls' filters: an empty one is no filter, as the kubelet's relist means it."""
+"""Request checks of the RuntimeService adapter: list filters (an empty one is no filter, as the
+kubelet's relist means it) and strings holding NUL bytes."""
 
 from __future__ import annotations
 
 from dockershim_py.api import api_pb2 as api
-from dockershim_py.cri.runtime_service import RuntimeServiceAdapter, filter_of
+import pytest
+
+from dockershim_py.cri.runtime_service import RuntimeServiceAdapter, filter_of, nul_byte_field
 
 
 class RecordingService:
@@ -48,3 +51,22 @@ def test_the_kubelets_relist_reaches_the_services_unfiltered() -> None:
     running = api.ContainerFilter(state=api.ContainerStateValue(state=api.CONTAINER_RUNNING))
     runtime.ListContainers(api.ListContainersRequest(filter=running), None)
     assert service.filters == [None, None, None, running]
+
+
+@pytest.mark.parametrize("config, path", [
+    (api.ContainerConfig(mounts=[api.Mount(host_path="/ok"), api.Mount(host_path="/a\0b")]), "config.mounts[1].host_path"),
+    (api.ContainerConfig(log_path="x\0.log"), "config.log_path"),
+    (api.ContainerConfig(command=["sh", "-c\0"]), "config.command[1]"),
+    (api.ContainerConfig(labels={"app": "we\0b"}), "config.labels['app']"),
+    (api.ContainerConfig(envs=[api.KeyValue(key="A", value=b"\0")]), "config.envs[0].value"),
+    (api.ContainerConfig(linux=api.LinuxContainerConfig(resources=api.LinuxContainerResources(
+        unified={"memory.max": "1\0"}))), "config.linux.resources.unified['memory.max']"),
+])
+def test_a_nul_byte_anywhere_is_named(config: api.ContainerConfig, path: str) -> None:
+    assert nul_byte_field(api.CreateContainerRequest(config=config)) == path
+
+
+def test_a_request_without_nul_bytes_passes() -> None:
+    config = api.ContainerConfig(metadata=api.ContainerMetadata(name="app"), command=["sleep", "1"],
+                                 labels={"a": "b"}, mounts=[api.Mount(host_path="/x", container_path="/y")])
+    assert nul_byte_field(api.CreateContainerRequest(pod_sandbox_id="abc", config=config)) is None
