@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,6 +48,7 @@ from .security_context import missing_capabilities
 log = logging.getLogger(__name__)
 
 RECOVERY_RETRY_SECONDS = 5.0
+LOG_RESUME_TRIES = 60  # a started container's log copy, when Docker did not answer right after the start
 # The longest grace StopContainer asks Docker for (68 years): a pod's terminationGracePeriodSeconds
 # is any int64, but Docker's stop time and the wait for its answer overflow past about 9e9 s.
 STOP_GRACE_MAX_SECONDS = 2**31 - 1
@@ -197,9 +199,30 @@ class ContainerService:
             self._logs.forget(full_id)
             raise CRIError(exc.code, f"container {full_id} failed to start: {exc.message}") from exc
         if log_path:
-            started = self._docker.inspect_container(full_id)
-            self._logs.follow(full_id, started.get("LogPath") or "", (started.get("State") or {}).get("Pid") or 0)
+            try:
+                started = self._docker.inspect_container(full_id)
+            except CRIError as exc:  # it runs: a retried start could only be refused, so copy its log later
+                log.warning("container %s started, but Docker did not say where its log is (%s): copying it "
+                            "once Docker answers", full_id[:12], exc.message)
+                self._resume_log_later(full_id)
+            else:
+                self._logs.follow(full_id, started.get("LogPath") or "",
+                                  (started.get("State") or {}).get("Pid") or 0)
         log.info("started container %s", full_id[:12])
+
+    def _resume_log_later(self, container_id: str) -> None:
+        def run() -> None:
+            for _ in range(LOG_RESUME_TRIES):
+                time.sleep(RECOVERY_RETRY_SECONDS)
+                try:
+                    self._resume_log(container_id)
+                    return
+                except CRIError as exc:
+                    log.info("container %s: its log copy waits for Docker: %s", container_id[:12], exc.message)
+            log.error("container %s: Docker did not answer for %.0fs: its log is copied at the next shim start",
+                      container_id[:12], LOG_RESUME_TRIES * RECOVERY_RETRY_SECONDS)
+
+        threading.Thread(target=run, name=f"log-resume-{container_id[:12]}", daemon=True).start()
 
     # --- StopContainer ----------------------------------------------------------------------------
 
