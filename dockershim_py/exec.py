@@ -12,8 +12,11 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
+
+import grpc
 
 from .docker_client import DockerClient, RawStream
 from .errors import CRIError, deadline_exceeded, invalid_argument
@@ -30,6 +33,9 @@ STDOUT, STDERR = 1, 2
 EXIT_CODE_WAIT_SECONDS = 2.0
 # Connecting to dockerd and starting the exec must not take the whole timeout of a probe.
 START_TIMEOUT_SECONDS = 30.0
+# After a start that timed out: how long the exec is watched for a late start, and how often.
+LATE_START_WATCH_SECONDS = 60.0
+LATE_START_POLL_SECONDS = 0.2
 # Longest single wait for output (a command without a timeout may run for ever).
 WAIT_SLICE_SECONDS = 60.0
 
@@ -174,7 +180,12 @@ class ExecService:
         deadline = time.monotonic() + timeout if timeout else None
         exec_id = self._docker.create_exec(container_id, cmd)
         start_timeout = min(START_TIMEOUT_SECONDS, timeout) if timeout else START_TIMEOUT_SECONDS
-        stream = self._docker.start_exec(exec_id, start_timeout)
+        try:
+            stream = self._docker.start_exec(exec_id, start_timeout)
+        except CRIError as exc:
+            if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:  # a busy dockerd may still start it
+                self._kill_when_started(exec_id, container_id)
+            raise
         stdout, stderr = CappedOutput(), CappedOutput()
         try:
             finished = self._copy(stream, stdout, stderr, deadline)
@@ -209,6 +220,30 @@ class ExecService:
                 return True
             for kind, payload in frames.feed(data):
                 (stderr if kind == STDERR else stdout).add(payload)
+
+    def _kill_when_started(self, exec_id: str, container_id: str) -> None:
+        """Docker starts an exec whose caller gave up waiting for it: kill it then, or a probe that
+        timed out on a busy node leaves one more process running each time."""
+
+        def watch() -> None:
+            deadline = time.monotonic() + LATE_START_WATCH_SECONDS
+            while time.monotonic() < deadline:
+                try:
+                    details = self._docker.inspect_exec(exec_id)
+                except CRIError as exc:
+                    if exc.code == grpc.StatusCode.NOT_FOUND:
+                        return  # its container is gone, and the exec with it
+                    details = {}
+                if details.get("Running") and details.get("Pid"):
+                    killed = kill_process_tree(int(details["Pid"]), details.get("ContainerID") or container_id)
+                    log.info("exec %s in %s started after ExecSync gave up: killed %d process(es)",
+                             exec_id[:12], container_id[:12], killed)
+                    return
+                if details.get("ExitCode") is not None:
+                    return  # it ran and ended
+                time.sleep(LATE_START_POLL_SECONDS)
+
+        threading.Thread(target=watch, name=f"exec-late-{exec_id[:12]}", daemon=True).start()
 
     def _kill(self, exec_id: str, container_id: str) -> int:
         try:

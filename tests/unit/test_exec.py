@@ -10,7 +10,14 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dockershim_py.exec import CappedOutput, Demultiplexer, fit_reply, in_container, kill_process_tree, process_tree
+import grpc
+import pytest
+
+from dockershim_py import exec as exec_module
+from dockershim_py.errors import CRIError, deadline_exceeded
+from dockershim_py.exec import (
+    CappedOutput, Demultiplexer, ExecService, fit_reply, in_container, kill_process_tree, process_tree,
+)
 
 
 def frame(stream: int, payload: bytes) -> bytes:
@@ -67,3 +74,40 @@ def test_kill_process_tree_kills_children_that_would_outlive_their_parent(tmp_pa
         if parent.poll() is None:
             os.kill(parent.pid, 9)
             parent.wait()
+
+
+class DockerSlowToStartExecs:
+    """Its exec start times out, and the process starts anyway a moment later (a busy dockerd)."""
+
+    def __init__(self, process: subprocess.Popen, container_id: str) -> None:
+        self.process = process
+        self.container_id = container_id
+        self.inspects = 0
+
+    def create_exec(self, container_id: str, cmd: list[str]) -> str:
+        return "e" * 64
+
+    def start_exec(self, exec_id: str, timeout: float) -> None:
+        raise deadline_exceeded(f"start exec {exec_id}: Docker did not answer in {timeout:g}s")
+
+    def inspect_exec(self, exec_id: str) -> dict:
+        self.inspects += 1
+        if self.inspects < 3:
+            return {"Running": False, "Pid": 0, "ExitCode": None}
+        return {"Running": True, "Pid": self.process.pid, "ContainerID": self.container_id, "ExitCode": None}
+
+
+def test_an_exec_that_starts_after_execsync_gave_up_is_killed(monkeypatch) -> None:
+    monkeypatch.setattr(exec_module, "LATE_START_POLL_SECONDS", 0.01)
+    probe = subprocess.Popen(["sleep", "300"])
+    try:
+        own_cgroup = Path(f"/proc/{probe.pid}/cgroup").read_text().splitlines()[0]
+        docker = DockerSlowToStartExecs(probe, own_cgroup)
+        with pytest.raises(CRIError) as raised:
+            ExecService(docker).exec_sync("c" * 64, ["sleep", "300"], timeout=1)
+        assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert probe.wait(timeout=10) == -9
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+            probe.wait()
