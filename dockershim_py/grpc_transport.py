@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import select
 import socket
 import struct
 import threading
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 
 # A server stream waits for the client to read once this much of it is queued.
 STREAM_BACKLOG_BYTES = 1 << 20
+# A client that takes none of what the server sends for this long is cut off.
+SEND_STALL_SECONDS = 10.0
+# After a failed accept (out of file descriptors): the pause before the next try.
+ACCEPT_RETRY_SECONDS = 0.1
 _PREFIX = struct.Struct(">BI")
 _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 _RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc")]
@@ -55,6 +60,27 @@ def status_headers(code: grpc.StatusCode, message: str) -> list[tuple[bytes, byt
 def _serialized(handler: grpc.RpcMethodHandler, response: Any) -> bytes:
     """As grpcio: a handler without a serializer returns bytes."""
     return handler.response_serializer(response) if handler.response_serializer else response
+
+
+def send_within(sock: socket.socket, data: bytes, stall_seconds: float) -> bool:
+    """Send all of `data` unless the peer takes none of it for `stall_seconds`; False then, or when the
+    connection is gone. Callers hold the connection's lock, which a client that stopped reading
+    would otherwise hold for good, and with it every worker that answers on that connection."""
+    view = memoryview(data)
+    poller = select.poll()
+    try:
+        poller.register(sock, select.POLLOUT)
+    except ValueError:  # closed by the other side of the race: the connection is gone
+        return False
+    while view:
+        try:
+            view = view[sock.send(view, socket.MSG_DONTWAIT):]
+        except BlockingIOError:
+            if not poller.poll(stall_seconds * 1000):
+                return False
+        except OSError:
+            return False
+    return True
 
 
 class _Abort(Exception):
@@ -88,6 +114,9 @@ class CallContext(grpc.ServicerContext):
                 log.exception("a call's termination callback failed")
 
     # --- grpc.ServicerContext ---
+
+    def cancelled(self) -> bool:
+        return self._cancelled
 
     def is_active(self) -> bool:
         if self._cancelled or self._callbacks is None:
@@ -326,11 +355,10 @@ class _Connection:
 
     def _send_locked(self) -> None:
         out = self._http.data_to_send()
-        if out:
-            try:
-                self._socket.sendall(out)
-            except OSError:
-                self.abort()
+        if out and not send_within(self._socket, out, SEND_STALL_SECONDS):
+            log.warning("closing the gRPC connection from %s: it took nothing we sent for %gs",
+                        self._peer, SEND_STALL_SECONDS)
+            self.abort()
 
     def _close(self) -> None:
         with self._lock:
@@ -357,6 +385,7 @@ class GrpcServer:
         self._connections: set[_Connection] = set()
         self._running = 0
         self._numbers = itertools.count(1)
+        self._stopping = threading.Event()
 
     def serve(self, listener: socket.socket, peer_prefix: str) -> None:
         self._listeners.append(listener)
@@ -364,6 +393,7 @@ class GrpcServer:
 
     def stop(self, grace: float) -> None:
         """Refuse new calls, give the open ones `grace` seconds, then cancel what is left."""
+        self._stopping.set()
         for listener in self._listeners:
             try:
                 listener.shutdown(socket.SHUT_RDWR)
@@ -402,8 +432,13 @@ class GrpcServer:
         while True:
             try:
                 sock, address = listener.accept()
-            except OSError:
-                return
+            except OSError as exc:
+                if self._stopping.is_set() or listener.fileno() == -1:
+                    return
+                # Out of file descriptors, or a client gone before it was taken: the next may be fine.
+                log.warning("accepting a gRPC connection failed (%s); trying again", exc)
+                self._stopping.wait(ACCEPT_RETRY_SECONDS)
+                continue
             peer = f"{peer_prefix}:{address[0]}:{address[1]}" if isinstance(address, tuple) else f"{peer_prefix}:"
             connection = _Connection(self, sock, peer)
             with self._lock:
@@ -440,6 +475,13 @@ class GrpcServer:
 
     def _handle(self, connection: _Connection, call: _Call) -> None:
         handler, context = call.handler, call.context
+        if context.cancelled():  # the client reset the stream while the call waited: nobody hears it
+            connection.answer(call, None, grpc.StatusCode.CANCELLED, f"{call.path}: cancelled by the client")
+            return
+        if context.time_remaining() == 0:  # as grpcio, a call past its deadline is not run
+            connection.answer(call, None, grpc.StatusCode.DEADLINE_EXCEEDED,
+                              f"{call.path}: the deadline passed before dockershim-py could take the call")
+            return
         try:
             message = bytes(call.body[_PREFIX.size:])
             request = handler.request_deserializer(message) if handler.request_deserializer else message

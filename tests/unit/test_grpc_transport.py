@@ -12,7 +12,7 @@ import grpc
 import hpack
 import pytest
 
-from dockershim_py import http2, inline
+from dockershim_py import grpc_transport, http2, inline
 from dockershim_py.grpc_transport import GrpcServer, parse_timeout, status_headers
 
 LIMIT = 1 << 20
@@ -233,6 +233,102 @@ def test_a_client_that_hangs_up_mid_call_has_its_calls_cancelled(served) -> None
     while not behaviour.callbacks and time.monotonic() < deadline:
         time.sleep(0.01)
     assert behaviour.callbacks == ["wait ended"]
+
+
+def _ran_echo_handlers(tmp_path: Path, workers: int) -> tuple[GrpcServer, grpc.Channel, list[bytes], threading.Event]:
+    ran: list[bytes] = []
+    release = threading.Event()
+
+    def held(request: bytes, context: grpc.ServicerContext) -> bytes:
+        release.wait(10)
+        return b"released"
+
+    def noted(request: bytes, context: grpc.ServicerContext) -> bytes:
+        ran.append(request)
+        return request
+
+    handlers = {f"/t.Test/{fn.__name__}": grpc.unary_unary_rpc_method_handler(fn, identity, identity)
+                for fn in (held, noted)}
+    server = GrpcServer(handlers, workers=workers, max_message_bytes=LIMIT)
+    return server, serve_on_socket(server, tmp_path)[1], ran, release
+
+
+def test_a_call_whose_deadline_passed_while_it_waited_for_a_worker_is_not_run(tmp_path: Path) -> None:
+    """As grpcio: RunPodSandbox must not make a pod for a kubelet that gave up and asked again."""
+    server, channel, ran, release = _ran_echo_handlers(tmp_path, workers=1)
+    try:
+        holding = channel.unary_unary("/t.Test/held").future(b"")
+        time.sleep(0.2)  # the only worker is taken
+        with pytest.raises(grpc.RpcError) as failure:
+            call(channel, "noted", b"late", timeout=0.3)
+        assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        release.set()
+        assert holding.result(timeout=10) == b"released"
+        assert call(channel, "noted", b"in time", timeout=10) == b"in time"
+        assert ran == [b"in time"]
+    finally:
+        release.set()
+        channel.close()
+        server.stop(0)
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_holds_up_no_other(tmp_path: Path, monkeypatch) -> None:
+    """It floods PINGs and reads none of the answers: once the socket is full, its connection goes."""
+    monkeypatch.setattr(grpc_transport, "SEND_STALL_SECONDS", 0.5)
+    server, channel, _, release = _ran_echo_handlers(tmp_path, workers=2)
+    stalled = socket.socket(socket.AF_UNIX)
+    try:
+        stalled.connect(str(tmp_path / "grpc.sock"))
+        stalled.sendall(http2.PREFACE + http2.frame(http2.SETTINGS, 0, 0))
+        stalled.settimeout(5)
+        pings = http2.frame(http2.PING, 0, 0, b"12345678") * 1000
+        try:
+            for _ in range(200):  # 3.4 MB of PINGs, far more answers than a socket buffer holds
+                stalled.sendall(pings)
+        except OSError:
+            pass  # cut off: what it sent next found the connection gone
+        started = time.monotonic()
+        assert call(channel, "noted", b"other client", timeout=10) == b"other client"
+        assert time.monotonic() - started < 5
+        server.stop(2)
+    finally:
+        release.set()
+        stalled.close()
+        channel.close()
+        server.stop(0)
+
+
+class ListenerThatFailsOnce:
+    """A listening socket whose first accept fails as one does when the process is out of descriptors."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self._listener = listener
+        self._failed = False
+
+    def accept(self) -> tuple[socket.socket, object]:
+        if not self._failed:
+            self._failed = True
+            raise OSError(24, "Too many open files")
+        return self._listener.accept()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._listener, name)
+
+
+def test_a_failed_accept_does_not_stop_the_server_accepting(tmp_path: Path) -> None:
+    server = GrpcServer({"/t.Test/echo": grpc.unary_unary_rpc_method_handler(lambda r, c: r, identity, identity)},
+                        workers=2, max_message_bytes=LIMIT)
+    path = str(tmp_path / "grpc.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(8)
+    server.serve(ListenerThatFailsOnce(listener), "unix")
+    channel = grpc.insecure_channel(f"unix://{path}")
+    try:
+        assert call(channel, "echo", b"accepted", timeout=10) == b"accepted"
+    finally:
+        channel.close()
+        server.stop(0)
 
 
 @pytest.fixture
