@@ -672,7 +672,8 @@ class StatsService:
             for container_id in [key for key, (known, _) in self._known.items()
                                  if key not in listed and not (containers_only and known.sandbox)]:
                 del self._known[container_id]
-            self._built = {key: built for key, built in self._built.items() if key in listed}
+            # A copy (atomic, as the GIL holds): requests add to _built outside the lock meanwhile.
+            self._built = {key: built for key, built in self._built.copy().items() if key in listed}
 
     def _prune(self, now: float) -> None:
         """Forget containers not asked about for a while, so churn under filtered lists cannot grow the cache."""
@@ -681,7 +682,7 @@ class StatsService:
         self._pruned_at = now
         for container_id in [key for key, (_, used) in self._known.items() if now - used > FORGET_AFTER_SECONDS]:
             del self._known[container_id]
-        self._built = {key: built for key, built in self._built.items() if key in self._known}
+        self._built = {key: built for key, built in self._built.copy().items() if key in self._known}
         self._container_attributes.keep_only(set(self._known))
         self._sandbox_attributes.keep_only(set(self._known))
         now_ns = time.monotonic_ns()

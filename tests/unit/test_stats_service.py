@@ -440,3 +440,41 @@ def test_each_pod_lists_its_own_containers_and_the_layers_mountpoint_is_found_on
     assert pods[TwoPods.SANDBOX2].linux.memory.usage_bytes.value == 800_000
     mountpoints = {member.writable_layer.fs_id.mountpoint for pod in pods.values() for member in pod.linux.containers}
     assert mountpoints == set(found)
+
+
+class AddsWhileAsked(set):
+    """A set of listed IDs; each membership test lets a concurrent request store a new container's stats."""
+
+    def __init__(self, items: set[str], built: dict[str, Any]) -> None:
+        super().__init__(items)
+        self.built = built
+
+    def __contains__(self, key: object) -> bool:
+        self.built.setdefault(f"new-{len(self.built)}", None)
+        return super().__contains__(key)
+
+
+def test_a_full_list_forgets_removed_containers_while_other_requests_store_stats(tree: Path) -> None:
+    """Stats are stored outside the lock: rebuilding the store must not trip over a request adding to it."""
+    docker = FakeDocker()
+    stats = service(docker, tree)
+    stats.list_container_stats(None)
+    listed = AddsWhileAsked({SANDBOX, APP}, stats._built)
+    stats._forget_unlisted(listed, containers_only=True)  # RuntimeError: dictionary changed size, before
+    assert APP in stats._built and SIDECAR not in stats._built
+
+
+def test_pruning_forgets_unused_containers_while_other_requests_store_stats(tree: Path) -> None:
+    docker = FakeDocker()
+    stats = service(docker, tree)
+    stats.list_container_stats(None)
+    built = stats._built
+
+    class KnownAddingStats(dict):  # type: ignore[type-arg]
+        def __contains__(self, key: object) -> bool:
+            built.setdefault(f"new-{len(built)}", None)
+            return super().__contains__(key)
+
+    stats._known = KnownAddingStats(stats._known)
+    stats._prune(time.monotonic() + 2 * stats_module.FORGET_AFTER_SECONDS)  # RuntimeError, before
+    assert not stats._known and not stats._built  # every container unused for long enough is forgotten
