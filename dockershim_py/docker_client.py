@@ -511,7 +511,7 @@ class DockerClient:
                     raise _cancelled(what) from exc
                 if isinstance(exc, (socket.timeout, TimeoutError)):
                     raise deadline_exceeded(f"{what}: {timed_out}") from exc
-                if isinstance(exc, OSError):
+                if isinstance(exc, (OSError, ProtocolError)):  # ProtocolError: the answer was cut off
                     raise unavailable(f"{what}: connection to Docker lost: {exc}") from exc
                 raise CRIError(grpc.StatusCode.INTERNAL, f"{what}: unreadable answer from Docker: {exc}") from exc
             finally:

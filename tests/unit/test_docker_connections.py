@@ -29,6 +29,7 @@ class _FakeDocker(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.hang_up_after_answer: set[str] = set()  # paths answered, then the connection closed unannounced
         self.hang_up_before_answer: set[str] = set()  # paths read, then the connection closed unanswered
         self.slow: dict[str, float] = {}
+        self.pull_answer = b""  # what POST /images/create sends as its chunked body before hanging up
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -52,6 +53,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         time.sleep(self.server.slow.get(path, 0))
+        if path == "/v1.41/images/create":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(self.server.pull_answer), self.server.pull_answer))
+            self.close_connection = True  # no last chunk: dockerd went away mid-pull
+            return
         status, answer = _route(self.command, path)
         data = json.dumps(answer).encode() if answer is not None else b""
         self.send_response(status)
@@ -187,6 +195,22 @@ def test_a_slow_answer_is_a_deadline_and_the_next_request_gets_its_own_answer(do
     assert slow.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert client.inspect_container("next") == {"Id": "next"}
     assert server.connections == 2  # not the connection the late answer will arrive on
+
+
+def test_a_pull_cut_off_is_unavailable_and_an_unreadable_progress_message_internal(docker) -> None:
+    server, client = docker
+    heard: list[dict[str, object]] = []
+    server.pull_answer = b'{"status":"Pulling fs layer","id":"abc"}\n'
+    with pytest.raises(CRIError) as cut:
+        client.pull_image("docker.io/library/busybox", "latest", None, 2, heard.append, lambda cancel: True)
+    assert cut.value.code == grpc.StatusCode.UNAVAILABLE  # worth a retry, as any lost connection
+    assert "connection to Docker lost" in cut.value.message
+    assert heard == [{"status": "Pulling fs layer", "id": "abc"}]
+    server.pull_answer = b"{not json\n"
+    with pytest.raises(CRIError) as garbled:
+        client.pull_image("docker.io/library/busybox", "latest", None, 2, heard.append, lambda cancel: True)
+    assert garbled.value.code == grpc.StatusCode.INTERNAL
+    assert "unreadable answer from Docker" in garbled.value.message
 
 
 def test_stop_waits_out_the_grace_period_beyond_the_request_timeout(docker) -> None:
