@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import os
 import re
 from dataclasses import dataclass
+
+from .errors import CRIError, invalid_argument
 
 DEFAULT_ENDPOINT = "unix:///var/run/dockershim.sock"
 DEFAULT_DOCKER_ENDPOINT = "unix:///var/run/docker.sock"
@@ -83,9 +86,13 @@ def _duration(text: str) -> float:
     if not text:
         raise argparse.ArgumentTypeError("empty duration: use e.g. 2m, 90s, 1m30s")
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 2m, 90s, 1m30s")
+        return seconds
     total, number = 0.0, ""
     i = 0
     while i < len(text):
@@ -136,6 +143,47 @@ def _bind_address_or_off(text: str) -> str:
     return _bind_address(text) if text.strip() else ""
 
 
+def parse_endpoint(endpoint: str) -> tuple[str, str]:
+    """("unix", path) or ("tcp", "host:port") from the --container-runtime-endpoint forms."""
+    if endpoint.startswith("unix://"):
+        path = endpoint[len("unix://"):]
+        if not path.startswith("/"):
+            raise invalid_argument(f"endpoint {endpoint!r}: a unix socket path must be absolute")
+        return "unix", path
+    if endpoint.startswith("tcp://"):
+        address = endpoint[len("tcp://"):]
+        host, sep, port = address.rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            raise invalid_argument(f"endpoint {endpoint!r}: expected tcp://host:port")
+        return "tcp", address
+    if endpoint.startswith("/"):
+        return "unix", endpoint
+    raise invalid_argument(f"endpoint {endpoint!r}: expected unix:///path or tcp://host:port")
+
+
+def _docker_endpoint(text: str) -> str:
+    """unix:///path or tcp://host:port, read as the Docker CLI reads DOCKER_HOST: a bare absolute path is
+    a unix socket and a tcp address without a port is on 2375. Checked here, so that a wrong endpoint
+    stops the shim at start rather than failing every later call."""
+    endpoint = text.strip()
+    if endpoint.startswith("/"):
+        endpoint = f"unix://{endpoint}"
+    if endpoint.startswith("unix://"):
+        if not endpoint[len("unix://"):].startswith("/"):
+            raise argparse.ArgumentTypeError(f"invalid Docker endpoint {text!r}: the socket path must be absolute")
+        return endpoint
+    if endpoint.startswith("tcp://"):
+        address = endpoint[len("tcp://"):].rstrip("/")
+        host, colon, port = address.rpartition(":")
+        if not colon or host.endswith(":") or (address.startswith("[") and not host.endswith("]")):
+            host, port = address, "2375"
+        if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise argparse.ArgumentTypeError(f"invalid Docker endpoint {text!r}: use tcp://host:port")
+        return f"tcp://{host}:{port}"
+    raise argparse.ArgumentTypeError(
+        f"invalid Docker endpoint {text!r}: use unix:///var/run/docker.sock or tcp://host:port")
+
+
 def _log_size(text: str) -> str:
     """Docker's log-opt size: a number with an optional k, m or g."""
     if not re.fullmatch(r"[1-9][0-9]*[kmg]?", text.strip().lower()):
@@ -154,7 +202,7 @@ def argument_parser() -> argparse.ArgumentParser:
         help="where the CRI gRPC server listens: unix:///path or tcp://host:port (default %(default)s)",
     )
     parser.add_argument(
-        "--docker-endpoint", default=os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_ENDPOINT,
+        "--docker-endpoint", type=_docker_endpoint, default=os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_ENDPOINT,
         help="Docker Engine API endpoint (default $DOCKER_HOST or %(default)s)",
     )
     parser.add_argument(
@@ -270,6 +318,14 @@ def from_args(argv: list[str] | None = None) -> Config:
     paths = tuple(args.docker_config_paths or DEFAULT_DOCKER_CONFIG_PATHS)
     if not args.docker_config_paths and os.environ.get("DOCKER_CONFIG"):
         paths = (os.path.join(os.environ["DOCKER_CONFIG"], "config.json"),) + paths
+    try:
+        parse_endpoint(args.container_runtime_endpoint)
+    except CRIError as exc:
+        argument_parser().error(f"--container-runtime-endpoint: {exc.message}")
+    if not args.runtime_request_timeout > 0:
+        argument_parser().error("--runtime-request-timeout must be positive")
+    if not args.image_pull_progress_deadline > 0:
+        argument_parser().error("--image-pull-progress-deadline must be positive")
     if args.grpc_workers < 1:
         argument_parser().error("--grpc-workers must be at least 1")
     if args.docker_log_max_files < 2:

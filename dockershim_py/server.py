@@ -15,31 +15,14 @@ from concurrent import futures
 import grpc
 
 from .cri.handlers import Adapter, generic_handlers, inline_paths, method_table
-from .errors import CRIError, invalid_argument
+from .config import parse_endpoint
+from .errors import CRIError
 from .grpc_transport import GrpcServer
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 SOCKET_MODE = 0o660
-
-
-def parse_endpoint(endpoint: str) -> tuple[str, str]:
-    """("unix", path) or ("tcp", "host:port") from the --container-runtime-endpoint forms."""
-    if endpoint.startswith("unix://"):
-        path = endpoint[len("unix://"):]
-        if not path.startswith("/"):
-            raise invalid_argument(f"endpoint {endpoint!r}: a unix socket path must be absolute")
-        return "unix", path
-    if endpoint.startswith("tcp://"):
-        address = endpoint[len("tcp://"):]
-        host, sep, port = address.rpartition(":")
-        if not sep or not port.isdigit() or not host:
-            raise invalid_argument(f"endpoint {endpoint!r}: expected tcp://host:port")
-        return "tcp", address
-    if endpoint.startswith("/"):
-        return "unix", endpoint
-    raise invalid_argument(f"endpoint {endpoint!r}: expected unix:///path or tcp://host:port")
 
 
 def remove_stale_socket(path: str) -> None:

@@ -41,7 +41,7 @@ def test_durations(text: str, seconds: float) -> None:
     assert config._duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["2x", "m", "10m5", ""])
+@pytest.mark.parametrize("text", ["2x", "m", "10m5", "", "nan", "inf"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         config._duration(text)
@@ -61,3 +61,29 @@ def test_cni_flags() -> None:
         "cni", "/etc/x", ("/a", "/b"), "/var/lib/y")
     with pytest.raises(SystemExit):
         config.from_args(["--network-plugin", "kubenet"])
+
+
+@pytest.mark.parametrize("flags", [
+    ["--runtime-request-timeout", "-5"], ["--runtime-request-timeout", "0"],
+    ["--image-pull-progress-deadline", "-1s"], ["--image-pull-progress-deadline", "0"],
+    ["--container-runtime-endpoint", "dockershim.sock"], ["--container-runtime-endpoint", "tcp://127.0.0.1"],
+    ["--docker-endpoint", "docker.sock"], ["--docker-endpoint", "unix://var/run/docker.sock"],
+    ["--docker-endpoint", "ssh://node"], ["--docker-endpoint", "tcp://127.0.0.1:http"],
+])
+def test_settings_every_call_would_fail_with_stop_the_shim_at_start(flags: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        config.from_args(flags)
+
+
+@pytest.mark.parametrize("given, endpoint", [
+    ("unix:///run/docker.sock", "unix:///run/docker.sock"),
+    ("/run/docker.sock", "unix:///run/docker.sock"),  # as the Docker CLI reads DOCKER_HOST
+    ("tcp://127.0.0.1:2376", "tcp://127.0.0.1:2376"),
+    ("tcp://127.0.0.1", "tcp://127.0.0.1:2375"),
+    ("tcp://[::1]", "tcp://[::1]:2375"),
+    ("tcp://[::1]:2376/", "tcp://[::1]:2376"),
+])
+def test_docker_endpoints(given: str, endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert config.from_args(["--docker-endpoint", given]).docker_endpoint == endpoint
+    monkeypatch.setenv("DOCKER_HOST", given)
+    assert config.from_args([]).docker_endpoint == endpoint

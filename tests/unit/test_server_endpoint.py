@@ -5,7 +5,8 @@ import grpc
 import pytest
 
 from dockershim_py.errors import CRIError
-from dockershim_py.server import parse_endpoint, remove_stale_socket
+from dockershim_py.config import parse_endpoint
+from dockershim_py.server import remove_stale_socket
 
 
 @pytest.mark.parametrize(
