@@ -13,7 +13,8 @@ from .errors import invalid_argument
 
 DEFAULT_DOMAIN = "docker.io"
 DEFAULT_TAG = "latest"
-_LEGACY_DOMAINS = {"index.docker.io", "registry-1.docker.io"}
+# The one old name of docker.io that Docker (distribution/reference) rewrites.
+_LEGACY_DOMAIN = "index.docker.io"
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -85,7 +86,7 @@ def parse(text: str) -> ImageReference:
             raise invalid_argument(f"invalid image reference {text!r}: malformed registry {domain!r}")
     else:
         domain, path = DEFAULT_DOMAIN, remainder
-    if domain in _LEGACY_DOMAINS:
+    if domain == _LEGACY_DOMAIN:
         domain = DEFAULT_DOMAIN
     if domain == DEFAULT_DOMAIN and "/" not in path:
         path = f"library/{path}"

@@ -12,6 +12,9 @@ from dockershim_py.errors import CRIError
         ("busybox:1.36", "docker.io/library/busybox:1.36"),
         ("library/busybox", "docker.io/library/busybox:latest"),
         ("index.docker.io/library/busybox:1", "docker.io/library/busybox:1"),
+        # Docker rewrites only index.docker.io: an image pulled by this name is stored under it.
+        ("registry-1.docker.io/library/busybox:1", "registry-1.docker.io/library/busybox:1"),
+        ("index.docker.io/busybox", "docker.io/library/busybox:latest"),
         ("user/app", "docker.io/user/app:latest"),
         ("registry.k8s.io/pause:3.10", "registry.k8s.io/pause:3.10"),
         ("127.0.0.1:5000/dspy/busybox:1.0", "127.0.0.1:5000/dspy/busybox:1.0"),
