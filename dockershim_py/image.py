@@ -49,29 +49,39 @@ def real_tags(tags: Iterable[str] | None) -> list[str]:
     return [tag for tag in (tags or []) if tag and not tag.startswith("<none>")]
 
 
-def is_pinned(tags: Iterable[str], labels: dict[str, str] | None, pinned_references: set[str]) -> bool:
+def pinned_references(sandbox_image: str) -> set[str]:
+    """What a pinned image is known by in Docker: the sandbox image's name, or, given by digest, the
+    `repository@digest` of its RepoDigests (Docker keeps no tag beside a digest)."""
+    reference = image_reference.parse(sandbox_image)
+    if reference.digest:
+        return {f"{reference.repository}@{reference.digest}"}
+    return {str(reference)}
+
+
+def is_pinned(names: Iterable[str], labels: dict[str, str] | None, pinned: set[str]) -> bool:
+    """`names`: the image's RepoTags and RepoDigests."""
     for key, value in (labels or {}).items():
         if PIN_LABELS.get(key) == value:
             return True
-    for tag in tags:
+    for name in names:
         try:
-            if image_reference.normalize(tag) in pinned_references:
+            if image_reference.normalize(name) in pinned:
                 return True
         except CRIError:
             continue
     return False
 
 
-def image_from_inspect(inspect: dict[str, Any], pinned_references: set[str]) -> api.Image:
+def image_from_inspect(inspect: dict[str, Any], pinned: set[str]) -> api.Image:
     config = inspect.get("Config") or {}
-    tags = real_tags(inspect.get("RepoTags"))
+    tags, digests = real_tags(inspect.get("RepoTags")), real_tags(inspect.get("RepoDigests"))
     image = api.Image(
         id=inspect["Id"],
         repo_tags=tags,
-        repo_digests=real_tags(inspect.get("RepoDigests")),
+        repo_digests=digests,
         size=int(inspect.get("Size") or 0),
         spec=api.ImageSpec(image=inspect["Id"]),
-        pinned=is_pinned(tags, config.get("Labels"), pinned_references),
+        pinned=is_pinned(tags + digests, config.get("Labels"), pinned),
     )
     uid, username = user_of(config.get("User") or "")
     if uid is not None:
@@ -80,15 +90,15 @@ def image_from_inspect(inspect: dict[str, Any], pinned_references: set[str]) -> 
     return image
 
 
-def image_from_list_entry(entry: dict[str, Any], pinned_references: set[str]) -> api.Image:
-    tags = real_tags(entry.get("RepoTags"))
+def image_from_list_entry(entry: dict[str, Any], pinned: set[str]) -> api.Image:
+    tags, digests = real_tags(entry.get("RepoTags")), real_tags(entry.get("RepoDigests"))
     return api.Image(
         id=entry["Id"],
         repo_tags=tags,
-        repo_digests=real_tags(entry.get("RepoDigests")),
+        repo_digests=digests,
         size=int(entry.get("Size") or 0),
         spec=api.ImageSpec(image=entry["Id"]),
-        pinned=is_pinned(tags, entry.get("Labels"), pinned_references),
+        pinned=is_pinned(tags + digests, entry.get("Labels"), pinned),
     )
 
 
@@ -222,7 +232,7 @@ class ImageService:
         """`writable_layers_bytes`: the containers' writable layers in all, for ImageFsInfo (else df's)."""
         self._docker = docker
         self._config = config
-        self._pinned = {image_reference.normalize(config.pod_infra_container_image)}
+        self._pinned = pinned_references(config.pod_infra_container_image)
         self._writable_layers_bytes = writable_layers_bytes
         self._layer_sizes = LayerSizes()
         self._fs_lock = threading.Lock()

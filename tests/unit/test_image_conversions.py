@@ -33,7 +33,7 @@ def test_image_from_inspect_maps_every_field() -> None:
         "Size": 2970000,
         "Config": {"User": "1234:5678", "Labels": None},
     }
-    result = image.image_from_inspect(inspect, pinned_references=set())
+    result = image.image_from_inspect(inspect, pinned=set())
     assert result.id == inspect["Id"]
     assert list(result.repo_tags) == ["127.0.0.1:5000/dspy/busybox:1.0"]
     assert list(result.repo_digests) == inspect["RepoDigests"]
@@ -57,6 +57,17 @@ def test_pinned_by_sandbox_image_or_label() -> None:
     assert image.is_pinned(["busybox:latest"], {"io.cri-containerd.pinned": "pinned"}, set())
     assert image.is_pinned([], {"io.dockershim-py.pinned": "pinned"}, set())
     assert not image.is_pinned([], {"io.cri-containerd.pinned": "no"}, set())
+
+
+def test_a_sandbox_image_given_by_digest_pins_the_image_with_that_repo_digest() -> None:
+    digest = "sha256:" + "c" * 64
+    for sandbox_image in (f"registry.k8s.io/pause@{digest}", f"registry.k8s.io/pause:3.10@{digest}"):
+        pinned = image.pinned_references(sandbox_image)
+        entry = {"Id": "sha256:" + "d" * 64, "RepoTags": None, "RepoDigests": [f"registry.k8s.io/pause@{digest}"]}
+        assert image.image_from_list_entry(entry, pinned).pinned
+        other = {**entry, "RepoDigests": [f"registry.k8s.io/pause@sha256:{'e' * 64}"]}
+        assert not image.image_from_list_entry(other, pinned).pinned
+    assert image.pinned_references("pause:3.10") == {"docker.io/library/pause:3.10"}
 
 
 def test_docker_hub_short_tags_match_the_pinned_reference() -> None:
