@@ -11,8 +11,11 @@ to df.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DOCKER_ROOT = "/var/lib/docker"
 
@@ -63,3 +66,13 @@ class LayerSizes:
             sizes[chain_id] = size
         self._sizes = sizes
         return sum(sizes.values())
+
+
+def filesystem_of(mountpoint: str) -> os.statvfs_result | None:
+    """Size and inodes of the filesystem the layers are on; None when it cannot be read here (a
+    Docker on another machine, whose root directory is not on this one)."""
+    try:
+        return os.statvfs(mountpoint)
+    except OSError as exc:
+        log.debug("statvfs %s: %s", mountpoint, exc)
+        return None

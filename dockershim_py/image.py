@@ -22,7 +22,7 @@ from . import image_reference
 from .api import api_pb2 as api
 from .config import Config
 from .docker_client import DockerClient
-from .docker_storage import LayerSizes, layer_store_directory, layers_mountpoint
+from .docker_storage import LayerSizes, filesystem_of, layer_store_directory, layers_mountpoint
 from .errors import CRIError, invalid_argument
 
 log = logging.getLogger(__name__)
@@ -317,13 +317,14 @@ class ImageService:
                 container_bytes = sum(int(c.get("SizeRw") or 0) for c in usage.get("Containers") or [])
             else:
                 container_bytes = self._writable_layers_bytes()
-            stat = os.statvfs(mountpoint)
+            stat = filesystem_of(mountpoint)  # None for a Docker elsewhere: the inodes are left unset
             timestamp = time.time_ns()
 
             def filesystem(used_bytes: int) -> list[api.FilesystemUsage]:
                 usage = api.FilesystemUsage(timestamp=timestamp, fs_id=api.FilesystemIdentifier(mountpoint=mountpoint))
                 usage.used_bytes.value = used_bytes
-                usage.inodes_used.value = stat.f_files - stat.f_ffree
+                if stat is not None:
+                    usage.inodes_used.value = stat.f_files - stat.f_ffree
                 return [usage]
 
             answer = (filesystem(image_bytes), filesystem(container_bytes))

@@ -41,7 +41,7 @@ from .cgroup_stats import (
 )
 from .config import Config
 from .docker_client import DockerClient
-from .docker_storage import layers_mountpoint
+from .docker_storage import filesystem_of, layers_mountpoint
 from .errors import CRIError, failed_precondition, invalid_argument, not_found
 from .events import ConvertedEntries
 from .timestamps import parse_docker_time
@@ -530,7 +530,7 @@ class StatsService:
         pause = _pause_containers(sandboxes)
         self._learn([*pause.values(), *(member for members in containers.values() for member in members)])
         mountpoint = self._mountpoint()
-        filesystem = _statvfs(mountpoint)
+        filesystem = filesystem_of(mountpoint)
         budget = _WalkBudget(self._first_measurement_entries)
         results = []
         for entry, attributes in sandboxes:
@@ -727,15 +727,6 @@ def _first_measurement(upper_dir: str, budget: _WalkBudget) -> LayerUsage | None
     except (_OverBudget, OSError):
         return None
     return LayerUsage(used, inodes, time.time_ns())
-
-
-def _statvfs(mountpoint: str) -> os.statvfs_result | None:
-    """The size and inodes of the filesystem writable layers are on; None when it cannot be read."""
-    try:
-        return os.statvfs(mountpoint)
-    except OSError as exc:
-        log.debug("statvfs %s: %s", mountpoint, exc)
-        return None
 
 
 def _unfiltered(stats_filter: api.ContainerStatsFilter | None) -> bool:

@@ -105,3 +105,10 @@ def test_without_writable_layer_figures_df_measures_the_containers(tmp_path: Pat
     [image_fs], [container_fs] = ImageService(docker, Config()).image_fs_info()  # type: ignore[arg-type]
     assert (image_fs.used_bytes.value, container_fs.used_bytes.value) == (5000, 42)
     assert docker.df_calls == 1
+
+
+def test_a_docker_root_not_on_this_machine_gives_sizes_without_inodes(tmp_path: Path) -> None:
+    docker = FakeDocker(tmp_path / "on-another-machine")  # a remote Docker's root: absent here
+    [image_fs], [container_fs] = ImageService(docker, Config(), lambda: 77).image_fs_info()  # type: ignore[arg-type]
+    assert (image_fs.used_bytes.value, container_fs.used_bytes.value) == (5000, 42)
+    assert not image_fs.HasField("inodes_used") and not container_fs.HasField("inodes_used")
