@@ -680,8 +680,43 @@ class DockerClient:
 
     @_measured
     def export_container(self, container_id: str) -> Iterator[bytes]:
-        """The container's filesystem as a tar stream."""
-        return self._read(f"export container {container_id}", lambda api: api.export(container_id))
+        """The container's filesystem as a tar stream, on a connection of our own.
+
+        docker-py's export waits for ever on a dockerd that stops sending: here every read waits at
+        most the request timeout (DEADLINE_EXCEEDED), and a stream cut short is UNAVAILABLE.
+        """
+        what = f"export container {container_id}"
+        with self._call(what):
+            self._clients()
+            connection = self._raw_socket(self._timeout)
+        reader = ResponseReader()
+        with self._export_errors(what, connection, close=False):
+            connection.sendall(request_bytes("GET", f"/v{self._api_version}/containers/{container_id}/export"))
+            head = _read_head(connection, reader)
+            if head.status != 200:
+                raise status_error(what, head.status, _message(b"".join(_body_pieces(connection, reader))))
+        return self._export_body(what, connection, reader)
+
+    def _export_body(self, what: str, connection: socket.socket, reader: ResponseReader) -> Iterator[bytes]:
+        with self._export_errors(what, connection, close=True):
+            yield from _body_pieces(connection, reader)
+
+    @contextlib.contextmanager
+    def _export_errors(self, what: str, connection: socket.socket, close: bool) -> Iterator[None]:
+        """Every failure of an export as a CRIError, the connection closed after one (or at the end)."""
+        try:
+            yield
+        except (socket.timeout, TimeoutError) as exc:
+            connection.close()
+            raise deadline_exceeded(f"{what}: Docker sent nothing for {self._timeout:g}s") from exc
+        except (OSError, ProtocolError) as exc:
+            connection.close()
+            raise unavailable(f"{what}: connection to Docker lost: {exc}") from exc
+        except BaseException:
+            connection.close()
+            raise
+        if close:
+            connection.close()
 
     def _open_socket(self, timeout: float | None) -> socket.socket:
         """A connection of our own to dockerd; OSError when it cannot be made."""

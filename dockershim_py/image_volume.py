@@ -126,6 +126,9 @@ class ImageVolumes:
             log.info("image volume: materialised %s in %s", image_id, directory)
         except (OSError, tarfile.TarError) as exc:
             raise CRIError(grpc.StatusCode.INTERNAL, f"cannot materialise image {image_id} for a volume: {exc}") from exc
+        except CRIError as exc:  # the export container gone under us is worth a retry, as a lost connection
+            code = grpc.StatusCode.UNAVAILABLE if exc.code == grpc.StatusCode.NOT_FOUND else exc.code
+            raise CRIError(code, f"cannot materialise image {image_id} for a volume: {exc.message}") from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             self._remove_quietly(container_id)

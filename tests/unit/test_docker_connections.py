@@ -53,6 +53,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         time.sleep(self.server.slow.get(path, 0))
+        if path.endswith("/export") and "/missing/" not in path:
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"200\r\n" + b"\0" * 100)  # 100 of a 512-byte chunk
+            self.wfile.flush()
+            if "/stalls/" in path:
+                time.sleep(3)  # longer than the client's 2 s timeout
+            self.close_connection = True
+            return
         if path == "/v1.41/images/create":
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
@@ -83,7 +93,7 @@ def _route(method: str, path: str) -> tuple[int, object]:
         return 409, {"message": 'Conflict. The container name "/x" is already in use by container "0123456789ab".'}
     if path.startswith("/v1.41/exec/"):
         return 409, {"message": "container 0123 is not running"}
-    if path.endswith("/missing/json"):
+    if path.endswith(("/missing/json", "/missing/export")):
         return 404, {"message": "No such container: missing"}
     if path.endswith("/start"):
         return 304, None
@@ -211,6 +221,20 @@ def test_a_pull_cut_off_is_unavailable_and_an_unreadable_progress_message_intern
         client.pull_image("docker.io/library/busybox", "latest", None, 2, heard.append, lambda cancel: True)
     assert garbled.value.code == grpc.StatusCode.INTERNAL
     assert "unreadable answer from Docker" in garbled.value.message
+
+
+@pytest.mark.parametrize("container, code, words", [
+    ("stalls", grpc.StatusCode.DEADLINE_EXCEEDED, "Docker sent nothing for 2s"),
+    ("cut", grpc.StatusCode.UNAVAILABLE, "connection to Docker lost"),
+    ("missing", grpc.StatusCode.NOT_FOUND, "No such container: missing"),
+])
+def test_an_export_that_stalls_is_cut_off_or_breaks_says_so(docker, container: str, code, words: str) -> None:
+    _, client = docker
+    started = time.monotonic()
+    with pytest.raises(CRIError) as failed:
+        b"".join(client.export_container(container))
+    assert failed.value.code == code and words in failed.value.message
+    assert time.monotonic() - started < 5
 
 
 def test_stop_waits_out_the_grace_period_beyond_the_request_timeout(docker) -> None:
