@@ -85,6 +85,8 @@ def translate(exc: Exception, what: str) -> CRIError:
         return deadline_exceeded(f"{what}: Docker did not answer in time ({exc})")
     if isinstance(exc, requests.exceptions.ConnectionError):
         return unavailable(f"{what}: cannot reach the Docker daemon: {_root_cause(exc)}")
+    if isinstance(exc, docker.errors.NullResource):  # an empty ID, refused before anything was sent
+        return invalid_argument(f"{what}: {exc}")
     if isinstance(exc, docker.errors.DockerException):
         return unavailable(f"{what}: {exc}")
     return CRIError(grpc.StatusCode.INTERNAL, f"{what}: {type(exc).__name__}: {exc}")

@@ -41,6 +41,12 @@ def test_transport_failures() -> None:
     assert translate(ValueError("odd"), "x").code == grpc.StatusCode.INTERNAL
 
 
+def test_an_empty_id_docker_py_refuses_to_send_is_the_callers_error() -> None:
+    empty = docker.errors.NullResource("Resource ID was not provided")
+    assert translate(empty, "inspect image ").code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Resource ID was not provided" in translate(empty, "inspect image ").message
+
+
 def test_cri_errors_pass_through() -> None:
     original = CRIError(grpc.StatusCode.ABORTED, "keep")
     assert translate(original, "x") is original
