@@ -67,6 +67,8 @@ class DataReceived:
 
 @dataclass(frozen=True)
 class StreamReset:
+    """The peer reset the stream, or broke its rules and was reset for it: its call is over either way."""
+
     stream_id: int
     code: int
 
@@ -380,14 +382,14 @@ class ServerConnection:
             last_stream_id, code = struct.unpack_from(">II", payload)
             events.append(ConnectionTerminated(code, last_stream_id & 0x7FFFFFFF))
         elif kind == WINDOW_UPDATE:
-            self._window_update(stream_id, payload)
+            self._window_update(stream_id, payload, events)
         elif kind == PUSH_PROMISE:
             raise ProtocolError(PROTOCOL_ERROR, "a client must not send PUSH_PROMISE")
         elif kind == PRIORITY:
             if stream_id == 0:
                 raise ProtocolError(PROTOCOL_ERROR, "PRIORITY on stream 0")
             if len(payload) != 5:
-                self._reset(stream_id, FRAME_SIZE_ERROR)
+                self._reset(stream_id, FRAME_SIZE_ERROR, events)
         # Frames of unknown types are ignored, as RFC 9113 section 4.1 asks.
 
     def _data(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
@@ -402,7 +404,7 @@ class ServerConnection:
             if stream_id > self._highest_stream_id:
                 raise ProtocolError(PROTOCOL_ERROR, f"DATA on stream {stream_id}, which was never opened")
             # A stream we reset or finished: the peer may not know yet.
-            self._reset(stream_id, STREAM_CLOSED)
+            self._reset(stream_id, STREAM_CLOSED, events)
             return
         stream.unacknowledged += len(payload)
         data = self._unpad(flags, payload)
@@ -444,7 +446,7 @@ class ServerConnection:
         stream = self._streams.get(stream_id)
         if stream is not None:  # trailers of a request: gRPC requests carry none worth reading
             if stream.remote_ended:
-                self._reset(stream_id, STREAM_CLOSED)
+                self._reset(stream_id, STREAM_CLOSED, events)
                 return
             if not ended:
                 raise ProtocolError(PROTOCOL_ERROR, f"trailers without END_STREAM on stream {stream_id}")
@@ -491,7 +493,7 @@ class ServerConnection:
         self._outbound += frame(SETTINGS, FLAG_ACK, 0)
         self._flush_all()
 
-    def _window_update(self, stream_id: int, payload: bytes) -> None:
+    def _window_update(self, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if len(payload) != 4:
             raise ProtocolError(FRAME_SIZE_ERROR, "malformed WINDOW_UPDATE")
         increment = struct.unpack(">I", payload)[0] & 0x7FFFFFFF
@@ -507,11 +509,11 @@ class ServerConnection:
         if stream is None:
             return
         if increment == 0:
-            self._reset(stream_id, PROTOCOL_ERROR)
+            self._reset(stream_id, PROTOCOL_ERROR, events)
             return
         stream.send_window += increment
         if stream.send_window > MAX_WINDOW:
-            self._reset(stream_id, FLOW_CONTROL_ERROR)
+            self._reset(stream_id, FLOW_CONTROL_ERROR, events)
             return
         self._flush(stream_id, stream)
 
@@ -576,8 +578,10 @@ class ServerConnection:
         self._outbound.clear()
         return out
 
-    def _reset(self, stream_id: int, code: int) -> None:
-        self._streams.pop(stream_id, None)
+    def _reset(self, stream_id: int, code: int, events: list[Event]) -> None:
+        """A stream error: RST_STREAM to the peer, and StreamReset for whoever serves the stream."""
+        if self._streams.pop(stream_id, None) is not None:
+            events.append(StreamReset(stream_id, code))
         self._outbound += frame(RST_STREAM, 0, stream_id, struct.pack(">I", code))
 
     def _header_frames(self, stream_id: int, block: bytes, flags: int) -> None:

@@ -168,6 +168,22 @@ def test_a_reset_stream_is_reported_and_later_sends_to_it_are_dropped() -> None:
     assert frames(connection.data_to_send()) == [(RST_STREAM, 0, 1, struct.pack(">I", http2.STREAM_CLOSED))]
 
 
+@pytest.mark.parametrize("bad, code", [
+    (frame(http2.PRIORITY, 0, 1, b"\0\0\0"), http2.FRAME_SIZE_ERROR),
+    (frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 0)), http2.PROTOCOL_ERROR),
+    (frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 2**31 - 1)), http2.FLOW_CONTROL_ERROR),
+    (frame(DATA, http2.FLAG_END_STREAM, 1, b"") + frame(DATA, 0, 1, b"after the end"), http2.STREAM_CLOSED),
+])
+def test_a_stream_the_client_breaks_is_reset_and_reported_like_a_reset_it_sent(bad: bytes, code: int) -> None:
+    """Whoever serves the stream hears of it, and stops working for an answer nobody takes."""
+    connection = connected()
+    connection.receive(frame(HEADERS, http2.FLAG_END_HEADERS, 1, hpack.Encoder().encode(REQUEST)))
+    events = connection.receive(bad)
+    assert events[-1] == StreamReset(1, code)
+    assert (RST_STREAM, 0, 1, struct.pack(">I", code)) in frames(connection.data_to_send())
+    assert not connection.is_open(1)
+
+
 @pytest.mark.parametrize("bad", [
     frame(HEADERS, http2.FLAG_END_HEADERS, 2, b"\x82"),  # even: a server's stream id
     frame(DATA, 0, 7, b"x"),  # never opened
