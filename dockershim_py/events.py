@@ -59,6 +59,8 @@ SUBSCRIBER_QUEUE = 1024
 # the changes they find are told to GetContainerEvents subscribers, who would otherwise miss them.
 RESYNCS_AFTER_LOST_EVENTS = frozenset({"reconnect", "catch-up"})
 IMAGE_INSPECTS_KEPT = 256
+# Removed containers whose last told change is remembered, so a replayed destroy is not told twice.
+TOLD_DELETED_KEPT = 4096
 
 
 # What Docker's list must show after an action. dockerd announces an action before its list
@@ -342,6 +344,10 @@ class IndexedDockerClient(DockerClient):
         self._fresh = False
         self._outages = 0  # event stream outages so far: a list begun before one must not make the index fresh
         self._last_event_ns = 0  # Docker's time of the newest event the index has taken in
+        # The last lifecycle change told to subscribers, by container: the second of two tellings of
+        # one change (an event replayed after a reconnect, the resync's own account of it) is dropped.
+        self._told: dict[str, str] = {}
+        self._told_deleted: collections.deque[str] = collections.deque()
         self._stopping = threading.Event()
         self._dirty_signal = threading.Event()
         self._cancel_stream: Callable[[], None] | None = None
@@ -452,7 +458,7 @@ class IndexedDockerClient(DockerClient):
                 if self._outages == outages:  # no events were lost while it listed
                     self._fresh = True
         for change in missed:
-            self.events.publish(change)
+            self._tell(change)
         telemetry.INDEX_RESYNCS.labels(reason).inc()
 
     @contextlib.contextmanager
@@ -492,7 +498,20 @@ class IndexedDockerClient(DockerClient):
     def _on_event(self, event: dict[str, Any]) -> None:
         change = self._index_event(event)
         if change is not None:
-            self.events.publish(change)
+            self._tell(change)
+
+    def _tell(self, change: ContainerChange) -> None:
+        """Publish a lifecycle change unless it is the one last told of that container: a container
+        cannot be created, started, stopped or deleted twice in a row, so that is a repeat."""
+        with self._index_lock:
+            if self._told.get(change.container_id) == change.kind:
+                return
+            self._told[change.container_id] = change.kind
+            if change.kind == LIFECYCLE_ACTIONS["destroy"]:
+                self._told_deleted.append(change.container_id)
+                if len(self._told_deleted) > TOLD_DELETED_KEPT:
+                    self._told.pop(self._told_deleted.popleft(), None)
+        self.events.publish(change)
 
     def _index_event(self, event: dict[str, Any]) -> ContainerChange | None:
         """Mark what the event changed for re-reading; the lifecycle change it tells subscribers of.

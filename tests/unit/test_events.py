@@ -307,6 +307,30 @@ def test_a_resync_after_the_event_stream_was_down_tells_subscribers_what_changed
     assert sorted(told) == [("c1", "started"), ("c3", "deleted"), ("c3", "stopped"), ("c4", "created")]
 
 
+def test_a_change_told_once_is_not_told_again_by_a_replayed_event(monkeypatch) -> None:
+    """After a reconnect Docker replays the second before the list, whose changes the resync told."""
+    index, docker = fresh_index(monkeypatch, {"c1": "running"})
+    told: list[tuple[str, str]] = []
+    index.events.publish = lambda change: told.append((change.container_id, change.kind))
+    docker.states.update(c1="exited")
+    index.resync("reconnect")
+    index._on_event({"Type": "container", "Action": "die", "id": "c1", "timeNano": time.time_ns()})
+    index._on_event({"Type": "container", "Action": "die", "id": "c1", "timeNano": time.time_ns()})
+    assert told == [("c1", "stopped")]
+    for action in ("start", "die", "destroy", "destroy"):
+        index._on_event({"Type": "container", "Action": action, "id": "c1", "timeNano": time.time_ns()})
+    assert told == [("c1", "stopped"), ("c1", "started"), ("c1", "stopped"), ("c1", "deleted")]
+
+
+def test_removed_containers_last_changes_are_remembered_within_a_bound(monkeypatch) -> None:
+    monkeypatch.setattr(events, "TOLD_DELETED_KEPT", 2)
+    index, _ = fresh_index(monkeypatch, {})
+    index.events.publish = lambda change: None
+    for container_id in ("a", "b", "c"):
+        index._on_event({"Type": "container", "Action": "destroy", "id": container_id})
+    assert set(index._told) == {"b", "c"}
+
+
 def test_a_container_docker_still_shows_as_before_its_event_is_not_asked_about_by_every_read(monkeypatch) -> None:
     """Docker may report an exit before it shows it; reads then answer as Docker did, the refresher re-asks."""
     index, docker = fresh_index(monkeypatch, {"c1": "running"})
