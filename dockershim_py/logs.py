@@ -629,9 +629,13 @@ class LogManager:
     def _watch_exit(self, container_id: str, copier: LogCopier, pid: int) -> None:
         try:
             fd = os.pidfd_open(pid)
-        except (ProcessLookupError, ValueError, OSError):
+        except (ProcessLookupError, ValueError):
             copier.exited_at = time.monotonic()  # gone already (or no pid): finish once the log settles
             self._exited.add(container_id)
+            return
+        except OSError as exc:  # no pidfds here (a kernel before 5.3, a seccomp profile): not an exit
+            log.warning("container %s: cannot watch its process for its exit (%s); its log is copied "
+                        "until StopContainer or ContainerStatus finds it exited", container_id[:12], exc)
             return
         self._pidfds[fd] = container_id
         self._epoll.register(fd, select.EPOLLIN)

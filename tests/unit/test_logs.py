@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -289,6 +290,35 @@ def test_an_exited_containers_log_is_finished_once_it_settles_not_at_the_safety_
         manager.forget("abc")
         assert manager.saved_state("abc") is None
     finally:
+        manager.stop()
+
+
+def test_a_running_container_whose_process_cannot_be_watched_is_copied_until_it_is_finished(
+        files: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    """Where pidfd_open fails (ENOSYS before Linux 5.3, EPERM under a seccomp profile) the process is
+    not taken for gone: the copier goes on, and the shim's own exit checks finish it."""
+    monkeypatch.setattr(logs, "EXIT_SETTLE_SECONDS", 0.2)
+
+    def no_pidfds(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfds)
+    manager = LogManager(str(tmp_path / "states"), safety_seconds=60, poll_seconds=0.05)
+    process = subprocess.Popen(["sleep", "30"])
+    try:
+        manager.prepare("abc", str(files["target"]))
+        manager.follow("abc", str(files["source"]), process.pid)
+        append(files["source"], docker_entry("first\n"))
+        time.sleep(1)  # quiet for five times what an exited container's log is given to settle
+        append(files["source"], docker_entry("second\n"))
+        deadline = time.monotonic() + 3
+        while cri_texts(files["target"]) != ["first", "second"]:
+            assert time.monotonic() < deadline, f"copied {cri_texts(files['target'])}"
+            time.sleep(0.05)
+        assert not manager.saved_state("abc").finished
+        manager.reopen("abc")  # the kubelet can still rotate it
+    finally:
+        process.kill()
         manager.stop()
 
 
