@@ -271,15 +271,19 @@ class LogCopier:
             if converted is not None:
                 out += converted
         view = memoryview(out)
+        # The file's own size, not the one remembered: someone may have emptied it (a full disk's
+        # `truncate -s0`, logrotate's copytruncate), and taking a write back must not cut a line.
+        start = os.fstat(self._target_fd).st_size
         try:
             while view:
                 view = view[os.write(self._target_fd, view):]
         except OSError as exc:
             log.error("container %s: cannot write its log %s: %s", self.state.container_id[:12],
                       self.state.target_path, exc.strerror)
-            os.ftruncate(self._target_fd, self.state.target_size)  # a partial write is taken back
+            os.ftruncate(self._target_fd, start)  # a partial write is taken back
+            self.state.target_size = start
             return False
-        self.state.target_size += len(out)
+        self.state.target_size = start + len(out)
         return True
 
     def _rotation_due(self, thorough: bool) -> bool:

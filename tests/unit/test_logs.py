@@ -183,6 +183,30 @@ def test_reopen_starts_a_new_file_and_leaves_the_renamed_one_alone(files: dict[s
     assert cri_texts(files["target"]) == ["new"]
 
 
+def test_a_failed_write_after_the_file_was_emptied_leaves_whole_lines_only(
+        files: dict[str, Path], monkeypatch) -> None:
+    """An operator empties the CRI file of a full disk; the next write fails half way. Taking it
+    back must go to the file's real end: no cut line, no NUL bytes, each line once on the retry."""
+    copier = copier_for(files)
+    append(files["source"], *(docker_entry(f"old {n}\n") for n in range(50)))
+    copier.pump()
+    os.truncate(files["target"], 0)
+    append(files["source"], *(docker_entry(f"new {n}\n") for n in range(3)))
+    real_write = os.write
+
+    def disk_full_half_way(fd: int, data: bytes) -> int:
+        real_write(fd, bytes(data[:10]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full_half_way)
+    copier.pump()
+    monkeypatch.setattr(os, "write", real_write)
+    assert files["target"].read_bytes() == b""
+    copier.pump()
+    assert cri_texts(files["target"]) == ["new 0", "new 1", "new 2"]
+    copier.close()
+
+
 def test_an_overlong_entry_is_skipped_and_copying_goes_on(files: dict[str, Path]) -> None:
     copier = copier_for(files)
     append(files["source"], docker_entry("before\n"), docker_entry("x" * (logs.CHUNK_BYTES + 10) + "\n"),
