@@ -99,7 +99,7 @@ def decode(raw: bytes) -> SandboxCheckpoint:
     """The checkpoint in `raw`; CorruptCheckpoint when it is malformed or fails its checksum."""
     try:
         document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise CorruptCheckpoint(f"not JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise CorruptCheckpoint("not a JSON object")
@@ -123,7 +123,7 @@ def decode(raw: bytes) -> SandboxCheckpoint:
             )
             for entry in data.get("port_mappings") or []
         )
-    except (AttributeError, TypeError, ValueError) as exc:
+    except (AttributeError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: a port of 1e999
         raise CorruptCheckpoint(f"malformed port mapping: {exc}") from exc
     return SandboxCheckpoint(name, namespace, mappings, bool(data.get("host_network", False)))
 

@@ -493,7 +493,7 @@ class LogManager:
             return CopyState.load(self.state_path(container_id))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+        except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
             log.warning("container %s: unreadable log copy position, starting over: %s", container_id[:12], exc)
             return None
 

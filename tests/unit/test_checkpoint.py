@@ -52,6 +52,12 @@ def _tampered(**changes: object) -> bytes:
     return json.dumps(document).encode()
 
 
+def _signed(data: dict) -> bytes:
+    """A checkpoint whose checksum matches its (malformed) data: damage the checksum cannot catch."""
+    return json.dumps({"version": checkpoint.VERSION, "name": "web", "namespace": "default", "data": data,
+                       "checksum": checkpoint.checksum(data)}).encode()
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -63,6 +69,8 @@ def _tampered(**changes: object) -> bytes:
         _tampered(data={"host_network": True}),  # checksum no longer matches
         _tampered(checksum=1),
         _tampered(data="x"),
+        b"[" * 100_000 + b"]" * 100_000,  # nested past the JSON decoder's recursion limit
+        _signed({"port_mappings": [{"container_port": 1e999}]}),  # a float JSON reads as infinity
     ],
 )
 def test_corrupt_files_are_refused(raw: bytes) -> None:
