@@ -157,6 +157,7 @@ class LogCopier:
         self._source_fd: int | None = None
         self._target_fd: int | None = None
         self._skipping = False  # inside an entry longer than CHUNK_BYTES
+        self._write_error: OSError | None = None  # why the last write failed (a full disk), until one works
         self._saved_at = 0.0
         self._unsaved = False  # copied since the position was last saved
         self._rotation_checked_at = 0.0
@@ -282,8 +283,10 @@ class LogCopier:
                       self.state.target_path, exc.strerror)
             os.ftruncate(self._target_fd, start)  # a partial write is taken back
             self.state.target_size = start
+            self._write_error = exc
             return False
         self.state.target_size = start + len(out)
+        self._write_error = None
         return True
 
     def _rotation_due(self, thorough: bool) -> bool:
@@ -345,6 +348,9 @@ class LogCopier:
                 return
             while self._pump(ROUND_BUDGET_BYTES, thorough=True):
                 pass
+            if self._write_error is not None:  # the rest is still to copy: not finished, tried again
+                self._save()
+                raise self._write_error
             self.state.finished = True
             self._save()
             self._close()
@@ -533,7 +539,17 @@ class LogManager:
         """The container has exited: copy what is left now, so whoever reads the log next sees all of it.
 
         `source_path` (Docker's LogPath) lets a container that exited while the shim was down catch up.
+        A log that cannot be written to the end (a full disk) is left to the safety round, which
+        tries again: the caller's StopContainer or ContainerStatus does not fail for it.
         """
+        try:
+            self._finish(container_id, source_path)
+        except OSError as exc:
+            log.error("container %s: finishing its log failed (%s); tried again at the safety round",
+                      container_id[:12], exc)
+            self._ensure_thread()  # the copier is left to it: none may be running on a shim just started
+
+    def _finish(self, container_id: str, source_path: str) -> None:
         with self._lock:
             if container_id in self._complete:
                 return
@@ -558,7 +574,12 @@ class LogManager:
                 copier.open()
                 with self._lock:
                     self._copiers[container_id] = copier
-        copier.finish()
+        try:
+            copier.finish()
+        except OSError:
+            if copier.exited_at is None:  # so the safety round finishes it once the log can be written
+                copier.exited_at = time.monotonic()
+            raise
         with self._lock:
             self._complete.add(container_id)
             if self._copiers.get(container_id) is copier:
@@ -714,7 +735,7 @@ class LogManager:
                 log.error("container %s: copying its log failed: %s", container_id[:12], exc)
             if _settled(copier, now):
                 try:
-                    self.finish(container_id)
+                    self._finish(container_id, "")
                 except OSError as exc:  # tried again at the safety round, not at every round meanwhile
                     log.error("container %s: finishing its log failed: %s", container_id[:12], exc)
                     with self._lock:

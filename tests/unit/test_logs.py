@@ -408,6 +408,32 @@ def test_a_log_that_cannot_be_finished_is_tried_again_at_the_safety_round_not_at
         manager.stop()
 
 
+def test_a_log_the_disk_cannot_hold_at_the_end_is_finished_once_space_is_back(
+        files: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    """The last lines of a crashed container are the ones its owner wants: a full disk when it is
+    finished must not mark its log complete with them missing."""
+    monkeypatch.setattr(logs, "EXIT_SETTLE_SECONDS", 0.2)
+    manager = LogManager(str(tmp_path / "states"), safety_seconds=0.5)
+    process = subprocess.Popen(["sleep", "0"])
+    process.wait()
+    try:
+        manager.prepare("abc", str(files["target"]))
+        append(files["source"], *(docker_entry(f"line {n}\n") for n in range(5)))
+        real_write = os.write
+
+        def disk_full(fd: int, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "write", disk_full)
+        manager.finish("abc", str(files["source"]))  # StopContainer's, say: it does not fail for this
+        assert not manager.saved_state("abc").finished
+        monkeypatch.setattr(os, "write", real_write)
+        _wait_until_finished(manager, "abc", within=5, why="the safety round did not finish the log")
+        assert cri_texts(files["target"]) == [f"line {n}" for n in range(5)]
+    finally:
+        manager.stop()
+
+
 def test_a_start_writes_the_position_only_when_it_changes(files: dict[str, Path], tmp_path: Path) -> None:
     manager = LogManager(str(tmp_path / "states"))
     process = subprocess.Popen(["sleep", "5"])
