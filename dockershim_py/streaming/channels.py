@@ -37,6 +37,9 @@ from dataclasses import dataclass
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
 CLOSE = 255
+# A base64 channel is the character '0' + channel, as the kubelet frames it; kept ASCII (a text
+# message is UTF-8): 80 channels, room for 40 forwarded ports.
+BASE64_CHANNELS = 0x80 - ord("0")
 
 HEADER_STREAM_TYPE = "streamtype"
 HEADER_PORT = "port"
@@ -94,7 +97,7 @@ class ChannelCodec:
     close_signal: bool = False
 
     def encode(self, channel: int, data: bytes) -> bytes | str:
-        if not 0 <= channel < (10 if self.base64 else CLOSE):
+        if not 0 <= channel < (BASE64_CHANNELS if self.base64 else CLOSE):
             raise ValueError(f"channel {channel} cannot be framed")
         if self.base64:
             return chr(ord("0") + channel) + base64.b64encode(data).decode("ascii")
@@ -118,7 +121,7 @@ class ChannelCodec:
             return ChannelClose(raw[1])
         if not self.base64:
             return ChannelData(raw[0], raw[1:])
-        if not 0x30 <= raw[0] <= 0x39:
+        if not ord("0") <= raw[0] < ord("0") + BASE64_CHANNELS:
             raise ChannelProtocolError(f"base64 message on channel byte {raw[0]:#x}")
         try:
             data = base64.b64decode(raw[1:], validate=True)
@@ -300,9 +303,10 @@ def resize_message(size: TerminalSize) -> bytes:
 
 def parse_port(text: str) -> int:
     """A port as the kubelet accepts it: decimal, 1..65535."""
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 0xFFFF:
-        raise ChannelProtocolError(f"unable to parse {text!r} as a port")
-    return int(text)
+    digits = text.lstrip("0")  # leading zeros are fine (Go's ParseUint); thousands of digits are not int()'s
+    if not text.isascii() or not text.isdigit() or len(digits) > 5 or not 1 <= int(digits or "0") <= 0xFFFF:
+        raise ChannelProtocolError(f"unable to parse {text[:20]!r} as a port")
+    return int(digits)
 
 
 def parse_port_query(values: Sequence[str]) -> list[int]:

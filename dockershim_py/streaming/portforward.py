@@ -208,6 +208,9 @@ class SpdyForwards:
         if self._conn.stream_count > 2 * MAX_CONNECTIONS:
             self._conn.reset_stream(event.stream_id, spdy.RstStatus.REFUSED_STREAM)
             return
+        if event.unidirectional:  # a port's data flows both ways: a stream we cannot answer on is no use
+            self._conn.reset_stream(event.stream_id, spdy.RstStatus.PROTOCOL_ERROR)
+            return
         try:
             stream = port_forward_stream(event.headers, event.stream_id)
         except ChannelProtocolError as exc:

@@ -161,7 +161,8 @@ class SpdyStreams:
     def _on_stream(self, event: spdy.StreamOpened, events: list[Event]) -> None:
         kind = event.headers.get(HEADER_STREAM_TYPE, "")
         if (self.ready or kind not in CHANNEL_BY_STREAM_TYPE or kind in self._streams
-                or self._conn.stream_count > MAX_STREAMS):
+                or self._conn.stream_count > MAX_STREAMS
+                or event.unidirectional):  # client-go opens none: every stream is answered on
             log.debug("refusing SPDY stream %d of type %r", event.stream_id, kind)
             self._conn.reset_stream(event.stream_id, spdy.RstStatus.REFUSED_STREAM)
             return

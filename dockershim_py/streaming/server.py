@@ -34,7 +34,7 @@ from .. import telemetry
 from ..api import api_pb2 as api
 from ..config import Config, parse_bind_address
 from ..errors import invalid_argument, unavailable
-from .channels import ChannelCodec, ChannelProtocolError, parse_port, parse_port_query, port_channels
+from .channels import BASE64_CHANNELS, ChannelCodec, ChannelProtocolError, parse_port, parse_port_query, port_channels
 from .loop import Loop, Pipe, TlsLayer
 from .negotiation import (
     PortForwardProtocol,
@@ -343,10 +343,14 @@ class StreamingServer:
             if not ports:
                 ports = tuple(parse_port_query(urllib.parse.parse_qs(query, keep_blank_values=True).get("port", [])))
             port_channels(len(ports) - 1)
+            codec = protocol.codec()
+            if codec.base64 and 2 * len(ports) > BASE64_CHANNELS:
+                raise ValueError(f"{len(ports)} ports are more than the base64 channels carry "
+                                 f"({BASE64_CHANNELS // 2}); ask for fewer, or for a binary subprotocol")
         except (ChannelProtocolError, ValueError) as exc:
             client.respond(400, f"{exc}\n")
             return None
-        session = client.websocket(protocol.name, protocol.codec())
+        session = client.websocket(protocol.name, codec)
         return None if session is None else WebSocketForwards(session, ports)
 
     def _run(self, client: _Client, run: Callable[[Loop, Pipe, bytes], None], shutdown: Callable[[], None],

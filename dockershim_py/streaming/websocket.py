@@ -78,7 +78,7 @@ class WebSocketSession:
         try:
             self._ws.initiate_upgrade_connection(list(headers), target)
             request = next(self._ws.events())
-        except (RemoteProtocolError, h11.ProtocolError) as exc:
+        except (RemoteProtocolError, h11.ProtocolError, UnicodeDecodeError) as exc:  # wsproto reads some headers as ASCII
             hint = getattr(exc, "event_hint", None)
             status = getattr(hint, "status_code", 400)
             extra = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in getattr(hint, "headers", []))

@@ -49,7 +49,18 @@ def test_base64_framing_uses_an_ascii_digit_and_text() -> None:
     with pytest.raises(ChannelProtocolError):
         BASE64.decode("0not base64!")
     with pytest.raises(ChannelProtocolError):
-        BASE64.decode("xZm9v")
+        BASE64.decode("!Zm9v")  # below '0'
+    with pytest.raises(ChannelProtocolError):
+        BASE64.decode("\u00e9Zm9v")  # not ASCII
+
+
+def test_base64_channels_go_past_nine_as_the_kubelets_do() -> None:
+    """A base64 port forward of six ports uses channels 0 to 11: the kubelet frames channel 10 as ':'."""
+    assert BASE64.encode(10, b"\n") == ":Cg=="
+    assert BASE64.decode(";Cg==") == ChannelData(11, b"\n")
+    assert BASE64.decode(BASE64.encode(channels.BASE64_CHANNELS - 1, b"x")) == ChannelData(79, b"x")
+    with pytest.raises(ValueError):
+        BASE64.encode(channels.BASE64_CHANNELS, b"")
 
 
 def test_v5_close_signal() -> None:
@@ -70,7 +81,7 @@ def test_v5_close_signal() -> None:
 def test_framing_round_trips(channel: int, data: bytes, use_base64: bool) -> None:
     codec = ChannelCodec(base64=use_base64, close_signal=not use_base64)
     if use_base64:
-        channel %= 10
+        channel %= channels.BASE64_CHANNELS
     assert codec.decode(codec.encode(channel, data)) == ChannelData(channel, data)
 
 
@@ -170,7 +181,8 @@ def test_resize_garbage_raises_only_channel_protocol_error(garbage: bytes, cut: 
 
 def test_port_query() -> None:
     assert channels.parse_port_query(["80", "443,8080"]) == [80, 443, 8080]
-    for bad in ([], [""], ["0"], ["65536"], ["80,"], ["http"], ["+80"], ["٨٠"]):
+    assert channels.parse_port_query(["000080", "0" * 5000 + "81"]) == [80, 81]  # as the kubelet parses them
+    for bad in ([], [""], ["0"], ["65536"], ["80,"], ["http"], ["+80"], ["٨٠"], ["9" * 5000]):
         with pytest.raises(ChannelProtocolError):
             channels.parse_port_query(bad)
 
@@ -302,6 +314,16 @@ def test_invalid_handshake_is_rejected() -> None:
         WebSocketSession(headers, b"/exec/t", None, BINARY)
     assert excinfo.value.rejection.status == 426
     assert ("Sec-WebSocket-Version", "13") in excinfo.value.rejection.headers
+
+
+@pytest.mark.parametrize("header", [b"sec-websocket-protocol", b"sec-websocket-extensions"])
+def test_a_handshake_header_that_is_not_ascii_is_rejected(header: bytes) -> None:
+    headers = [(b"host", b"x"), (b"connection", b"Upgrade"), (b"upgrade", b"websocket"),
+               (b"sec-websocket-version", b"13"), (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+               (header, b"v4.channel.k8s.io, \xff")]
+    with pytest.raises(HandshakeError) as excinfo:
+        WebSocketSession(headers, b"/exec/t", "v4.channel.k8s.io", BINARY)
+    assert excinfo.value.rejection.status == 400
 
 
 @PROPERTY

@@ -21,6 +21,12 @@ from dockershim_py.streaming.portforward import (
 from test_channels import handshake
 
 
+
+def sent_frames(data: bytes) -> list:
+    decoder = spdy.FrameDecoder()
+    decoder.receive_data(data)
+    return list(iter(decoder.next_frame, None))
+
 class FakeLoop:
     """Timers without a clock: the test fires them."""
 
@@ -99,6 +105,13 @@ def test_a_second_data_stream_is_refused_with_a_message() -> None:
     assert pair.pump() == [Connect("1", 8080)]
     assert pair.reset(duplicate)
     assert pair.data(error) == b"error processing stream for request 1: data stream already assigned"
+
+
+def test_a_unidirectional_stream_is_reset_not_a_crash() -> None:
+    pair = Pair()
+    syn = spdy.SynStreamFrame(1, {"streamtype": "data", "port": "80", "requestid": "1"}, unidirectional=True)
+    assert pair.server.receive_data(spdy.FrameEncoder().encode(syn)) == []
+    assert spdy.RstStreamFrame(1, spdy.RstStatus.PROTOCOL_ERROR) in sent_frames(pair.server.data_to_send())
 
 
 def test_bad_headers_are_reset() -> None:

@@ -25,6 +25,12 @@ EXEC = RemoteCommand("exec", "c" * 64, stdin=True, stdout=True, stderr=True, tty
 TTY = RemoteCommand("exec", "c" * 64, stdin=True, stdout=True, stderr=False, tty=True, cmd=("sh",))
 
 
+
+def sent_frames(data: bytes) -> list:
+    decoder = spdy.FrameDecoder()
+    decoder.receive_data(data)
+    return list(iter(decoder.next_frame, None))
+
 class SpdyPair:
     """Our server side and a client-side codec, wired back to back."""
 
@@ -73,6 +79,16 @@ def test_extra_duplicate_and_unknown_streams_are_refused() -> None:
     refused = pair.resets()
     assert refused == {sid: spdy.RstStatus.REFUSED_STREAM for sid in (3, 5, 13)}
     assert ids["stdout"] == 13  # the dict kept the last of the two stdout streams
+
+
+def test_a_unidirectional_stream_is_refused_not_a_crash() -> None:
+    """client-go never opens one; a stream the server cannot reply on is refused, whatever its type."""
+    for fin in (False, True):
+        pair = SpdyPair(4, EXEC)
+        syn = spdy.FrameEncoder().encode(spdy.SynStreamFrame(1, {"streamtype": "error"}, fin=fin, unidirectional=True))
+        assert pair.server.receive_data(syn) == []  # StreamClosedError out of the session, before
+        refused = spdy.RstStreamFrame(1, spdy.RstStatus.REFUSED_STREAM) in sent_frames(pair.server.data_to_send())
+        assert refused or fin  # with FIN too, the stream is closed both ways already: nothing to reset
 
 
 def test_stdin_data_end_and_reset() -> None:
