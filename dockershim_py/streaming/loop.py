@@ -80,18 +80,22 @@ class Pipe:
 
     `on_error` gets a failed read or write (a reset, a broken pipe, a TLS error); the pipe is
     closed by then. `write(data, done)` calls `done` once the bytes have left for the kernel,
-    which is where a SPDY stream's data is acknowledged.
+    which is where a SPDY stream's data is acknowledged. With `on_write_error`, a failed write
+    ends the writing only: what is queued or written later is dropped (its `done` still called)
+    and the pipe goes on reading, as for a process that exited without reading all its stdin.
     """
 
     def __init__(self, sock: socket.socket, *, name: str, on_data: Callable[[bytes], None],
                  on_eof: Callable[[], None], on_error: Callable[[OSError], None],
-                 tls: TlsLayer | None = None) -> None:
+                 tls: TlsLayer | None = None,
+                 on_write_error: Callable[[OSError], None] | None = None) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.name = name
         self.on_data = on_data
         self.on_eof = on_eof
         self.on_error = on_error
+        self.on_write_error = on_write_error
         self.gate: Callable[[], bool] = lambda: True
         self.tls = tls
         self.eof = False
@@ -101,8 +105,13 @@ class Pipe:
         self._out: collections.deque[tuple[memoryview, Callable[[], None] | None]] = collections.deque()
         self._shutdown_pending = False
         self._write_shut = False
+        self._write_failed = False
 
     def write(self, data: bytes, done: Callable[[], None] | None = None) -> None:
+        if self._write_failed and not self.closed:
+            if done is not None:
+                done()
+            return
         if self.closed or self._shutdown_pending or self._write_shut:
             return
         if self.tls is not None:
@@ -176,7 +185,10 @@ class Pipe:
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError as exc:
-                    self._fail(exc)
+                    if self.on_write_error is None:
+                        self._fail(exc)
+                    else:
+                        self._drop_writes(exc)
                     return
                 self.last_activity = time.monotonic()
                 self.buffered -= sent
@@ -198,6 +210,16 @@ class Pipe:
     def _fail(self, exc: OSError) -> None:
         self.close()
         self.on_error(exc)
+
+    def _drop_writes(self, exc: OSError) -> None:
+        assert self.on_write_error is not None
+        self._write_failed = self._write_shut = True
+        pending, self._out = self._out, collections.deque()
+        self.buffered = 0
+        for _, done in pending:
+            if done is not None:
+                done()
+        self.on_write_error(exc)
 
 
 class Timer:

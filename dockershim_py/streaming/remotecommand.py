@@ -413,7 +413,8 @@ class RemoteCommandSession:
             return
         stream = self._process.stream
         self._docker = self._loop.add(Pipe(stream.sock, name="docker", on_data=self._on_output,
-                                           on_eof=self._on_output_end, on_error=self._on_docker_error))
+                                           on_eof=self._on_output_end, on_error=self._on_docker_error,
+                                           on_write_error=self._on_stdin_refused))
         self._docker.gate = lambda: self._client is not None and self._client.buffered < HIGH_WATER
         buffered = stream.take_buffered()
         if buffered:
@@ -438,7 +439,18 @@ class RemoteCommandSession:
         assert self._process is not None
         self._finish(self._process.outcome())
 
+    def _on_stdin_refused(self, exc: OSError) -> None:
+        """The process ended (or closed its stdin) before reading all of it: `head`, `grep -q`, `true`.
+        The rest of stdin goes nowhere; the output and exit status still come."""
+        log.debug("%s in %s: stdin no longer taken (%s)", self._request.action,
+                  self._request.container_id[:12], exc)
+        self._stdin_closed = True
+
     def _on_docker_error(self, exc: OSError) -> None:
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)) and self._process is not None:
+            # dockerd closed with our stdin unread: the process is over, and its exit status is Docker's
+            self._finish(self._process.outcome())
+            return
         self._finish(Status.internal_error(f"connection to Docker lost: {exc}"))
 
     # Ending --------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ server's sessions run for real (threads, loop, protocol cores) without a daemon.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from wsproto.utilities import LocalProtocolError
 
 import streaming_client as client
 from conftest import wait_for
@@ -59,6 +61,31 @@ class FakeProcess:
 
     def outcome(self) -> Status:
         return self.status
+
+
+class HeadProcess:
+    """`head -c 10`: reads ten bytes of stdin, prints them and exits, as dockerd then closes the stream."""
+
+    multiplexed = True
+
+    def __init__(self) -> None:
+        ours, docker = socket.socketpair()
+        self.stream = RawStream(ours)
+
+        def serve() -> None:
+            with docker:
+                taken = b""
+                while len(taken) < 10:
+                    taken += docker.recv(10 - len(taken))
+                docker.sendall(frame(1, taken))
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    def resize(self, size: TerminalSize) -> None:
+        pass
+
+    def outcome(self) -> Status:
+        return Status.ok()
 
 
 class FakeRuntime:
@@ -230,6 +257,23 @@ def test_websocket_exec_session_with_resize(server: StreamingServer, runtime: Fa
     assert outcome.status["reason"] == "NonZeroExitCode"
     assert runtime.processes[0].sizes == [(80, 24)]
     assert session.first == [client.STDOUT]
+
+
+@pytest.mark.parametrize("websocket", [False, True])
+def test_a_process_that_exits_before_reading_all_its_stdin_gives_its_output_and_status(
+        server: StreamingServer, runtime: FakeRuntime, websocket: bool) -> None:
+    """`kubectl exec -i pod -- head -c 10 < big`: once the process is gone, writing stdin to Docker
+    fails; that ends stdin, not the session ("connection to Docker lost" and no output, before)."""
+    runtime.exec = lambda *args, **kwargs: HeadProcess()  # type: ignore[method-assign]
+    url = exec_url(server, stderr=False)
+    session = (client.WsExec(url, "v5.channel.k8s.io", stdin=True, stderr=False) if websocket
+               else client.SpdyExec(url, "v4.channel.k8s.io", stdin=True, stderr=False))
+    with contextlib.suppress(OSError, LocalProtocolError):  # the client may find the session over meanwhile
+        for _ in range(64):
+            session.write(b"z" * 65536)
+    outcome = session.finish(10)
+    assert outcome.stdout == b"z" * 10
+    assert outcome.status["status"] == "Success", outcome.error
 
 
 def test_start_failures_reach_the_error_stream(server: StreamingServer, runtime: FakeRuntime) -> None:
