@@ -162,26 +162,22 @@ def parse_endpoint(endpoint: str) -> tuple[str, str]:
 
 
 def _docker_endpoint(text: str) -> str:
-    """unix:///path or tcp://host:port, read as the Docker CLI reads DOCKER_HOST: a bare absolute path is
-    a unix socket and a tcp address without a port is on 2375. Checked here, so that a wrong endpoint
-    stops the shim at start rather than failing every later call."""
+    """An endpoint as parse_endpoint takes it, read as the Docker CLI reads DOCKER_HOST: a tcp address
+    without a port is on 2375. Checked here, so that a wrong endpoint stops the shim at start rather
+    than failing every later call."""
     endpoint = text.strip()
     if endpoint.startswith("/"):
         endpoint = f"unix://{endpoint}"
-    if endpoint.startswith("unix://"):
-        if not endpoint[len("unix://"):].startswith("/"):
-            raise argparse.ArgumentTypeError(f"invalid Docker endpoint {text!r}: the socket path must be absolute")
-        return endpoint
     if endpoint.startswith("tcp://"):
-        address = endpoint[len("tcp://"):].rstrip("/")
-        host, colon, port = address.rpartition(":")
-        if not colon or host.endswith(":") or (address.startswith("[") and not host.endswith("]")):
-            host, port = address, "2375"
-        if not host or not port.isdigit() or not 0 < int(port) <= 65535:
-            raise argparse.ArgumentTypeError(f"invalid Docker endpoint {text!r}: use tcp://host:port")
-        return f"tcp://{host}:{port}"
-    raise argparse.ArgumentTypeError(
-        f"invalid Docker endpoint {text!r}: use unix:///var/run/docker.sock or tcp://host:port")
+        endpoint = endpoint.rstrip("/")
+        address = endpoint[len("tcp://"):]
+        if ":" not in address or address.endswith("]"):  # `host` or `[v6]`: no port given
+            endpoint += ":2375"
+    try:
+        parse_endpoint(endpoint)
+    except CRIError as exc:
+        raise argparse.ArgumentTypeError(f"invalid Docker endpoint: {exc.message}") from None
+    return endpoint
 
 
 def _log_size(text: str) -> str:

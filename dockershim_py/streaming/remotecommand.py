@@ -447,8 +447,11 @@ class RemoteCommandSession:
         self._stdin_closed = True
 
     def _on_docker_error(self, exc: OSError) -> None:
-        if isinstance(exc, (ConnectionResetError, BrokenPipeError)) and self._process is not None:
-            # dockerd closed with our stdin unread: the process is over, and its exit status is Docker's
+        if (isinstance(exc, (ConnectionResetError, BrokenPipeError)) and self._process is not None
+                and self._request.action == "exec"):
+            # dockerd closed with our stdin unread: the exec is over, and Docker has its exit code (or,
+            # were dockerd itself gone, no answer: an internal error all the same). An attach has no
+            # exit code to ask for, so there a reset stays a lost connection.
             self._finish(self._process.outcome())
             return
         self._finish(Status.internal_error(f"connection to Docker lost: {exc}"))
