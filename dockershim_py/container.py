@@ -67,6 +67,11 @@ def node_lacking_capabilities() -> frozenset[str]:
     return missing_capabilities(bounding, last)
 
 
+def _cri_log_path(inspect: dict[str, Any]) -> str:
+    """Where the kubelet wants the container's CRI log ('' for none), as CreateContainer labelled it."""
+    return ((inspect.get("Config") or {}).get("Labels") or {}).get(labels.CONTAINER_LOG_PATH_LABEL, "")
+
+
 class ContainerService:
     def __init__(self, docker: DockerClient, config: Config, logs: LogManager, image_volumes: ImageVolumes) -> None:
         self._docker = docker
@@ -189,7 +194,7 @@ class ContainerService:
                 f"container {full_id} is not in the created state (Docker: {state.get('Status')}): "
                 f"a CRI container starts once"
             )
-        log_path = (inspect.get("Config") or {}).get("Labels", {}).get(labels.CONTAINER_LOG_PATH_LABEL, "")
+        log_path = _cri_log_path(inspect)
         if log_path:
             self._logs.prepare(full_id, log_path)
         try:
@@ -206,7 +211,7 @@ class ContainerService:
                             "once Docker answers", full_id[:12], exc.message)
                 self._resume_log_later(full_id)
             else:
-                self._logs.follow(full_id, started.get("LogPath") or "",
+                self._logs.follow(full_id, started.get("LogPath") or "", log_path,
                                   (started.get("State") or {}).get("Pid") or 0)
         log.info("started container %s", full_id[:12])
 
@@ -366,7 +371,7 @@ class ContainerService:
             state = self._logs.saved_state(container_id)
             if container_id not in existing:
                 self._logs.forget(container_id)
-            elif state is not None and not state.finished:
+            elif state is None or not state.finished:  # None: unreadable, so copied again from the start
                 self._resume_log(container_id)
         if self._image_volumes.materialised():
             self._prune_image_volumes()
@@ -380,11 +385,11 @@ class ContainerService:
                 return
             raise
         state = inspect.get("State") or {}
-        if state.get("Running"):
-            self._logs.follow(container_id, inspect.get("LogPath") or "", state.get("Pid") or 0)
-            log.info("container %s: resumed copying its log", container_id[:12])
-        else:
+        if not state.get("Running"):
             self._logs.finish(container_id, inspect.get("LogPath") or "")
+        elif log_path := _cri_log_path(inspect):
+            self._logs.follow(container_id, inspect.get("LogPath") or "", log_path, state.get("Pid") or 0)
+            log.info("container %s: resumed copying its log", container_id[:12])
 
     def recover_in_background(self, stopping: threading.Event) -> threading.Thread:
         """Recover once Docker answers (it may start after the shim)."""

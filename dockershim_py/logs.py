@@ -23,6 +23,7 @@ inotify cannot watch (no watches left), that copier is polled instead.
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import logging
 import os
@@ -33,8 +34,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
+
 from . import inline
-from .errors import failed_precondition
+from .errors import CRIError, failed_precondition
 from .files import write_atomically
 
 log = logging.getLogger(__name__)
@@ -166,11 +169,14 @@ class LogCopier:
 
     # --- opening ---------------------------------------------------------------------------------
 
-    def open(self) -> None:
-        """Open both ends; on a resumed state the CRI file is cut back to what the saved offset matches."""
+    def open(self, must_save: bool = False) -> None:
+        """Open both ends; on a resumed state the CRI file is cut back to what the saved offset matches.
+
+        `must_save`: a position that cannot be written raises (as CRIError) instead of being logged.
+        """
         with self._lock:
             self._open_target(resume=True)
-            self._save()
+            self._save(must_save)
 
     def _open_target(self, resume: bool) -> None:
         directory = os.path.dirname(self.state.target_path)
@@ -367,7 +373,7 @@ class LogCopier:
                 os.close(fd)
         self._source_fd = self._target_fd = None
 
-    def _save(self) -> None:
+    def _save(self, must_save: bool = False) -> None:
         """Write the position, unless the file holds it already: prepare, close and reopen at a start
         would each write the same bytes again."""
         current = self.state.fields()
@@ -378,6 +384,11 @@ class LogCopier:
             self._saved_at = time.monotonic()
             self._unsaved = False
         except OSError as exc:
+            if must_save:
+                self._close()
+                raise CRIError(grpc.StatusCode.RESOURCE_EXHAUSTED if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                               else grpc.StatusCode.FAILED_PRECONDITION,
+                               f"cannot save the log copy position {self._state_path}: {exc.strerror}") from exc
             log.error("container %s: cannot save the log copy position: %s", self.state.container_id[:12], exc)
 
 
@@ -508,14 +519,22 @@ class LogManager:
                 if name.endswith(".json") and not name.startswith(".")]
 
     def prepare(self, container_id: str, target_path: str) -> None:
-        """Before a container starts: the CRI file exists and the starting position is saved."""
+        """Before a container starts: the CRI file exists and the starting position is saved.
+
+        A position that cannot be saved (a full disk) fails the start: the container would run
+        with a log that no restart of the shim knows to copy.
+        """
         state = CopyState(container_id=container_id, source_path="", target_path=target_path)
         copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes)
-        copier.open()
+        copier.open(must_save=True)
         copier.close()
 
-    def follow(self, container_id: str, source_path: str, pid: int) -> None:
-        """Copy a started (or, after a restart, still running) container's log until its process ends."""
+    def follow(self, container_id: str, source_path: str, target_path: str, pid: int) -> None:
+        """Copy a started (or, after a restart, still running) container's log until its process ends.
+
+        Without a readable saved position (the file was left empty by a crash, or lost), copying
+        starts over from Docker's oldest log file: lines may repeat in the CRI file, none are lost.
+        """
         with self._open_lock:
             with self._lock:
                 if container_id in self._copiers:
@@ -523,9 +542,15 @@ class LogManager:
             # Read under the open lock: a finish() that made and finished a copier meanwhile has
             # saved the log as finished, and a copier from an older read would copy it again.
             state = self.saved_state(container_id)
-            if state is None or state.finished:
+            if state is not None and state.finished:
                 return
-            copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes, on_disk=True)
+            if state is None:
+                log.warning("container %s: no saved log copy position; copying its whole Docker log to %s again",
+                            container_id[:12], target_path)
+                state = CopyState(container_id=container_id, source_path="", target_path=target_path)
+                copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes)
+            else:
+                copier = LogCopier(state, self.state_path(container_id), self._rotate_bytes, on_disk=True)
             state.source_path = source_path  # news to the file, so open() below saves it
             copier.open()
             with self._lock:

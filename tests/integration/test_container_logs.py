@@ -134,6 +134,34 @@ def test_a_restarted_shim_resumes_without_losing_or_repeating(docker_api: docker
         subprocess.run(["rm", "-rf", root], check=True)
 
 
+def test_a_restarted_shim_copies_a_log_whose_position_file_a_crash_left_empty(docker_api: docker.APIClient) -> None:
+    """Positions are written without fsync: the running container's later lines must still arrive."""
+    root = tempfile.mkdtemp(prefix="dspy-shim-root-")
+    first = Shim(["--root-directory", root]).start()
+    second: Shim | None = None
+    pod = Pod(first.runtime, docker_api)
+    try:
+        container_id = pod.run("emptied", ["sh", "-c", "echo before; until [ -e /tmp/go ]; do usleep 50000; done; "
+                                                      "echo after; sleep 30"])
+        log_file = pod.log_file(container_id)
+        assert wait_for(lambda: texts(pod, log_file) == ["before"], timeout=10)
+        first.stop(signal.SIGKILL)
+        Path(root, "logs", f"{container_id}.json").write_bytes(b"")
+        second = Shim(["--root-directory", root]).start()
+        pod.runtime = second.runtime
+        pod.sh(container_id, "touch /tmp/go")
+        assert wait_for(lambda: texts(pod, log_file)[-1:] == ["after"], timeout=15), texts(pod, log_file)
+        assert texts(pod, log_file) == ["before", "before", "after"]  # copied again from Docker's first line
+    finally:
+        if second is None:
+            second = Shim(["--root-directory", root]).start()
+        pod.runtime = second.runtime
+        pod.close()
+        second.stop()
+        first.stop()
+        subprocess.run(["rm", "-rf", root], check=True)
+
+
 @needs_crictl
 def test_crictl_reads_the_log(pod: Pod, shim: Shim) -> None:
     container_id = pod.run("crictl", ["sh", "-c", "sleep 1; echo out; echo err >&2; sleep 1; echo last"])

@@ -10,9 +10,11 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from dockershim_py import inline, logs
+from dockershim_py.errors import CRIError
 from dockershim_py.logs import CopyState, LogCopier, LogManager, cri_line
 
 T = "2026-11-22T15:00:00.123456789Z"
@@ -306,7 +308,7 @@ def test_an_exited_containers_log_is_finished_once_it_settles_not_at_the_safety_
         if exits == "before followed":
             process.wait()
         manager.prepare("abc", str(files["target"]))
-        manager.follow("abc", str(files["source"]), process.pid)
+        manager.follow("abc", str(files["source"]), str(files["target"]), process.pid)
         append(files["source"], docker_entry("last words\n"))
         process.wait()
         _wait_until_finished(manager, "abc", within=3, why="the copier waited for the safety round")
@@ -331,7 +333,7 @@ def test_a_running_container_whose_process_cannot_be_watched_is_copied_until_it_
     process = subprocess.Popen(["sleep", "30"])
     try:
         manager.prepare("abc", str(files["target"]))
-        manager.follow("abc", str(files["source"]), process.pid)
+        manager.follow("abc", str(files["source"]), str(files["target"]), process.pid)
         append(files["source"], docker_entry("first\n"))
         time.sleep(1)  # quiet for five times what an exited container's log is given to settle
         append(files["source"], docker_entry("second\n"))
@@ -363,9 +365,9 @@ def test_an_exited_containers_copier_wakes_for_its_last_lines_and_not_for_other_
     try:
         exited.wait()
         manager.prepare("abc", str(files["target"]))
-        manager.follow("abc", str(files["source"]), exited.pid)
+        manager.follow("abc", str(files["source"]), str(files["target"]), exited.pid)
         manager.prepare("def", str(tmp_path / "pods" / "d" / "0.log"))
-        manager.follow("def", str(other), running.pid)
+        manager.follow("def", str(other), str(tmp_path / "pods" / "d" / "0.log"), running.pid)
         append(other, docker_entry("first\n"))  # the first wake-up is the first full round
         _wait_for_texts(tmp_path / "pods" / "d" / "0.log", ["first"], within=1.0)
         pumped.clear()
@@ -398,7 +400,7 @@ def test_a_log_that_cannot_be_finished_is_tried_again_at_the_safety_round_not_at
     try:
         process.wait()
         manager.prepare("abc", str(files["target"]))
-        manager.follow("abc", str(files["source"]), process.pid)
+        manager.follow("abc", str(files["source"]), str(files["target"]), process.pid)
         deadline = time.monotonic() + 3
         while not tries and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -444,12 +446,58 @@ def test_a_start_writes_the_position_only_when_it_changes(files: dict[str, Path]
         copier.open()
         copier.close()
         assert os.stat(manager.state_path("abc")).st_ino == prepared
-        manager.follow("abc", str(files["source"]), process.pid)
+        manager.follow("abc", str(files["source"]), str(files["target"]), process.pid)
         assert manager.saved_state("abc").source_path == str(files["source"])  # news: written at once
     finally:
         process.kill()
         process.wait()
         manager.stop()
+
+
+@pytest.mark.parametrize("saved", ["left empty by a crash", "lost"])
+def test_a_running_container_without_a_readable_position_is_copied_again_from_the_start(
+        files: dict[str, Path], tmp_path: Path, saved: str) -> None:
+    """Positions are written without fsync: after a crash the file may be empty. Copying again
+    from Docker's first line may repeat lines; copying nothing would lose the rest of the log."""
+    process = subprocess.Popen(["sleep", "30"])
+    manager = LogManager(str(tmp_path / "states"), safety_seconds=60)
+    try:
+        manager.prepare("abc", str(files["target"]))
+        manager.follow("abc", str(files["source"]), str(files["target"]), process.pid)
+        append(files["source"], docker_entry("before the crash\n"))
+        _wait_for_texts(files["target"], ["before the crash"], within=3.0)
+        manager.stop()
+        if saved == "lost":
+            os.unlink(manager.state_path("abc"))
+        else:
+            open(manager.state_path("abc"), "wb").close()
+        manager = LogManager(str(tmp_path / "states"), safety_seconds=60)
+        manager.follow("abc", str(files["source"]), str(files["target"]), process.pid)
+        append(files["source"], docker_entry("after the restart\n"))
+        _wait_for_texts(files["target"], ["before the crash", "before the crash", "after the restart"], within=3.0)
+        manager.reopen("abc")  # followed again: the kubelet can rotate it
+        assert manager.saved_state("abc").target_path == str(files["target"])
+    finally:
+        process.kill()
+        process.wait()
+        manager.stop()
+
+
+def test_a_start_whose_position_cannot_be_saved_fails_instead_of_running_uncopied(
+        files: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    manager = LogManager(str(tmp_path / "states"))
+
+    def disk_full(path: str, data: bytes, durable: bool = True) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(logs, "write_atomically", disk_full)
+    opened = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(CRIError) as raised:
+        manager.prepare("abc", str(files["target"]))
+    assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "No space left on device" in raised.value.message
+    assert len(os.listdir("/proc/self/fd")) == opened  # the CRI file is not left open
+    manager.stop()
 
 
 def test_manager_catches_up_a_container_that_exited_while_the_shim_was_down(files: dict[str, Path], tmp_path: Path) -> None:
@@ -527,7 +575,7 @@ def test_manager_copies_new_lines_at_once_without_waiting_for_the_safety_round(
     process = subprocess.Popen(["sleep", "30"])
     try:
         manager.prepare("abc", str(files["target"]))
-        manager.follow("abc", str(files["source"]), process.pid)
+        manager.follow("abc", str(files["source"]), str(files["target"]), process.pid)
         time.sleep(0.1)  # the first full round has passed: only a wake-up can copy now
         append(files["source"], docker_entry("first\n"))
         _wait_for_texts(files["target"], ["first"], within=1.0)
@@ -555,7 +603,7 @@ def test_a_stopped_manager_leaves_no_descriptor_open(files: dict[str, Path], tmp
     process = subprocess.Popen(["sleep", "30"])
     try:
         manager.prepare("abc", str(files["target"]))
-        manager.follow("abc", str(files["source"]), process.pid)
+        manager.follow("abc", str(files["source"]), str(files["target"]), process.pid)
         manager.stop()
         manager.stop()  # twice is harmless
     finally:
