@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot use the root directory %s: %s", config.root_directory, exc)
         return 2
-    sandboxes = SandboxService(docker, config, images, checkpoints, network)
     containers = ContainerService(docker, config, container_logs, ImageVolumes(docker, config.root_directory))
+    sandboxes = SandboxService(docker, config, images, checkpoints, containers.removed_with_pod, network)
     streaming = StreamingServer(config, StreamingRuntime(docker))
     adapters = [
         RuntimeServiceAdapter(

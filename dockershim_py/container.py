@@ -261,13 +261,28 @@ class ContainerService:
         except CRIError as exc:
             if exc.code != grpc.StatusCode.NOT_FOUND and "already in progress" not in exc.message:
                 raise
-        self._logs.forget(full_id)
-        self._cannot_run.discard(full_id)
-        self._converted.forget(full_id)
-        self._statuses.forget(full_id)
-        if any(mount.get("Source", "").startswith(self._image_volumes.root + "/") for mount in inspect.get("Mounts") or []):
+        self._forget(full_id)
+        if self._binds_image_volume(inspect):
             self._prune_image_volumes()
         log.info("removed container %s", full_id[:12])
+
+    def removed_with_pod(self, removed: list[dict[str, Any]]) -> None:
+        """RemovePodSandbox removed these (Docker list entries): what is kept of them goes too."""
+        for entry in removed:
+            self._forget(entry["Id"])
+        if any(self._binds_image_volume(entry) for entry in removed):
+            self._prune_image_volumes()
+
+    def _forget(self, container_id: str) -> None:
+        self._logs.forget(container_id)
+        self._cannot_run.discard(container_id)
+        self._converted.forget(container_id)
+        self._statuses.forget(container_id)
+
+    def _binds_image_volume(self, container: dict[str, Any]) -> bool:
+        """Whether an inspect or list entry mounts a materialised image volume."""
+        return any(mount.get("Source", "").startswith(self._image_volumes.root + "/")
+                   for mount in container.get("Mounts") or [])
 
     def _prune_image_volumes(self) -> None:
         images = [image["Id"] for image in self._docker.images()]

@@ -255,9 +255,12 @@ def verbose_info(inspect: dict[str, Any], ips: list[str], checkpoint: SandboxChe
 class SandboxService:
     def __init__(
         self, docker: DockerClient, config: Config, images: ImageService, checkpoints: CheckpointStore,
-        pod_network: network.Network | None = None,
+        members_removed: Callable[[list[dict[str, Any]]], None], pod_network: network.Network | None = None,
     ) -> None:
+        """`members_removed`: told which of a pod's containers RemovePodSandbox removed, so their log
+        copy positions and caches go with them."""
         self._docker = docker
+        self._members_removed = members_removed
         self._config = config
         self._network = pod_network or network.Network()
         self._images = images
@@ -484,8 +487,18 @@ class SandboxService:
             return
         full_id, inspect = found
         self._docker.catch_up()  # a member made behind the shim's back just now would be left behind
-        members = self._docker.list_containers({"label": [f"{labels.SANDBOX_ID_LABEL}={full_id}"]})
-        self._for_each(self._remove_if_present, [entry["Id"] for entry in members])
+        members = {entry["Id"]: entry for entry in
+                   self._docker.list_containers({"label": [f"{labels.SANDBOX_ID_LABEL}={full_id}"]})}
+        removed: list[str] = []
+
+        def remove_member(container_id: str) -> None:
+            self._remove_if_present(container_id)
+            removed.append(container_id)
+
+        try:
+            self._for_each(remove_member, list(members))
+        finally:  # those removed before one failed are forgotten too: a retry no longer lists them
+            self._members_removed([members[container_id] for container_id in removed])
         self._remove_from_cni_network(full_id, inspect)  # removed without a stop, it may still hold its address
         self._remove_if_present(full_id)
         self._checkpoints.remove(full_id)

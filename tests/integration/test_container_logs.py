@@ -162,6 +162,22 @@ def test_a_restarted_shim_copies_a_log_whose_position_file_a_crash_left_empty(do
         subprocess.run(["rm", "-rf", root], check=True)
 
 
+def test_removing_the_pod_drops_its_containers_log_copy_positions(shim: Shim, docker_api: docker.APIClient) -> None:
+    """RemovePodSandbox removes the pod's containers itself: their saved positions go with them,
+    not at the next shim start (a node's pods come and go by the thousand)."""
+    pod = Pod(shim.runtime, docker_api)
+    try:
+        running = pod.run("running", ["sleep", "300"])
+        exited = pod.run("exited", ["true"])
+        pod.exited(exited)
+        positions = [shim.root / "logs" / f"{container_id}.json" for container_id in (running, exited)]
+        assert all(path.exists() for path in positions)
+        shim.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
+        assert [path.name for path in positions if path.exists()] == []
+    finally:
+        pod.close()
+
+
 @needs_crictl
 def test_crictl_reads_the_log(pod: Pod, shim: Shim) -> None:
     container_id = pod.run("crictl", ["sh", "-c", "sleep 1; echo out; echo err >&2; sleep 1; echo last"])
