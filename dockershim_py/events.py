@@ -455,6 +455,13 @@ class IndexedDockerClient(DockerClient):
                 for container_id in [cid for cid, applied in self._applied.items()
                                      if applied < oldest and cid not in self._entries and cid not in self._dirty]:
                     del self._applied[container_id]
+                # Those gone without a deletion told (this list is how the index learnt it) would
+                # stay remembered for good; those told deleted stay in the bounded _told_deleted.
+                for container_id in [cid for cid, kind in self._told.items()
+                                     if kind != LIFECYCLE_ACTIONS["destroy"] and cid not in listed
+                                     and cid not in self._entries and cid not in self._dirty
+                                     and self._applied.get(cid, 0) <= sequence]:
+                    del self._told[container_id]
                 if self._outages == outages:  # no events were lost while it listed
                     self._fresh = True
         for change in missed:

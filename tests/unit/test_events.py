@@ -331,6 +331,20 @@ def test_removed_containers_last_changes_are_remembered_within_a_bound(monkeypat
     assert set(index._told) == {"b", "c"}
 
 
+def test_a_container_found_gone_by_a_resync_is_no_longer_remembered_as_told(monkeypatch) -> None:
+    """Its destroy event never came: the last change told of it must not stay in memory for good."""
+    index, docker = fresh_index(monkeypatch, {"c1": "running", "c2": "running"})
+    index.events.publish = lambda change: None
+    for container_id in ("c1", "c2"):
+        index._on_event({"Type": "container", "Action": "start", "id": container_id, "timeNano": time.time_ns()})
+    del docker.states["c1"]
+    index.resync("periodic")
+    assert set(index._told) == {"c2"}
+    del docker.states["c2"]
+    index.resync("reconnect")  # this one tells of the deletion: remembered as told, within the bound
+    assert index._told == {"c2": "deleted"}
+
+
 def test_a_container_docker_still_shows_as_before_its_event_is_not_asked_about_by_every_read(monkeypatch) -> None:
     """Docker may report an exit before it shows it; reads then answer as Docker did, the refresher re-asks."""
     index, docker = fresh_index(monkeypatch, {"c1": "running"})
