@@ -485,7 +485,7 @@ class LogManager:
         self._complete: set[str] = set()
         self._pidfds: dict[int, str] = {}
         self._epoll = select.epoll()
-        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # stop() ends the wait at once
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # stop() or a new copier ends the wait
         self._epoll.register(self._wake, select.EPOLLIN)
         self._watch: LogDirectoryWatch | None = None
         try:
@@ -558,6 +558,10 @@ class LogManager:
                 self._watch_exit(container_id, copier, pid)
                 if self._watch is None or not self._watch.add(container_id, source_path):
                     self._polled.add(container_id)
+                # What it printed before the watch began (`id; sleep infinity`) wakes nothing:
+                # copied by the next round, not the safety round.
+                self._behind.add(container_id)
+        os.eventfd_write(self._wake, 1)
         self._ensure_thread()
 
     def finish(self, container_id: str, source_path: str = "") -> None:
@@ -729,6 +733,10 @@ class LogManager:
                 container_id for container_id in self._exited if _settled(self._copiers.get(container_id), now)}
             for fd, _ in events:
                 if fd == self._wake:
+                    try:
+                        os.eventfd_read(self._wake)
+                    except BlockingIOError:  # read by an earlier round
+                        pass
                     continue
                 if self._watch is not None and fd == self._watch.fd:
                     changed = self._watch.changed()

@@ -565,6 +565,28 @@ def _wait_for_texts(path: Path, expected: list[str], within: float) -> None:
         time.sleep(0.02)
 
 
+def test_lines_written_before_the_copy_is_followed_are_copied_at_once(files: dict[str, Path], tmp_path: Path) -> None:
+    """A container prints at its start, before follow() watches its log (`id; sleep infinity`):
+    the watch sees no later change, so its first lines waited for the safety round."""
+    manager = LogManager(str(tmp_path / "states"), safety_seconds=60)
+    process = subprocess.Popen(["sleep", "30"])
+    try:
+        manager.prepare("abc", str(files["target"]))
+        other = tmp_path / "other-docker" / "def-json.log"
+        other.parent.mkdir()
+        other.touch()
+        manager.follow("def", str(other), str(tmp_path / "pods" / "d" / "0.log"),
+                       process.pid)  # the copier thread runs, waiting for the safety round
+        time.sleep(0.2)
+        append(files["source"], docker_entry("printed at the start\n"))
+        manager.follow("abc", str(files["source"]), str(files["target"]), process.pid)
+        _wait_for_texts(files["target"], ["printed at the start"], within=2.0)
+    finally:
+        process.kill()
+        process.wait()
+        manager.stop()
+
+
 @pytest.mark.parametrize("watched", [True, False], ids=["inotify", "polled"])
 def test_manager_copies_new_lines_at_once_without_waiting_for_the_safety_round(
     files: dict[str, Path], tmp_path: Path, monkeypatch, watched: bool
