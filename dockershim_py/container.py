@@ -41,9 +41,10 @@ from .container_convert import (
 from .docker_client import DockerClient
 from .events import ConvertedEntries
 from .errors import CRIError, failed_precondition, invalid_argument, not_found
+from .image_accounts import ACCOUNT_FILES_LABEL, ImageAccounts
 from .image_volume import EXPORT_LABEL, ImageVolumes
 from .logs import LogManager
-from .security_context import missing_capabilities
+from .security_context import groups_by_policy, missing_capabilities
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class ContainerService:
         self._config = config
         self._logs = logs
         self._image_volumes = image_volumes
+        self._accounts = ImageAccounts(docker)
         self._lacking_capabilities = node_lacking_capabilities()
         self._can_lower_oom_score = can_lower_oom_score()
         # Containers whose start failed: Docker lists them as "created", CRI calls them exited.
@@ -106,7 +108,7 @@ class ContainerService:
 
         # 3. The image must be on the node (the kubelet pulls first).
         try:
-            self._docker.inspect_image(config.image.image)
+            image = self._docker.inspect_image(config.image.image)
         except CRIError as exc:
             if exc.code == grpc.StatusCode.NOT_FOUND:
                 raise not_found(f"image {config.image.image!r} is not on the node; pull it first") from exc
@@ -119,6 +121,7 @@ class ContainerService:
             if mount.HasField("image") and mount.image.image
         }
         body = create_body(config, sandbox_config, sandbox, self._node_view(), image_volumes)
+        self._apply_groups_policy(body, config.linux.security_context.supplemental_groups_policy, image)
         resources = config.linux.resources
         if any(limit.limit for limit in resources.hugepage_limits) or resources.unified:
             log.warning("container %s: Docker cannot set hugepage limits or cgroup v2 unified keys; "
@@ -131,6 +134,16 @@ class ContainerService:
         container_id = self._docker.create_container_replacing(name, body, "container", self._logs.forget)
         log.info("created container %s (%s) in sandbox %s", container_id[:12], name, sandbox.id[:12])
         return container_id
+
+    def _apply_groups_policy(self, body: dict[str, Any], policy: int, image: dict[str, Any]) -> None:
+        """The user and groups SupplementalGroupsPolicy means, where Docker alone would give others."""
+        user = body.get("User") or (image.get("Config") or {}).get("User") or ""
+        groups = body["HostConfig"].get("GroupAdd") or []
+        user, groups = groups_by_policy(user, groups, policy, lambda: self._accounts.of(image["Id"]))
+        if user:
+            body["User"] = user
+        if groups:
+            body["HostConfig"]["GroupAdd"] = groups
 
     def _sandbox(self, sandbox_id: str) -> SandboxView:
         if not sandbox_id:
@@ -377,8 +390,9 @@ class ContainerService:
 
     def recover(self) -> None:
         """Resume the log copies of running containers, finish those that exited meanwhile, drop leftovers."""
-        for entry in self._docker.list_containers({"label": [f"{EXPORT_LABEL}=true"]}):
-            self._docker.remove_container(entry["Id"], force=True)
+        for label in (EXPORT_LABEL, ACCOUNT_FILES_LABEL):  # helper containers a crash left behind
+            for entry in self._docker.list_containers({"label": [f"{label}=true"]}):
+                self._docker.remove_container(entry["Id"], force=True)
         saved = set(self._logs.saved_containers())
         existing = {entry["Id"] for entry in self._docker.list_containers(
             {"label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_CONTAINER}"]})}

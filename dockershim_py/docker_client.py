@@ -10,13 +10,16 @@ by `docker_http` under 0.2 ms.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
+import io
 import json
 import logging
 import re
 import select
 import socket
+import tarfile
 import threading
 import time
 import urllib.parse
@@ -128,6 +131,7 @@ _retry_reads = tenacity.retry(
 # Kept-alive connections left idle for the next container request; more at once are closed after use.
 KEPT_CONNECTIONS = 16
 RECEIVE_BYTES = 64 * 1024
+TAR_OVERHEAD_BYTES = 64 * 1024  # headers and padding around one file in an archive answer
 
 
 class _ConnectionLost(Exception):
@@ -681,6 +685,49 @@ class DockerClient:
                     lambda api: api.resize(container_id, height=height, width=width))
 
     @_measured
+    def read_container_file(self, container_id: str, path: str, limit: int) -> bytes | None:
+        """A regular file of a container's filesystem, a symlink followed as the container sees it;
+        None when there is none. One over `limit` bytes is FAILED_PRECONDITION, left unread."""
+        target = path
+        for _ in range(2):  # Docker resolves a symlink's target in full: one more request reads it
+            status, stat, archive = self._archive(container_id, target, limit + TAR_OVERHEAD_BYTES)
+            what = f"read {target} in container {container_id}"
+            if status == 404 and b"no such container" not in archive.lower():
+                return None
+            if status != 200:
+                raise status_error(what, status, _message(archive))
+            if int(stat.get("size") or 0) > limit or len(archive) > limit + TAR_OVERHEAD_BYTES:
+                raise failed_precondition(f"{what}: the file is over {limit} bytes")
+            if not stat.get("linkTarget") or stat["linkTarget"] == target:
+                return _file_of_archive(archive)
+            target = stat["linkTarget"]
+        return None  # a link to a link: Docker resolved it in full, so this is a loop
+
+    def _archive(self, container_id: str, path: str, limit: int) -> tuple[int, dict[str, Any], bytes]:
+        """Docker's archive answer for `path`: the status, the path's stat, and at most `limit`
+        (plus one) bytes of the body, on a connection of our own that is closed after it."""
+        what = f"read {path} in container {container_id}"
+        with self._call(what):
+            self._clients()
+            connection = self._raw_socket(self._timeout)
+        reader = ResponseReader()
+        with self._export_errors(what, connection, close=True):
+            query = urllib.parse.urlencode({"path": path})
+            connection.sendall(request_bytes("GET", f"/v{self._api_version}/containers/{_quoted(container_id)}"
+                                                    f"/archive?{query}"))
+            head = _read_head(connection, reader)
+            body = bytearray()
+            for piece in _body_pieces(connection, reader):
+                body += piece
+                if len(body) > limit:
+                    break
+        try:
+            stat = json.loads(base64.b64decode(head.headers.get("x-docker-container-path-stat", "")) or b"{}")
+        except ValueError:
+            stat = {}
+        return head.status, stat if isinstance(stat, dict) else {}, bytes(body)
+
+    @_measured
     def export_container(self, container_id: str) -> Iterator[bytes]:
         """The container's filesystem as a tar stream, on a connection of our own.
 
@@ -787,6 +834,17 @@ class RawStream:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+
+
+def _file_of_archive(archive: bytes) -> bytes | None:
+    """The one regular file in a tar answer of Docker's archive API; None for anything else."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
+            member = tar.next()
+            extracted = tar.extractfile(member) if member is not None and member.isreg() else None
+            return extracted.read() if extracted is not None else None
+    except tarfile.TarError:
+        return None
 
 
 def _read_head(sock: socket.socket, reader: ResponseReader) -> Head:

@@ -78,7 +78,7 @@ class RuntimeInfo:
         )
         response = api.StatusResponse(
             status=api.RuntimeStatus(conditions=[runtime_condition, network_condition]),
-            features=api.RuntimeFeatures(supplemental_groups_policy=False),
+            features=api.RuntimeFeatures(supplemental_groups_policy=True),
         )
         info: dict[str, Any] | None = None
         if docker_ready:

@@ -14,10 +14,13 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .api import api_pb2 as api
 from .errors import invalid_argument, unimplemented
+
+if TYPE_CHECKING:
+    from .image_accounts import Accounts
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -40,6 +43,35 @@ def docker_user(run_as_user: api.Int64Value | None, run_as_username: str, run_as
             raise invalid_argument(f"run_as_group {run_as_group.value} is negative")
         user = f"{user}:{run_as_group.value}"
     return user
+
+
+def groups_by_policy(user: str, groups: list[str], policy: int,
+                     accounts: Callable[[], Accounts]) -> tuple[str, list[str]]:
+    """Docker's User and GroupAdd that give the process the groups SupplementalGroupsPolicy means.
+
+    `user` is the user the container runs as (the request's, else the image's; '' is root) and
+    `groups` the request's supplemental groups. Docker adds the image's groups of the user only
+    when `user` names no group: Merge then needs nothing, Strict the primary group named (an
+    unknown numeric user's is 0, as runc has it). With a group named, Merge adds the groups the
+    image's /etc/group lists the user in. `accounts` (the image's users and groups, read from
+    Docker) is called only in those two cases.
+    """
+    name_or_uid, _, group = (user or "0").partition(":")
+    if policy == api.Strict and not group:
+        account = accounts().user(name_or_uid)
+        if account is not None:
+            return f"{name_or_uid}:{account.gid}", groups
+        if name_or_uid.isdigit():
+            return f"{name_or_uid}:0", groups
+        return user, groups  # an unknown name: Docker refuses the start, naming it
+    if policy != api.Strict and group:
+        known = accounts()
+        account = known.user(name_or_uid)
+        name = account.name if account is not None else "" if name_or_uid.isdigit() else name_or_uid
+        if not name:
+            return user, groups  # a uid the image does not know is in none of its groups
+        return user, groups + [str(gid) for gid in known.groups_of(name) if str(gid) not in groups]
+    return user, groups
 
 
 def group_add(supplemental_groups: list[int]) -> list[str]:
@@ -358,11 +390,6 @@ def container_security(
     Docker's defaults. With no seccomp profile asked for the container is unconfined, as
     dockershim did (the kubelet always asks for one).
     """
-    if context.supplemental_groups_policy == api.Strict:
-        raise invalid_argument(
-            "supplemental_groups_policy Strict is not supported: Docker always merges the image's groups "
-            "(RuntimeFeatures.supplemental_groups_policy is false)"
-        )
     if context.capabilities.add_ambient_capabilities:
         raise unimplemented("ambient capabilities cannot be set through Docker Engine")
     security_opts = ["no-new-privileges"] if context.no_new_privs else []

@@ -10,9 +10,10 @@ import docker
 import grpc
 import pytest
 
-from conftest import host_has_capability
+from conftest import BUSYBOX, USER_UID_IMAGE, host_has_capability, wait_for
 from containers_fixtures import Pod, pod, rpc_error  # noqa: F401 (fixtures)
 from dockershim_py.api import api_pb2 as api
+from dockershim_py.image_accounts import ACCOUNT_FILES_LABEL
 from dockershim_py.security_context import CAPABILITIES
 
 CAP_SYS_RESOURCE = 24
@@ -49,11 +50,36 @@ def run(pod: Pod):
 
 
 def test_user_group_and_supplemental_groups(pod: Pod, run) -> None:
+    """Merge, the default, with a group named: the image's /etc/group lists tester in imagegroup
+    (50000), which Docker would drop for a `uid:gid` user."""
     container_id = run("ids", context(run_as_user=api.Int64Value(value=1234), run_as_group=api.Int64Value(value=5678),
                                       supplemental_groups=[7777]))
-    assert pod.sh(container_id, "id -u; id -g; id -G").split() == ["1234", "5678", "5678", "7777"]
+    assert pod.sh(container_id, "id -u; id -g; id -G").split() == ["1234", "5678", "5678", "7777", "50000"]
     user = pod.status(container_id).user.linux
-    assert (user.uid, user.gid, sorted(user.supplemental_groups)) == (1234, 5678, [5678, 7777])
+    assert (user.uid, user.gid, sorted(user.supplemental_groups)) == (1234, 5678, [5678, 7777, 50000])
+
+
+@pytest.mark.parametrize(("policy", "expected"), [(api.Merge, [5678, 7777, 50000]), (api.Strict, [5678, 7777])])
+@pytest.mark.parametrize("user", ["run_as_user", "image USER"])
+def test_supplemental_groups_policy(pod: Pod, run, docker_api: docker.APIClient, policy: int, expected: list[int],
+                                    user: str) -> None:
+    """critest's case: the user alone (no group) is given, so only Strict needs the image's /etc/passwd."""
+    docker_api.pull(USER_UID_IMAGE)
+    security = context(supplemental_groups=[7777], supplemental_groups_policy=policy,
+                       **({"run_as_user": api.Int64Value(value=1234)} if user == "run_as_user" else {}))
+    container_id = run(f"groups-{policy}-{user.replace(' ', '-').replace('_', '-').lower()}", security,
+                       image=api.ImageSpec(image=BUSYBOX if user == "run_as_user" else USER_UID_IMAGE),
+                       command=["sh", "-c", "id -G; sleep 300"])
+    first = wait_for(lambda: [text for _, _, _, text in pod.log_lines(pod.log_file(container_id))], timeout=10)
+    assert sorted(int(gid) for gid in first[0].split()) == expected
+    assert sorted(int(gid) for gid in pod.sh(container_id, "id -G").split()) == expected  # an exec is the same
+    linux = pod.status(container_id).user.linux
+    assert (linux.uid, linux.gid, sorted(linux.supplemental_groups)) == (1234, 5678, expected)
+    assert not docker_api.containers(all=True, filters={"label": f"{ACCOUNT_FILES_LABEL}=true"})  # the probe is gone
+
+
+def test_the_runtime_says_it_supports_supplemental_groups_policy(pod: Pod) -> None:
+    assert pod.runtime.Status(api.StatusRequest(), timeout=10).features.supplemental_groups_policy
 
 
 def test_username(pod: Pod, run) -> None:

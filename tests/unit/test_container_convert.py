@@ -355,7 +355,6 @@ def test_privileged_ignores_caps_and_masks_and_is_passed_on_where_the_node_lacks
         (api.LinuxContainerSecurityContext(capabilities=api.Capability(add_capabilities=["NOT_A_CAP"])),
          grpc.StatusCode.INVALID_ARGUMENT),
         (api.LinuxContainerSecurityContext(run_as_group=api.Int64Value(value=1)), grpc.StatusCode.INVALID_ARGUMENT),
-        (api.LinuxContainerSecurityContext(supplemental_groups_policy=api.Strict), grpc.StatusCode.INVALID_ARGUMENT),
         (api.LinuxContainerSecurityContext(capabilities=api.Capability(add_ambient_capabilities=["NET_RAW"])),
          grpc.StatusCode.UNIMPLEMENTED),
         (api.LinuxContainerSecurityContext(seccomp_profile_path="bogus"), grpc.StatusCode.INVALID_ARGUMENT),
