@@ -41,7 +41,7 @@ from .container_convert import (
 from .docker_client import DockerClient
 from .events import ConvertedEntries
 from .errors import CRIError, failed_precondition, invalid_argument, not_found
-from .image_accounts import ACCOUNT_FILES_LABEL, ImageAccounts
+from .image_accounts import ACCOUNT_FILES_LABEL, Accounts, ImageAccounts
 from .image_volume import EXPORT_LABEL, ImageVolumes
 from .logs import LogManager
 from .security_context import groups_by_policy, missing_capabilities
@@ -139,7 +139,19 @@ class ContainerService:
         """The user and groups SupplementalGroupsPolicy means, where Docker alone would give others."""
         user = body.get("User") or (image.get("Config") or {}).get("User") or ""
         groups = body["HostConfig"].get("GroupAdd") or []
-        user, groups = groups_by_policy(user, groups, policy, lambda: self._accounts.of(image["Id"]))
+
+        def accounts() -> Accounts:
+            try:
+                return self._accounts.of(image["Id"])
+            except CRIError as exc:
+                if policy == api.Strict:
+                    raise CRIError(exc.code, f"supplemental_groups_policy Strict needs the users of image "
+                                             f"{image['Id']}: {exc.message}") from exc
+                log.warning("cannot read the users of image %s (%s): a container of it gets Docker's groups, "
+                            "without the image's memberships of its user", image["Id"][:19], exc.message)
+                return Accounts()
+
+        user, groups = groups_by_policy(user, groups, policy, accounts)
         if user:
             body["User"] = user
         if groups:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 from pathlib import Path
@@ -76,6 +77,26 @@ def test_supplemental_groups_policy(pod: Pod, run, docker_api: docker.APIClient,
     linux = pod.status(container_id).user.linux
     assert (linux.uid, linux.gid, sorted(linux.supplemental_groups)) == (1234, 5678, expected)
     assert not docker_api.containers(all=True, filters={"label": f"{ACCOUNT_FILES_LABEL}=true"})  # the probe is gone
+
+
+def test_an_image_whose_users_cannot_be_read_fails_strict_only(pod: Pod, run, docker_api: docker.APIClient) -> None:
+    """An /etc/passwd over 1 MiB is not read: Merge falls back to Docker's groups, Strict says why it cannot."""
+    tag = "dspy-test/huge-passwd:1"
+    dockerfile = f"FROM {BUSYBOX}\nRUN yes '# a comment line, as long as some' | head -n 40000 >> /etc/passwd\n"
+    list(docker_api.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, network_mode="none"))
+    try:
+        merged = run("huge-passwd-merge", context(run_as_user=api.Int64Value(value=1234),
+                                                  run_as_group=api.Int64Value(value=5678)), image=api.ImageSpec(image=tag))
+        assert pod.sh(merged, "id -G").split() == ["5678"]
+        code, message = rpc_error(pod.create, pod.container_config(
+            "huge-passwd-strict", image=api.ImageSpec(image=tag),
+            linux=context(run_as_user=api.Int64Value(value=1234), supplemental_groups_policy=api.Strict)))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "Strict needs the users of image" in message and "over 1048576 bytes" in message
+    finally:
+        for entry in docker_api.containers(all=True, filters={"ancestor": tag}):
+            docker_api.remove_container(entry["Id"], force=True)
+        docker_api.remove_image(tag, force=True)
 
 
 def test_the_runtime_says_it_supports_supplemental_groups_policy(pod: Pod) -> None:
