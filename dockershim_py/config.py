@@ -126,7 +126,7 @@ def parse_bind_address(text: str) -> tuple[str, int]:
         ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"invalid address {text!r}: the host must be an IP address") from None
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ValueError(f"invalid port in {text!r}")
     return host, int(port)
 
@@ -153,7 +153,7 @@ def parse_endpoint(endpoint: str) -> tuple[str, str]:
     if endpoint.startswith("tcp://"):
         address = endpoint[len("tcp://"):]
         host, sep, port = address.rpartition(":")
-        if not sep or not port.isdigit() or not host:
+        if not sep or not (port.isascii() and port.isdigit()) or not host:
             raise invalid_argument(f"endpoint {endpoint!r}: expected tcp://host:port")
         return "tcp", address
     if endpoint.startswith("/"):

@@ -17,7 +17,7 @@ from . import labels, naming
 from .api import api_pb2 as api
 from .cgroups import docker_cgroup_parent, effective_oom_score_adj
 from .errors import failed_precondition, invalid_argument
-from .security_context import container_namespace_modes, container_security, read_profile
+from .security_context import container_namespace_modes, container_security, is_number, read_profile
 from .timestamps import parse_docker_time
 
 # Every container gets a 64 MiB /dev/shm unless it shares the sandbox's (dockershim's default).
@@ -411,9 +411,9 @@ def user_of(process_status: str | None, config_user: str, group_add: Sequence[st
             return None
         return api.ContainerUser(linux=api.LinuxContainerUser(uid=uid, gid=gid, supplemental_groups=groups))
     uid_text, _, gid_text = (config_user or "0").partition(":")
-    if not uid_text.isdigit() or (gid_text and not gid_text.isdigit()):
+    if not is_number(uid_text) or (gid_text and not is_number(gid_text)):
         return None
-    extra = [int(group) for group in group_add or [] if group.isdigit()]
+    extra = [int(group) for group in group_add or [] if is_number(group)]
     if not gid_text and uid_text != "0":
         return None  # the primary group is in the image's /etc/passwd
     gid = int(gid_text) if gid_text else 0

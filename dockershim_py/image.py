@@ -40,7 +40,7 @@ def user_of(config_user: str) -> tuple[int | None, str]:
     user = (config_user or "").split(":", 1)[0]
     if not user:
         return None, ""
-    if user.isdigit():
+    if user.isascii() and user.isdigit():  # "²" is a digit to Python, not a number to int()
         return int(user), ""
     return None, user
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from .docker_client import DockerClient
 from .errors import CRIError
+from .security_context import is_number
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Accounts:
 
     def user(self, name_or_uid: str) -> Account | None:
         """The first entry of a numeric uid, or of a name (runc does not mix the two)."""
-        if name_or_uid.isdigit():
+        if is_number(name_or_uid):
             return next((user for user in self.users if user.uid == int(name_or_uid)), None)
         return next((user for user in self.users if user.name == name_or_uid), None)
 
@@ -61,7 +62,7 @@ def parse_passwd(text: str) -> tuple[Account, ...]:
     users = []
     for line in text.splitlines():
         fields = line.split(":")
-        if len(fields) >= 4 and fields[0] and fields[2].isdigit() and fields[3].isdigit():
+        if len(fields) >= 4 and fields[0] and is_number(fields[2]) and is_number(fields[3]):
             users.append(Account(name=fields[0], uid=int(fields[2]), gid=int(fields[3])))
     return tuple(users)
 
@@ -71,7 +72,7 @@ def parse_group(text: str) -> tuple[Group, ...]:
     groups = []
     for line in text.splitlines():
         fields = line.split(":")
-        if len(fields) >= 4 and fields[0] and fields[2].isdigit():
+        if len(fields) >= 4 and fields[0] and is_number(fields[2]):
             members = tuple(member.strip() for member in fields[3].split(",") if member.strip())
             groups.append(Group(name=fields[0], gid=int(fields[2]), members=members))
     return tuple(groups)

@@ -27,6 +27,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # --- user -------------------------------------------------------------------------------------
 
 
+def is_number(text: str) -> bool:
+    """ASCII digits only: "²" is a digit to str.isdigit, and int() refuses it."""
+    return text.isascii() and text.isdigit()
+
+
 def docker_user(run_as_user: api.Int64Value | None, run_as_username: str, run_as_group: api.Int64Value | None) -> str:
     """Docker's `User`: `uid`, `name`, or either with `:gid`; a group needs a user."""
     user = ""
@@ -61,13 +66,13 @@ def groups_by_policy(user: str, groups: list[str], policy: int,
         account = accounts().user(name_or_uid)
         if account is not None:
             return f"{name_or_uid}:{account.gid}", groups
-        if name_or_uid.isdigit():
+        if is_number(name_or_uid):
             return f"{name_or_uid}:0", groups
         return user, groups  # an unknown name: Docker refuses the start, naming it
     if policy != api.Strict and group:
         known = accounts()
         account = known.user(name_or_uid)
-        name = account.name if account is not None else "" if name_or_uid.isdigit() else name_or_uid
+        name = account.name if account is not None else "" if is_number(name_or_uid) else name_or_uid
         if not name:
             return user, groups  # a uid the image does not know is in none of its groups
         return user, groups + [str(gid) for gid in known.groups_of(name) if str(gid) not in groups]

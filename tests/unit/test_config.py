@@ -69,6 +69,8 @@ def test_cni_flags() -> None:
     ["--container-runtime-endpoint", "dockershim.sock"], ["--container-runtime-endpoint", "tcp://127.0.0.1"],
     ["--docker-endpoint", "docker.sock"], ["--docker-endpoint", "unix://var/run/docker.sock"],
     ["--docker-endpoint", "ssh://node"], ["--docker-endpoint", "tcp://127.0.0.1:http"],
+    ["--docker-endpoint", "tcp://127.0.0.1:²"], ["--container-runtime-endpoint", "tcp://127.0.0.1:²"],
+    ["--metrics-address", "127.0.0.1:²"],
 ])
 def test_settings_every_call_would_fail_with_stop_the_shim_at_start(flags: list[str]) -> None:
     with pytest.raises(SystemExit):

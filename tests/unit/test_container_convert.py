@@ -461,6 +461,8 @@ def test_status_user_from_the_running_process_and_unknowable_names() -> None:
     assert (user.linux.uid, user.linux.gid, list(user.linux.supplemental_groups)) == (1234, 5678, [5678, 7777])
     assert convert.user_of(None, "tester", None) is None
     assert convert.user_of(None, "", None).linux.uid == 0
+    assert convert.user_of(None, "²", None) is None and convert.user_of(None, "0:²", None) is None
+    assert list(convert.user_of(None, "0:0", ["²", "7"]).linux.supplemental_groups) == [7]
 
 
 def test_the_process_identity_is_the_part_of_its_status_the_user_comes_from() -> None:

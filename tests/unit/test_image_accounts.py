@@ -15,6 +15,7 @@ broken line
 nobody:x:65534:65534:nobody:/:/bin/false
 default-user:x:1000:1000::/home/default-user:/bin/sh
 twin:x:1000:1001::/:/bin/sh
+super:x:²:1::/:/bin/sh
 """
 GROUP = """root:x:0:
 default-user:x:1000:
@@ -31,7 +32,7 @@ def test_passwd_and_group_files_are_read_as_libc_reads_them() -> None:
     assert Group(name="group-defined-in-image", gid=50000, members=("default-user", "other")) in ACCOUNTS.groups
     assert ACCOUNTS.user("1000").name == "default-user"  # the first entry of a uid
     assert ACCOUNTS.user("twin").gid == 1001
-    assert ACCOUNTS.user("4242") is None and ACCOUNTS.user("ghost") is None
+    assert ACCOUNTS.user("4242") is None and ACCOUNTS.user("ghost") is None and ACCOUNTS.user("²") is None
     assert ACCOUNTS.groups_of("default-user") == [50000]
 
 

@@ -19,6 +19,7 @@ from dockershim_py.errors import CRIError
         ("1234:5678", (1234, "")),
         ("tester", (None, "tester")),
         ("tester:testgroup", (None, "tester")),
+        ("²", (None, "²")),  # a digit to str.isdigit, not a number: a name, which Docker would not find
     ],
 )
 def test_user_of_image_config(user: str, expected: tuple) -> None:
