@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -217,6 +218,13 @@ class TerminalSize:
     height: int
 
 
+# What the resize scanner looks for: the start of the next object, the end of a string or an escape in
+# it, and the brackets and quotes that nest outside strings.
+_NOT_BLANK = re.compile(rb"[^ \t\r\n]")
+_STRING_SPECIAL = re.compile(rb'["\\]')
+_STRUCTURE = re.compile(rb'[{}\[\]"]')
+
+
 class ResizeDecoder:
     """Incremental parser of the resize stream: concatenated JSON objects, split anywhere.
 
@@ -224,22 +232,29 @@ class ResizeDecoder:
     values must fit uint16. A zero size is passed on as is: the caller skips it, since Docker
     cannot resize to zero. After an error the decoder stays broken, like the kubelet's, which
     stops reading the stream.
+
+    Every byte is scanned once: the scan's state (nesting, inside a string, after a backslash)
+    is kept between feeds, and consumed bytes are dropped once per feed, so a megabyte of
+    objects in one frame costs a megabyte of scanning, not its square.
     """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self._scanned = 0  # offset in the buffer the scan resumes at
+        self._depth = 0
+        self._in_string = False
+        self._escaped = False
         self._error: ChannelProtocolError | None = None
 
     def feed(self, data: bytes) -> list[TerminalSize]:
         if self._error is not None:
             raise self._error
         self._buffer += data
-        sizes = []
+        sizes: list[TerminalSize] = []
         try:
-            while (end := self._object_end()) is not None:
-                text = bytes(self._buffer[:end])
-                del self._buffer[:end]
-                sizes.append(_terminal_size(text))
+            consumed = self._scan(sizes)
+            del self._buffer[:consumed]
+            self._scanned -= consumed
             if len(self._buffer) > _MAX_RESIZE_MESSAGE:
                 raise ChannelProtocolError("resize message over 4 KiB")
         except ChannelProtocolError as exc:
@@ -247,38 +262,59 @@ class ResizeDecoder:
             raise
         return sizes
 
-    def _object_end(self) -> int | None:
-        """End offset of the first complete top-level JSON object in the buffer, if any."""
-        start = len(self._buffer) - len(self._buffer.lstrip(b" \t\r\n"))
-        del self._buffer[:start]
-        if not self._buffer:
-            return None
-        if self._buffer[0] != ord("{"):
-            raise ChannelProtocolError("resize message is not a JSON object")
-        depth, in_string, escaped = 0, False, False
-        for offset, byte in enumerate(self._buffer):
-            if in_string:
-                if escaped:
-                    escaped = False
-                elif byte == ord("\\"):
-                    escaped = True
-                elif byte == ord('"'):
-                    in_string = False
-            elif byte == ord('"'):
-                in_string = True
-            elif byte in b"{[":
-                depth += 1
-            elif byte in b"}]":
-                depth -= 1
-                if depth == 0:
-                    return offset + 1
-        return None
+    def _scan(self, sizes: list[TerminalSize]) -> int:
+        """Decode every object completed in the buffer; the offset of the first byte still needed."""
+        buffer, end = self._buffer, len(self._buffer)
+        position = self._scanned
+        start = 0 if self._depth else position  # where the object being scanned began
+        while position < end:
+            if self._depth == 0:
+                found = _NOT_BLANK.search(buffer, position)
+                start = position = end if found is None else found.start()
+                if found is None:
+                    break
+                if buffer[position] != ord("{"):
+                    raise ChannelProtocolError("resize message is not a JSON object")
+                self._depth = 1
+                position += 1
+            elif self._in_string:
+                if self._escaped:
+                    self._escaped = False
+                    position += 1
+                    continue
+                found = _STRING_SPECIAL.search(buffer, position)
+                if found is None:
+                    position = end
+                    break
+                position = found.end()
+                if found.group() == b"\\":
+                    self._escaped = True
+                else:
+                    self._in_string = False
+            else:
+                found = _STRUCTURE.search(buffer, position)
+                if found is None:
+                    position = end
+                    break
+                position = found.end()
+                token = found.group()
+                if token == b'"':
+                    self._in_string = True
+                elif token in (b"{", b"["):
+                    self._depth += 1
+                else:
+                    self._depth -= 1
+                    if self._depth == 0:
+                        sizes.append(_terminal_size(bytes(buffer[start:position])))
+                        start = position
+        self._scanned = position
+        return start if self._depth else position
 
 
 def _terminal_size(text: bytes) -> TerminalSize:
     try:
-        document = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        document = json.loads(text.decode("utf-8"))  # UTF-8 only, as Go reads JSON
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ChannelProtocolError(f"resize message is not JSON: {exc}") from None
     if not isinstance(document, dict):
         raise ChannelProtocolError("resize message is not a JSON object")

@@ -107,7 +107,11 @@ Event = Ready | Stdin | StdinClosed | Resize | Gone
 
 
 class _Resizes:
-    """The resize stream's sizes; zero sizes are dropped, and after bad input the rest is ignored."""
+    """The resize stream's sizes; zero sizes are dropped, and after bad input the rest is ignored.
+
+    Of the sizes one chunk brings only the last is passed on: each is a Docker request, and
+    the terminal ends up the last size anyway.
+    """
 
     def __init__(self) -> None:
         self._decoder = ResizeDecoder()
@@ -122,7 +126,9 @@ class _Resizes:
             log.info("ignoring the rest of a resize stream: %s", exc)
             self._broken = True
             return
-        events.extend(Resize(size) for size in sizes if size.width and size.height)
+        usable = [size for size in sizes if size.width and size.height]
+        if usable:
+            events.append(Resize(usable[-1]))
 
 
 # SPDY ----------------------------------------------------------------------------------------
@@ -307,7 +313,7 @@ class RemoteCommandSession:
         self._early_stdin: list[tuple[bytes, int]] = []
         self._early_size = 0
         self._stdin_closed = False
-        self._size: TerminalSize | None = None
+        self._pending_size: TerminalSize | None = None  # asked for by the client, not yet given to Docker
         self._finishing = False
 
     def run(self, loop: Loop, client: Pipe, initial: bytes = b"") -> None:
@@ -360,7 +366,9 @@ class RemoteCommandSession:
                 if self._docker is not None:
                     self._docker.shutdown_write()
             elif isinstance(event, Resize):
-                self._resize(event.size)
+                self._pending_size = event.size
+        if not self._finishing:
+            self._apply_size()  # once per batch: the last size of a burst is the one that counts
         self._flush()
 
     def _stdin(self, event: Stdin) -> None:
@@ -382,10 +390,11 @@ class RemoteCommandSession:
 
         self._docker.write(data, delivered)
 
-    def _resize(self, size: TerminalSize) -> None:
-        self._size = size
-        if self._process is None:
+    def _apply_size(self) -> None:
+        """Give Docker the latest size the client asked for, if it has not had it yet."""
+        if self._process is None or self._pending_size is None:
             return  # applied right after the start: Docker cannot resize an exec before it runs
+        size, self._pending_size = self._pending_size, None
         try:
             self._process.resize(size)
         except CRIError as exc:
@@ -419,8 +428,7 @@ class RemoteCommandSession:
         buffered = stream.take_buffered()
         if buffered:
             self._on_output(buffered)
-        if self._size is not None:
-            self._resize(self._size)
+        self._apply_size()
         for data, stream_id in self._early_stdin:
             self._write_stdin(data, stream_id)
         self._early_stdin.clear()

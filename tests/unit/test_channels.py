@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import time
 
 import h11
 import pytest
@@ -148,6 +149,26 @@ def test_resize_messages_split_anywhere() -> None:
     for cut in range(len(stream) + 1):
         decoder = ResizeDecoder()
         assert decoder.feed(stream[:cut]) + decoder.feed(stream[cut:]) == [TerminalSize(80, 24), TerminalSize(120, 40)]
+
+
+def test_resize_strings_and_escapes_split_anywhere() -> None:
+    """The scan's state inside a string (a quote or brace that is text, a backslash) survives a split."""
+    stream = b' {"note":"a \\" } {","Width":7,"Height":8}\t{"Width":9,"x":["]"],"Height":10}'
+    for cut in range(len(stream) + 1):
+        decoder = ResizeDecoder()
+        assert decoder.feed(stream[:cut]) + decoder.feed(stream[cut:]) == [TerminalSize(7, 8), TerminalSize(9, 10)]
+
+
+def test_a_big_chunk_of_resize_messages_decodes_in_linear_time() -> None:
+    """8 MiB of messages in one frame: 9 s of CPU when each message rescanned the rest of the
+    chunk, well under one now (the bound is generous for slow machines)."""
+    message = channels.resize_message(TerminalSize(80, 24))
+    message = message[:-1].ljust(63) + b"\n"
+    chunk = message * (8 * 1024 * 1024 // len(message))
+    started = time.process_time()
+    sizes = ResizeDecoder().feed(chunk)
+    assert time.process_time() - started < 4.0
+    assert len(sizes) == len(chunk) // 64 and sizes[-1] == TerminalSize(80, 24)
 
 
 def test_resize_fields_as_go_reads_them() -> None:

@@ -7,7 +7,7 @@ import json
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
 from dockershim_py.streaming import spdy
-from dockershim_py.streaming.channels import ERROR, STDERR, STDOUT, Status, TerminalSize
+from dockershim_py.streaming.channels import ERROR, STDERR, STDOUT, Status, TerminalSize, resize_message
 from dockershim_py.streaming.negotiation import RemoteCommandProtocol, Transport
 from dockershim_py.streaming.remotecommand import (
     Gone,
@@ -118,7 +118,9 @@ def test_resize_sizes_skip_zero_and_survive_garbage() -> None:
     assert pair.pump() == [Ready()]
     pair.client.send_data(ids["resize"], b'{"Width":0,"Height":0}{"Width":80,"Height":2')
     pair.client.send_data(ids["resize"], b'4}\n{"width":100,"height":30}')
-    assert pair.pump() == [Resize(TerminalSize(80, 24)), Resize(TerminalSize(100, 30))]
+    assert pair.pump() == [Resize(TerminalSize(100, 30))]  # the second chunk ends two sizes: the last counts
+    pair.client.send_data(ids["resize"], b'{"Width":0,"Height":0}{"Width":80,"Height":24}{"Width":0,"Height":0}')
+    assert pair.pump() == [Resize(TerminalSize(80, 24))]
     pair.client.send_data(ids["resize"], b"not json")
     pair.client.send_data(ids["resize"], b'{"Width":1,"Height":1}')
     assert pair.pump() == []
@@ -182,6 +184,15 @@ def test_websocket_v5_stdin_close_signal_and_resize() -> None:
     wire = (client.send(BytesMessage(b"\x00typed")) + client.send(BytesMessage(b"\xff\x00"))
             + client.send(BytesMessage(b'\x04{"Width":9,"Height":3}')) + client.send(BytesMessage(b"\x02ignored")))
     assert streams.receive_data(wire) == [Stdin(b"typed"), StdinClosed(), Resize(TerminalSize(9, 3))]
+
+
+def test_a_burst_of_sizes_in_one_message_is_its_last_size() -> None:
+    """Each size is a Docker request: of a thousand in one message only the last is passed on."""
+    client, streams = websocket("v5.channel.k8s.io", TTY, 5)
+    messages(client, streams)
+    burst = b"".join(resize_message(TerminalSize(width, 24)) for width in range(1, 1001))
+    assert streams.receive_data(client.send(BytesMessage(b"\x04" + burst + b'{"Width":0,"Height":0}'))) == [
+        Resize(TerminalSize(1000, 24))]
 
 
 def test_websocket_stdin_is_ignored_when_not_requested() -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from wsproto.events import BytesMessage
 from wsproto.utilities import LocalProtocolError
 
 import streaming_client as client
@@ -257,6 +258,25 @@ def test_websocket_exec_session_with_resize(server: StreamingServer, runtime: Fa
     assert outcome.status["reason"] == "NonZeroExitCode"
     assert runtime.processes[0].sizes == [(80, 24)]
     assert session.first == [client.STDOUT]
+
+
+def test_a_burst_of_resizes_is_one_docker_resize_to_the_last_size(server: StreamingServer,
+                                                                    runtime: FakeRuntime) -> None:
+    """A client that sends many resize messages at once (a window dragged on a slow link) gets
+    one resize call, not one Docker round trip per message on the session's thread."""
+    session = client.WsExec(exec_url(server, tty=True, stderr=False), "v5.channel.k8s.io", stdin=True, tty=True,
+                            stderr=False)
+    session.write(b"started")
+    session.wait_output(b"started")
+    ws = session.ws
+    with ws.reader.lock:  # every message in one write, so that the server reads them together
+        burst = b"".join(ws.ws.send(BytesMessage(bytes([client.RESIZE]) + client.resize_message(width, 24)))
+                         for width in range(1, 201))
+        ws.sock.sendall(burst + ws.ws.send(BytesMessage(bytes([client.STDIN]) + b"after")))
+    session.wait_output(b"after")
+    assert runtime.processes[0].sizes == [(200, 24)]
+    session.close_stdin()
+    session.finish()
 
 
 @pytest.mark.parametrize("websocket", [False, True])
