@@ -125,6 +125,24 @@ class Pipe:
         """Half-close once everything buffered is sent (stdin's end, a forward's FIN)."""
         self._shutdown_pending = True
 
+    def close_after_sending(self, done: Callable[[], None]) -> None:
+        """Read no more, send what is queued, close, then call `done`, which is also called when
+        the peer turns out to be gone first. For a session ending on a peer that is leaving: the
+        answer to its WebSocket Close must reach it, or it sees an abnormal closure (1006).
+        """
+        def finished() -> None:
+            self.close()
+            done()
+
+        self.gate = lambda: False
+        self.on_data, self.on_eof = lambda data: None, lambda: None
+        self.on_write_error = None
+        self.on_error = lambda exc: done()  # the pipe is closed by then
+        if self.closed or not self._out or self._shutdown_pending or self._write_shut:
+            finished()
+            return
+        self.write(b"", finished)
+
     @property
     def wants_write(self) -> bool:
         return bool(self._out) or (self._shutdown_pending and not self._write_shut)

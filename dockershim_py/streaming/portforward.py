@@ -637,28 +637,26 @@ class PortForwardSession:
         loop.call_later(LINGER_SECONDS, loop.stop)
 
     def _drain(self) -> None:
-        """The client left: pass on what it sent to each pod connection, half-close them, and stop
-        once the pods have closed their ends (at most `LINGER_SECONDS` later).
+        """The client left: send it what is queued (the answer to its WebSocket Close), pass on what
+        it sent to each pod connection, half-close them, and stop once the client's connection
+        and the pods' are closed (at most `LINGER_SECONDS` later).
 
         The kubelet's copy to the pod also runs to the end of what it read, so an upload followed
         by a close arrives whole.
         """
-        assert self._loop is not None
+        assert self._loop is not None and self._client is not None
         loop = self._loop
         pipes = [f.pipe for f in self._active.values() if f.pipe is not None and not f.pipe.closed]
         self._active.clear()
-        if self._client is not None:
-            self._client.close()
-        if not pipes:
-            loop.stop()
-            return
-        remaining = [len(pipes)]
+        remaining = [len(pipes) + 1]
 
         def closed() -> None:
             remaining[0] -= 1
             if not remaining[0]:
                 loop.stop()
 
+        self._flush()
+        self._client.close_after_sending(closed)
         for pipe in pipes:
             pipe.gate = lambda: True
             pipe.on_data = lambda data: None

@@ -482,10 +482,16 @@ class RemoteCommandSession:
         self._loop.call_later(LINGER_SECONDS, self._loop.stop)
 
     def _gone(self, reason: str) -> None:
-        assert self._loop is not None
+        """The client left: stop once what is queued for it, such as the answer to its WebSocket
+        Close, has been sent (at most `LINGER_SECONDS` later)."""
+        assert self._loop is not None and self._client is not None
         log.debug("%s in %s ends: %s", self._request.action, self._request.container_id[:12], reason)
+        self._finishing = True
+        if self._docker is not None:
+            self._docker.close()
         self._flush()
-        self._loop.stop()
+        self._client.close_after_sending(self._loop.stop)
+        self._loop.call_later(LINGER_SECONDS, self._loop.stop)
 
     def _flush(self) -> None:
         if self._client is not None:

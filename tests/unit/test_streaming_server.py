@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from wsproto.events import BytesMessage
+from wsproto.events import BytesMessage, CloseConnection
 from wsproto.utilities import LocalProtocolError
 
 import streaming_client as client
@@ -373,6 +373,54 @@ def test_port_forward_in_this_namespace(server: StreamingServer, family: int) ->
     assert forward.wait_end(error) == b""
     forward.close()
     listener.close()
+
+
+def close_from_the_client(ws: client.WebSocket) -> int | None:
+    """Start the closing handshake with 1001 and return the code of the server's answer (None: just EOF)."""
+    with ws.reader.lock:
+        ws.sock.sendall(ws.ws.send(CloseConnection(code=1001, reason="going away")))
+    ws.reader.wait(lambda: ws.close_code is not None or ws.reader.eof)
+    code = ws.close_code
+    ws.close()
+    return code
+
+
+@pytest.mark.parametrize(("action", "protocol"), [("exec", "v5.channel.k8s.io"), ("exec", "v4.channel.k8s.io"),
+                                                  ("attach", "v5.channel.k8s.io")])
+def test_a_client_that_closes_a_remote_command_gets_the_close_answered(
+        server: StreamingServer, action: str, protocol: str) -> None:
+    """RFC 6455 5.5.1: the server answers a Close with its own, echoing the code; it used to stop
+    without sending it, and the client saw an abnormal closure (1006)."""
+    url = (exec_url(server) if action == "exec"
+           else server.get_attach(api.AttachRequest(container_id=CONTAINER, stdin=True, stdout=True, stderr=True)))
+    session = client.WsExec(url, protocol, stdin=True)
+    session.write(b"hello")
+    session.wait_output(b"hello")
+    assert close_from_the_client(session.ws) == 1001
+    assert wait_for(lambda: not server._threads, 5)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setns needs root")
+@pytest.mark.parametrize("protocol", ["v4.channel.k8s.io", "SPDY/3.1+portforward.k8s.io"])
+def test_a_client_that_closes_a_port_forward_gets_the_close_answered(server: StreamingServer, protocol: str) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
+    url = server.get_port_forward(api.PortForwardRequest(pod_sandbox_id=SANDBOX, port=[port]))
+    if protocol.startswith("SPDY"):
+        tunnel = client.SpdyForward(url, tunnel=True)
+        tunnel.connect(port)
+        ws = tunnel.session._ws
+        assert ws is not None
+    else:
+        ws = client.WsForward(url, protocol).ws
+    assert wait_for(lambda: accepted, 5)  # the forward is up
+    assert close_from_the_client(ws) == 1001
+    listener.close()
+    for connection in accepted:  # the session waits for the pod's end to close its own
+        connection.close()
+    assert wait_for(lambda: not server._threads, 5)
 
 
 def test_port_forward_errors_are_json(server: StreamingServer) -> None:
