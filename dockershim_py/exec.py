@@ -162,6 +162,18 @@ def kill_process_tree(pid: int, container_id: str) -> int:
     return len(stopped)
 
 
+def kill_running_exec(docker: DockerClient, exec_id: str, container_id: str) -> int:
+    """Kill an exec's process and its descendants if Docker says it still runs; how many were killed.
+
+    Only the exec's own tree is walked, so the container's main process is never among them.
+    Raises CRIError when Docker cannot be asked.
+    """
+    details = docker.inspect_exec(exec_id)
+    if not details.get("Running") or not details.get("Pid"):
+        return 0
+    return kill_process_tree(int(details["Pid"]), details.get("ContainerID") or container_id)
+
+
 # --- ExecSync -------------------------------------------------------------------------------------
 
 
@@ -247,14 +259,12 @@ class ExecService:
 
     def _kill(self, exec_id: str, container_id: str) -> int:
         try:
-            details = self._docker.inspect_exec(exec_id)
+            killed = kill_running_exec(self._docker, exec_id, container_id)
         except CRIError as exc:
             log.error("ExecSync timed out but its process could not be found: %s", exc.message)
             return 0
-        if not details.get("Running") or not details.get("Pid"):
-            return 0
-        killed = kill_process_tree(int(details["Pid"]), details.get("ContainerID") or container_id)
-        log.info("ExecSync %s in %s timed out: killed %d process(es)", exec_id[:12], container_id[:12], killed)
+        if killed:
+            log.info("ExecSync %s in %s timed out: killed %d process(es)", exec_id[:12], container_id[:12], killed)
         return killed
 
     def _exit_code(self, exec_id: str) -> int:

@@ -13,7 +13,9 @@ Two layers, as in the rest of `streaming`:
 - `RemoteCommandSession` runs one on a `loop.Loop`: it starts the Docker process when the
   client is ready, copies stdin to it (acknowledging SPDY data only once Docker has it),
   half-closes Docker's side at stdin's end, forwards resizes, demultiplexes Docker's output
-  onto stdout and stderr, and reports the process's outcome when the output ends.
+  onto stdout and stderr, and reports the process's outcome when the output ends. A client
+  that leaves (or goes idle) before that takes an exec's process with it: Docker would leave it
+  running, with nobody to read it.
 """
 
 from __future__ import annotations
@@ -315,6 +317,7 @@ class RemoteCommandSession:
         self._stdin_closed = False
         self._pending_size: TerminalSize | None = None  # asked for by the client, not yet given to Docker
         self._finishing = False
+        self._abandoned = False  # the client left while the process ran: terminated once the loop ends
 
     def run(self, loop: Loop, client: Pipe, initial: bytes = b"") -> None:
         """Serve the session until it ends; `initial` is what the client sent right after its request."""
@@ -333,6 +336,8 @@ class RemoteCommandSession:
         if initial:
             self._on_client_data(initial)
         loop.run()  # the caller closes the loop, and with it Docker's connection
+        if self._abandoned:
+            self._terminate_process()
 
     def shutdown(self) -> None:
         """The shim is stopping: tell the client why the session ends."""
@@ -486,12 +491,28 @@ class RemoteCommandSession:
         Close, has been sent (at most `LINGER_SECONDS` later)."""
         assert self._loop is not None and self._client is not None
         log.debug("%s in %s ends: %s", self._request.action, self._request.container_id[:12], reason)
+        self._abandoned = self._process is not None and not self._finishing
         self._finishing = True
         if self._docker is not None:
             self._docker.close()
         self._flush()
         self._client.close_after_sending(self._loop.stop)
         self._loop.call_later(LINGER_SECONDS, self._loop.stop)
+
+    def _terminate_process(self) -> None:
+        """Kill what the client left running (an exec; an attach leaves the container alone), after
+        the loop, so that the Docker requests this takes hold up no client."""
+        assert self._process is not None
+        try:
+            killed = self._process.terminate()
+        except (CRIError, OSError) as exc:
+            log.warning("%s in %s: the client left while the process ran, and it could not be killed: %s",
+                        self._request.action, self._request.container_id[:12],
+                        exc.message if isinstance(exc, CRIError) else exc)
+            return
+        if killed:
+            log.info("%s in %s: the client left while the process ran: killed %d process(es)",
+                     self._request.action, self._request.container_id[:12], killed)
 
     def _flush(self) -> None:
         if self._client is not None:

@@ -18,6 +18,7 @@ import grpc
 from .. import labels
 from ..docker_client import DockerClient, RawStream
 from ..errors import CRIError, failed_precondition, invalid_argument, not_found
+from ..exec import kill_running_exec
 from .channels import Status, TerminalSize
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,16 @@ class Process(Protocol):
 
     def outcome(self) -> Status: ...
 
+    def terminate(self) -> int:
+        """End the process if it still runs, now that nobody reads it; how many processes were killed."""
+        ...
+
 
 class ExecProcess:
-    def __init__(self, docker: DockerClient, exec_id: str, stream: RawStream, tty: bool) -> None:
+    def __init__(self, docker: DockerClient, container_id: str, exec_id: str, stream: RawStream,
+                 tty: bool) -> None:
         self._docker = docker
+        self.container_id = container_id
         self.exec_id = exec_id
         self.stream = stream
         self.multiplexed = not tty
@@ -71,6 +78,10 @@ class ExecProcess:
             return Status.exit_code(code)
         return Status.internal_error(f"error executing command in container: exit code {code!r} out of range")
 
+    def terminate(self) -> int:
+        """Kill the exec's process tree: Docker leaves an exec running when its client goes away."""
+        return kill_running_exec(self._docker, self.exec_id, self.container_id)
+
 
 class AttachProcess:
     def __init__(self, docker: DockerClient, container_id: str, stream: RawStream, tty: bool) -> None:
@@ -85,6 +96,10 @@ class AttachProcess:
     def outcome(self) -> Status:
         """An attach ends when the container's output does; that is a success, as for the kubelet."""
         return Status.ok()
+
+    def terminate(self) -> int:
+        """Nothing: the process attached to is the container's own, which outlives its clients."""
+        return 0
 
 
 class StreamingRuntime:
@@ -119,7 +134,7 @@ class StreamingRuntime:
              tty: bool) -> ExecProcess:
         exec_id = self._docker.create_exec(container_id, cmd, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty)
         stream = self._docker.start_exec(exec_id, self._start_timeout, tty=tty)
-        return ExecProcess(self._docker, exec_id, stream, tty)
+        return ExecProcess(self._docker, container_id, exec_id, stream, tty)
 
     def attach(self, container_id: str, *, stdin: bool, stdout: bool, stderr: bool) -> AttachProcess:
         """Join the container's stdio; the framing follows the container's own TTY setting."""

@@ -2,7 +2,7 @@
 
 Every remote command protocol the server speaks is exercised: stdin echo with stdout and stderr
 apart, stdin's end, exit codes on the error stream, a TTY resize seen by `stty size`, attach to a
-running container's output and input. Plus the RPCs' checks, the URL, single-use tokens,
+running container's output and input, an exec killed when its client vanishes. Plus the RPCs' checks, the URL, single-use tokens,
 refused protocols, and 20 sessions at once.
 """
 
@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import socket
+import struct
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import pytest
 from conftest import Shim, wait_for
 from containers_fixtures import Pod, pod, rpc_error  # noqa: F401 (fixture)
 from dockershim_py.api import api_pb2 as api
-from streaming_client import STDOUT, Refused, SpdyExec, SpdySession, WsExec, http_get
+from streaming_client import STDOUT, Refused, SpdyExec, SpdySession, WsExec, _Reader, http_get
 
 SPDY = ["v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"]
 WEBSOCKET = ["v5.channel.k8s.io", "v4.channel.k8s.io", "v4.base64.channel.k8s.io", "channel.k8s.io",
@@ -332,6 +333,38 @@ def test_a_silent_client_holds_only_its_own_session(pod: Pod, shell: str) -> Non
     finally:
         silent.close()
         stalled.close()
+
+
+def processes_with(pod: Pod, container_id: str, marker: str) -> list[str]:
+    """The container's processes (as `docker top` lists them) whose command line holds `marker`."""
+    rows = [" ".join(row) for row in pod.docker.top(container_id)["Processes"] or []]
+    return [row for row in rows if marker in row]
+
+
+def reset_connection(sock: socket.socket, reader: _Reader) -> None:
+    """Drop the connection as a killed client does: a TCP reset, no FIN, no goodbye."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.shutdown(socket.SHUT_RD)  # wakes the client's reader without sending anything
+    reader.wait(lambda: reader.eof)
+    sock.close()
+
+
+@pytest.mark.parametrize(("transport", "protocol", "tty"), [
+    ("spdy", "v4.channel.k8s.io", False), ("websocket", "v5.channel.k8s.io", False),
+    ("spdy", "v4.channel.k8s.io", True), ("websocket", "v5.channel.k8s.io", True)])
+def test_an_exec_whose_client_vanishes_does_not_outlive_it(pod: Pod, shell: str, transport: str, protocol: str,
+                                                           tty: bool) -> None:
+    """A client killed mid-exec (kubectl's laptop closed, its pod evicted): nobody will read the
+    process's output or send its stdin, so the process and its children are killed rather than
+    left running in the container until it stops."""
+    marker = str(1000 + 2 * (transport == "websocket") + tty)  # a sleep of its own per case
+    url = exec_url(pod, shell, ["sh", "-c", f"sleep {marker}; echo never"], stdin=tty, stderr=not tty, tty=tty)
+    session = open_session(url, transport, protocol, stdin=tty, stderr=not tty, tty=tty)
+    assert wait_for(lambda: processes_with(pod, shell, f"sleep {marker}"), 10)
+    connection = session.session if isinstance(session, SpdyExec) else session.ws
+    reset_connection(connection.sock, connection.reader)
+    assert wait_for(lambda: not processes_with(pod, shell, marker), 10), processes_with(pod, shell, marker)
+    assert processes_with(pod, shell, "sleep 3600")  # the container's own process is left alone
 
 
 def test_status_json_is_what_kubectl_parses(pod: Pod, shell: str) -> None:

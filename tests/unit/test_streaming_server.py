@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ class FakeProcess:
         self.multiplexed = not tty
         self.status = status
         self.sizes: list[tuple[int, int]] = []
+        self.terminated = False
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -62,6 +64,10 @@ class FakeProcess:
 
     def outcome(self) -> Status:
         return self.status
+
+    def terminate(self) -> int:
+        self.terminated = True
+        return 1
 
 
 class HeadProcess:
@@ -87,6 +93,9 @@ class HeadProcess:
 
     def outcome(self) -> Status:
         return Status.ok()
+
+    def terminate(self) -> int:
+        return 0
 
 
 class FakeRuntime:
@@ -294,6 +303,54 @@ def test_a_process_that_exits_before_reading_all_its_stdin_gives_its_output_and_
     outcome = session.finish(10)
     assert outcome.stdout == b"z" * 10
     assert outcome.status["status"] == "Success", outcome.error
+
+
+def reset(sock: socket.socket, reader: client._Reader) -> None:
+    """Drop a client's connection with a TCP reset, as a killed client's kernel does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.shutdown(socket.SHUT_RD)  # wakes the client's reader without sending anything
+    reader.wait(lambda: reader.eof)
+    sock.close()
+
+
+@pytest.mark.parametrize("websocket", [False, True])
+def test_a_client_that_vanishes_mid_exec_has_its_process_terminated(
+        server: StreamingServer, runtime: FakeRuntime, websocket: bool) -> None:
+    """Docker keeps an exec running when its connection closes: a process nobody reads any more
+    (`sleep 1000`, a shell whose kubectl was killed) is ended, not left in the container."""
+    url = exec_url(server)
+    session = client.WsExec(url, "v5.channel.k8s.io", stdin=True) if websocket else client.SpdyExec(
+        url, "v4.channel.k8s.io", stdin=True)
+    session.write(b"abc")
+    session.wait_output(b"abc")
+    connection = session.ws if isinstance(session, client.WsExec) else session.session
+    reset(connection.sock, connection.reader)
+    assert wait_for(lambda: not server._threads, 5)
+    assert runtime.processes[0].terminated
+
+
+def test_an_idle_exec_has_its_process_terminated(runtime: FakeRuntime) -> None:
+    """The idle timeout ends the session the way a vanished client does, and the process with it."""
+    idle = StreamingServer(Config(streaming_idle_timeout=0.3), runtime)  # type: ignore[arg-type]
+    idle.start()
+    try:
+        session = client.SpdyExec(exec_url(idle), "v4.channel.k8s.io", stdin=True)
+        session.write(b"abc")
+        session.wait_output(b"abc")
+        assert wait_for(lambda: not idle._threads, 5)
+        assert runtime.processes[0].terminated
+        session.session.close()
+    finally:
+        idle.stop()
+
+
+def test_a_process_that_ended_is_not_terminated(server: StreamingServer, runtime: FakeRuntime) -> None:
+    session = client.WsExec(exec_url(server), "v5.channel.k8s.io", stdin=True)
+    session.write(b"abc")
+    session.close_stdin()
+    session.finish()
+    assert wait_for(lambda: not server._threads, 5)
+    assert not runtime.processes[0].terminated
 
 
 def test_start_failures_reach_the_error_stream(server: StreamingServer, runtime: FakeRuntime) -> None:
