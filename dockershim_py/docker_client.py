@@ -707,9 +707,7 @@ class DockerClient:
         """Docker's archive answer for `path`: the status, the path's stat, and at most `limit`
         (plus one) bytes of the body, on a connection of our own that is closed after it."""
         what = f"read {path} in container {container_id}"
-        with self._call(what):
-            self._clients()
-            connection = self._raw_socket(self._timeout)
+        connection = self._own_connection(what)
         reader = ResponseReader()
         with self._export_errors(what, connection, close=True):
             query = urllib.parse.urlencode({"path": path})
@@ -735,9 +733,7 @@ class DockerClient:
         most the request timeout (DEADLINE_EXCEEDED), and a stream cut short is UNAVAILABLE.
         """
         what = f"export container {container_id}"
-        with self._call(what):
-            self._clients()
-            connection = self._raw_socket(self._timeout)
+        connection = self._own_connection(what)
         reader = ResponseReader()
         with self._export_errors(what, connection, close=False):
             connection.sendall(request_bytes("GET", f"/v{self._api_version}/containers/{container_id}/export"))
@@ -783,6 +779,12 @@ class DockerClient:
             sock.close()
             raise
         return sock
+
+    def _own_connection(self, what: str) -> socket.socket:
+        """A connection of our own for `what`, the API version negotiated first; errors as CRIError."""
+        with self._call(what):
+            self._clients()
+            return self._raw_socket(self._timeout)
 
     def _raw_socket(self, timeout: float | None) -> socket.socket:
         """A connection of our own, for requests that must be abortable or that Docker hijacks."""

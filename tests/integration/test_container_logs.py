@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -108,58 +110,54 @@ def test_dockers_own_rotation_is_followed(start_shim, docker_api: docker.APIClie
         pod.close()
 
 
-def test_a_restarted_shim_resumes_without_losing_or_repeating(docker_api: docker.APIClient) -> None:
-    root = tempfile.mkdtemp(prefix="dspy-shim-root-")
-    first = Shim(["--root-directory", root]).start()
-    second: Shim | None = None
-    pod = Pod(first.runtime, docker_api)
+@contextlib.contextmanager
+def crashing_shim(docker_api: docker.APIClient) -> Iterator[tuple[Pod, Path, Callable[..., None]]]:
+    """A pod on a shim with a root directory of its own, and `crash_and_restart(while_down)`:
+    SIGKILL (no position saved on the way out), then a second shim on the same root serving the pod."""
+    root = Path(tempfile.mkdtemp(prefix="dspy-shim-root-"))
+    shims = [Shim(["--root-directory", str(root)]).start()]
+    pod = Pod(shims[0].runtime, docker_api)
+
+    def crash_and_restart(while_down: Callable[[], object] = lambda: None) -> None:
+        shims[0].stop(signal.SIGKILL)
+        time.sleep(0.5)
+        while_down()
+        shims.append(Shim(["--root-directory", str(root)]).start())
+        pod.runtime = shims[-1].runtime
+
     try:
+        yield pod, root, crash_and_restart
+    finally:
+        if len(shims) == 1:
+            crash_and_restart()
+        pod.close()
+        for shim in shims:
+            shim.stop()
+        subprocess.run(["rm", "-rf", str(root)], check=True)
+
+
+def test_a_restarted_shim_resumes_without_losing_or_repeating(docker_api: docker.APIClient) -> None:
+    with crashing_shim(docker_api) as (pod, _, crash_and_restart):
         count = 1500
         container_id = pod.run("survivor", numbered(count, pause_every=5))
         log_file = pod.log_file(container_id)
         assert wait_for(lambda: log_file.exists() and log_file.stat().st_size > 0, timeout=10)
-        first.stop(signal.SIGKILL)  # a crash: no position saved on the way out
-        time.sleep(0.5)
-        second = Shim(["--root-directory", root]).start()
-        pod.runtime = second.runtime
+        crash_and_restart()
         pod.exited(container_id, timeout=60)
         assert texts(pod, log_file) == [f"line {n}" for n in range(count)]
-    finally:
-        if second is None:
-            second = Shim(["--root-directory", root]).start()
-        pod.runtime = second.runtime
-        pod.close()
-        second.stop()
-        first.stop()
-        subprocess.run(["rm", "-rf", root], check=True)
 
 
 def test_a_restarted_shim_copies_a_log_whose_position_file_a_crash_left_empty(docker_api: docker.APIClient) -> None:
     """Positions are written without fsync: the running container's later lines must still arrive."""
-    root = tempfile.mkdtemp(prefix="dspy-shim-root-")
-    first = Shim(["--root-directory", root]).start()
-    second: Shim | None = None
-    pod = Pod(first.runtime, docker_api)
-    try:
+    with crashing_shim(docker_api) as (pod, root, crash_and_restart):
         container_id = pod.run("emptied", ["sh", "-c", "echo before; until [ -e /tmp/go ]; do usleep 50000; done; "
                                                       "echo after; sleep 30"])
         log_file = pod.log_file(container_id)
         assert wait_for(lambda: texts(pod, log_file) == ["before"], timeout=10)
-        first.stop(signal.SIGKILL)
-        Path(root, "logs", f"{container_id}.json").write_bytes(b"")
-        second = Shim(["--root-directory", root]).start()
-        pod.runtime = second.runtime
+        crash_and_restart(while_down=lambda: (root / "logs" / f"{container_id}.json").write_bytes(b""))
         pod.sh(container_id, "touch /tmp/go")
         assert wait_for(lambda: texts(pod, log_file)[-1:] == ["after"], timeout=15), texts(pod, log_file)
         assert texts(pod, log_file) == ["before", "before", "after"]  # copied again from Docker's first line
-    finally:
-        if second is None:
-            second = Shim(["--root-directory", root]).start()
-        pod.runtime = second.runtime
-        pod.close()
-        second.stop()
-        first.stop()
-        subprocess.run(["rm", "-rf", root], check=True)
 
 
 def test_removing_the_pod_drops_its_containers_log_copy_positions(shim: Shim, docker_api: docker.APIClient) -> None:
