@@ -536,6 +536,8 @@ class LogManager:
         starts over from Docker's oldest log file: lines may repeat in the CRI file, none are lost.
         """
         with self._open_lock:
+            if self._stopping.is_set():  # a late resume at shutdown: the next start recovers it
+                return
             with self._lock:
                 if container_id in self._copiers:
                     return
@@ -561,7 +563,7 @@ class LogManager:
                 # What it printed before the watch began (`id; sleep infinity`) wakes nothing:
                 # copied by the next round, not the safety round.
                 self._behind.add(container_id)
-        os.eventfd_write(self._wake, 1)
+            os.eventfd_write(self._wake, 1)  # under the open lock: stop() closes it only after taking that
         self._ensure_thread()
 
     def finish(self, container_id: str, source_path: str = "") -> None:
@@ -658,9 +660,10 @@ class LogManager:
         return None if state is None else state.fields()
 
     def stop(self) -> None:
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
+        with self._open_lock:  # no follow() is between its check of _stopping and its wake-up write
+            if self._stopping.is_set():
+                return
+            self._stopping.set()
         os.eventfd_write(self._wake, 1)
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -696,6 +699,8 @@ class LogManager:
 
     def _ensure_thread(self) -> None:
         with self._thread_lock:
+            if self._stopping.is_set():
+                return
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="log-copier", daemon=True)
                 self._thread.start()

@@ -634,6 +634,30 @@ def test_a_stopped_manager_leaves_no_descriptor_open(files: dict[str, Path], tmp
     assert len(os.listdir("/proc/self/fd")) == before
 
 
+def test_a_follow_after_stop_starts_nothing_and_writes_to_no_closed_descriptor(
+        files: dict[str, Path], tmp_path: Path) -> None:
+    """A log-resume thread that runs late during shutdown: its container is recovered at the next start."""
+    manager = LogManager(str(tmp_path / "states"), safety_seconds=60)
+    process = subprocess.Popen(["sleep", "30"])
+    try:
+        manager.prepare("abc", str(files["target"]))
+        manager.stop()
+        before = len(os.listdir("/proc/self/fd"))
+        reused = os.eventfd(0, os.EFD_NONBLOCK)  # takes the number of the closed wake descriptor, if free
+        try:
+            manager.follow("abc", str(files["source"]), str(files["target"]), process.pid)
+            with pytest.raises(BlockingIOError):
+                os.eventfd_read(reused)  # nothing was written to whatever holds the old number now
+        finally:
+            os.close(reused)
+        assert len(os.listdir("/proc/self/fd")) == before
+        assert manager._thread is None or not manager._thread.is_alive()
+        assert manager.describe("abc")["source_path"] == ""  # the saved position was not touched
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_the_watch_wakes_for_the_log_and_its_rotations_not_for_dockers_other_files(tmp_path: Path) -> None:
     directory = tmp_path / "containers" / "abc"
     directory.mkdir(parents=True)
