@@ -9,6 +9,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from . import image_reference
 from .errors import CRIError, invalid_argument
 
 DEFAULT_ENDPOINT = "unix:///var/run/dockershim.sock"
@@ -338,6 +339,10 @@ def from_args(argv: list[str] | None = None) -> Config:
         argument_parser().error("the streaming timeouts must be positive")
     if not -1000 <= args.sandbox_oom_score_adj <= 1000:
         argument_parser().error("--sandbox-oom-score-adj must be in -1000..1000")
+    try:
+        image_reference.parse(args.pod_infra_container_image)
+    except CRIError as exc:
+        argument_parser().error(f"--pod-infra-container-image: {exc.message}")
     return Config(
         container_runtime_endpoint=args.container_runtime_endpoint,
         docker_endpoint=args.docker_endpoint,

@@ -71,6 +71,8 @@ def test_cni_flags() -> None:
     ["--docker-endpoint", "ssh://node"], ["--docker-endpoint", "tcp://127.0.0.1:http"],
     ["--docker-endpoint", "tcp://127.0.0.1:²"], ["--container-runtime-endpoint", "tcp://127.0.0.1:²"],
     ["--metrics-address", "127.0.0.1:²"],
+    ["--pod-infra-container-image", "registry.k8s.io/pause:<none>"], ["--pod-infra-container-image", ""],
+    ["--pod-infra-container-image", "Pause:3.10"],
 ])
 def test_settings_every_call_would_fail_with_stop_the_shim_at_start(flags: list[str]) -> None:
     with pytest.raises(SystemExit):
