@@ -404,7 +404,8 @@ class ContainerService:
         """Resume the log copies of running containers, finish those that exited meanwhile, drop leftovers."""
         for label in (EXPORT_LABEL, ACCOUNT_FILES_LABEL):  # helper containers a crash left behind
             for entry in self._docker.list_containers({"label": [f"{label}=true"]}):
-                self._docker.remove_container(entry["Id"], force=True)
+                if labels.is_helper(entry.get("Labels"), label):
+                    self._docker.remove_container(entry["Id"], force=True)
         saved = set(self._logs.saved_containers())
         existing = {entry["Id"] for entry in self._docker.list_containers(
             {"label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_CONTAINER}"]})}

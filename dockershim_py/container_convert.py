@@ -282,10 +282,9 @@ def create_body(
         host_config["Runtime"] = sandbox.runtime
 
     container_labels = labels.container_labels(
-        config.labels, config.annotations, sandbox.id, log_path_of(config, sandbox_config)
+        config.labels, config.annotations, sandbox.id, log_path_of(config, sandbox_config),
+        config.image.user_specified_image,
     )
-    if config.image.user_specified_image:
-        container_labels[labels.USER_SPECIFIED_IMAGE_LABEL] = config.image.user_specified_image
     body: dict[str, Any] = {
         "Image": config.image.image,
         "Env": environment(config.envs),

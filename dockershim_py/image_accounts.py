@@ -14,6 +14,7 @@ import secrets
 import threading
 from dataclasses import dataclass
 
+from . import labels
 from .docker_client import DockerClient
 from .errors import CRIError
 from .security_context import is_number
@@ -112,7 +113,7 @@ class ImageAccounts:
 
     def _read(self, image_id: str) -> Accounts:
         name = f"dockershim-py-accounts-{image_id.removeprefix('sha256:')[:12]}-{secrets.token_hex(4)}"
-        body = {"Image": image_id, "Entrypoint": ["/dockershim-py-accounts"], "Labels": {ACCOUNT_FILES_LABEL: "true"},
+        body = {"Image": image_id, "Entrypoint": ["/dockershim-py-accounts"], "Labels": labels.helper_labels(ACCOUNT_FILES_LABEL),
                 "NetworkDisabled": True, "HostConfig": {"NetworkMode": "none"}}
         container_id = self._docker.create_container(name, body)
         try:

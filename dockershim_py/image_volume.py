@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 
 import grpc
 
+from . import labels
 from .api import api_pb2 as api
 from .container_convert import ImageVolume
 from .docker_client import DockerClient
@@ -114,7 +115,7 @@ class ImageVolumes:
         staging = os.path.join(self.root, f".{os.path.basename(directory)}.{secrets.token_hex(4)}")
         staged_rootfs = os.path.join(staging, "rootfs")
         name = f"dockershim-py-image-volume-{image_id.removeprefix('sha256:')[:12]}-{secrets.token_hex(4)}"
-        body = {"Image": image_id, "Entrypoint": ["/image-volume-export"], "Labels": {EXPORT_LABEL: "true"},
+        body = {"Image": image_id, "Entrypoint": ["/image-volume-export"], "Labels": labels.helper_labels(EXPORT_LABEL),
                 "HostConfig": {"NetworkMode": "none"}}
         container_id = self._docker.create_container(name, body)
         try:

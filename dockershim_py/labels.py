@@ -46,26 +46,48 @@ def make_labels(labels: Mapping[str, str], annotations: Mapping[str, str]) -> di
     return merged
 
 
+# Docker gives a container its image's labels beneath its own. Every internal label is therefore
+# set at create, empty where it does not apply (read back as absent): an image must not choose a
+# container's log file or sandbox.
+
+
 def sandbox_labels(labels: Mapping[str, str], annotations: Mapping[str, str], runtime_handler: str = "") -> dict[str, str]:
     """The Docker labels of a pause container."""
     merged = make_labels(labels, annotations)
     merged[CONTAINER_TYPE_LABEL] = CONTAINER_TYPE_SANDBOX
     merged[KUBERNETES_CONTAINER_NAME_LABEL] = "POD"
-    if runtime_handler:
-        merged[RUNTIME_HANDLER_LABEL] = runtime_handler
+    merged[RUNTIME_HANDLER_LABEL] = runtime_handler
+    merged[SANDBOX_ID_LABEL] = ""
+    merged[CONTAINER_LOG_PATH_LABEL] = ""
+    merged[USER_SPECIFIED_IMAGE_LABEL] = ""
     return merged
 
 
 def container_labels(
-    labels: Mapping[str, str], annotations: Mapping[str, str], sandbox_id: str, log_path: str = ""
+    labels: Mapping[str, str], annotations: Mapping[str, str], sandbox_id: str, log_path: str = "",
+    user_specified_image: str = "",
 ) -> dict[str, str]:
     """The Docker labels of an application container of sandbox `sandbox_id`."""
     merged = make_labels(labels, annotations)
     merged[CONTAINER_TYPE_LABEL] = CONTAINER_TYPE_CONTAINER
     merged[SANDBOX_ID_LABEL] = sandbox_id
-    if log_path:
-        merged[CONTAINER_LOG_PATH_LABEL] = log_path
+    merged[CONTAINER_LOG_PATH_LABEL] = log_path
+    merged[USER_SPECIFIED_IMAGE_LABEL] = user_specified_image
+    merged[RUNTIME_HANDLER_LABEL] = ""
     return merged
+
+
+def helper_labels(helper_label: str) -> dict[str, str]:
+    """The labels of a helper container the shim makes from an image (never started): typed as
+    no CRI object, whatever the image's labels say."""
+    return {helper_label: "true", CONTAINER_TYPE_LABEL: ""}
+
+
+def is_helper(docker_labels: Mapping[str, str] | None, helper_label: str) -> bool:
+    """A helper container, not a pod's container whose image carries the helper's label."""
+    docker_labels = docker_labels or {}
+    return (docker_labels.get(helper_label) == "true"
+            and docker_labels.get(CONTAINER_TYPE_LABEL) not in (CONTAINER_TYPE_SANDBOX, CONTAINER_TYPE_CONTAINER))
 
 
 def extract_labels(docker_labels: Mapping[str, str] | None) -> tuple[dict[str, str], dict[str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import docker
 import grpc
 
-from conftest import CRICTL, Shim, needs_crictl, wait_for
+from conftest import BUSYBOX, CRICTL, Shim, needs_crictl, wait_for
 from containers_fixtures import Pod, pod, rpc_error  # noqa: F401 (fixtures)
 from dockershim_py.api import api_pb2 as api
 
@@ -145,6 +146,27 @@ def test_a_restarted_shim_resumes_without_losing_or_repeating(docker_api: docker
         crash_and_restart()
         pod.exited(container_id, timeout=60)
         assert texts(pod, log_file) == [f"line {n}" for n in range(count)]
+
+
+def test_an_images_labels_choose_no_log_file_and_remove_no_container_at_a_restart(docker_api: docker.APIClient) -> None:
+    """Docker gives a container its image's labels: the shim's own must not be the image's to set."""
+    target = Path(tempfile.mkdtemp(prefix="dspy-owned-")) / "owned.log"
+    tag = "dspy-test/internal-labels:1"
+    dockerfile = (f"FROM {BUSYBOX}\nLABEL io.kubernetes.container.logpath={target} "
+                  "io.kubernetes.dockershim-py.image-volume-export=true io.kubernetes.dockershim-py.account-files=true\n")
+    list(docker_api.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, network_mode="none"))
+    try:
+        with crashing_shim(docker_api) as (pod, _, crash_and_restart):
+            container_id = pod.run("labelled", ["sh", "-c", "echo printed; sleep 3600"], log_path="",
+                                   image=api.ImageSpec(image=tag))
+            time.sleep(1)
+            assert pod.status(container_id).log_path == ""
+            assert not target.exists()
+            crash_and_restart()  # recovery removes the shim's leftover helper containers, not this one
+            assert pod.status(container_id).state == api.CONTAINER_RUNNING
+    finally:
+        docker_api.remove_image(tag, force=True)
+        subprocess.run(["rm", "-rf", str(target.parent)], check=True)
 
 
 def test_a_restarted_shim_copies_a_log_whose_position_file_a_crash_left_empty(docker_api: docker.APIClient) -> None:

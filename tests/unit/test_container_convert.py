@@ -69,6 +69,7 @@ def test_name_and_labels_are_dockershims() -> None:
         labels.SANDBOX_ID_LABEL: SANDBOX_ID,
         labels.CONTAINER_LOG_PATH_LABEL: "/var/log/pods/shop_web_uid-1/app/2.log",
         labels.USER_SPECIFIED_IMAGE_LABEL: "busybox:1.0",
+        labels.RUNTIME_HANDLER_LABEL: "",
     }
     assert body["Image"] == "sha256:" + "b" * 64
 

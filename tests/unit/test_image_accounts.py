@@ -97,7 +97,8 @@ def test_an_images_accounts_are_read_once_from_a_container_never_started() -> No
     assert accounts.of("sha256:abc") is first
     assert first.user("1000").gid == 1000 and first.groups == ()  # no /etc/group: no memberships
     assert len(docker.created) == 1 and docker.removed == ["probe-1"]
-    assert docker.created[0]["Labels"] == {ACCOUNT_FILES_LABEL: "true"}  # a crash's leftover is found by it
+    # A crash's leftover is found by it; typed as no CRI object, whatever the image's labels say.
+    assert docker.created[0]["Labels"] == {ACCOUNT_FILES_LABEL: "true", "io.kubernetes.docker.type": ""}
 
 
 def test_the_probe_container_is_removed_when_reading_fails() -> None:

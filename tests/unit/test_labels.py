@@ -15,6 +15,11 @@ def test_sandbox_labels_carry_labels_annotations_and_internal_marks() -> None:
         "annotation.kubernetes.io/config.seen": "now",
         "io.kubernetes.docker.type": "podsandbox",
         "io.kubernetes.container.name": "POD",
+        # empty, not absent: the image's labels are beneath a container's own
+        "io.kubernetes.dockershim-py.runtime-handler": "",
+        "io.kubernetes.sandbox.id": "",
+        "io.kubernetes.container.logpath": "",
+        "io.kubernetes.dockershim-py.user-specified-image": "",
     }
 
 
@@ -31,6 +36,8 @@ def test_container_labels() -> None:
         "io.kubernetes.docker.type": "container",
         "io.kubernetes.sandbox.id": "sandbox-id",
         "io.kubernetes.container.logpath": "/var/log/pods/x/0.log",
+        "io.kubernetes.dockershim-py.user-specified-image": "",
+        "io.kubernetes.dockershim-py.runtime-handler": "",
     }
 
 
@@ -44,10 +51,13 @@ def test_a_callers_internal_labels_are_left_out() -> None:
     forged = {"io.kubernetes.container.logpath": "/etc/passwd", "io.kubernetes.sandbox.id": "other",
               "io.kubernetes.dockershim-py.runtime-handler": "runsc",
               "io.kubernetes.dockershim-py.user-specified-image": "forged", "app": "web"}
+    empty = {"io.kubernetes.container.logpath": "", "io.kubernetes.dockershim-py.runtime-handler": "",
+             "io.kubernetes.dockershim-py.user-specified-image": ""}
     assert labels.container_labels(forged, {}, "sandbox-id") == {
-        "app": "web", "io.kubernetes.docker.type": "container", "io.kubernetes.sandbox.id": "sandbox-id"}
+        "app": "web", "io.kubernetes.docker.type": "container", "io.kubernetes.sandbox.id": "sandbox-id", **empty}
     assert labels.sandbox_labels(forged, {}) == {
-        "app": "web", "io.kubernetes.docker.type": "podsandbox", "io.kubernetes.container.name": "POD"}
+        "app": "web", "io.kubernetes.docker.type": "podsandbox", "io.kubernetes.container.name": "POD",
+        "io.kubernetes.sandbox.id": "", **empty}
 
 
 def test_extract_round_trips_and_hides_internal_labels() -> None:

@@ -60,6 +60,10 @@ def test_create_body_is_dockershims_pause_container() -> None:
             "annotation.seen": "now",
             "io.kubernetes.docker.type": "podsandbox",
             "io.kubernetes.container.name": "POD",
+            "io.kubernetes.dockershim-py.runtime-handler": "",
+            "io.kubernetes.sandbox.id": "",
+            "io.kubernetes.container.logpath": "",
+            "io.kubernetes.dockershim-py.user-specified-image": "",
         },
         "HostConfig": {
             "Privileged": False,
