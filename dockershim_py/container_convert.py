@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +81,8 @@ def log_path_of(config: api.ContainerConfig, sandbox_config: api.PodSandboxConfi
         return ""
     if not sandbox_config.log_directory:
         raise invalid_argument("log_path is set but the sandbox config has no log_directory")
+    if not os.path.isabs(sandbox_config.log_directory):  # else written relative to the shim's directory
+        raise invalid_argument(f"log_directory {sandbox_config.log_directory!r} must be an absolute path")
     if os.path.isabs(config.log_path) or ".." in config.log_path.split("/"):
         raise invalid_argument(f"log_path {config.log_path!r} must be relative to log_directory, without '..'")
     return os.path.join(sandbox_config.log_directory, config.log_path)
@@ -188,9 +191,12 @@ def docker_resources(resources: api.LinuxContainerResources, can_lower_oom_score
 
     Docker has no way to set hugepage limits or cgroup v2 `unified` keys; those are not applied.
     """
-    for name in ("cpu_period", "cpu_shares", "memory_limit_in_bytes", "memory_swap_limit_in_bytes"):
+    for name in ("cpu_period", "cpu_shares", "memory_limit_in_bytes"):
         if getattr(resources, name) < 0:
             raise invalid_argument(f"resources.{name} {getattr(resources, name)} is negative")
+    if resources.memory_swap_limit_in_bytes < -1:  # -1: unlimited swap (the kubelet's UnlimitedSwap)
+        raise invalid_argument(
+            f"resources.memory_swap_limit_in_bytes {resources.memory_swap_limit_in_bytes} is below -1 (unlimited)")
     if resources.cpu_quota < -1:
         raise invalid_argument(f"resources.cpu_quota {resources.cpu_quota} is below -1 (unlimited)")
     if not -1000 <= resources.oom_score_adj <= 1000:
@@ -205,7 +211,7 @@ def docker_resources(resources: api.LinuxContainerResources, can_lower_oom_score
     memory = resources.memory_limit_in_bytes
     if memory:
         swap = resources.memory_swap_limit_in_bytes
-        if swap and swap < memory:
+        if swap > 0 and swap < memory:
             raise invalid_argument(
                 f"resources.memory_swap_limit_in_bytes {swap} is below memory_limit_in_bytes {memory}: "
                 f"Docker's swap limit counts memory and swap together"
@@ -303,11 +309,38 @@ def create_body(
     if security.user:
         body["User"] = security.user
     if config.stop_signal:
-        try:
-            body["StopSignal"] = api.Signal.Name(config.stop_signal)
-        except ValueError:
-            raise invalid_argument(f"stop_signal {config.stop_signal} is not one of the CRI's signals") from None
+        body["StopSignal"] = docker_stop_signal(config.stop_signal)
     return body
+
+
+def docker_stop_signal(value: int) -> str:
+    """Docker's name of a CRI signal: the CRI's SIGRTMINPLUS1 is Docker's SIGRTMIN+1."""
+    try:
+        name = api.Signal.Name(value)
+    except ValueError:
+        raise invalid_argument(f"stop_signal {value} is not one of the CRI's signals") from None
+    return name.replace("PLUS", "+").replace("MINUS", "-")
+
+
+def cri_stop_signal(docker_value: str) -> int:
+    """The CRI signal of a Docker StopSignal (an image's STOPSIGNAL: `SIGTERM`, `TERM`, `15`,
+    `SIGRTMIN+3`); RUNTIME_DEFAULT for one the CRI has no name for."""
+    text = docker_value.strip().upper()
+    if text.isascii() and text.isdigit():
+        number = int(text)
+        if signal.SIGRTMIN <= number <= signal.SIGRTMAX:  # the CRI counts 15 up from RTMIN, 14 down from RTMAX
+            offset = number - signal.SIGRTMIN
+            text = "SIGRTMIN" if offset == 0 else f"SIGRTMIN+{offset}" if offset <= 15 else (
+                f"SIGRTMAX-{signal.SIGRTMAX - number}" if number < signal.SIGRTMAX else "SIGRTMAX")
+        else:
+            try:
+                text = signal.Signals(number).name
+            except ValueError:
+                return api.RUNTIME_DEFAULT
+    if not text.startswith("SIG"):
+        text = "SIG" + text
+    name = text.replace("+", "PLUS").replace("-", "MINUS")
+    return api.Signal.Value(name) if name in api.Signal.keys() else api.RUNTIME_DEFAULT
 
 
 # --- ContainerStatus ------------------------------------------------------------------------------
@@ -387,7 +420,7 @@ def resources_of(host_config: Mapping[str, Any]) -> api.ContainerResources:
         cpu_quota=int(host_config.get("CpuQuota") or 0),
         cpu_shares=int(host_config.get("CpuShares") or 0),
         memory_limit_in_bytes=int(host_config.get("Memory") or 0),
-        memory_swap_limit_in_bytes=max(swap, 0),
+        memory_swap_limit_in_bytes=max(swap, -1),  # -1: unlimited
         oom_score_adj=int(host_config.get("OomScoreAdj") or 0),
         cpuset_cpus=host_config.get("CpusetCpus") or "",
         cpuset_mems=host_config.get("CpusetMems") or "",
@@ -478,9 +511,7 @@ def status_of(
     user = user_of(process_status, config.get("User") or "", host_config.get("GroupAdd"))
     if user is not None:
         status.user.CopyFrom(user)
-    stop_signal = config.get("StopSignal") or ""
-    if stop_signal in api.Signal.keys():
-        status.stop_signal = api.Signal.Value(stop_signal)
+    status.stop_signal = cri_stop_signal(config.get("StopSignal") or "")
     return status
 
 

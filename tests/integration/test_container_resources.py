@@ -31,6 +31,23 @@ def test_resources_in_the_cgroup(pod: Pod) -> None:
     pod.remove(container_id)
 
 
+def test_unlimited_swap_and_a_real_time_stop_signal_are_taken_and_read_back(pod: Pod) -> None:
+    """The kubelet's UnlimitedSwap asks swap -1; the CRI names SIGRTMINPLUS1 what Docker calls SIGRTMIN+1."""
+    resources = api.LinuxContainerResources(memory_limit_in_bytes=96 << 20, memory_swap_limit_in_bytes=-1)
+    container_id = pod.run("swapping", linux=api.LinuxContainerConfig(resources=resources),
+                           stop_signal=api.SIGRTMINPLUS1)
+    status = pod.status(container_id)
+    assert status.resources.linux.memory_swap_limit_in_bytes == -1
+    assert status.stop_signal == api.SIGRTMINPLUS1
+    if Path("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists():
+        assert int(pod.sh(container_id, "cat /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")) > 96 << 20
+    pod.runtime.UpdateContainerResources(api.UpdateContainerResourcesRequest(
+        container_id=container_id, linux=api.LinuxContainerResources(memory_limit_in_bytes=128 << 20,
+                                                                     memory_swap_limit_in_bytes=-1)), timeout=30)
+    assert pod.status(container_id).resources.linux.memory_limit_in_bytes == 128 << 20
+    pod.remove(container_id)
+
+
 def test_negative_oom_score_adj(pod: Pod) -> None:
     """runc cannot lower OOM scores without CAP_SYS_RESOURCE: such nodes get 0 instead of a failure."""
     container_id = pod.run("favoured", linux=api.LinuxContainerConfig(

@@ -125,6 +125,14 @@ def test_bad_requests_are_refused_before_anything_is_made(config) -> None:
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_a_relative_log_directory_is_refused() -> None:
+    """RunPodSandbox refuses one; CreateContainer's own sandbox_config must not slip one past."""
+    relative = sandbox_config()
+    relative.log_directory = "relative/dir"
+    message = refused(grpc.StatusCode.INVALID_ARGUMENT, convert.log_path_of, container_config(), relative)
+    assert "must be an absolute path" in message
+
+
 def test_every_container_logs_to_json_file_with_a_64mib_shm() -> None:
     host = body_of(container_config())["HostConfig"]
     assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
@@ -201,6 +209,36 @@ def test_negative_oom_score_becomes_zero_where_the_node_cannot_lower_it() -> Non
     resources = api.LinuxContainerResources(oom_score_adj=-999)
     assert convert.docker_resources(resources, can_lower_oom_score=True)["OomScoreAdj"] == -999
     assert convert.docker_resources(resources, can_lower_oom_score=False)["OomScoreAdj"] == 0
+
+
+def test_unlimited_swap_is_dockers_minus_one_and_read_back() -> None:
+    """The kubelet's UnlimitedSwap (NodeSwap, 1.22-1.29) asks -1 of every container."""
+    limited = api.LinuxContainerResources(memory_limit_in_bytes=100, memory_swap_limit_in_bytes=-1)
+    assert convert.docker_resources(limited, True)["MemorySwap"] == -1
+    assert "MemorySwap" not in convert.docker_resources(api.LinuxContainerResources(memory_swap_limit_in_bytes=-1), True)
+    assert convert.update_body(limited)["MemorySwap"] == -1
+    assert convert.resources_of({"Memory": 100, "MemorySwap": -1}).linux.memory_swap_limit_in_bytes == -1
+    refused(grpc.StatusCode.INVALID_ARGUMENT, convert.docker_resources,
+            api.LinuxContainerResources(memory_limit_in_bytes=100, memory_swap_limit_in_bytes=-2), True)
+
+
+@pytest.mark.parametrize("cri, docker_name", [
+    (api.SIGTERM, "SIGTERM"), (api.SIGRTMIN, "SIGRTMIN"), (api.SIGRTMINPLUS1, "SIGRTMIN+1"),
+    (api.SIGRTMINPLUS15, "SIGRTMIN+15"), (api.SIGRTMAXMINUS14, "SIGRTMAX-14"), (api.SIGRTMAXMINUS1, "SIGRTMAX-1"),
+    (api.SIGRTMAX, "SIGRTMAX"),
+])
+def test_stop_signals_are_named_as_docker_names_them(cri: int, docker_name: str) -> None:
+    assert convert.docker_stop_signal(cri) == docker_name
+    assert convert.cri_stop_signal(docker_name) == cri
+
+
+@pytest.mark.parametrize("docker_value, cri", [
+    ("TERM", api.SIGTERM), ("sigquit", api.SIGQUIT), ("9", api.SIGKILL), ("15", api.SIGTERM), ("34", api.SIGRTMIN),
+    ("49", api.SIGRTMINPLUS15), ("50", api.SIGRTMAXMINUS14), ("64", api.SIGRTMAX), ("", api.RUNTIME_DEFAULT),
+    ("SIGNOPE", api.RUNTIME_DEFAULT), ("99", api.RUNTIME_DEFAULT), ("²", api.RUNTIME_DEFAULT),
+])
+def test_an_images_stop_signal_is_read_in_every_form_docker_takes(docker_value: str, cri: int) -> None:
+    assert convert.cri_stop_signal(docker_value) == cri
 
 
 @pytest.mark.parametrize(
