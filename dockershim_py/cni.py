@@ -256,13 +256,15 @@ def plugin_failure(plugin_type: str, command: str, returncode: int, stdout: byte
 
 def result_ips(result: Mapping[str, Any] | None) -> list[str]:
     """The addresses a result gives the pod (0.3.0+ `ips`, older `ip4`/`ip6`), without prefix lengths."""
-    if not result:
+    if not isinstance(result, Mapping):
         return []
-    entries = list(result.get("ips") or [])
+    entries = list(result.get("ips") or []) if isinstance(result.get("ips"), list) else []
     entries += [result[key] for key in ("ip4", "ip6") if isinstance(result.get(key), dict)]
     addresses = []
     for entry in entries:
-        address = (entry or {}).get("address") or (entry or {}).get("ip") or ""
+        if not isinstance(entry, Mapping):
+            continue
+        address = entry.get("address") or entry.get("ip") or ""
         if isinstance(address, str) and address:
             addresses.append(address.split("/", 1)[0])
     return addresses

@@ -25,7 +25,7 @@ from . import labels, naming, network
 from .api import api_pb2 as api
 from .cgroups import can_lower_oom_score, docker_cgroup_parent, effective_oom_score_adj
 from .checkpoint import CheckpointStore, PortMapping, SandboxCheckpoint
-from .cni import NetworkConfigError, PluginError, PodIdentity, runtime_capabilities
+from .cni import NetworkConfigError, PluginError, PodIdentity, result_ips, runtime_capabilities
 from .config import Config
 from .docker_client import DockerClient
 from .events import ConvertedEntries
@@ -522,15 +522,17 @@ class SandboxService:
         info = verbose_info(inspect, ips, self._checkpoints.get(full_id), cni_result) if verbose else {}
         return status, info
 
-    @staticmethod
-    def _pod_ips(inspect: dict[str, Any]) -> list[str]:
-        """Docker's addresses for the sandbox, else those in its network namespace; none on the host's."""
+    def _pod_ips(self, inspect: dict[str, Any]) -> list[str]:
+        """Docker's addresses for the sandbox; on CNI, its ADD result's (a container may add an
+        address of its own in the pod's namespace, a VIP on lo, which is not the pod's IP), else those
+        in its network namespace; none on the host's."""
         if (inspect.get("HostConfig") or {}).get("NetworkMode") == "host":
             return []
         ips = network.ips_from_network_settings(inspect.get("NetworkSettings"))
         state = inspect.get("State") or {}
         if not ips and state.get("Running") and state.get("Pid"):
-            ips = network.ips_from_network_namespace(state["Pid"])
+            cached = self._network.cni.cached_result(inspect["Id"]) if self._network.cni is not None else None
+            ips = result_ips((cached or {}).get("result")) or network.ips_from_network_namespace(state["Pid"])
         return ips
 
     # --- ListPodSandbox -----------------------------------------------------------------------------

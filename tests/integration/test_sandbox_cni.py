@@ -20,7 +20,7 @@ import docker
 import grpc
 import pytest
 
-from conftest import Shim, wait_for
+from conftest import BUSYBOX, Shim, wait_for
 from dockershim_py.api import api_pb2 as api
 from sandbox_fixtures import Sandboxes, free_port
 
@@ -187,6 +187,25 @@ def test_a_pod_gets_its_address_and_host_port_from_the_plugins(
     pods.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)  # again: fine
     pods.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
     assert pods.docker_containers() == []
+
+
+def test_an_address_a_container_adds_in_the_pod_is_not_the_pods_ip(
+        pods: Sandboxes, cni_network: CNINetwork, docker_api: docker.APIClient) -> None:
+    """A VIP a container puts on lo (an address below the pod's): the pod's IP is still the plugins' one."""
+    sandbox_id = pods.run()
+    pod_ip = pods.status(sandbox_id).status.network.ip
+    vip = "10.250.0.9"  # below 10.251.0.0/16, where the test networks are; it is never sent to
+    container = docker_api.create_container(
+        BUSYBOX, ["sh", "-c", f"ip addr add {vip}/32 dev lo && sleep 3600"],
+        name=f"dspy-sbx-helper-{secrets.token_hex(4)}",
+        host_config=docker_api.create_host_config(network_mode=f"container:{sandbox_id}", cap_add=["NET_ADMIN"]))["Id"]
+    try:
+        docker_api.start(container)
+        assert wait_for(lambda: vip in pods.output_of(sandbox_id, "cat /proc/net/fib_trie"), timeout=10)
+        status = pods.status(sandbox_id).status
+        assert (status.network.ip, list(status.network.additional_ips)) == (pod_ip, [])
+    finally:
+        docker_api.remove_container(container, force=True)
 
 
 def test_remove_without_stop_releases_the_address(pods: Sandboxes, cni_network: CNINetwork) -> None:
