@@ -832,9 +832,13 @@ class RawStream:
         self.sock.settimeout(timeout)
         return self.sock.recv(size)
 
-    def close(self) -> None:
+    def interrupt(self) -> None:
+        """End a recv() another thread waits in (it returns b""); the connection is closed by its reader."""
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.interrupt()
         self.sock.close()
 
 

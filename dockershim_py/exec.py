@@ -14,12 +14,12 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 
 from .docker_client import DockerClient, RawStream
-from .errors import CRIError, deadline_exceeded, invalid_argument
+from .errors import CRIError, deadline_exceeded, failed_precondition, invalid_argument, not_found, unavailable
 from .server import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -30,14 +30,15 @@ MAX_REPLY_OUTPUT_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
 READ_BYTES = 64 * 1024
 STDOUT, STDERR = 1, 2
 # Docker records the exit code a moment after the output stream ends.
-EXIT_CODE_WAIT_SECONDS = 2.0
+EXIT_CODE_WAIT_SECONDS = 5.0
 # Connecting to dockerd and starting the exec must not take the whole timeout of a probe.
 START_TIMEOUT_SECONDS = 30.0
 # After a start that timed out: how long the exec is watched for a late start, and how often.
 LATE_START_WATCH_SECONDS = 60.0
 LATE_START_POLL_SECONDS = 0.2
-# Longest single wait for output (a command without a timeout may run for ever).
-WAIT_SLICE_SECONDS = 60.0
+# Longest single wait for output, after which the exec is asked whether it still runs: Docker
+# keeps the stream of an ended exec open in a pod that shares its PID namespace.
+WAIT_SLICE_SECONDS = 2.0
 
 
 # --- the stream format (pure) ---------------------------------------------------------------------
@@ -140,7 +141,11 @@ def in_container(pid: int, container_id: str) -> bool:
 
 
 def kill_process_tree(pid: int, container_id: str) -> int:
-    """Stop `pid` and every descendant (so none escapes by forking or re-parenting), then kill them all."""
+    """Stop `pid` and every descendant (so none escapes by forking while the tree is walked), then kill them all.
+
+    A process that had left the tree already (a daemon, re-parented to the container's init) is
+    not found: containerd and cri-dockerd leave it too.
+    """
     if not in_container(pid, container_id):
         return 0
     stopped: list[int] = []
@@ -181,8 +186,14 @@ class ExecService:
     def __init__(self, docker: DockerClient) -> None:
         self._docker = docker
 
-    def exec_sync(self, container_id: str, cmd: list[str], timeout: float) -> tuple[bytes, bytes, int]:
-        """(stdout, stderr, exit code) of `cmd`; `timeout` 0 means none. A non-zero exit is not an error."""
+    def exec_sync(self, container_id: str, cmd: list[str], timeout: float,
+                  register_cancel: Callable[[Callable[[], None]], bool] = lambda cancel: True,
+                  ) -> tuple[bytes, bytes, int]:
+        """(stdout, stderr, exit code) of `cmd`; `timeout` 0 means none. A non-zero exit is not an error.
+
+        `register_cancel` gets a function that ends the wait when the caller goes away: its command
+        is killed then, as at a timeout, instead of running on and holding a worker.
+        """
         if not container_id:
             raise invalid_argument("container_id is empty")
         if not cmd:
@@ -199,10 +210,28 @@ class ExecService:
                 self._kill_when_started(exec_id, container_id)
             raise
         stdout, stderr = CappedOutput(), CappedOutput()
+        cancelled = threading.Event()
+
+        def cancel() -> None:
+            cancelled.set()
+            stream.interrupt()
+
         try:
-            finished = self._copy(stream, stdout, stderr, deadline)
+            if not register_cancel(cancel):  # the caller left while the exec started
+                cancel()
+            finished = self._copy(stream, stdout, stderr, deadline, lambda: self._ended(exec_id))
+        except OSError as exc:
+            if not cancelled.is_set():
+                killed = self._kill(exec_id, container_id)
+                raise unavailable(f"command {cmd!r} in container {container_id}: connection to Docker lost "
+                                  f"({exc}); {killed} process(es) killed") from exc
+            finished = False
         finally:
             stream.close()
+        if cancelled.is_set():
+            killed = self._kill(exec_id, container_id)
+            raise CRIError(grpc.StatusCode.CANCELLED, f"command {cmd!r} in container {container_id}: the caller "
+                                                      f"went away; {killed} process(es) killed")
         if not finished:
             killed = self._kill(exec_id, container_id)
             raise deadline_exceeded(
@@ -214,11 +243,28 @@ class ExecService:
         if dropped:
             log.warning("ExecSync in %s: output beyond %d bytes per stream (%d in all) dropped: %d bytes",
                         container_id[:12], MAX_OUTPUT_BYTES, MAX_REPLY_OUTPUT_BYTES, dropped)
-        return out, err, self._exit_code(exec_id)
+        try:
+            exit_code = self._exit_code(exec_id)
+        except CRIError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:  # Docker drops a stopped container's execs
+                raise self._gone_with_its_container(container_id, cmd) from exc
+            raise
+        return out, err, exit_code
+
+    def _gone_with_its_container(self, container_id: str, cmd: list[str]) -> CRIError:
+        try:
+            self._docker.inspect_container(container_id)
+        except CRIError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                return not_found(f"container {container_id} was removed while {cmd!r} ran in it")
+            raise
+        return failed_precondition(f"container {container_id} stopped while {cmd!r} ran in it; Docker dropped "
+                                   f"the exec with it, so its exit code is not known")
 
     @staticmethod
-    def _copy(stream: RawStream, stdout: CappedOutput, stderr: CappedOutput, deadline: float | None) -> bool:
-        """Read until the command's output ends (True) or the deadline passes (False)."""
+    def _copy(stream: RawStream, stdout: CappedOutput, stderr: CappedOutput, deadline: float | None,
+              ended: Callable[[], bool]) -> bool:
+        """Read until the command's output ends or the exec has ended (True), or the deadline passes (False)."""
         frames = Demultiplexer()
         while True:
             remaining = WAIT_SLICE_SECONDS if deadline is None else deadline - time.monotonic()
@@ -227,11 +273,21 @@ class ExecService:
             try:
                 data = stream.recv(READ_BYTES, min(remaining, WAIT_SLICE_SECONDS))
             except (socket.timeout, TimeoutError):
+                if ended():
+                    return True
                 continue
             if not data:
                 return True
             for kind, payload in frames.feed(data):
                 (stderr if kind == STDERR else stdout).add(payload)
+
+    def _ended(self, exec_id: str) -> bool:
+        """The exec has an exit code, or its container is gone."""
+        try:
+            details = self._docker.inspect_exec(exec_id)
+        except CRIError as exc:
+            return exc.code == grpc.StatusCode.NOT_FOUND
+        return not details.get("Running") and details.get("ExitCode") is not None
 
     def _kill_when_started(self, exec_id: str, container_id: str) -> None:
         """Docker starts an exec whose caller gave up waiting for it: kill it then, or a probe that
@@ -261,10 +317,11 @@ class ExecService:
         try:
             killed = kill_running_exec(self._docker, exec_id, container_id)
         except CRIError as exc:
-            log.error("ExecSync timed out but its process could not be found: %s", exc.message)
+            log.error("ExecSync ended early (a timeout, a cancel) but its process could not be found: %s", exc.message)
             return 0
         if killed:
-            log.info("ExecSync %s in %s timed out: killed %d process(es)", exec_id[:12], container_id[:12], killed)
+            log.info("ExecSync %s in %s ended early (a timeout, a cancel): killed %d process(es)",
+                     exec_id[:12], container_id[:12], killed)
         return killed
 
     def _exit_code(self, exec_id: str) -> int:

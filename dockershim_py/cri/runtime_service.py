@@ -231,7 +231,8 @@ class RuntimeServiceAdapter(Adapter):
         remaining = context.time_remaining()
         if remaining is not None and (not timeout or remaining < timeout):
             timeout = max(remaining, 0.001)  # the caller's deadline is a timeout too: the process is killed
-        stdout, stderr, exit_code = self._execs.exec_sync(request.container_id, list(request.cmd), timeout)
+        stdout, stderr, exit_code = self._execs.exec_sync(request.container_id, list(request.cmd), timeout,
+                                                          context.add_callback)
         return api.ExecSyncResponse(stdout=stdout, stderr=stderr, exit_code=exit_code)
 
     # --- streaming: URLs of the streaming server ----------------------------------------------------

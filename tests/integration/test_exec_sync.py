@@ -70,3 +70,30 @@ def test_refusals(pod: Pod) -> None:
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "not running" in message
     assert rpc_error(pod.exec, stopped, [])[0] == grpc.StatusCode.INVALID_ARGUMENT
     pod.remove(stopped)
+
+
+def test_an_exec_ended_by_its_containers_exit_returns_in_a_pod_sharing_its_pid_namespace(
+        shim: Shim, docker_api) -> None:
+    """Docker keeps such an exec's stream open after it ends: the shim asks the exec, not only the stream."""
+    shared = api.NamespaceOption(pid=api.POD)
+    pod = Pod(shim.runtime, docker_api, linux=api.LinuxPodSandboxConfig(
+        security_context=api.LinuxSandboxSecurityContext(namespace_options=shared)))
+    try:
+        container_id = pod.run("short", ["sleep", "2"], linux=api.LinuxContainerConfig(
+            security_context=api.LinuxContainerSecurityContext(namespace_options=shared)))
+        started = time.monotonic()
+        code, message = rpc_error(pod.exec, container_id, ["sleep", "30"], timeout=25)
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "stopped while" in message, message
+        assert time.monotonic() - started < 15
+    finally:
+        pod.close()
+
+
+def test_a_cancelled_exec_is_killed_and_frees_its_worker(pod: Pod, sleeper: str) -> None:
+    request = api.ExecSyncRequest(container_id=sleeper, cmd=["sh", "-c", "sleep 64"], timeout=0)
+    call = pod.runtime.ExecSync.future(request)
+    assert wait_for(lambda: any("sleep 64" in line for line in pod.sh(sleeper, "ps -o args").splitlines()),
+                    timeout=10)
+    call.cancel()
+    assert wait_for(lambda: not any("sleep 64" in line for line in pod.sh(sleeper, "ps -o args").splitlines()),
+                    timeout=10)

@@ -111,3 +111,45 @@ def test_an_exec_that_starts_after_execsync_gave_up_is_killed(monkeypatch) -> No
         if probe.poll() is None:
             probe.kill()
             probe.wait()
+
+
+class DockerWithALostConnection:
+    """An exec whose stream Docker's restart resets mid-read."""
+
+    def __init__(self) -> None:
+        self.inspected = 0
+
+    def create_exec(self, container_id: str, cmd: list[str]) -> str:
+        return "e" * 64
+
+    def start_exec(self, exec_id: str, timeout: float) -> "ResetStream":
+        return ResetStream()
+
+    def inspect_exec(self, exec_id: str) -> dict:
+        self.inspected += 1
+        return {"Running": True, "Pid": 0, "ExitCode": None}
+
+
+class ResetStream:
+    def recv(self, size: int, timeout: float | None) -> bytes:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    def interrupt(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_connection_lost_mid_exec_is_unavailable_not_an_internal_error() -> None:
+    with pytest.raises(CRIError) as raised:
+        ExecService(DockerWithALostConnection()).exec_sync("c" * 64, ["sleep", "300"], timeout=5)
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE and "connection to Docker lost" in raised.value.message
+
+
+def test_a_cancel_registered_too_late_ends_the_exec_at_once() -> None:
+    """The caller left while the exec started: it is not waited for."""
+    docker = DockerWithALostConnection()
+    with pytest.raises(CRIError) as raised:
+        ExecService(docker).exec_sync("c" * 64, ["sleep", "300"], timeout=5, register_cancel=lambda cancel: False)
+    assert raised.value.code == grpc.StatusCode.CANCELLED
