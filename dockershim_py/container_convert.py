@@ -197,6 +197,8 @@ def docker_resources(resources: api.LinuxContainerResources, can_lower_oom_score
     if resources.memory_swap_limit_in_bytes < -1:  # -1: unlimited swap (the kubelet's UnlimitedSwap)
         raise invalid_argument(
             f"resources.memory_swap_limit_in_bytes {resources.memory_swap_limit_in_bytes} is below -1 (unlimited)")
+    if resources.cpu_shares and not 2 <= resources.cpu_shares <= 262144:  # the cgroup's range, as runc checks it
+        raise invalid_argument(f"resources.cpu_shares {resources.cpu_shares} is outside 2..262144")
     if resources.cpu_quota < -1:
         raise invalid_argument(f"resources.cpu_quota {resources.cpu_quota} is below -1 (unlimited)")
     if not -1000 <= resources.oom_score_adj <= 1000:

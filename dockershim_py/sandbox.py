@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 SANDBOX_CPU_SHARES = 2
 SHM_SIZE_BYTES = 64 * 1024 * 1024
+HOST_NAME_MAX = 64  # the kernel's; runc fails the start for a longer one
 STOP_GRACE_SECONDS = 10
 # Handler names that mean "Docker's default runtime" (cri-dockerd accepts "docker" too).
 DEFAULT_HANDLERS = ("", "docker")
@@ -78,6 +79,8 @@ def sandbox_create_body(
     On a CNI pod network the host ports are the plugins' (portmap), not Docker's bindings.
     """
     security = sandbox_security(config.linux, pod_network_mode, load_profile)
+    if len(config.hostname.encode()) > HOST_NAME_MAX and not security.namespaces.host_network:
+        raise invalid_argument(f"hostname {config.hostname[:80]!r} is longer than the kernel's {HOST_NAME_MAX} bytes")
     mappings = network.validate_port_mappings(config.port_mappings)
     exposed, bindings = network.docker_ports(mappings) if pod_network_mode == network.POD_NETWORK_MODE else ({}, {})
     host_config: dict[str, Any] = {

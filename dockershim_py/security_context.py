@@ -32,21 +32,27 @@ def is_number(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+# runc's (and the kernel's) range of user and group IDs.
+MAX_ID = 2**31 - 1
+
+
+def checked_id(what: str, value: int) -> int:
+    if not 0 <= value <= MAX_ID:
+        raise invalid_argument(f"{what} {value} is outside 0..{MAX_ID}")
+    return value
+
+
 def docker_user(run_as_user: api.Int64Value | None, run_as_username: str, run_as_group: api.Int64Value | None) -> str:
     """Docker's `User`: `uid`, `name`, or either with `:gid`; a group needs a user."""
     user = ""
     if run_as_user is not None:
-        if run_as_user.value < 0:
-            raise invalid_argument(f"run_as_user {run_as_user.value} is negative")
-        user = str(run_as_user.value)
+        user = str(checked_id("run_as_user", run_as_user.value))
     if run_as_username:
         user = run_as_username
     if run_as_group is not None:
         if not user:
             raise invalid_argument("run_as_group is set without run_as_user or run_as_username")
-        if run_as_group.value < 0:
-            raise invalid_argument(f"run_as_group {run_as_group.value} is negative")
-        user = f"{user}:{run_as_group.value}"
+        user = f"{user}:{checked_id('run_as_group', run_as_group.value)}"
     return user
 
 
@@ -80,10 +86,7 @@ def groups_by_policy(user: str, groups: list[str], policy: int,
 
 
 def group_add(supplemental_groups: list[int]) -> list[str]:
-    for group in supplemental_groups:
-        if group < 0:
-            raise invalid_argument(f"supplemental group {group} is negative")
-    return [str(group) for group in supplemental_groups]
+    return [str(checked_id("supplemental group", group)) for group in supplemental_groups]
 
 
 # --- SELinux, seccomp, AppArmor -------------------------------------------------------------------

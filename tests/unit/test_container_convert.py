@@ -244,7 +244,8 @@ def test_an_images_stop_signal_is_read_in_every_form_docker_takes(docker_value: 
 @pytest.mark.parametrize(
     "resources",
     [api.LinuxContainerResources(cpu_shares=-1), api.LinuxContainerResources(cpu_quota=-2),
-     api.LinuxContainerResources(oom_score_adj=1001), api.LinuxContainerResources(memory_limit_in_bytes=-5)],
+     api.LinuxContainerResources(oom_score_adj=1001), api.LinuxContainerResources(memory_limit_in_bytes=-5),
+     api.LinuxContainerResources(cpu_shares=1), api.LinuxContainerResources(cpu_shares=262145)],
 )
 def test_impossible_resources_are_refused(resources) -> None:
     refused(grpc.StatusCode.INVALID_ARGUMENT, convert.docker_resources, resources, True)

@@ -346,3 +346,11 @@ def test_a_failure_stopping_one_container_waits_for_the_others_then_raises() -> 
         with pytest.raises(CRIError, match="stop bad"):
             sandbox.side_by_side(pool, stop, ["bad", "slow"])
         assert finished.is_set()  # before the pool's own shutdown could wait for it
+
+
+def test_a_hostname_longer_than_the_kernels_is_refused() -> None:
+    long_name = _config()
+    long_name.hostname = "h" * 65
+    assert "longer than the kernel's 64 bytes" in _refused(_body, long_name)
+    long_name.hostname = "h" * 64
+    assert _body(long_name)["Hostname"] == "h" * 64

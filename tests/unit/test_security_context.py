@@ -37,9 +37,13 @@ def test_group_without_user_is_refused() -> None:
     assert "run_as_group" in _refused(sc.docker_user, None, "", api.Int64Value(value=5))
 
 
-def test_negative_ids_are_refused() -> None:
+def test_ids_outside_runcs_range_are_refused() -> None:
     _refused(sc.docker_user, api.Int64Value(value=-1), "", None)
     _refused(sc.group_add, [1, -2])
+    assert "outside 0..2147483647" in _refused(sc.docker_user, api.Int64Value(value=2**31), "", None)
+    _refused(sc.docker_user, api.Int64Value(value=5), "", api.Int64Value(value=2**40))
+    _refused(sc.group_add, [2**31])
+    assert sc.docker_user(api.Int64Value(value=2**31 - 1), "", api.Int64Value(value=2**31 - 1)) == "2147483647:2147483647"
 
 
 # --- SELinux, seccomp, AppArmor -----------------------------------------------------------------
