@@ -121,6 +121,7 @@ class ContainerService:
             if mount.HasField("image") and mount.image.image
         }
         body = create_body(config, sandbox_config, sandbox, self._node_view(), image_volumes)
+        labels.hide_image_labels(body["Labels"], (image.get("Config") or {}).get("Labels"))
         self._apply_groups_policy(body, config.linux.security_context.supplemental_groups_policy, image)
         resources = config.linux.resources
         if any(limit.limit for limit in resources.hugepage_limits) or resources.unified:

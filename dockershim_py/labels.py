@@ -8,6 +8,7 @@ dockershim or cri-dockerd are read back correctly; internal labels never reach C
 
 from __future__ import annotations
 
+import json
 import re
 
 from collections.abc import Mapping
@@ -29,8 +30,13 @@ RUNTIME_HANDLER_LABEL = "io.kubernetes.dockershim-py.runtime-handler"
 # the pod status, while the container is created from the image ID).
 USER_SPECIFIED_IMAGE_LABEL = "io.kubernetes.dockershim-py.user-specified-image"
 
+# dockershim-py's own: the keys of the image's labels, which Docker gives the container too, that
+# the CRI did not ask for (a JSON list): left out of CRI replies, as containerd leaves them out.
+IMAGE_LABEL_KEYS_LABEL = "io.kubernetes.dockershim-py.image-label-keys"
+
 INTERNAL_LABELS = frozenset({
     CONTAINER_TYPE_LABEL, SANDBOX_ID_LABEL, CONTAINER_LOG_PATH_LABEL, RUNTIME_HANDLER_LABEL, USER_SPECIFIED_IMAGE_LABEL,
+    IMAGE_LABEL_KEYS_LABEL,
 })
 
 
@@ -77,6 +83,23 @@ def container_labels(
     return merged
 
 
+def hide_image_labels(docker_labels: dict[str, str], image_labels: Mapping[str, str] | None) -> None:
+    """Record in `docker_labels` (a create body's) which of the image's labels the CRI did not set."""
+    keys = sorted(set(image_labels or {}) - set(docker_labels))
+    docker_labels[IMAGE_LABEL_KEYS_LABEL] = json.dumps(keys, separators=(",", ":")) if keys else ""
+
+
+def _image_label_keys(docker_labels: Mapping[str, str]) -> frozenset[str]:
+    text = docker_labels.get(IMAGE_LABEL_KEYS_LABEL) or ""
+    if not text:
+        return frozenset()
+    try:
+        keys = json.loads(text)
+    except ValueError:
+        return frozenset()
+    return frozenset(key for key in keys if isinstance(key, str)) if isinstance(keys, list) else frozenset()
+
+
 def helper_labels(helper_label: str) -> dict[str, str]:
     """The labels of a helper container the shim makes from an image (never started): typed as
     no CRI object, whatever the image's labels say."""
@@ -96,8 +119,9 @@ def extract_labels(docker_labels: Mapping[str, str] | None) -> tuple[dict[str, s
     annotations: dict[str, str] = {}
     docker_labels = docker_labels or {}
     is_sandbox = docker_labels.get(CONTAINER_TYPE_LABEL) == CONTAINER_TYPE_SANDBOX
+    image_keys = _image_label_keys(docker_labels)
     for key, value in docker_labels.items():
-        if key in INTERNAL_LABELS:
+        if key in INTERNAL_LABELS or key in image_keys:
             continue
         if is_sandbox and key == KUBERNETES_CONTAINER_NAME_LABEL:
             continue

@@ -314,7 +314,8 @@ class SandboxService:
             raise invalid_argument(f"log_directory {config.log_directory!r} must be an absolute path")
 
         # 2. The pause image, pulled with the node's Docker credentials when missing.
-        self._ensure_sandbox_image(register_cancel)
+        image = self._ensure_sandbox_image(register_cancel)
+        labels.hide_image_labels(body["Labels"], (image.get("Config") or {}).get("Labels"))
 
         # 3. The log directory the kubelet puts container logs under.
         created_log_directory = self._make_log_directory(config.log_directory)
@@ -347,21 +348,25 @@ class SandboxService:
     def _cgroup_driver(self) -> str:
         return self._docker.info().get("CgroupDriver") or "cgroupfs"
 
-    def _ensure_sandbox_image(self, register_cancel: Callable[[Callable[[], None]], bool]) -> None:
+    def _ensure_sandbox_image(self, register_cancel: Callable[[Callable[[], None]], bool]) -> dict[str, Any]:
+        """The pause image's inspect, pulled first when missing."""
         image = self._config.pod_infra_container_image
-        if self._image_present(image):
-            return
+        present = self._image_inspect(image)
+        if present is not None:
+            return present
         with self._pull_lock:  # one pull for a burst of new pods
-            if not self._image_present(image):
+            present = self._image_inspect(image)
+            if present is None:
                 self._images.pull_image(image, None, register_cancel)
+                present = self._docker.inspect_image(image)
+        return present
 
-    def _image_present(self, image: str) -> bool:
+    def _image_inspect(self, image: str) -> dict[str, Any] | None:
         try:
-            self._docker.inspect_image(image)
-            return True
+            return self._docker.inspect_image(image)
         except CRIError as exc:
             if exc.code == grpc.StatusCode.NOT_FOUND:
-                return False
+                return None
             raise
 
     @staticmethod

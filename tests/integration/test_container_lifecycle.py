@@ -261,3 +261,24 @@ def test_docker_restart_policy_is_never_set(pod: Pod, docker_api: docker.APIClie
     assert docker_api.inspect_container(container_id)["HostConfig"]["RestartPolicy"]["Name"] in ("", "no")
     assert wait_for(lambda: pod.status(container_id).state == api.CONTAINER_EXITED, timeout=1)
     pod.remove(container_id)
+
+
+def test_the_images_labels_are_not_the_containers_or_the_sandboxes_cri_labels(pod: Pod) -> None:
+    """Docker copies an image's labels to its containers; the CRI's labels are only the kubelet's."""
+    container_id = pod.run("labelled", labels={"app": "web", "io.dockershim-py.test": "mine"},
+                           annotations={"note": "x"})
+    status = pod.status(container_id)
+    assert dict(status.labels) == {"app": "web", "io.dockershim-py.test": "mine"}  # the CRI's value wins
+    assert dict(status.annotations) == {"note": "x"}
+    plain = pod.run("plain")
+    assert dict(pod.status(plain).labels) == {}
+    (listed,) = pod.runtime.ListContainers(api.ListContainersRequest(filter=api.ContainerFilter(
+        id=plain)), timeout=30).containers
+    assert dict(listed.labels) == {}
+    assert pod.runtime.ListContainers(api.ListContainersRequest(filter=api.ContainerFilter(
+        pod_sandbox_id=pod.id, label_selector={"io.dockershim-py.test": "busybox"})), timeout=30).containers == []
+    (sandbox,) = pod.runtime.ListPodSandbox(api.ListPodSandboxRequest(filter=api.PodSandboxFilter(
+        id=pod.id)), timeout=30).items
+    assert "org.opencontainers.image.version" not in sandbox.labels and "io.dockershim-py.test" not in sandbox.labels
+    pod.remove(container_id)
+    pod.remove(plain)

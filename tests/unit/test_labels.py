@@ -125,3 +125,20 @@ def test_container_list_filters() -> None:
     assert "io.kubernetes.sandbox.id" not in str(labels.container_list_filters("", "bbb", {}))  # a prefix: ours
     assert labels.container_list_filters("not-hex", "", {}) is None
     assert labels.container_list_filters("", "XYZ", {}) is None
+
+
+def test_the_images_labels_the_cri_did_not_set_are_left_out_of_its_labels() -> None:
+    body = labels.container_labels({"app": "web", "shared": "mine"}, {}, "sandbox-id")
+    labels.hide_image_labels(body, {"shared": "image's", "vendor": "acme", "annotation.x": "y"})
+    assert body[labels.IMAGE_LABEL_KEYS_LABEL] == '["annotation.x","vendor"]'
+    on_the_container = {"vendor": "acme", "annotation.x": "y", **body}  # Docker's merge: the image's beneath
+    assert labels.extract_labels(on_the_container) == ({"app": "web", "shared": "mine"}, {})
+    labels.hide_image_labels(body, None)
+    assert body[labels.IMAGE_LABEL_KEYS_LABEL] == ""
+
+
+@pytest.mark.parametrize("recorded", ["", "not json", '{"vendor": 1}', '[1, null]'])
+def test_a_container_without_a_readable_record_shows_every_label_as_dockershim_did(recorded: str) -> None:
+    docker_labels = {"io.kubernetes.docker.type": "container", "vendor": "acme",
+                     labels.IMAGE_LABEL_KEYS_LABEL: recorded}
+    assert labels.extract_labels(docker_labels) == ({"vendor": "acme"}, {})
