@@ -10,8 +10,11 @@ container security context reuses them; the sandbox's own assembly is `sandbox_s
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -107,10 +110,21 @@ def selinux_security_opts(options: api.SELinuxOption | None) -> list[str]:
     return opts
 
 
+# Docker's default profile is about 20 KiB; a larger file than this is not a profile.
+MAX_PROFILE_BYTES = 4 * 1024 * 1024
+
+
 def read_profile(path: str) -> str:
-    """A Localhost seccomp profile from the node's filesystem."""
-    with open(path, encoding="utf-8") as handle:
-        return handle.read()
+    """A Localhost seccomp profile from the node's filesystem: a regular file only, so that a FIFO
+    or a device named by mistake neither hangs the call nor fills the shim's memory."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = handle.read(MAX_PROFILE_BYTES + 1)
+    if len(data) > MAX_PROFILE_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_PROFILE_BYTES} bytes")
+    return data.decode("utf-8")
 
 
 def _localhost_seccomp(path: str, read: Callable[[str], str]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import grpc
 import pytest
@@ -86,6 +87,18 @@ def test_bad_localhost_seccomp_profiles_are_refused(tmp_path) -> None:
     bad = api.SecurityProfile(profile_type=localhost, localhost_ref=str(tmp_path / "bad.json"))
     assert "not JSON" in _refused(sc.seccomp_security_opts, bad)
     _refused(sc.seccomp_security_opts, None, "my-profile")
+
+
+def test_a_localhost_profile_that_is_no_regular_file_or_too_large_is_refused_at_once(tmp_path) -> None:
+    """A FIFO would hang the call, /dev/zero fill the shim's memory."""
+    localhost = api.SecurityProfile.Localhost
+    os.mkfifo(tmp_path / "fifo")
+    for path in (tmp_path / "fifo", "/dev/zero", tmp_path):
+        message = _refused(sc.seccomp_security_opts, api.SecurityProfile(profile_type=localhost, localhost_ref=str(path)))
+        assert "cannot read" in message, message
+    (tmp_path / "huge.json").write_bytes(b" " * (sc.MAX_PROFILE_BYTES + 1))
+    huge = api.SecurityProfile(profile_type=localhost, localhost_ref=str(tmp_path / "huge.json"))
+    assert "larger than" in _refused(sc.seccomp_security_opts, huge)
 
 
 def test_apparmor_profiles() -> None:
