@@ -114,13 +114,15 @@ class ContainerService:
                 raise not_found(f"image {config.image.image!r} is not on the node; pull it first") from exc
             raise
 
-        # 4. Image volumes, materialised on the node, then Docker's create body.
-        image_volumes = {
-            index: self._image_volumes.prepare(mount)
-            for index, mount in enumerate(config.mounts)
-            if mount.HasField("image") and mount.image.image
-        }
-        body = create_body(config, sandbox_config, sandbox, self._node_view(), image_volumes)
+        # 4. Image volumes, materialised on the node (once the rest of the request is known to be
+        #    good: an export copies a whole image), then Docker's create body.
+        node = self._node_view()
+        image_mounts = [index for index, mount in enumerate(config.mounts) if mount.HasField("image") and mount.image.image]
+        if image_mounts:
+            create_body(config, sandbox_config, sandbox, node,
+                        {index: ImageVolume(host_path="/", image_id="") for index in image_mounts})
+        image_volumes = {index: self._image_volumes.prepare(config.mounts[index]) for index in image_mounts}
+        body = create_body(config, sandbox_config, sandbox, node, image_volumes)
         labels.hide_image_labels(body["Labels"], (image.get("Config") or {}).get("Labels"))
         self._apply_groups_policy(body, config.linux.security_context.supplemental_groups_policy, image)
         resources = config.linux.resources

@@ -173,3 +173,22 @@ def test_image_volume_of_a_removed_image_is_cleaned_up(pod: Pod, docker_api: doc
             pass
     assert not [c for c in docker_api.containers(all=True) if c["Names"][0].startswith("/dockershim-py-image-volume")]
     assert os.path.isdir(shim.root / "image-volumes")
+
+
+def test_a_request_refused_for_another_reason_exports_no_image_volume(pod: Pod, docker_api: docker.APIClient,
+                                                                      shim) -> None:
+    """An export copies a whole image: not for a create that is refused anyway."""
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w") as archive:
+        member = tarfile.TarInfo("data/hello.txt")
+        archive.addfile(member, io.BytesIO(b""))
+    tag = f"dspy-volume-unused:{secrets.token_hex(4)}"
+    docker_api.import_image_from_data(payload.getvalue(), repository=tag.split(":")[0], tag=tag.split(":")[1])
+    image_id = docker_api.inspect_image(tag)["Id"]
+    try:
+        code, message = rpc_error(pod.create, pod.container_config(
+            "refusedvol", mounts=[image_mount("/mnt/tmp", image=tag)], working_dir="relative"))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "working_dir" in message
+        assert not (shim.root / "image-volumes" / image_id.removeprefix("sha256:")).exists()
+    finally:
+        docker_api.remove_image(image_id, force=True)
