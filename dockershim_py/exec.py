@@ -28,7 +28,8 @@ MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 # Both streams together must fit one gRPC reply (the kubelet receives at most 16 MiB too).
 MAX_REPLY_OUTPUT_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
 READ_BYTES = 64 * 1024
-STDOUT, STDERR = 1, 2
+STDERR = 2
+SYSTEM_ERROR = 3  # Docker's own words about a failure after the stream began, not the process's output
 # Docker records the exit code a moment after the output stream ends.
 EXIT_CODE_WAIT_SECONDS = 5.0
 # Connecting to dockerd and starting the exec must not take the whole timeout of a probe.
@@ -279,7 +280,7 @@ class ExecService:
             if not data:
                 return True
             for kind, payload in frames.feed(data):
-                (stderr if kind == STDERR else stdout).add(payload)
+                (stderr if kind in (STDERR, SYSTEM_ERROR) else stdout).add(payload)
 
     def _ended(self, exec_id: str) -> bool:
         """The exec has an exit code, or its container is gone."""

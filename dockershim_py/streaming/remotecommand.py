@@ -443,7 +443,8 @@ class RemoteCommandSession:
     def _on_output(self, data: bytes) -> None:
         if self._process is not None and self._process.multiplexed:
             for kind, payload in self._demux.feed(data):
-                self._streams.send_output(STDERR if kind == docker_exec.STDERR else STDOUT, payload)
+                self._streams.send_output(
+                    STDERR if kind in (docker_exec.STDERR, docker_exec.SYSTEM_ERROR) else STDOUT, payload)
         else:
             self._streams.send_output(STDOUT, data)
         self._flush()

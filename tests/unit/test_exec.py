@@ -153,3 +153,34 @@ def test_a_cancel_registered_too_late_ends_the_exec_at_once() -> None:
     with pytest.raises(CRIError) as raised:
         ExecService(docker).exec_sync("c" * 64, ["sleep", "300"], timeout=5, register_cancel=lambda cancel: False)
     assert raised.value.code == grpc.StatusCode.CANCELLED
+
+
+class FramedStream:
+    """Docker's multiplexed output, then the end of the stream."""
+
+    def __init__(self, frames: list[tuple[int, bytes]]) -> None:
+        self.data = b"".join(bytes([kind, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+                             for kind, payload in frames)
+
+    def recv(self, size: int, timeout: float | None) -> bytes:
+        data, self.data = self.data[:size], self.data[size:]
+        return data
+
+    def interrupt(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class DockerWithFramedOutput(DockerWithALostConnection):
+    def start_exec(self, exec_id: str, timeout: float) -> FramedStream:
+        return FramedStream([(1, b"out\n"), (2, b"err\n"), (3, b"Docker: the exec failed\n")])
+
+    def inspect_exec(self, exec_id: str) -> dict:
+        return {"Running": False, "Pid": 0, "ExitCode": 1}
+
+
+def test_dockers_own_error_stream_is_stderr_not_the_commands_stdout() -> None:
+    assert ExecService(DockerWithFramedOutput()).exec_sync("c" * 64, ["x"], timeout=5) == (
+        b"out\n", b"err\nDocker: the exec failed\n", 1)
