@@ -175,6 +175,9 @@ def docker_devices(devices: Sequence[api.Device]) -> list[dict[str, str]]:
     for device in devices:
         if not device.host_path or not os.path.isabs(device.host_path):
             raise invalid_argument(f"device host_path {device.host_path!r} must be an absolute path")
+        if device.container_path and not os.path.isabs(device.container_path):
+            raise invalid_argument(f"device {device.host_path}: container_path {device.container_path!r} "
+                                   f"must be an absolute path")
         permissions = device.permissions or "rwm"
         if not permissions or set(permissions) - set("rwm"):
             raise invalid_argument(f"device {device.host_path}: permissions {permissions!r} must be made of r, w, m")

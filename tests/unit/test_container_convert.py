@@ -313,6 +313,8 @@ def test_devices_and_cdi() -> None:
     assert body_of(config)["HostConfig"]["Devices"] == [
         {"PathOnHost": "/dev/null", "PathInContainer": "/dev/mynull", "CgroupPermissions": "rw"}]
     refused(grpc.StatusCode.INVALID_ARGUMENT, convert.docker_devices, [api.Device(host_path="/dev/null", permissions="x")])
+    assert "container_path 'dev/mynull'" in refused(grpc.StatusCode.INVALID_ARGUMENT, convert.docker_devices, [
+        api.Device(host_path="/dev/null", container_path="dev/mynull")])
     cdi = container_config(CDI_devices=[api.CDIDevice(name="vendor.com/gpu=0")])
     assert "CDI" in refused(grpc.StatusCode.FAILED_PRECONDITION, body_of, cdi)
     host = body_of(cdi, node=NodeView(cdi_supported=True))["HostConfig"]
