@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
+from . import labels
 from .docker_client import DockerClient, RawStream
 from .errors import CRIError, deadline_exceeded, failed_precondition, invalid_argument, not_found, unavailable
 from .server import MAX_MESSAGE_BYTES
@@ -202,6 +203,9 @@ class ExecService:
         if timeout < 0:
             raise invalid_argument(f"timeout {timeout} is negative")
         deadline = time.monotonic() + timeout if timeout else None
+        inspect = self._docker.inspect_container(container_id)  # the index's answer, when it is fresh
+        if not labels.is_container((inspect.get("Config") or {}).get("Labels")):
+            raise not_found(f"container {container_id!r} not found (a pod sandbox's ID is not a container's)")
         exec_id = self._docker.create_exec(container_id, cmd)
         start_timeout = min(START_TIMEOUT_SECONDS, timeout) if timeout else START_TIMEOUT_SECONDS
         try:

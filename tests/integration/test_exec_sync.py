@@ -70,6 +70,9 @@ def test_refusals(pod: Pod) -> None:
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "not running" in message
     assert rpc_error(pod.exec, stopped, [])[0] == grpc.StatusCode.INVALID_ARGUMENT
     pod.remove(stopped)
+    code, message = rpc_error(pod.exec, pod.id, ["true"])  # the pause container is no CRI container
+    assert code == grpc.StatusCode.NOT_FOUND and "pod sandbox" in message
+    assert rpc_error(pod.exec, "f" * 64, ["true"])[0] == grpc.StatusCode.NOT_FOUND
 
 
 def test_an_exec_ended_by_its_containers_exit_returns_in_a_pod_sharing_its_pid_namespace(

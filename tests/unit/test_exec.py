@@ -84,6 +84,9 @@ class DockerSlowToStartExecs:
         self.container_id = container_id
         self.inspects = 0
 
+    def inspect_container(self, container_id: str) -> dict:
+        return {"Id": container_id, "Config": {"Labels": {"io.kubernetes.docker.type": "container"}}}
+
     def create_exec(self, container_id: str, cmd: list[str]) -> str:
         return "e" * 64
 
@@ -118,6 +121,9 @@ class DockerWithALostConnection:
 
     def __init__(self) -> None:
         self.inspected = 0
+
+    def inspect_container(self, container_id: str) -> dict:
+        return {"Id": container_id, "Config": {"Labels": {"io.kubernetes.docker.type": "container"}}}
 
     def create_exec(self, container_id: str, cmd: list[str]) -> str:
         return "e" * 64
