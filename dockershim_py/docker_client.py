@@ -408,6 +408,12 @@ class DockerClient:
         return self._request("list images", "GET", "/images/json", idempotent=True)
 
     @_measured
+    def images_matching(self, pattern: str) -> list[dict[str, Any]]:
+        """Docker's `reference` filter: every tag of a repository, or a glob (`repo/*`), as the CLI matches."""
+        return self._request(f"list images matching {pattern!r}", "GET", "/images/json",
+                             query={"filters": json.dumps({"reference": [pattern]})}, idempotent=True)
+
+    @_measured
     def inspect_image(self, reference: str) -> dict[str, Any]:
         return self._read(f"image {reference!r}", lambda api: api.inspect_image(reference))
 

@@ -23,7 +23,7 @@ from .api import api_pb2 as api
 from .config import Config
 from .docker_client import DockerClient
 from .docker_storage import LayerSizes, filesystem_of, layer_store_directory, layers_mountpoint
-from .errors import CRIError, invalid_argument
+from .errors import CRIError, failed_precondition, invalid_argument
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,9 @@ def auth_from_docker_configs(paths: Iterable[str], registry: str) -> dict[str, s
             for field in ("username", "password", "identitytoken", "registrytoken"):
                 if entry.get(field):
                     found[field] = entry[field]
-            return found
+            if len(found) > 1:
+                return found
+            # No credentials in it (`docker login` leaves {} beside a credsStore): read on.
     return None
 
 
@@ -191,8 +193,12 @@ def registry_error(what: str, message: str) -> CRIError:
             code = grpc.StatusCode.NOT_FOUND
     elif any(word in lowered for word in ("manifest unknown", "not found", "does not exist")):
         code = grpc.StatusCode.NOT_FOUND
+    elif any(word in lowered for word in ("toomanyrequests", "too many requests")):
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED  # a registry's rate limit: tried again later
     elif any(word in lowered for word in ("connection refused", "no such host", "i/o timeout", "dial tcp",
-                                          "timeout exceeded", "network is unreachable", "connection reset")):
+                                          "timeout exceeded", "network is unreachable", "connection reset",
+                                          "502 bad gateway", "503 service unavailable", "504 gateway",
+                                          "service unavailable", "bad gateway")):
         code = grpc.StatusCode.UNAVAILABLE
     else:
         code = grpc.StatusCode.UNKNOWN
@@ -239,10 +245,22 @@ class ImageService:
         self._fs_cache: tuple[float, tuple[list[api.FilesystemUsage], list[api.FilesystemUsage]]] | None = None
 
     def list_images(self, filter_reference: str = "") -> list[api.Image]:
-        if filter_reference:
-            found = self._inspect_or_none(filter_reference)
-            return [image_from_inspect(found, self._pinned)] if found else []
-        return [image_from_list_entry(entry, self._pinned) for entry in self._docker.images()]
+        """Every image, or those a filter names: a repository's every tag and globs as Docker's
+        `reference` filter matches them (`crictl images busybox`), else an ID, digest or full name."""
+        if not filter_reference:
+            return [image_from_list_entry(entry, self._pinned) for entry in self._docker.images()]
+        try:
+            matching = self._docker.images_matching(filter_reference)
+        except CRIError as exc:
+            if "syntax error in pattern" in exc.message:
+                raise invalid_argument(f"image filter {filter_reference!r} is not a valid pattern") from exc
+            raise
+        if matching:
+            return [image_from_list_entry(entry, self._pinned) for entry in matching]
+        if any(character in filter_reference for character in "*?["):
+            return []
+        found = self._inspect_or_none(filter_reference)
+        return [image_from_inspect(found, self._pinned)] if found else []
 
     def image_status(self, reference: str, verbose: bool) -> tuple[api.Image | None, dict[str, str]]:
         found = self._inspect_or_none(reference)
@@ -277,14 +295,19 @@ class ImageService:
             )
         except CRIError as exc:
             if exc.code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
-                raise registry_error(what, exc.message.removeprefix(f"{what}: ")) from exc
+                pulled = f"{parsed.repository}@{parsed.digest}" if parsed.digest else f"{parsed.repository}:{parsed.tag}"
+                raise registry_error(what, exc.message.removeprefix(f"pull image {pulled}: ")) from exc
             raise
         image_id = self._docker.inspect_image(str(parsed))["Id"]
         log.info("pulled %s as %s in %.1fs", parsed, image_id, time.monotonic() - started)
         return image_id
 
     def remove_image(self, reference: str) -> None:
-        """Remove by ID (every tag and digest), tag or digest; an image already gone is success."""
+        """Remove by ID (every tag and digest), tag or digest; an image already gone is success.
+
+        By ID, an image a container uses is refused before any of its tags is taken off (Docker
+        would take off all but the last, then refuse that one).
+        """
         if not reference:
             raise invalid_argument("image reference is empty")
         found = self._inspect_or_none(reference)
@@ -292,11 +315,17 @@ class ImageService:
             return
         names = real_tags(found.get("RepoTags")) + real_tags(found.get("RepoDigests"))
         if self._names_the_image_by_id(reference, found["Id"], names):
+            users = [entry for entry in self._docker.list_containers({"ancestor": [found["Id"]]})
+                     if entry.get("ImageID") == found["Id"]]
+            if users:
+                name = ((users[0].get("Names") or [""])[0]).lstrip("/") or users[0]["Id"][:12]
+                raise failed_precondition(f"image {found['Id']} is used by container {name} ({users[0]['Id'][:12]}; "
+                                          f"{len(users)} in all): remove them first")
             for name in names:
                 self._remove_if_present(name, found["Id"])
             self._remove_if_present(found["Id"], found["Id"])
-        else:
-            self._remove_if_present(reference, found["Id"])
+        else:  # by the image's own spelling: Docker takes a tag `81c` of image 81c4... for the ID
+            self._remove_if_present(_name_of(reference, names) or reference, found["Id"])
 
     def image_fs_info(self) -> tuple[list[api.FilesystemUsage], list[api.FilesystemUsage]]:
         """The layer filesystem: image layers from Docker's layer store, writable layers as the stats
@@ -347,7 +376,8 @@ class ImageService:
 
     @staticmethod
     def _names_the_image_by_id(reference: str, image_id: str, names: list[str]) -> bool:
-        if reference in names:
+        """An ID (or its prefix), not one of its names: a tag `81c` of image sha256:81c4... is a name."""
+        if _name_of(reference, names):
             return False
         bare = image_id.removeprefix("sha256:")
         return reference == image_id or bare.startswith(reference.removeprefix("sha256:"))
@@ -362,3 +392,20 @@ class ImageService:
                 return  # a concurrent remove won the race (Docker then says "unrecognized image ID")
             raise
 
+
+
+def _name_of(reference: str, names: list[str]) -> str:
+    """The one of an image's `names` that `reference` means (`busybox` for docker.io/library/busybox:latest), or ""."""
+    if reference in names:
+        return reference
+    try:
+        wanted = image_reference.normalize(reference)
+    except CRIError:
+        return ""  # no name: `sha256:...`
+    for name in names:
+        try:
+            if image_reference.normalize(name) == wanted:
+                return name
+        except CRIError:
+            continue
+    return ""

@@ -153,6 +153,14 @@ def test_missing_image_in_a_registry_is_not_found(images) -> None:
     assert "manifest unknown" in caught.value.details()
 
 
+def test_a_missing_tag_and_digest_pull_names_the_image_once(images) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        images.PullImage(api.PullImageRequest(image=spec(f"127.0.0.1:5000/dspy/busybox:1.0@sha256:{'1' * 64}")),
+                         timeout=60)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert caught.value.details().count("pull image") == 1, caught.value.details()
+
+
 def test_unreachable_registry_fails_fast_with_the_registrys_words(images) -> None:
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))

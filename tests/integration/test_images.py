@@ -69,6 +69,26 @@ def test_list_images_with_a_filter(images, docker_api) -> None:
     assert list(absent.images) == []
 
 
+def test_list_images_filters_a_repository_without_its_tag_and_globs_as_docker_does(images, fresh_image) -> None:
+    """`crictl images <repository>`: every tag of it, as Docker's reference filter (and cri-dockerd) matches."""
+    repository = f"dspy-test/filtered-{uuid.uuid4().hex[:8]}"
+    first, second = fresh_image(f"{repository}:1", f"{repository}:2"), fresh_image(f"{repository}-other:1")
+
+    def listed(pattern: str) -> set[str]:
+        return {image.id for image in images.ListImages(api.ListImagesRequest(filter=api.ImageFilter(
+            image=spec(pattern))), timeout=10).images}
+
+    assert listed(repository) == {first}
+    assert listed(f"{repository}*") == {first, second}
+    assert listed(f"{repository}:2") == {first}
+    assert listed(f"docker.io/{repository}:1") == {first}  # a full name Docker's filter does not match
+    assert listed(first) == {first}
+    assert listed(f"{repository}-absent*") == set()
+    with pytest.raises(grpc.RpcError) as caught:
+        listed("[bad")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_sandbox_image_is_pinned_and_others_are_not(images) -> None:
     listed = images.ListImages(api.ListImagesRequest(), timeout=10).images
     assert any(PAUSE in image.repo_tags and image.pinned for image in listed)
@@ -185,15 +205,32 @@ def test_concurrent_removes_of_one_image_both_succeed(images, docker_api, fresh_
 
 
 def test_image_in_use_by_a_container_is_a_failed_precondition(images, docker_api, fresh_image) -> None:
-    image_id = fresh_image()
+    """By ID, with several tags: refused before any tag is taken off (Docker takes off all but the last)."""
+    tags = [f"dspy-test/in-use:{n}" for n in (1, 2)] + ["dspy-test/in-use-too:1"]
+    image_id = fresh_image(*tags)
     container = docker_api.create_container(image_id, command=["true"])
     try:
         with pytest.raises(grpc.RpcError) as caught:
             images.RemoveImage(api.RemoveImageRequest(image=spec(image_id)), timeout=30)
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert container["Id"][:12] in caught.value.details()
+        assert sorted(docker_api.inspect_image(image_id)["RepoTags"]) == sorted(tags)
     finally:
         docker_api.remove_container(container["Id"], force=True)
+
+
+def test_a_tag_that_looks_like_an_id_prefix_removes_only_that_tag(images, docker_api, fresh_image) -> None:
+    image_id = fresh_image("dspy-test/hex-named:1")
+    hex_name = image_id.removeprefix("sha256:")[:3]
+    docker_api.tag(image_id, hex_name, "latest")
+    try:
+        images.RemoveImage(api.RemoveImageRequest(image=spec(hex_name)), timeout=30)
+        assert docker_api.inspect_image(image_id)["RepoTags"] == ["dspy-test/hex-named:1"]
+    finally:
+        try:
+            docker_api.remove_image(f"{hex_name}:latest")
+        except docker.errors.NotFound:
+            pass
 
 
 def test_image_fs_info_describes_dockers_storage(images, docker_api) -> None:

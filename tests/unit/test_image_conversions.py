@@ -110,6 +110,17 @@ def test_auth_from_docker_configs(tmp_path: Path) -> None:
     assert image.auth_from_docker_configs(paths, "nowhere.example") is None
 
 
+def test_an_entry_without_credentials_does_not_hide_a_later_files(tmp_path: Path) -> None:
+    """`docker login` beside a credsStore leaves {} in config.json: the next file's credentials count."""
+    first = tmp_path / "first.json"
+    second = tmp_path / "second.json"
+    first.write_text(json.dumps({"auths": {"127.0.0.1:5001": {}}, "credsStore": "desktop"}))
+    second.write_text(json.dumps({"auths": {"127.0.0.1:5001": {"username": "u", "password": "p"}}}))
+    assert image.auth_from_docker_configs([str(first), str(second)], "127.0.0.1:5001") == {
+        "serveraddress": "127.0.0.1:5001", "username": "u", "password": "p"}
+    assert image.auth_from_docker_configs([str(first)], "127.0.0.1:5001") is None
+
+
 def test_unreadable_docker_config_is_skipped(tmp_path: Path) -> None:
     broken = tmp_path / "config.json"
     broken.write_text("{not json")
@@ -127,6 +138,12 @@ def test_unreadable_docker_config_is_skipped(tmp_path: Path) -> None:
         ("Get \"http://127.0.0.1:5999/v2/\": dial tcp 127.0.0.1:5999: connect: connection refused",
          grpc.StatusCode.UNAVAILABLE),
         ("something else entirely", grpc.StatusCode.UNKNOWN),
+        ("toomanyrequests: You have reached your pull rate limit", grpc.StatusCode.RESOURCE_EXHAUSTED),
+        ("received unexpected HTTP status: 503 Service Unavailable", grpc.StatusCode.UNAVAILABLE),
+        ("received unexpected HTTP status: 502 Bad Gateway", grpc.StatusCode.UNAVAILABLE),
+        ("received unexpected HTTP status: 504 Gateway Timeout", grpc.StatusCode.UNAVAILABLE),
+        ("Get \"http://127.0.0.1:5429/v2/\": dial tcp 127.0.0.1:5429: connect: connection refused",
+         grpc.StatusCode.UNAVAILABLE),
     ],
 )
 def test_registry_errors_keep_the_registry_words(message: str, code: grpc.StatusCode) -> None:
