@@ -38,6 +38,9 @@ START_TIMEOUT_SECONDS = 30.0
 # After a start that timed out: how long the exec is watched for a late start, and how often.
 LATE_START_WATCH_SECONDS = 60.0
 LATE_START_POLL_SECONDS = 0.2
+# How long an exec being started is waited for its Pid before it can be killed, and how often asked.
+PID_WAIT_SECONDS = 5.0
+PID_POLL_SECONDS = 0.02
 # Longest single wait for output, after which the exec is asked whether it still runs: Docker
 # keeps the stream of an ended exec open in a pod that shares its PID namespace.
 WAIT_SLICE_SECONDS = 2.0
@@ -175,10 +178,19 @@ def kill_running_exec(docker: DockerClient, exec_id: str, container_id: str) -> 
     Only the exec's own tree is walked, so the container's main process is never among them.
     Raises CRIError when Docker cannot be asked.
     """
-    details = docker.inspect_exec(exec_id)
-    if not details.get("Running") or not details.get("Pid"):
-        return 0
-    return kill_process_tree(int(details["Pid"]), details.get("ContainerID") or container_id)
+    deadline = time.monotonic() + PID_WAIT_SECONDS
+    while True:
+        details = docker.inspect_exec(exec_id)
+        if details.get("ExitCode") is not None and not details.get("Running"):
+            return 0  # ended
+        if details.get("Running") and details.get("Pid"):
+            return kill_process_tree(int(details["Pid"]), details.get("ContainerID") or container_id)
+        # Starting: Docker marks an exec running a moment before it records its Pid.
+        if time.monotonic() > deadline:
+            log.warning("exec %s in %s: Docker gave no process ID in %gs; it is not killed",
+                        exec_id[:12], container_id[:12], PID_WAIT_SECONDS)
+            return 0
+        time.sleep(PID_POLL_SECONDS)
 
 
 # --- ExecSync -------------------------------------------------------------------------------------

@@ -367,6 +367,15 @@ def test_an_exec_whose_client_vanishes_does_not_outlive_it(pod: Pod, shell: str,
     assert processes_with(pod, shell, "sleep 3600")  # the container's own process is left alone
 
 
+def test_execs_whose_clients_leave_at_once_do_not_outlive_them(pod: Pod, shell: str) -> None:
+    """kubectl exec, then Ctrl-C at once: Docker may not have recorded the process's Pid yet."""
+    marker = "1010"
+    for _ in range(5):
+        SpdyExec(exec_url(pod, shell, ["sleep", marker], stdin=True), "v4.channel.k8s.io", stdin=True).session.close()
+    assert wait_for(lambda: not processes_with(pod, shell, f"sleep {marker}"), 15), \
+        processes_with(pod, shell, f"sleep {marker}")
+
+
 def test_status_json_is_what_kubectl_parses(pod: Pod, shell: str) -> None:
     url = exec_url(pod, shell, ["sh", "-c", "exit 7"])
     raw = SpdyExec(url, "v4.channel.k8s.io", stdin=False).finish().error

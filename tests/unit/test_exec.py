@@ -133,7 +133,7 @@ class DockerWithALostConnection:
 
     def inspect_exec(self, exec_id: str) -> dict:
         self.inspected += 1
-        return {"Running": True, "Pid": 0, "ExitCode": None}
+        return {"Running": False, "Pid": 0, "ExitCode": 137}
 
 
 class ResetStream:
@@ -190,3 +190,31 @@ class DockerWithFramedOutput(DockerWithALostConnection):
 def test_dockers_own_error_stream_is_stderr_not_the_commands_stdout() -> None:
     assert ExecService(DockerWithFramedOutput()).exec_sync("c" * 64, ["x"], timeout=5) == (
         b"out\n", b"err\nDocker: the exec failed\n", 1)
+
+
+class DockerRecordingThePidLate:
+    """Docker marks an exec running a moment before it records its Pid."""
+
+    def __init__(self, process: subprocess.Popen, container_id: str) -> None:
+        self.process = process
+        self.container_id = container_id
+        self.inspects = 0
+
+    def inspect_exec(self, exec_id: str) -> dict:
+        self.inspects += 1
+        pid = self.process.pid if self.inspects > 2 else 0
+        return {"Running": True, "Pid": pid, "ContainerID": self.container_id, "ExitCode": None}
+
+
+def test_an_exec_left_at_once_is_killed_once_docker_records_its_pid(monkeypatch) -> None:
+    """A client that leaves right after the start (Ctrl-C): its process must not live on."""
+    monkeypatch.setattr(exec_module, "PID_POLL_SECONDS", 0.01)
+    process = subprocess.Popen(["sleep", "300"])
+    try:
+        own_cgroup = Path(f"/proc/{process.pid}/cgroup").read_text().splitlines()[0]
+        assert exec_module.kill_running_exec(DockerRecordingThePidLate(process, own_cgroup), "e" * 64, own_cgroup) == 1
+        assert process.wait(timeout=10) == -9
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
