@@ -690,8 +690,9 @@ class Connection:
             self._queue(GoAwayFrame(self._last_remote_stream_id, GoAwayStatus.PROTOCOL_ERROR))
             self._closed = True
             self._streams.clear()
-            events.append(ProtocolError(str(exc)))
-            return events
+            # What came before it in the same read is about streams that are gone now: a stream
+            # opened there could no longer be answered.
+            return [ProtocolError(str(exc))]
 
     def _handle(self, frame: Frame, events: list[Event]) -> None:
         if isinstance(frame, DataFrame):

@@ -355,6 +355,15 @@ def test_stream_ids_must_grow_and_have_the_peers_parity() -> None:
     assert isinstance(server.receive_data(FrameEncoder().encode(SynStreamFrame(2, {})))[-1], ProtocolError)
 
 
+def test_a_stream_opened_in_the_read_that_ends_the_session_is_not_handed_out() -> None:
+    """SYN_STREAM 5 then 3 in one packet: stream 5 is gone with the session, it cannot be answered."""
+    encoder = FrameEncoder()
+    server = Connection(client_side=False)
+    events = server.receive_data(encoder.encode(SynStreamFrame(5, {})) + encoder.encode(SynStreamFrame(3, {})))
+    assert len(events) == 1 and isinstance(events[0], ProtocolError)
+    assert decode_all(server.data_to_send()) == [GoAwayFrame(5, GoAwayStatus.PROTOCOL_ERROR)]
+
+
 def test_zlib_bomb_is_a_session_error() -> None:
     compressor = zlib.compressobj(zdict=spdy.DICTIONARY)
     huge = struct.pack(">I", 1) + struct.pack(">I", 1) + b"a" + struct.pack(">I", 4 << 20) + b"a" * (4 << 20)
