@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 256
 REQUEST_TIMEOUT = 10.0
+EVICTION_WAIT_SECONDS = 1.0  # for an evicted connection's thread to give its slot back
 MAX_REQUEST_HEAD = 64 * 1024
 _ROUTE = re.compile(r"/(exec|attach|portforward)/([A-Za-z0-9_-]{1,128})")
 
@@ -119,6 +120,7 @@ class StreamingServer:
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
+        self._awaiting_request: dict[socket.socket, float] = {}  # connections that sent no request yet
         self._sessions: dict[Loop, Callable[[], None]] = {}  # each session's shutdown
         self._accepter: threading.Thread | None = None
         self._stopping = False
@@ -220,7 +222,7 @@ class StreamingServer:
         self._listener.close()
 
     def _admit(self, sock: socket.socket) -> None:
-        if not self._slots.acquire(blocking=False):
+        if not self._slots.acquire(blocking=False) and not self._evict_one_awaiting_request():
             log.warning("streaming server: %d connections already; refusing one", MAX_CONNECTIONS)
             try:  # best effort and without waiting: the accept thread serves everybody
                 sock.setblocking(False)
@@ -233,7 +235,25 @@ class StreamingServer:
         thread = threading.Thread(target=self._serve, args=(sock,), name="streaming-conn", daemon=True)
         with self._lock:
             self._threads.add(thread)
+            self._awaiting_request[sock] = time.monotonic()
         thread.start()
+
+    def _evict_one_awaiting_request(self) -> bool:
+        """All slots are taken: close the connection that has waited longest without sending its
+        request, and take its slot. Connections that hold slots idle must not lock out clients
+        with a URL: those send their request as soon as they connect."""
+        with self._lock:
+            if not self._awaiting_request:
+                return False
+            oldest = min(self._awaiting_request, key=self._awaiting_request.__getitem__)
+            del self._awaiting_request[oldest]
+        log.info("streaming server: %d connections already; closing the one longest without a request, %s",
+                 MAX_CONNECTIONS, _peer(oldest))
+        try:
+            oldest.shutdown(socket.SHUT_RDWR)  # its thread's read ends, and it gives its slot back
+        except OSError:
+            pass
+        return self._slots.acquire(timeout=EVICTION_WAIT_SECONDS)
 
     def _serve(self, sock: socket.socket) -> None:
         try:
@@ -249,10 +269,13 @@ class StreamingServer:
             sock.close()
             with self._lock:
                 self._threads.discard(threading.current_thread())
+                self._awaiting_request.pop(sock, None)
             self._slots.release()
 
     def _handle(self, client: _Client) -> None:
         request = client.read_request(time.monotonic() + REQUEST_TIMEOUT)
+        with self._lock:
+            self._awaiting_request.pop(client.sock, None)
         if request is None:
             return
         path, _, query = request.target.decode("ascii", "replace").partition("?")

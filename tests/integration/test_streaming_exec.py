@@ -14,6 +14,7 @@ import os
 import socket
 import struct
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 
@@ -23,6 +24,7 @@ import pytest
 from conftest import Shim, wait_for
 from containers_fixtures import Pod, pod, rpc_error  # noqa: F401 (fixture)
 from dockershim_py.api import api_pb2 as api
+from dockershim_py.streaming.server import MAX_CONNECTIONS
 from streaming_client import STDOUT, Refused, SpdyExec, SpdySession, WsExec, _Reader, http_get
 
 SPDY = ["v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"]
@@ -384,3 +386,19 @@ def test_status_json_is_what_kubectl_parses(pod: Pod, shell: str) -> None:
         "message": "command terminated with non-zero exit code: Error executing in Docker Container: 7",
         "reason": "NonZeroExitCode", "details": {"causes": [{"reason": "ExitCode", "message": "7"}]},
     }
+
+
+def test_connections_that_send_no_request_do_not_lock_out_a_client_with_a_url(pod: Pod, shell: str) -> None:
+    """Every slot taken by a connection that never asks anything (a slowloris): the oldest is closed
+    for a client with a URL, which sends its request at once."""
+    url = exec_url(pod, shell, ["echo", "served"])
+    target = urllib.parse.urlsplit(url)
+    idle = [socket.create_connection((target.hostname, target.port)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.5)
+        assert SpdyExec(url, "v4.channel.k8s.io", stdin=False).finish(10).stdout == b"served\n"
+        idle[0].settimeout(5)
+        assert idle[0].recv(1) == b""  # the longest idle was closed for it
+    finally:
+        for sock in idle:
+            sock.close()
