@@ -386,11 +386,28 @@ def test_connections_are_bounded(runtime: FakeRuntime, monkeypatch: pytest.Monke
     server = StreamingServer(Config(), runtime)  # type: ignore[arg-type]
     server.start()
     try:
-        with socket.create_connection(address(server)):  # holds the only slot
-            time.sleep(0.2)
-            answer = client.http_get(exec_url(server))
-            assert answer.status == 503
+        session = client.SpdyExec(exec_url(server), "v4.channel.k8s.io", stdin=True)  # holds the only slot
+        session.write(b"x")
+        session.wait_output(b"x")
+        assert client.http_get(exec_url(server)).status == 503
+        session.session.close()  # gives the slot back
         assert wait_for(lambda: client.http_get(exec_url(server)).status == 400, 5)
+    finally:
+        server.stop()
+
+
+def test_a_connection_that_sends_no_request_gives_its_slot_to_a_new_one(
+        runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle connections (a slowloris) must not lock out clients with a URL, which ask at once."""
+    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 1)
+    server = StreamingServer(Config(), runtime)  # type: ignore[arg-type]
+    server.start()
+    try:
+        with socket.create_connection(address(server)) as idle:  # holds the only slot, asks nothing
+            time.sleep(0.2)
+            assert client.http_get(exec_url(server)).status == 400  # served: no upgrade headers
+            idle.settimeout(5)
+            assert idle.recv(1) == b""  # closed for it
     finally:
         server.stop()
 
