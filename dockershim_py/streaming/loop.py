@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 HIGH_WATER = 256 * 1024
 READ_SIZE = 64 * 1024
+# Output queued for a client beyond what the data gates let through (HIGH_WATER and a read per
+# pipe): answers to its own frames (pings) that it does not read; it is not read from then.
+CLIENT_QUEUE_LIMIT = 2 * 1024 * 1024
 
 
 class TlsLayer:

@@ -46,7 +46,7 @@ from .channels import (
     port_forward_stream,
     port_prefix,
 )
-from .loop import HIGH_WATER, Loop, Pipe, Timer
+from .loop import CLIENT_QUEUE_LIMIT, HIGH_WATER, Loop, Pipe, Timer
 from .websocket import Closed, TunnelData, WebSocketSession
 
 log = logging.getLogger(__name__)
@@ -475,6 +475,8 @@ class PortForwardSession:
         self._close()
 
     def _client_may_send(self) -> bool:
+        if self._client is not None and self._client.buffered >= CLIENT_QUEUE_LIMIT:
+            return False  # what it sends asks for answers (pings) it does not read
         return all(max(f.pending_size, f.pipe.buffered if f.pipe else 0) < HIGH_WATER
                    for f in self._active.values())
 

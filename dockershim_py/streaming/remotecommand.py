@@ -49,7 +49,7 @@ from .channels import (
     expected_stream_types,
     first_websocket_channel,
 )
-from .loop import HIGH_WATER, Loop, Pipe
+from .loop import CLIENT_QUEUE_LIMIT, HIGH_WATER, Loop, Pipe
 from .negotiation import RemoteCommandProtocol
 from .runtime import Process
 from .websocket import Closed, WebSocketSession
@@ -348,6 +348,8 @@ class RemoteCommandSession:
     def _client_may_send(self) -> bool:
         if self._finishing:
             return True  # only the closing handshake is left to read
+        if self._client is not None and self._client.buffered >= CLIENT_QUEUE_LIMIT:
+            return False  # what it sends asks for answers (pings) it does not read
         if self._docker is None:
             return self._early_size < HIGH_WATER
         return self._docker.buffered < HIGH_WATER

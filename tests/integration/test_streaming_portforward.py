@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import struct
+import urllib.parse
 from collections.abc import Iterator
 
 import docker
@@ -141,3 +144,27 @@ def test_websocket_port_from_the_query_when_the_rpc_had_none(pod: Pod, servers: 
     client.send(0, b"via query")
     client.ws.reader.wait(lambda: client.channels[0] == bytearray(b"via query"))
     client.close()
+
+
+def test_a_client_that_floods_pings_and_reads_nothing_is_no_longer_read(pod: Pod, servers: str) -> None:
+    """Each PING asks for an echo: unread echoes must not pile up in the shim's memory without end."""
+    url = urllib.parse.urlsplit(forward_url(pod))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((url.hostname, url.port))
+    try:
+        sock.sendall((f"POST {url.path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+                      f"X-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101")
+        pings = b"".join(struct.pack(">III", 0x80030006, 4, 1 + 2 * n) for n in range(4096))  # 48 KiB
+        sock.settimeout(5)
+        sent = 0
+        with pytest.raises(socket.timeout):
+            while sent < 64 << 20:  # far more than the kernel's buffers and the shim's queue limit
+                sock.sendall(pings)
+                sent += len(pings)
+    finally:
+        sock.close()
