@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -155,7 +156,10 @@ def test_kubectl_exec(proxy: tuple[KubeletProxy, Path], websockets: bool) -> Non
                           input=b"through the kubelet\n", capture_output=True, timeout=60,
                           env=kubectl_env(kubeconfig, websockets))
     assert done.stdout == b"through the kubelet\n"
-    assert done.stderr.startswith(b"err\n")
+    # kubectl's own klog lines are not the container's stderr: over WebSocket it sometimes logs
+    # "Unknown stream id 1, discarding message" (a few runs in a hundred; not yet explained).
+    stderr = b"".join(line for line in done.stderr.splitlines(keepends=True) if not re.match(rb"[EWI]\d{4} ", line))
+    assert stderr.startswith(b"err\n"), done.stderr
     assert done.returncode == 3  # kubectl's own exit status comes from the Status on the error stream
 
 
