@@ -172,25 +172,34 @@ def kill_process_tree(pid: int, container_id: str) -> int:
     return len(stopped)
 
 
-def kill_running_exec(docker: DockerClient, exec_id: str, container_id: str) -> int:
-    """Kill an exec's process and its descendants if Docker says it still runs; how many were killed.
+def kill_running_exec(docker: DockerClient, exec_id: str, container_id: str,
+                      wait_seconds: float = PID_WAIT_SECONDS, poll_seconds: float = PID_POLL_SECONDS) -> int:
+    """Kill an exec's process and its descendants once Docker gives its Pid; how many were killed.
 
-    Only the exec's own tree is walked, so the container's main process is never among them.
-    Raises CRIError when Docker cannot be asked.
+    An exec being started is waited for up to `wait_seconds`: Docker marks it running a moment
+    before it records its Pid (and a busy dockerd may start one late). Only the exec's own tree is
+    walked, so the container's main process is never among them. Raises CRIError when Docker
+    could not be asked until the end of the wait.
     """
-    deadline = time.monotonic() + PID_WAIT_SECONDS
+    deadline = time.monotonic() + wait_seconds
     while True:
-        details = docker.inspect_exec(exec_id)
+        try:
+            details = docker.inspect_exec(exec_id)
+        except CRIError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                return 0  # its container is gone, and the exec with it
+            if time.monotonic() > deadline:
+                raise
+            details = {}
         if details.get("ExitCode") is not None and not details.get("Running"):
             return 0  # ended
         if details.get("Running") and details.get("Pid"):
             return kill_process_tree(int(details["Pid"]), details.get("ContainerID") or container_id)
-        # Starting: Docker marks an exec running a moment before it records its Pid.
         if time.monotonic() > deadline:
             log.warning("exec %s in %s: Docker gave no process ID in %gs; it is not killed",
-                        exec_id[:12], container_id[:12], PID_WAIT_SECONDS)
+                        exec_id[:12], container_id[:12], wait_seconds)
             return 0
-        time.sleep(PID_POLL_SECONDS)
+        time.sleep(poll_seconds)
 
 
 # --- ExecSync -------------------------------------------------------------------------------------
@@ -311,22 +320,16 @@ class ExecService:
         timed out on a busy node leaves one more process running each time."""
 
         def watch() -> None:
-            deadline = time.monotonic() + LATE_START_WATCH_SECONDS
-            while time.monotonic() < deadline:
-                try:
-                    details = self._docker.inspect_exec(exec_id)
-                except CRIError as exc:
-                    if exc.code == grpc.StatusCode.NOT_FOUND:
-                        return  # its container is gone, and the exec with it
-                    details = {}
-                if details.get("Running") and details.get("Pid"):
-                    killed = kill_process_tree(int(details["Pid"]), details.get("ContainerID") or container_id)
-                    log.info("exec %s in %s started after ExecSync gave up: killed %d process(es)",
-                             exec_id[:12], container_id[:12], killed)
-                    return
-                if details.get("ExitCode") is not None:
-                    return  # it ran and ended
-                time.sleep(LATE_START_POLL_SECONDS)
+            try:
+                killed = kill_running_exec(self._docker, exec_id, container_id,
+                                           LATE_START_WATCH_SECONDS, LATE_START_POLL_SECONDS)
+            except CRIError as exc:
+                log.error("exec %s in %s may have started after ExecSync gave up; Docker could not be asked: %s",
+                          exec_id[:12], container_id[:12], exc.message)
+                return
+            if killed:
+                log.info("exec %s in %s started after ExecSync gave up: killed %d process(es)",
+                         exec_id[:12], container_id[:12], killed)
 
         threading.Thread(target=watch, name=f"exec-late-{exec_id[:12]}", daemon=True).start()
 

@@ -393,7 +393,6 @@ class ImageService:
             raise
 
 
-
 def _name_of(reference: str, names: list[str]) -> str:
     """The one of an image's `names` that `reference` means (`busybox` for docker.io/library/busybox:latest), or ""."""
     if reference in names:

@@ -77,11 +77,15 @@ def test_kill_process_tree_kills_children_that_would_outlive_their_parent(tmp_pa
 
 
 class DockerSlowToStartExecs:
-    """Its exec start times out, and the process starts anyway a moment later (a busy dockerd)."""
+    """Its exec start times out, and the process starts anyway a moment later (a busy dockerd).
 
-    def __init__(self, process: subprocess.Popen, container_id: str) -> None:
+    `running_before_pid`: in the moment before, Docker says the exec runs but gives no Pid yet.
+    """
+
+    def __init__(self, process: subprocess.Popen, container_id: str, running_before_pid: bool = False) -> None:
         self.process = process
         self.container_id = container_id
+        self.running_before_pid = running_before_pid
         self.inspects = 0
 
     def inspect_container(self, container_id: str) -> dict:
@@ -96,7 +100,7 @@ class DockerSlowToStartExecs:
     def inspect_exec(self, exec_id: str) -> dict:
         self.inspects += 1
         if self.inspects < 3:
-            return {"Running": False, "Pid": 0, "ExitCode": None}
+            return {"Running": self.running_before_pid, "Pid": 0, "ExitCode": None}
         return {"Running": True, "Pid": self.process.pid, "ContainerID": self.container_id, "ExitCode": None}
 
 
@@ -192,27 +196,14 @@ def test_dockers_own_error_stream_is_stderr_not_the_commands_stdout() -> None:
         b"out\n", b"err\nDocker: the exec failed\n", 1)
 
 
-class DockerRecordingThePidLate:
-    """Docker marks an exec running a moment before it records its Pid."""
-
-    def __init__(self, process: subprocess.Popen, container_id: str) -> None:
-        self.process = process
-        self.container_id = container_id
-        self.inspects = 0
-
-    def inspect_exec(self, exec_id: str) -> dict:
-        self.inspects += 1
-        pid = self.process.pid if self.inspects > 2 else 0
-        return {"Running": True, "Pid": pid, "ContainerID": self.container_id, "ExitCode": None}
-
-
-def test_an_exec_left_at_once_is_killed_once_docker_records_its_pid(monkeypatch) -> None:
-    """A client that leaves right after the start (Ctrl-C): its process must not live on."""
-    monkeypatch.setattr(exec_module, "PID_POLL_SECONDS", 0.01)
+def test_an_exec_left_at_once_is_killed_once_docker_records_its_pid() -> None:
+    """A client that leaves right after the start (Ctrl-C): Docker marks the exec running a moment
+    before it records its Pid, and the process must not live on."""
     process = subprocess.Popen(["sleep", "300"])
     try:
         own_cgroup = Path(f"/proc/{process.pid}/cgroup").read_text().splitlines()[0]
-        assert exec_module.kill_running_exec(DockerRecordingThePidLate(process, own_cgroup), "e" * 64, own_cgroup) == 1
+        docker = DockerSlowToStartExecs(process, own_cgroup, running_before_pid=True)
+        assert exec_module.kill_running_exec(docker, "e" * 64, own_cgroup) == 1
         assert process.wait(timeout=10) == -9
     finally:
         if process.poll() is None:
