@@ -8,11 +8,12 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 from . import __version__, config as config_module, telemetry
 from .checkpoint import CheckpointStore
 from .cni import CNINetwork
-from .container import ContainerService
+from .container import RECOVERY_RETRY_SECONDS, ContainerService
 from .cri.image_service import ImageServiceAdapter
 from .cri.runtime_service import RuntimeServiceAdapter
 from .events import ContainerEvents, IndexedDockerClient
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                       if config.metrics_address else None)
     telemetry.watch_index(lambda: docker.fresh)
     stopping = threading.Event()
+    interrupted_network_setups = sandboxes.interrupted_network_setups()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     try:
@@ -93,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     except CRIError as exc:
         log.warning("Docker is not reachable yet; RuntimeReady stays false until it is: %s", exc.message)
     docker.start_index()
-    containers.recover_in_background(stopping)
-    threading.Thread(target=sandboxes.check_pod_networks, name="network-check", daemon=True).start()
+    recover_in_background([containers.recover, lambda: sandboxes.recover_pod_networks(interrupted_network_setups)],
+                          stopping)
     # What exists by now (modules, protobuf descriptors, the servers) lives as long as the process:
     # kept out of the collector's reach, a full collection walks only what requests made, and the
     # pause it puts on every call in flight (tens of ms at 110 pods) shrinks with it.
@@ -110,3 +112,21 @@ def main(argv: list[str] | None = None) -> int:
     if metrics_server is not None:
         metrics_server.stop()
     return 0
+
+
+def recover_in_background(steps: list[Callable[[], None]], stopping: threading.Event) -> threading.Thread:
+    """Each step in turn, each tried again until Docker answers (it may start after the shim)."""
+
+    def run() -> None:
+        for step in steps:
+            while not stopping.is_set():
+                try:
+                    step()
+                    break
+                except CRIError as exc:
+                    log.info("recovery: %s; trying again in %.0fs", exc.message, RECOVERY_RETRY_SECONDS)
+                stopping.wait(RECOVERY_RETRY_SECONDS)
+
+    thread = threading.Thread(target=run, name="recovery", daemon=True)
+    thread.start()
+    return thread

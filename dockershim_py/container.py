@@ -436,22 +436,6 @@ class ContainerService:
             self._logs.follow(container_id, inspect.get("LogPath") or "", log_path, state.get("Pid") or 0)
             log.info("container %s: resumed copying its log", container_id[:12])
 
-    def recover_in_background(self, stopping: threading.Event) -> threading.Thread:
-        """Recover once Docker answers (it may start after the shim)."""
-
-        def run() -> None:
-            while not stopping.is_set():
-                try:
-                    self.recover()
-                    return
-                except CRIError as exc:
-                    log.info("container recovery: %s; trying again in %.0fs", exc.message, RECOVERY_RETRY_SECONDS)
-                stopping.wait(RECOVERY_RETRY_SECONDS)
-
-        thread = threading.Thread(target=run, name="container-recovery", daemon=True)
-        thread.start()
-        return thread
-
     # --- helpers ----------------------------------------------------------------------------------
 
     def _inspect_or_none(self, container_id: str) -> dict[str, Any] | None:

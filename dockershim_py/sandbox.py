@@ -30,6 +30,7 @@ from .config import Config
 from .docker_client import DockerClient
 from .events import ConvertedEntries
 from .errors import CRIError, deadline_exceeded, failed_precondition, invalid_argument, not_found, unavailable
+from .files import remove_if_present
 from .image import ImageService
 from .security_context import namespace_options_of, read_profile, sandbox_security
 from .timestamps import parse_docker_time
@@ -44,6 +45,9 @@ STOP_GRACE_SECONDS = 10
 DEFAULT_HANDLERS = ("", "docker")
 # Threads kept for stopping and removing a pod's containers side by side, across all pods.
 CONTAINER_CALL_THREADS = 32
+# Under the root directory, a file per sandbox whose CNI ADD is running: one a killed shim left
+# names a pod that would list READY without its network.
+ADDS_IN_PROGRESS_DIRECTORY = "cni-adds-in-progress"
 
 _SANDBOX_ID = re.compile(r"[0-9a-f]{1,64}")
 
@@ -408,8 +412,19 @@ class SandboxService:
         if not pid:
             raise unavailable(f"pod sandbox {sandbox_id} exited as it started: no network namespace to set up")
         pod = PodIdentity(metadata.namespace, metadata.name, metadata.uid, sandbox_id)
-        with _cni_errors(sandbox_id, "set up"):
-            ips = self._network.cni.add(pod, f"/proc/{pid}/ns/net", capabilities)
+        marker = self._add_in_progress_marker(sandbox_id)
+        try:
+            os.makedirs(os.path.dirname(marker), exist_ok=True)
+            with open(marker, "wb"):
+                pass
+        except OSError as exc:
+            raise CRIError(grpc.StatusCode.INTERNAL, f"cannot record the CNI setup of sandbox {sandbox_id}: {exc}"
+                           ) from exc
+        try:
+            with _cni_errors(sandbox_id, "set up"):
+                ips = self._network.cni.add(pod, f"/proc/{pid}/ns/net", capabilities)
+        finally:
+            remove_if_present(marker)
         log.info("pod sandbox %s is on the CNI network (%s)", sandbox_id[:12], ", ".join(ips) or "no address")
 
     def _remove_from_cni_network(self, sandbox_id: str, inspect: dict[str, Any] | None) -> None:
@@ -424,9 +439,13 @@ class SandboxService:
             and state.get("Pid")
         if not running_on_cni and not cni.has_cache(sandbox_id):
             return
+        self._cni_delete(sandbox_id, inspect, f"/proc/{state['Pid']}/ns/net" if running_on_cni else "")
+
+    def _cni_delete(self, sandbox_id: str, inspect: dict[str, Any] | None, netns: str) -> None:
+        cni = self._network.cni
+        assert cni is not None
         checkpoint = self._checkpoints.get(sandbox_id)
         pod = self._pod_identity(sandbox_id, inspect, checkpoint)
-        netns = f"/proc/{state['Pid']}/ns/net" if running_on_cni else ""
         # Without ADD's cached record, what a plugin needs to undo: the host ports and the pod CIDR.
         capabilities = runtime_capabilities(checkpoint.port_mappings if checkpoint else (), {},
                                             self._network.pod_cidr, None)
@@ -576,11 +595,57 @@ class SandboxService:
 
     # --- start-up -----------------------------------------------------------------------------------
 
-    def check_pod_networks(self) -> None:
+    # --- after a restart ------------------------------------------------------------------------------
+
+    def interrupted_network_setups(self) -> list[str]:
+        """Sandboxes whose CNI ADD an earlier shim process did not finish (it was killed); read
+        before this one serves, so that no ADD of its own is taken for one."""
+        try:
+            return sorted(name for name in os.listdir(self._add_in_progress_marker(""))
+                          if _SANDBOX_ID.fullmatch(name))
+        except OSError:
+            return []
+
+    def recover_pod_networks(self, interrupted: list[str]) -> None:
+        """Take pods whose ADD was cut short off the network and stop them, so that they list
+        NOTREADY and the kubelet makes them again (they would list READY with half a network);
+        warn of pods on a CNI network when this shim has none. Raises when Docker does not answer."""
+        if self._network.cni is None:
+            self._warn_of_pods_on_cni()
+            if interrupted:
+                log.warning("pod sandboxes %s were being put on the CNI network when the shim was killed, but "
+                            "--network-plugin is not cni now: they are left as they are", ", ".join(interrupted))
+            return
+        for sandbox_id in interrupted:
+            self._undo_interrupted_add(sandbox_id)
+
+    def _undo_interrupted_add(self, sandbox_id: str) -> None:
+        marker = self._add_in_progress_marker(sandbox_id)
+        if self._network.cni is None or self._network.cni.has_cache(sandbox_id):
+            remove_if_present(marker)  # the ADD was done: only the marker's removal was cut short
+            return
+        found = self._find(sandbox_id)
+        inspect = found[1] if found else None
+        state = (inspect or {}).get("State") or {}
+        running = bool(state.get("Running") and state.get("Pid"))
+        log.warning("pod sandbox %s: the shim was killed while putting it on the CNI network; taking it off the "
+                    "network and stopping it, so that the kubelet makes it again", sandbox_id[:12])
+        try:
+            self._cni_delete(sandbox_id, inspect, f"/proc/{state['Pid']}/ns/net" if running else "")
+        except CRIError as exc:
+            log.error("%s; tried again at the next start", exc.message)
+            marker = ""
+        if running:
+            self._stop_if_present(sandbox_id)
+        if marker:
+            remove_if_present(marker)
+
+    def _add_in_progress_marker(self, sandbox_id: str) -> str:
+        return os.path.join(self._config.root_directory, ADDS_IN_PROGRESS_DIRECTORY, sandbox_id)
+
+    def _warn_of_pods_on_cni(self) -> None:
         """Warn when pods the node's CNI plugins set up are running but this shim has no CNI network:
         their addresses would never be given back (a node moved from cri-dockerd, whose default is cni)."""
-        if self._network.cni is not None:
-            return
         try:
             entries = self._docker.list_containers({  # Docker's "none" network: a plugin's pod, or an empty one
                 "label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_SANDBOX}"], "status": ["running"],

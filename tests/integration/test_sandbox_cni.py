@@ -10,8 +10,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
+import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -283,6 +285,52 @@ def test_a_failed_setup_whose_undoing_fails_is_undone_by_the_pods_stop(pods_on, 
     assert list(network.cache_dir.glob("results/*")) == []
     pods.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=listed.id), timeout=60)
     assert pods.listed() == []
+
+
+def test_a_pod_whose_setup_a_killed_shim_cut_short_is_taken_off_the_network_and_stopped(
+        start_shim, tmp_path: Path, docker_api: docker.APIClient) -> None:
+    """SIGKILL mid-ADD (bridge done, a later plugin still running): the next shim DELs what was
+    added and stops the pause container, which would otherwise list READY without its network."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    holding, held = tmp_path / "holding", tmp_path / "held"
+    (bin_dir / "dspy-slow").write_text(
+        f"#!{sys.executable}\nimport json, os, sys, time\nconfig = json.load(sys.stdin)\n"
+        "if os.environ['CNI_COMMAND'] == 'ADD':\n"
+        f"    open({str(holding)!r}, 'w').close()\n    deadline = time.time() + 60\n"
+        f"    while os.path.exists({str(held)!r}) and time.time() < deadline:\n        time.sleep(0.1)\n"
+        "    print(json.dumps(config['prevResult']))\n")
+    (bin_dir / "dspy-slow").chmod(0o755)
+    network = CNINetwork(tmp_path)
+    network.plugins = [network.plugins[0], {"type": "dspy-slow"}]
+    network.bin_dirs.append(bin_dir)
+    held.touch()
+    first = start_shim(network.write().shim_args())
+    pods = Sandboxes(first.runtime, docker_api)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(pods.run)
+            assert wait_for(holding.exists, timeout=60)
+            assert len(network.allocated()) == 1  # bridge's ADD is done
+            (listed,) = pods.listed()
+            first.stop(signal.SIGKILL)
+            with pytest.raises(grpc.RpcError):
+                running.result()
+        held.unlink()  # the orphaned plugin ends
+        second = start_shim(network.shim_args() + ["--root-directory", str(first.root)])
+        pods.runtime = second.runtime
+        assert wait_for(lambda: [item.state for item in pods.listed()] == [api.SANDBOX_NOTREADY], timeout=30)
+        assert network.allocated() == set()
+        assert network.veths() == []
+        assert not (first.root / "cni-adds-in-progress" / listed.id).exists()
+        assert f"pod sandbox {listed.id[:12]}: the shim was killed while putting it on the CNI network" in second.log()
+        second.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=listed.id), timeout=60)
+        second.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=listed.id), timeout=60)
+        assert pods.docker_containers() == []
+    finally:
+        held.unlink(missing_ok=True)
+        remove_all(pods)
+        network.cleanup()
 
 
 def test_no_network_config_means_not_ready(pods_on, tmp_path: Path) -> None:
