@@ -1,0 +1,36 @@
+"""The shim's recovery at start: each step tried again until Docker answers, in order."""
+
+from __future__ import annotations
+
+import threading
+
+from dockershim_py import cli
+from dockershim_py.errors import unavailable
+
+
+def test_each_step_is_tried_again_until_docker_answers_and_the_next_waits_for_it(monkeypatch) -> None:
+    monkeypatch.setattr(cli, "RECOVERY_RETRY_SECONDS", 0.01)
+    calls: list[str] = []
+
+    def logs() -> None:
+        calls.append("logs")
+        if calls.count("logs") < 3:
+            raise unavailable("cannot reach the Docker daemon")
+
+    thread = cli.recover_in_background([logs, lambda: calls.append("networks")], threading.Event())
+    thread.join(timeout=10)
+    assert calls == ["logs", "logs", "logs", "networks"]
+
+
+def test_a_stopping_shim_stops_trying() -> None:
+    stopping = threading.Event()
+    calls: list[str] = []
+
+    def failing() -> None:
+        calls.append("tried")
+        stopping.set()
+        raise unavailable("cannot reach the Docker daemon")
+
+    thread = cli.recover_in_background([failing, lambda: calls.append("networks")], stopping)
+    thread.join(timeout=10)
+    assert not thread.is_alive() and calls == ["tried"]
