@@ -34,9 +34,13 @@ USER_SPECIFIED_IMAGE_LABEL = "io.kubernetes.dockershim-py.user-specified-image"
 # the CRI did not ask for (a JSON list): left out of CRI replies, as containerd leaves them out.
 IMAGE_LABEL_KEYS_LABEL = "io.kubernetes.dockershim-py.image-label-keys"
 
+# dockershim-py's own: the PID namespace a sandbox was asked for (POD or CONTAINER), which the
+# pause container's Docker modes cannot tell apart: its containers join its namespace or not.
+PID_NAMESPACE_LABEL = "io.kubernetes.dockershim-py.pid-namespace"
+
 INTERNAL_LABELS = frozenset({
     CONTAINER_TYPE_LABEL, SANDBOX_ID_LABEL, CONTAINER_LOG_PATH_LABEL, RUNTIME_HANDLER_LABEL, USER_SPECIFIED_IMAGE_LABEL,
-    IMAGE_LABEL_KEYS_LABEL,
+    IMAGE_LABEL_KEYS_LABEL, PID_NAMESPACE_LABEL,
 })
 
 
@@ -57,7 +61,8 @@ def make_labels(labels: Mapping[str, str], annotations: Mapping[str, str]) -> di
 # container's log file or sandbox.
 
 
-def sandbox_labels(labels: Mapping[str, str], annotations: Mapping[str, str], runtime_handler: str = "") -> dict[str, str]:
+def sandbox_labels(labels: Mapping[str, str], annotations: Mapping[str, str], runtime_handler: str = "",
+                   pid_namespace: str = "") -> dict[str, str]:
     """The Docker labels of a pause container."""
     merged = make_labels(labels, annotations)
     merged[CONTAINER_TYPE_LABEL] = CONTAINER_TYPE_SANDBOX
@@ -66,6 +71,7 @@ def sandbox_labels(labels: Mapping[str, str], annotations: Mapping[str, str], ru
     merged[SANDBOX_ID_LABEL] = ""
     merged[CONTAINER_LOG_PATH_LABEL] = ""
     merged[USER_SPECIFIED_IMAGE_LABEL] = ""
+    merged[PID_NAMESPACE_LABEL] = pid_namespace
     return merged
 
 
@@ -80,6 +86,7 @@ def container_labels(
     merged[CONTAINER_LOG_PATH_LABEL] = log_path
     merged[USER_SPECIFIED_IMAGE_LABEL] = user_specified_image
     merged[RUNTIME_HANDLER_LABEL] = ""
+    merged[PID_NAMESPACE_LABEL] = ""
     return merged
 
 

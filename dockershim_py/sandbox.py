@@ -87,6 +87,8 @@ def sandbox_create_body(
         raise invalid_argument(f"hostname {config.hostname[:80]!r} is longer than the kernel's {HOST_NAME_MAX} bytes")
     mappings = network.validate_port_mappings(config.port_mappings)
     exposed, bindings = network.docker_ports(mappings) if pod_network_mode == network.POD_NETWORK_MODE else ({}, {})
+    requested_pid = config.linux.security_context.namespace_options.pid
+    pid_namespace = api.NamespaceMode.Name(requested_pid) if requested_pid in (api.POD, api.CONTAINER) else ""
     host_config: dict[str, Any] = {
         **security.host_config,
         "NetworkMode": security.namespaces.network_mode,
@@ -106,7 +108,7 @@ def sandbox_create_body(
     body: dict[str, Any] = {
         "Image": image,
         "Hostname": config.hostname,
-        "Labels": labels.sandbox_labels(config.labels, config.annotations, runtime_handler),
+        "Labels": labels.sandbox_labels(config.labels, config.annotations, runtime_handler, pid_namespace),
         "HostConfig": host_config,
     }
     if security.user:
@@ -211,7 +213,8 @@ def status_from_inspect(inspect: dict[str, Any], ips: list[str]) -> api.PodSandb
         linux=api.LinuxPodSandboxStatus(
             namespaces=api.Namespace(
                 options=namespace_options_of(
-                    host_config.get("NetworkMode", ""), host_config.get("PidMode", ""), host_config.get("IpcMode", "")
+                    host_config.get("NetworkMode", ""), host_config.get("PidMode", ""), host_config.get("IpcMode", ""),
+                    docker_labels.get(labels.PID_NAMESPACE_LABEL, ""),
                 )
             )
         ),

@@ -294,11 +294,14 @@ def sandbox_namespaces(options: api.NamespaceOption | None, pod_network_mode: st
     )
 
 
-def namespace_options_of(network_mode: str, pid_mode: str, ipc_mode: str) -> api.NamespaceOption:
-    """The CRI namespace options a sandbox's Docker modes stand for (dockershim's reading)."""
+def namespace_options_of(network_mode: str, pid_mode: str, ipc_mode: str, pid_namespace: str = ""
+                         ) -> api.NamespaceOption:
+    """The CRI namespace options a sandbox's Docker modes stand for, with the PID namespace it
+    was asked for (`pid_namespace`, POD or CONTAINER) where recorded; dockershim read CONTAINER."""
+    shared_pid = pid_mode != "host" and pid_namespace == "POD"
     return api.NamespaceOption(
         network=api.NODE if network_mode == "host" else api.POD,
-        pid=api.NODE if pid_mode == "host" else api.CONTAINER,
+        pid=api.NODE if pid_mode == "host" else api.POD if shared_pid else api.CONTAINER,
         ipc=api.NODE if ipc_mode == "host" else api.POD,
     )
 

@@ -134,6 +134,17 @@ def test_host_network_pid_ipc(sandboxes: Sandboxes, docker_api: docker.APIClient
     assert status.linux.namespaces.options == api.NamespaceOption(network=api.NODE, pid=api.NODE, ipc=api.NODE)
 
 
+def test_the_pid_namespace_asked_for_is_reported(sandboxes: Sandboxes) -> None:
+    """Docker's modes look the same for a shared and a private PID namespace: the status says which."""
+    for name, mode in (("pid-pod", api.POD), ("pid-own", api.CONTAINER)):
+        options = api.NamespaceOption(pid=mode)
+        sandbox_id = sandboxes.run(sandboxes.config(name, linux=api.LinuxPodSandboxConfig(
+            security_context=api.LinuxSandboxSecurityContext(namespace_options=options))))
+        status = sandboxes.status(sandbox_id).status
+        assert status.linux.namespaces.options == api.NamespaceOption(network=api.POD, pid=mode, ipc=api.POD)
+        assert not (set(status.labels) | set(status.annotations)) & {"io.kubernetes.dockershim-py.pid-namespace"}
+
+
 def test_port_mappings_reach_the_pod(sandboxes: Sandboxes, docker_api: docker.APIClient) -> None:
     first, second = free_port(), free_port()
     config = sandboxes.config(port_mappings=[

@@ -70,6 +70,7 @@ def test_name_and_labels_are_dockershims() -> None:
         labels.CONTAINER_LOG_PATH_LABEL: "/var/log/pods/shop_web_uid-1/app/2.log",
         labels.USER_SPECIFIED_IMAGE_LABEL: "busybox:1.0",
         labels.RUNTIME_HANDLER_LABEL: "",
+        labels.PID_NAMESPACE_LABEL: "",
     }
     assert body["Image"] == "sha256:" + "b" * 64
 

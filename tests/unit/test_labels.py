@@ -20,6 +20,7 @@ def test_sandbox_labels_carry_labels_annotations_and_internal_marks() -> None:
         "io.kubernetes.sandbox.id": "",
         "io.kubernetes.container.logpath": "",
         "io.kubernetes.dockershim-py.user-specified-image": "",
+        "io.kubernetes.dockershim-py.pid-namespace": "",
     }
 
 
@@ -38,6 +39,7 @@ def test_container_labels() -> None:
         "io.kubernetes.container.logpath": "/var/log/pods/x/0.log",
         "io.kubernetes.dockershim-py.user-specified-image": "",
         "io.kubernetes.dockershim-py.runtime-handler": "",
+        "io.kubernetes.dockershim-py.pid-namespace": "",
     }
 
 
@@ -52,7 +54,7 @@ def test_a_callers_internal_labels_are_left_out() -> None:
               "io.kubernetes.dockershim-py.runtime-handler": "runsc",
               "io.kubernetes.dockershim-py.user-specified-image": "forged", "app": "web"}
     empty = {"io.kubernetes.container.logpath": "", "io.kubernetes.dockershim-py.runtime-handler": "",
-             "io.kubernetes.dockershim-py.user-specified-image": ""}
+             "io.kubernetes.dockershim-py.user-specified-image": "", "io.kubernetes.dockershim-py.pid-namespace": ""}
     assert labels.container_labels(forged, {}, "sandbox-id") == {
         "app": "web", "io.kubernetes.docker.type": "container", "io.kubernetes.sandbox.id": "sandbox-id", **empty}
     assert labels.sandbox_labels(forged, {}) == {

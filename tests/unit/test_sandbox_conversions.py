@@ -64,6 +64,7 @@ def test_create_body_is_dockershims_pause_container() -> None:
             "io.kubernetes.sandbox.id": "",
             "io.kubernetes.container.logpath": "",
             "io.kubernetes.dockershim-py.user-specified-image": "",
+            "io.kubernetes.dockershim-py.pid-namespace": "POD",  # the CRI's default mode
         },
         "HostConfig": {
             "Privileged": False,

@@ -186,6 +186,10 @@ def test_namespace_options_read_back() -> None:
     assert sc.namespace_options_of("default", "", "shareable") == api.NamespaceOption(
         network=api.POD, pid=api.CONTAINER, ipc=api.POD
     )
+    # A shared PID namespace looks the same in Docker: the pause container's label says which was asked for.
+    assert sc.namespace_options_of("default", "", "shareable", "POD").pid == api.POD
+    assert sc.namespace_options_of("default", "", "shareable", "CONTAINER").pid == api.CONTAINER
+    assert sc.namespace_options_of("host", "host", "host", "POD").pid == api.NODE
 
 
 # --- the sandbox as a whole -----------------------------------------------------------------------
