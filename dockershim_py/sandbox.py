@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent import futures
 from typing import Any
 
@@ -48,6 +48,7 @@ CONTAINER_CALL_THREADS = 32
 # Under the root directory, a file per sandbox whose CNI ADD is running: one a killed shim left
 # names a pod that would list READY without its network.
 ADDS_IN_PROGRESS_DIRECTORY = "cni-adds-in-progress"
+WILDCARD_HOST_IPS = frozenset({"", "0.0.0.0", "::"})
 
 _SANDBOX_ID = re.compile(r"[0-9a-f]{1,64}")
 
@@ -133,6 +134,23 @@ def checkpoint_of(config: api.PodSandboxConfig, host_network: bool) -> SandboxCh
         ),
         host_network=host_network,
     )
+
+
+def host_port_clash(wanted: SandboxCheckpoint, running: Mapping[str, SandboxCheckpoint]
+                    ) -> tuple[PortMapping, str] | None:
+    """A host port of `wanted` that a running pod holds already, and that pod's ID: portmap would
+    add the second rule silently, and the first pod would keep the traffic."""
+    def overlaps(first: PortMapping, second: PortMapping) -> bool:  # dockershim wrote "tcp"
+        return (first.protocol.upper(), first.host_port) == (second.protocol.upper(), second.host_port) and (
+            first.host_ip == second.host_ip or bool({first.host_ip, second.host_ip} & WILDCARD_HOST_IPS))
+
+    for sandbox_id, held in running.items():
+        if held.host_network:
+            continue
+        for mapping in wanted.port_mappings:
+            if mapping.host_port and any(overlaps(mapping, other) for other in held.port_mappings if other.host_port):
+                return mapping, sandbox_id
+    return None
 
 
 def cni_capabilities(config: api.PodSandboxConfig, pod_cidr: str) -> dict[str, Any]:
@@ -285,6 +303,7 @@ class SandboxService:
                 config.sandbox_oom_score_adj,
             )
         self._pull_lock = threading.Lock()
+        self._host_ports_lock = threading.Lock()
         self._container_calls = futures.ThreadPoolExecutor(CONTAINER_CALL_THREADS, "pod-containers")
 
     # --- RunPodSandbox ----------------------------------------------------------------------------
@@ -329,10 +348,12 @@ class SandboxService:
 
         # 4. Create, checkpoint, start, point the pod's resolv.conf at the cluster DNS, and last
         #    (a failed ADD takes back what it added) put the pod on the CNI network.
+        checkpoint = checkpoint_of(config, host_network)
         sandbox_id = ""
         try:
-            sandbox_id = self._docker.create_container_replacing(name, body, "pod sandbox", self._forget_replaced)
-            self._checkpoints.write(sandbox_id, checkpoint_of(config, host_network))
+            with self._host_ports_claimed(checkpoint if on_cni else None):
+                sandbox_id = self._docker.create_container_replacing(name, body, "pod sandbox", self._forget_replaced)
+                self._checkpoints.write(sandbox_id, checkpoint)
             self._docker.start_container(sandbox_id)
             if resolv_conf:  # an empty DNS config keeps Docker's file, as dockershim did
                 self._rewrite_resolv_conf(sandbox_id, resolv_conf)
@@ -343,6 +364,27 @@ class SandboxService:
             raise
         log.info("started pod sandbox %s (%s)", sandbox_id[:12], name)
         return sandbox_id
+
+    @contextlib.contextmanager
+    def _host_ports_claimed(self, checkpoint: SandboxCheckpoint | None) -> Iterator[None]:
+        """Refuse a CNI pod whose host port a running pod holds (Docker refuses it on its bridge),
+        and keep another pod from claiming the same port until this one is checkpointed."""
+        if checkpoint is None or not any(mapping.host_port for mapping in checkpoint.port_mappings):
+            yield
+            return
+        with self._host_ports_lock:
+            running = self._docker.list_containers({  # created: another RunPodSandbox's, starting
+                "label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_SANDBOX}"],
+                "status": ["created", "running"]})
+            held = {entry["Id"]: found for entry in running
+                    if (found := self._checkpoints.get(entry["Id"])) is not None}
+            clash = host_port_clash(checkpoint, held)
+            if clash is not None:
+                mapping, holder = clash
+                raise failed_precondition(
+                    f"host port {mapping.host_ip or '*'}:{mapping.host_port}/{mapping.protocol} is held by "
+                    f"pod sandbox {holder[:12]} ({held[holder].namespace}/{held[holder].name})")
+            yield
 
     def _docker_runtime(self, handler: str) -> str:
         if handler in DEFAULT_HANDLERS:

@@ -191,6 +191,28 @@ def test_a_pod_gets_its_address_and_host_port_from_the_plugins(
     assert pods.docker_containers() == []
 
 
+def test_a_host_port_a_running_pod_holds_is_refused_until_that_pod_stops(
+        pods: Sandboxes, cni_network: CNINetwork) -> None:
+    """portmap would add a second rule behind the first, and the second pod would never get the
+    traffic: the shim refuses it, as Docker does on its bridge."""
+    host_port = free_port()
+    mapping = api.PortMapping(protocol=api.TCP, container_port=8080, host_port=host_port)
+    first = pods.run(pods.config("first", port_mappings=[mapping]))
+    with pytest.raises(grpc.RpcError) as raised:
+        pods.run(pods.config("second", port_mappings=[mapping]))
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"host port *:{host_port}/TCP is held by pod sandbox {first[:12]}" in raised.value.details()
+    assert [item.id for item in pods.listed()] == [first]  # nothing made, nothing held
+    assert len(cni_network.allocated()) == 1
+    with ThreadPoolExecutor(4) as pool:  # side by side, still one holder
+        others = [pool.submit(pods.run, pods.config(f"other-{index}", port_mappings=[
+            api.PortMapping(protocol=api.TCP, container_port=80, host_port=host_port + 1)])) for index in range(4)]
+        outcomes = [future.exception() for future in others]
+    assert sum(outcome is None for outcome in outcomes) == 1
+    pods.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=first), timeout=60)
+    pods.run(pods.config("second", port_mappings=[mapping]))
+
+
 def test_an_address_a_container_adds_in_the_pod_is_not_the_pods_ip(
         pods: Sandboxes, cni_network: CNINetwork, docker_api: docker.APIClient) -> None:
     """A VIP a container puts on lo (an address below the pod's): the pod's IP is still the plugins' one."""

@@ -355,3 +355,25 @@ def test_a_hostname_longer_than_the_kernels_is_refused() -> None:
     assert "longer than the kernel's 64 bytes" in _refused(_body, long_name)
     long_name.hostname = "h" * 64
     assert _body(long_name)["Hostname"] == "h" * 64
+
+
+# --- host ports on a CNI network -----------------------------------------------------------------
+
+
+def _pod(*mappings: PortMapping, host_network: bool = False) -> SandboxCheckpoint:
+    return SandboxCheckpoint("web", "shop", tuple(mappings), host_network)
+
+
+def test_a_host_port_a_running_pod_holds_clashes_on_any_address_it_shares() -> None:
+    held = {"a" * 64: _pod(PortMapping("TCP", 80, 8080, "127.0.0.1"), PortMapping("UDP", 53, 5353))}
+    assert sandbox.host_port_clash(_pod(PortMapping("TCP", 81, 8080, "127.0.0.1")), held) == (
+        PortMapping("TCP", 81, 8080, "127.0.0.1"), "a" * 64)
+    assert sandbox.host_port_clash(_pod(PortMapping("TCP", 81, 8080)), held) is not None  # every address
+    assert sandbox.host_port_clash(_pod(PortMapping("udp", 53, 5353, "10.0.0.1")), held) is not None
+    assert sandbox.host_port_clash(_pod(PortMapping("TCP", 81, 8080, "127.0.0.2")), held) is None
+    assert sandbox.host_port_clash(_pod(PortMapping("UDP", 80, 8080, "127.0.0.1")), held) is None
+    assert sandbox.host_port_clash(_pod(PortMapping("TCP", 80, 8081)), held) is None
+    assert sandbox.host_port_clash(_pod(PortMapping("TCP", 80, 0)), {"b" * 64: _pod(PortMapping("TCP", 80, 0))}) is None
+    # A host-network pod's mappings are not rules of portmap's.
+    assert sandbox.host_port_clash(_pod(PortMapping("TCP", 80, 8080)),
+                                   {"c" * 64: _pod(PortMapping("TCP", 80, 8080), host_network=True)}) is None
