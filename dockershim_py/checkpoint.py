@@ -5,9 +5,12 @@ namespace, data {port_mappings, host_network}, checksum). It outlives the pause 
 ListPodSandbox can still show a sandbox whose container vanished (as NOTREADY, and the kubelet
 then stops and removes it), and StopPodSandbox knows what network to tear down.
 
-Files are written atomically (temporary dot-file, fsync, rename). The checksum is FNV-32a of
-the canonical JSON of `data`; a file that does not parse or whose checksum differs is removed
-with a log line, as cri-dockerd does. The store keeps an index in memory, loaded once at start,
+Files are written atomically (temporary dot-file, fsync, rename). The checksum is cri-dockerd's:
+FNV-32a of go-spew's `%#v` rendering of `data` as a Go value, which names the Go types, so
+dockershim's files (its own type names, with or without `HostIP`) and files of earlier
+dockershim-py versions (FNV-32a of the canonical JSON) are accepted too, and cri-dockerd reads
+the files the shim writes. A file that does not parse or whose checksum matches none of these is
+removed with a log line, as cri-dockerd does. The store keeps an index in memory, loaded once at start,
 so listing sandboxes every second reads no files.
 """
 
@@ -66,7 +69,7 @@ def _data_of(checkpoint: SandboxCheckpoint) -> dict[str, Any]:
     if checkpoint.port_mappings:
         data["port_mappings"] = [
             {
-                "protocol": mapping.protocol,
+                "protocol": mapping.protocol.lower(),
                 "container_port": mapping.container_port,
                 "host_port": mapping.host_port,
                 **({"host_ip": mapping.host_ip} if mapping.host_ip else {}),
@@ -79,8 +82,57 @@ def _data_of(checkpoint: SandboxCheckpoint) -> dict[str, Any]:
 
 
 def checksum(data: dict[str, Any]) -> int:
+    """Earlier dockershim-py versions' checksum: of the canonical JSON."""
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return _fnv32a(canonical)
+
+
+@dataclass(frozen=True)
+class GoTypes:
+    """Where a shim's checkpoint types live: go-spew's rendering names them."""
+
+    data_package: str
+    mapping_package: str
+    has_host_ip: bool
+
+
+CRI_DOCKERD_TYPES = GoTypes("core", "config", True)
+# Kubelet 1.21-1.23 (with HostIP), then the dockershim of the kubelets before.
+DOCKERSHIM_TYPES = (GoTypes("dockershim", "dockershim", True), GoTypes("dockershim", "dockershim", False))
+
+
+def go_rendering(data: dict[str, Any], types: GoTypes) -> str:
+    """go-spew's `%#v` of `data` decoded into the Go checkpoint types (the kubelet's checksum input)."""
+    def pointer(go_type: str, value: Any) -> str:
+        return f"(*{go_type}){'<nil>' if value is None else value}"
+
+    def mapping(entry: Any) -> str:
+        if entry is None:
+            return "<nil>"
+        fields = [f"Protocol:{pointer(types.mapping_package + '.Protocol', entry.get('protocol'))}",
+                  f"ContainerPort:{pointer('int32', entry.get('container_port'))}",
+                  f"HostPort:{pointer('int32', entry.get('host_port'))}"]
+        if types.has_host_ip:
+            fields.append(f"HostIP:(string){entry.get('host_ip') or ''}")
+        return "<*>{" + " ".join(fields) + "}"
+
+    mappings = data.get("port_mappings")
+    listed = "<nil>" if mappings is None else "[" + " ".join(mapping(entry) for entry in mappings) + "]"
+    return (f"({types.data_package}.CheckpointData){{PortMappings:([]*{types.mapping_package}.PortMapping){listed} "
+            f"HostNetwork:(bool){'true' if data.get('host_network') else 'false'}}}")
+
+
+def go_checksum(data: dict[str, Any], types: GoTypes = CRI_DOCKERD_TYPES) -> int:
+    return _fnv32a(go_rendering(data, types).encode())
+
+
+def _checksum_matches(value: Any, data: dict[str, Any]) -> bool:
+    if not isinstance(value, int):
+        return False
+    try:
+        return value in (go_checksum(data), checksum(data), *(go_checksum(data, types) for types in DOCKERSHIM_TYPES))
+    except (AttributeError, TypeError):  # port mappings that are not objects: malformed, reported below
+        return value == checksum(data)
 
 
 def encode(checkpoint: SandboxCheckpoint) -> bytes:
@@ -90,7 +142,7 @@ def encode(checkpoint: SandboxCheckpoint) -> bytes:
         "name": checkpoint.name,
         "namespace": checkpoint.namespace,
         "data": data,
-        "checksum": checksum(data),
+        "checksum": go_checksum(data),
     }
     return json.dumps(document, indent=1).encode()
 
@@ -111,12 +163,12 @@ def decode(raw: bytes) -> SandboxCheckpoint:
     data = document.get("data") or {}
     if not isinstance(data, dict):
         raise CorruptCheckpoint("data is not an object")
-    if document.get("checksum") != checksum(data):
+    if not _checksum_matches(document.get("checksum"), data):
         raise CorruptCheckpoint(f"checksum {document.get('checksum')!r} does not match its data")
     try:
         mappings = tuple(
             PortMapping(
-                protocol=str(entry.get("protocol", "TCP")),
+                protocol=str(entry.get("protocol", "TCP")).upper(),  # written lower-case, as dockershim did
                 container_port=int(entry.get("container_port", 0)),
                 host_port=int(entry.get("host_port", 0)),
                 host_ip=str(entry.get("host_ip", "")),

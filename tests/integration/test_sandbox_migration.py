@@ -6,6 +6,9 @@ shims (and the kubelet's labels and annotations) wrote.
 
 from __future__ import annotations
 
+import json
+import secrets
+
 import docker
 import pytest
 
@@ -108,3 +111,28 @@ def test_legacy_pods_are_listed_stopped_and_removed(sandboxes: Sandboxes, docker
         with pytest.raises(docker.errors.NotFound):
             docker_api.inspect_container(container_id)
     assert sandboxes.listed() == []
+
+
+def test_checkpoints_dockershim_and_cri_dockerd_wrote_are_kept(start_shim, tmp_path, docker_api: docker.APIClient
+                                                              ) -> None:
+    """A root directory taken over from dockershim or cri-dockerd: their checksums are of a Go
+    rendering of the data, and a sandbox whose container is gone still lists NOTREADY."""
+    root = tmp_path / "root"
+    (root / "sandbox").mkdir(parents=True)
+    namespace = f"dspy-ckpt-{secrets.token_hex(3)}"
+    written = {  # data and checksum as dockershim (kubelet 1.21) and cri-dockerd wrote them
+        secrets.token_hex(32): ("hostnet", {"host_network": True}, 996107268),
+        secrets.token_hex(32): ("web", {"port_mappings": [{"protocol": "tcp", "container_port": 80,
+                                                            "host_port": 30080}]}, 157299536),
+    }
+    for sandbox_id, (name, data, checksum) in written.items():
+        (root / "sandbox" / sandbox_id).write_text(json.dumps(
+            {"version": "v1", "name": name, "namespace": namespace, "data": data, "checksum": checksum}))
+    shim = start_shim(["--root-directory", str(root)])
+    listed = {item.id: item for item in shim.runtime.ListPodSandbox(api.ListPodSandboxRequest(), timeout=10).items
+              if item.metadata.namespace == namespace}
+    assert {sandbox_id: (item.metadata.name, item.state) for sandbox_id, item in listed.items()} == {
+        sandbox_id: (name, api.SANDBOX_NOTREADY) for sandbox_id, (name, _, _) in written.items()}
+    for sandbox_id in written:
+        shim.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=30)
+    assert list((root / "sandbox").iterdir()) == []

@@ -28,11 +28,50 @@ def test_encoding_has_cri_dockerds_shape() -> None:
     assert document["name"] == "web-0" and document["namespace"] == "default"
     assert document["data"] == {
         "port_mappings": [
-            {"protocol": "TCP", "container_port": 80, "host_port": 8080},
-            {"protocol": "UDP", "container_port": 53, "host_port": 5353, "host_ip": "127.0.0.1"},
+            {"protocol": "tcp", "container_port": 80, "host_port": 8080},
+            {"protocol": "udp", "container_port": 53, "host_port": 5353, "host_ip": "127.0.0.1"},
         ]
     }
-    assert isinstance(document["checksum"], int)
+    assert document["checksum"] == checkpoint.go_checksum(document["data"])  # cri-dockerd's
+
+
+# Checksums that dockershim (kubelet 1.20 without HostIP, 1.21-1.23 with it) and cri-dockerd computed
+# for these data: go-spew 1.1.1's "%#v" of the decoded Go value, FNV-32a, from a Go program with
+# their type declarations.
+GO_CHECKSUMS = [
+    ({}, 815459779, 815459779, 2305795928),
+    ({"host_network": True}, 996107268, 996107268, 12315789),
+    ({"port_mappings": [{"protocol": "tcp", "container_port": 80, "host_port": 30080}]},
+     2920668144, 2617786189, 157299536),
+    ({"port_mappings": [{"protocol": "udp", "container_port": 53, "host_port": 5353, "host_ip": "127.0.0.1"},
+                        {"container_port": 8080}], "host_network": False},
+     3208278964, 3314847239, 1810166399),
+]
+
+
+@pytest.mark.parametrize(("data", "dockershim", "dockershim_without_host_ip", "cri_dockerd"), GO_CHECKSUMS)
+def test_checksums_of_dockershim_and_cri_dockerd(data: dict, dockershim: int, dockershim_without_host_ip: int,
+                                                 cri_dockerd: int) -> None:
+    with_host_ip, without_host_ip = checkpoint.DOCKERSHIM_TYPES
+    assert checkpoint.go_checksum(data, with_host_ip) == dockershim
+    assert checkpoint.go_checksum(data, without_host_ip) == dockershim_without_host_ip
+    assert checkpoint.go_checksum(data, checkpoint.CRI_DOCKERD_TYPES) == cri_dockerd
+    for value in (dockershim, dockershim_without_host_ip, cri_dockerd, checkpoint.checksum(data)):
+        document = {"version": "v1", "name": "web", "namespace": "shop", "data": data, "checksum": value}
+        decoded = checkpoint.decode(json.dumps(document).encode())
+        assert decoded.host_network == bool(data.get("host_network"))
+        assert [mapping.protocol for mapping in decoded.port_mappings] == [
+            entry.get("protocol", "tcp").upper() for entry in data.get("port_mappings", [])]
+    with pytest.raises(CorruptCheckpoint):
+        checkpoint.decode(json.dumps({"version": "v1", "name": "web", "namespace": "shop", "data": data,
+                                      "checksum": cri_dockerd ^ 1}).encode())
+
+
+def test_go_rendering_of_a_host_port() -> None:
+    data = {"port_mappings": [{"protocol": "tcp", "container_port": 80, "host_port": 30080}]}
+    assert checkpoint.go_rendering(data, checkpoint.CRI_DOCKERD_TYPES) == (
+        "(core.CheckpointData){PortMappings:([]*config.PortMapping)[<*>{Protocol:(*config.Protocol)tcp "
+        "ContainerPort:(*int32)80 HostPort:(*int32)30080 HostIP:(string)}] HostNetwork:(bool)false}")
 
 
 @pytest.mark.parametrize("value", [SAMPLE, SandboxCheckpoint("p", "ns", host_network=True), SandboxCheckpoint("p", "ns")])
