@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from . import labels
+from . import labels, naming
 from .api import api_pb2 as api
 from .cgroup_stats import read_kernel_file
 from .cgroups import can_lower_oom_score
@@ -80,6 +80,7 @@ class ContainerService:
         self._logs = logs
         self._image_volumes = image_volumes
         self._accounts = ImageAccounts(docker)
+        self._names = naming.NameReservations()
         self._lacking_capabilities = node_lacking_capabilities()
         self._can_lower_oom_score = can_lower_oom_score()
         # Containers whose start failed: Docker lists them as "created", CRI calls them exited.
@@ -100,43 +101,44 @@ class ContainerService:
 
     def create(self, sandbox_id: str, config: api.ContainerConfig, sandbox_config: api.PodSandboxConfig) -> str:
         """Create (not start) the container; nothing is left behind when it is refused."""
-        # 1. Check the request and name the container as dockershim did.
+        # 1. Check the request and name the container as dockershim did; one call at a time per name.
         name = container_name_of(config, sandbox_config)
+        with self._names.reserved(name, "CreateContainer"):
+            # 2. The sandbox must exist and run: the container joins its namespaces.
+            sandbox = self._sandbox(sandbox_id)
 
-        # 2. The sandbox must exist and run: the container joins its namespaces.
-        sandbox = self._sandbox(sandbox_id)
+            # 3. The image must be on the node (the kubelet pulls first).
+            try:
+                image = self._docker.inspect_image(config.image.image)
+            except CRIError as exc:
+                if exc.code == grpc.StatusCode.NOT_FOUND:
+                    raise not_found(f"image {config.image.image!r} is not on the node; pull it first") from exc
+                raise
 
-        # 3. The image must be on the node (the kubelet pulls first).
-        try:
-            image = self._docker.inspect_image(config.image.image)
-        except CRIError as exc:
-            if exc.code == grpc.StatusCode.NOT_FOUND:
-                raise not_found(f"image {config.image.image!r} is not on the node; pull it first") from exc
-            raise
+            # 4. Image volumes, materialised on the node (once the rest of the request is known to be
+            #    good: an export copies a whole image), then Docker's create body.
+            node = self._node_view()
+            image_mounts = [index for index, mount in enumerate(config.mounts)
+                            if mount.HasField("image") and mount.image.image]
+            if image_mounts:
+                create_body(config, sandbox_config, sandbox, node,
+                            {index: ImageVolume(host_path="/", image_id="") for index in image_mounts})
+            image_volumes = {index: self._image_volumes.prepare(config.mounts[index]) for index in image_mounts}
+            body = create_body(config, sandbox_config, sandbox, node, image_volumes)
+            labels.hide_image_labels(body["Labels"], (image.get("Config") or {}).get("Labels"))
+            self._apply_groups_policy(body, config.linux.security_context.supplemental_groups_policy, image)
+            resources = config.linux.resources
+            if any(limit.limit for limit in resources.hugepage_limits) or resources.unified:
+                log.warning("container %s: Docker cannot set hugepage limits or cgroup v2 unified keys; "
+                            "they are not applied", name)
 
-        # 4. Image volumes, materialised on the node (once the rest of the request is known to be
-        #    good: an export copies a whole image), then Docker's create body.
-        node = self._node_view()
-        image_mounts = [index for index, mount in enumerate(config.mounts) if mount.HasField("image") and mount.image.image]
-        if image_mounts:
-            create_body(config, sandbox_config, sandbox, node,
-                        {index: ImageVolume(host_path="/", image_id="") for index in image_mounts})
-        image_volumes = {index: self._image_volumes.prepare(config.mounts[index]) for index in image_mounts}
-        body = create_body(config, sandbox_config, sandbox, node, image_volumes)
-        labels.hide_image_labels(body["Labels"], (image.get("Config") or {}).get("Labels"))
-        self._apply_groups_policy(body, config.linux.security_context.supplemental_groups_policy, image)
-        resources = config.linux.resources
-        if any(limit.limit for limit in resources.hugepage_limits) or resources.unified:
-            log.warning("container %s: Docker cannot set hugepage limits or cgroup v2 unified keys; "
-                        "they are not applied", name)
+            # 5. Host paths that do not exist are created as directories, as dockershim's binds did.
+            self._make_missing_host_paths(config.mounts, image_volumes)
 
-        # 5. Host paths that do not exist are created as directories, as dockershim's binds did.
-        self._make_missing_host_paths(config.mounts, image_volumes)
-
-        # 6. Create, recovering from a name left by an earlier attempt.
-        container_id = self._docker.create_container_replacing(name, body, "container", self._logs.forget)
-        log.info("created container %s (%s) in sandbox %s", container_id[:12], name, sandbox.id[:12])
-        return container_id
+            # 6. Create, recovering from a name left by an earlier attempt.
+            container_id = self._docker.create_container_replacing(name, body, "container", self._logs.forget)
+            log.info("created container %s (%s) in sandbox %s", container_id[:12], name, sandbox.id[:12])
+            return container_id
 
     def _apply_groups_policy(self, body: dict[str, Any], policy: int, image: dict[str, Any]) -> None:
         """The user and groups SupplementalGroupsPolicy means, where Docker alone would give others."""

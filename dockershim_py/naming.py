@@ -13,10 +13,15 @@ by removing the conflicting container.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .errors import invalid_argument
+import grpc
+
+from .errors import CRIError, invalid_argument
 
 KUBE_PREFIX = "k8s"
 SANDBOX_CONTAINER_NAME = "POD"
@@ -105,3 +110,29 @@ def parse_container_name(docker_name: str) -> ContainerName:
         pod_uid=parts[4],
         attempt=_attempt(docker_name, parts[5]),
     )
+
+
+class NameReservations:
+    """The names this process's calls are making containers under, as containerd reserves them.
+
+    Docker's own check is not enough: while one create is under way a second one's conflict names a
+    container not there yet, and the second got a random suffix, so a retried RunPodSandbox (the
+    kubelet's, after its deadline) made a second READY sandbox of the pod.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._names: set[str] = set()
+
+    @contextlib.contextmanager
+    def reserved(self, name: str, call: str) -> Iterator[None]:
+        with self._lock:
+            if name in self._names:
+                raise CRIError(grpc.StatusCode.ALREADY_EXISTS,
+                               f"{call} of {name} is under way in another call; try again once it has returned")
+            self._names.add(name)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._names.discard(name)

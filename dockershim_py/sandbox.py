@@ -304,6 +304,7 @@ class SandboxService:
             )
         self._pull_lock = threading.Lock()
         self._host_ports_lock = threading.Lock()
+        self._names = naming.NameReservations()
         self._container_calls = futures.ThreadPoolExecutor(CONTAINER_CALL_THREADS, "pod-containers")
 
     # --- RunPodSandbox ----------------------------------------------------------------------------
@@ -339,31 +340,34 @@ class SandboxService:
         if config.log_directory and not os.path.isabs(config.log_directory):
             raise invalid_argument(f"log_directory {config.log_directory!r} must be an absolute path")
 
-        # 2. The pause image, pulled with the node's Docker credentials when missing.
-        image = self._ensure_sandbox_image(register_cancel)
-        labels.hide_image_labels(body["Labels"], (image.get("Config") or {}).get("Labels"))
+        # One call at a time per pod and attempt: a retried call must not make a second sandbox.
+        with self._names.reserved(name, "RunPodSandbox"):
+            # 2. The pause image, pulled with the node's Docker credentials when missing.
+            image = self._ensure_sandbox_image(register_cancel)
+            labels.hide_image_labels(body["Labels"], (image.get("Config") or {}).get("Labels"))
 
-        # 3. The log directory the kubelet puts container logs under.
-        created_log_directory = self._make_log_directory(config.log_directory)
+            # 3. The log directory the kubelet puts container logs under.
+            created_log_directory = self._make_log_directory(config.log_directory)
 
-        # 4. Create, checkpoint, start, point the pod's resolv.conf at the cluster DNS, and last
-        #    (a failed ADD takes back what it added) put the pod on the CNI network.
-        checkpoint = checkpoint_of(config, host_network)
-        sandbox_id = ""
-        try:
-            with self._host_ports_claimed(checkpoint if on_cni else None):
-                sandbox_id = self._docker.create_container_replacing(name, body, "pod sandbox", self._forget_replaced)
-                self._checkpoints.write(sandbox_id, checkpoint)
-            self._docker.start_container(sandbox_id)
-            if resolv_conf:  # an empty DNS config keeps Docker's file, as dockershim did
-                self._rewrite_resolv_conf(sandbox_id, resolv_conf)
-            if on_cni:
-                self._add_to_cni_network(sandbox_id, config.metadata, capabilities)
-        except BaseException as exc:
-            self._undo_run(name, sandbox_id, created_log_directory, exc)
-            raise
-        log.info("started pod sandbox %s (%s)", sandbox_id[:12], name)
-        return sandbox_id
+            # 4. Create, checkpoint, start, point the pod's resolv.conf at the cluster DNS, and last
+            #    (a failed ADD takes back what it added) put the pod on the CNI network.
+            checkpoint = checkpoint_of(config, host_network)
+            sandbox_id = ""
+            try:
+                with self._host_ports_claimed(checkpoint if on_cni else None):
+                    sandbox_id = self._docker.create_container_replacing(name, body, "pod sandbox",
+                                                                         self._forget_replaced)
+                    self._checkpoints.write(sandbox_id, checkpoint)
+                self._docker.start_container(sandbox_id)
+                if resolv_conf:  # an empty DNS config keeps Docker's file, as dockershim did
+                    self._rewrite_resolv_conf(sandbox_id, resolv_conf)
+                if on_cni:
+                    self._add_to_cni_network(sandbox_id, config.metadata, capabilities)
+            except BaseException as exc:
+                self._undo_run(name, sandbox_id, created_log_directory, exc)
+                raise
+            log.info("started pod sandbox %s (%s)", sandbox_id[:12], name)
+            return sandbox_id
 
     @contextlib.contextmanager
     def _host_ports_claimed(self, checkpoint: SandboxCheckpoint | None) -> Iterator[None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import docker
 import grpc
@@ -224,6 +225,13 @@ def test_create_refusals(pod: Pod) -> None:
                 if any(f"_{name}_" in c["Names"][0] for name in ("badcap", "noimage", "badsignal", "nulpath"))]
 
 
+def _outcome(call, *args) -> tuple[grpc.StatusCode, object]:
+    try:
+        return grpc.StatusCode.OK, call(*args)
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details()
+
+
 def test_create_replaces_a_created_container_of_the_same_name(pod: Pod) -> None:
     config = pod.container_config("again")
     first = pod.create(config)
@@ -232,6 +240,18 @@ def test_create_replaces_a_created_container_of_the_same_name(pod: Pod) -> None:
     with pytest.raises(docker.errors.NotFound):
         pod.docker.inspect_container(first)
     pod.remove(second)
+
+
+def test_side_by_side_creates_of_one_name_make_one_container(pod: Pod) -> None:
+    config = pod.container_config("twice")
+    with ThreadPoolExecutor(3) as pool:
+        outcomes = [call.result() for call in [pool.submit(_outcome, pod.create, config) for _ in range(3)]]
+    assert [code for code, _ in outcomes].count(grpc.StatusCode.OK) == 1, outcomes
+    assert all(code in (grpc.StatusCode.OK, grpc.StatusCode.ALREADY_EXISTS) for code, _ in outcomes)
+    made = [c for c in pod.docker.containers(all=True, filters={"name": f"_{pod.namespace}_"})
+            if "_twice_" in c["Names"][0]]
+    assert len(made) == 1
+    pod.remove(made[0]["Id"])
 
 
 def test_a_stopped_sandbox_takes_no_containers(fresh_pod: Pod) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import docker
 import grpc
@@ -16,6 +17,14 @@ from dockershim_py.api import api_pb2 as api
 from sandbox_fixtures import Sandboxes, free_port, sandboxes  # noqa: F401 (fixtures)
 
 UNKNOWN_ID = "0123456789abcdef" * 4
+
+
+def _outcome(call, *args, **kwargs) -> tuple[grpc.StatusCode, object]:
+    """OK and the answer, or the status code and message of the failure."""
+    try:
+        return grpc.StatusCode.OK, call(*args, **kwargs)
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details()
 
 
 def _code(call, *args, **kwargs) -> tuple[grpc.StatusCode, str]:
@@ -279,6 +288,18 @@ def test_name_conflict_recovery(sandboxes: Sandboxes, docker_api: docker.APIClie
     assert [item.id for item in sandboxes.listed()] == [second]
     with pytest.raises(docker.errors.NotFound):
         docker_api.inspect_container(first)
+
+
+def test_side_by_side_calls_for_one_pod_make_one_sandbox(sandboxes: Sandboxes) -> None:
+    """A RunPodSandbox retried while the first is still under way (the kubelet's, after its deadline)."""
+    with ThreadPoolExecutor(3) as pool:
+        calls = [pool.submit(_outcome, sandboxes.run) for _ in range(3)]
+        outcomes = [call.result() for call in calls]
+    made = [details for code, details in outcomes if code == grpc.StatusCode.OK]
+    assert len(made) == 1, outcomes
+    assert all(code == grpc.StatusCode.ALREADY_EXISTS for code, _ in outcomes if code != grpc.StatusCode.OK)
+    assert [entry["Id"] for entry in sandboxes.docker_containers()] == [item.id for item in sandboxes.listed()]
+    assert len(sandboxes.listed()) == 1
 
 
 def test_checkpoint_without_container_lists_notready(sandboxes: Sandboxes, docker_api: docker.APIClient,

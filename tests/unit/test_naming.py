@@ -76,3 +76,19 @@ def test_sandbox_name_refuses_unparseable_parts(fields: tuple[str, str, str]) ->
 def test_container_name_refuses_underscore() -> None:
     with pytest.raises(CRIError):
         naming.container_name("my_container", "p", "ns", "u", 0)
+
+
+def test_a_name_is_reserved_for_one_call_at_a_time() -> None:
+    reservations = naming.NameReservations()
+    with reservations.reserved("k8s_POD_web_shop_uid_0", "RunPodSandbox"):
+        with pytest.raises(CRIError) as refused:
+            with reservations.reserved("k8s_POD_web_shop_uid_0", "RunPodSandbox"):
+                pass
+        assert refused.value.code == grpc.StatusCode.ALREADY_EXISTS and "under way" in refused.value.message
+        with reservations.reserved("k8s_POD_web_shop_uid_1", "RunPodSandbox"):  # another attempt: free
+            pass
+    with pytest.raises(ValueError):  # a failed call gives the name back too
+        with reservations.reserved("k8s_POD_web_shop_uid_0", "RunPodSandbox"):
+            raise ValueError
+    with reservations.reserved("k8s_POD_web_shop_uid_0", "RunPodSandbox"):
+        pass
