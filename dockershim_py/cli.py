@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("docker", "urllib3"):  # their debug lines repeat every request
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    raise_open_files_limit()
     docker = IndexedDockerClient(
         config.docker_endpoint, config.runtime_request_timeout, pool_size=config.grpc_workers
     )
@@ -112,6 +114,22 @@ def main(argv: list[str] | None = None) -> int:
     if metrics_server is not None:
         metrics_server.stop()
     return 0
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard one, as Go's runtime does for cri-dockerd and
+    containerd: the log copy of every running container holds three descriptors, and a soft limit
+    of 1024 (a root shell's, a systemd service's) ran out at about 330 containers, after which
+    every Docker call failed too."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, exc)
+        return
+    log.info("open files limit raised from %d to %d", soft, hard)
 
 
 def recover_in_background(steps: list[Callable[[], None]], stopping: threading.Event) -> threading.Thread:

@@ -1,7 +1,10 @@
-"""The shim's recovery at start: each step tried again until Docker answers, in order."""
+"""The shim's start: its recovery steps, tried again until Docker answers, and its open files limit."""
 
 from __future__ import annotations
 
+import resource
+import subprocess
+import sys
 import threading
 
 from dockershim_py import cli
@@ -34,3 +37,13 @@ def test_a_stopping_shim_stops_trying() -> None:
     thread = cli.recover_in_background([failing, lambda: calls.append("networks")], stopping)
     thread.join(timeout=10)
     assert not thread.is_alive() and calls == ["tried"]
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_one() -> None:
+    """Three descriptors per running container's log copy: a soft limit of 1024 ran out at about 330."""
+    script = ("import resource; from dockershim_py import cli; cli.raise_open_files_limit(); "
+              "print(*resource.getrlimit(resource.RLIMIT_NOFILE))")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+    assert done.stdout.split() == [str(hard), str(hard)]
