@@ -685,6 +685,8 @@ class LogManager:
 
     def _watch_exit(self, container_id: str, copier: LogCopier, pid: int) -> None:
         try:
+            if pid <= 0:  # Docker's Pid of a container that exited before it was inspected
+                raise ProcessLookupError(pid)
             fd = os.pidfd_open(pid)
         except (ProcessLookupError, ValueError):
             copier.exited_at = time.monotonic()  # gone already (or no pid): finish once the log settles

@@ -297,18 +297,20 @@ def _wait_until_finished(manager: LogManager, container_id: str, within: float, 
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("exits", ["while followed", "before followed"])
+@pytest.mark.parametrize("exits", ["while followed", "before followed", "before inspected"])
 def test_an_exited_containers_log_is_finished_once_it_settles_not_at_the_safety_round(
         files: dict[str, Path], tmp_path: Path, monkeypatch, exits: str) -> None:
-    """A container that exits by itself (a crash): `kubectl logs --previous` wants all of it soon."""
+    """A container that exits by itself (a crash): `kubectl logs --previous` wants all of it soon.
+    One that exited before StartContainer's inspect has Docker's Pid 0."""
     monkeypatch.setattr(logs, "EXIT_SETTLE_SECONDS", 0.3)
     manager = LogManager(str(tmp_path / "states"), safety_seconds=60)
     process = subprocess.Popen(["sleep", "0.3" if exits == "while followed" else "0"])
     try:
-        if exits == "before followed":
+        if exits != "while followed":
             process.wait()
         manager.prepare("abc", str(files["target"]))
-        manager.follow("abc", str(files["source"]), str(files["target"]), process.pid)
+        manager.follow("abc", str(files["source"]), str(files["target"]),
+                       0 if exits == "before inspected" else process.pid)
         append(files["source"], docker_entry("last words\n"))
         process.wait()
         _wait_until_finished(manager, "abc", within=3, why="the copier waited for the safety round")
