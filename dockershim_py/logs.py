@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -56,6 +57,10 @@ EXIT_SETTLE_SECONDS = 3.0
 PERSIST_SECONDS = 1.0
 # How often an idle copier looks whether Docker rotated its file (a rotated file is final).
 ROTATION_CHECK_SECONDS = 1.0
+# A Docker log file is known by its inode and the start of what it holds: an inode number freed by
+# Docker's removal of its oldest file is often the next new file's, which a restart must not
+# take for the file its saved position is in. The first entries carry nanosecond timestamps.
+SOURCE_HEAD_BYTES = 64 * 1024
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 STREAMS = ("stdout", "stderr")
 
@@ -93,6 +98,8 @@ class CopyState:
     target_path: str  # the CRI log file
     source_inode: int = 0  # 0 until the first source file is opened
     source_offset: int = 0
+    source_head: str = ""  # digest of the file's first `source_head_bytes` (copied) bytes; "" unknown
+    source_head_bytes: int = 0
     target_inode: int = 0
     target_size: int = 0
     finished: bool = False
@@ -130,6 +137,10 @@ def source_chain(source_path: str) -> list[tuple[str, int]]:
             if index > 0:
                 return chain
         index += 1
+
+
+def head_digest(fd: int, length: int) -> str:
+    return hashlib.sha256(os.pread(fd, length, 0)).hexdigest()[:32]
 
 
 def _open_inode(path: str, inode: int) -> int | None:
@@ -170,13 +181,31 @@ class LogCopier:
     # --- opening ---------------------------------------------------------------------------------
 
     def open(self, must_save: bool = False) -> None:
-        """Open both ends; on a resumed state the CRI file is cut back to what the saved offset matches.
+        """Open both ends; on a resumed state the CRI file is cut back to what the saved offset matches,
+        unless Docker rotated away the file that offset is in: what was copied after it could not be
+        copied again, so it stays (and lines of the newer files may repeat).
 
         `must_save`: a position that cannot be written raises (as CRIError) instead of being logged.
         """
         with self._lock:
-            self._open_target(resume=True)
+            source_kept = not self.state.source_inode or any(
+                self._is_saved_source(path, inode) for path, inode in source_chain(self.state.source_path))
+            self._open_target(resume=source_kept)
             self._save(must_save)
+
+    def _is_saved_source(self, path: str, inode: int) -> bool:
+        """Whether `path` (now inode `inode`) is the file the saved position is in."""
+        if inode != self.state.source_inode:
+            return False
+        if not self.state.source_head_bytes:
+            return True  # saved before anything was copied from it, or by an older version
+        fd = _open_inode(path, inode)
+        if fd is None:
+            return False
+        try:
+            return head_digest(fd, self.state.source_head_bytes) == self.state.source_head
+        finally:
+            os.close(fd)
 
     def _open_target(self, resume: bool) -> None:
         directory = os.path.dirname(self.state.target_path)
@@ -203,13 +232,13 @@ class LogCopier:
         if not chain:
             return False
         for path, inode in chain:
-            if inode == self.state.source_inode:
+            if self._is_saved_source(path, inode):
                 fd = _open_inode(path, inode)
                 if fd is None:
                     return False  # rotated this very moment: next round
                 self._source_fd = fd
                 if os.fstat(fd).st_size < self.state.source_offset:
-                    self.state.source_offset = 0
+                    self._start_file(inode)
                 return True
         if self.state.source_inode:
             log.warning("container %s: Docker rotated away the log file being copied; lines in it are lost",
@@ -219,9 +248,14 @@ class LogCopier:
         if fd is None:
             return False
         self._source_fd = fd
-        self.state.source_inode, self.state.source_offset = inode, 0
-        self._unsaved = True
+        self._start_file(inode)
         return True
+
+    def _start_file(self, inode: int) -> None:
+        """Copy the open source file, inode `inode`, from its start."""
+        self.state.source_inode, self.state.source_offset = inode, 0
+        self.state.source_head, self.state.source_head_bytes = "", 0
+        self._unsaved = True
 
     # --- copying ---------------------------------------------------------------------------------
 
@@ -311,8 +345,7 @@ class LogCopier:
             return False  # the container is being removed
         if current.st_ino == self.state.source_inode:
             if current.st_size < self.state.source_offset:  # truncated in place: start over
-                self.state.source_offset = 0
-                self._unsaved = True
+                self._start_file(current.st_ino)
                 return True
             return False
         if os.fstat(self._source_fd).st_size > self.state.source_offset:
@@ -331,8 +364,7 @@ class LogCopier:
             if fd is not None:
                 os.close(self._source_fd)
                 self._source_fd = fd
-                self.state.source_inode, self.state.source_offset = inode, 0
-                self._unsaved = True
+                self._start_file(inode)
                 return True
         return False
 
@@ -376,7 +408,11 @@ class LogCopier:
     def _save(self, must_save: bool = False) -> None:
         """Write the position, unless the file holds it already: prepare, close and reopen at a start
         would each write the same bytes again."""
-        current = self.state.fields()
+        state = self.state
+        if self._source_fd is not None and state.source_head_bytes < min(state.source_offset, SOURCE_HEAD_BYTES):
+            state.source_head_bytes = min(state.source_offset, SOURCE_HEAD_BYTES)  # copied, so final
+            state.source_head = head_digest(self._source_fd, state.source_head_bytes)
+        current = state.fields()
         try:
             if current != self._on_disk:
                 self.state.save(self._state_path)

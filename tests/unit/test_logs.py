@@ -157,6 +157,30 @@ def test_resume_cuts_back_what_was_not_saved_and_copies_it_once(files: dict[str,
     assert cri_texts(files["target"]) == ["saved", "unsaved", "after restart"]
 
 
+def test_resume_keeps_what_was_copied_from_a_file_docker_rotated_away(files: dict[str, Path], monkeypatch) -> None:
+    """The shim died after copying lines past its saved position, and Docker then dropped that file
+    (max-file): cut back, those lines could never be copied again."""
+    monkeypatch.setattr(logs, "PERSIST_SECONDS", 3600)
+    source = files["source"]
+    copier = copier_for(files)
+    append(source, docker_entry("saved\n"))
+    copier.pump(thorough=True)
+    copier.close()
+    copier = copier_for(files, resume=True)
+    append(source, docker_entry("copied, not saved\n"))
+    copier._saved_at = time.monotonic()
+    copier.pump(thorough=True)
+    copier._close()  # dies: no save
+    os.rename(source, f"{source}.1")  # Docker rotates twice; with max-file 2 the copied file is gone
+    append(source, docker_entry("newer\n"))
+    os.rename(source, f"{source}.1")
+    append(source, docker_entry("newest\n"))
+    copier = copier_for(files, resume=True)
+    copier.pump(thorough=True)
+    texts = cri_texts(files["target"])
+    assert texts[:2] == ["saved", "copied, not saved"] and texts[-1] == "newest" and "newer" in texts
+
+
 def test_resume_after_docker_rotated_meanwhile(files: dict[str, Path]) -> None:
     source = files["source"]
     copier = copier_for(files)
