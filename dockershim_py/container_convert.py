@@ -209,7 +209,7 @@ def docker_resources(resources: api.LinuxContainerResources, can_lower_oom_score
     result: dict[str, Any] = {}
     if resources.cpu_period:
         result["CpuPeriod"] = resources.cpu_period
-    if resources.cpu_quota > 0:
+    if resources.cpu_quota:  # -1 takes a quota off (the kubelet's, for a container given whole CPUs)
         result["CpuQuota"] = resources.cpu_quota
     if resources.cpu_shares:
         result["CpuShares"] = resources.cpu_shares

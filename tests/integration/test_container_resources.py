@@ -31,6 +31,17 @@ def test_resources_in_the_cgroup(pod: Pod) -> None:
     pod.remove(container_id)
 
 
+def test_an_update_with_cpu_quota_minus_one_takes_the_quota_off(pod: Pod) -> None:
+    """The kubelet's CPU manager sends -1 for a container it gives whole CPUs (as `docker update` takes it)."""
+    container_id = pod.run("quota", linux=api.LinuxContainerConfig(resources=api.LinuxContainerResources(
+        cpu_period=100000, cpu_quota=50000)))
+    pod.runtime.UpdateContainerResources(api.UpdateContainerResourcesRequest(
+        container_id=container_id, linux=api.LinuxContainerResources(cpu_period=100000, cpu_quota=-1)), timeout=30)
+    assert pod.sh(container_id, "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us").strip() == "-1"
+    assert pod.status(container_id).resources.linux.cpu_quota == -1
+    pod.remove(container_id)
+
+
 def test_unlimited_swap_and_a_real_time_stop_signal_are_taken_and_read_back(pod: Pod) -> None:
     """The kubelet's UnlimitedSwap asks swap -1; the CRI names SIGRTMINPLUS1 what Docker calls SIGRTMIN+1."""
     resources = api.LinuxContainerResources(memory_limit_in_bytes=96 << 20, memory_swap_limit_in_bytes=-1)
