@@ -242,6 +242,18 @@ def cpu_max_period(text: str) -> int:
     return int(period)
 
 
+def cpu_max_quota(text: str) -> int | None:
+    """The CFS quota (µs) from v2 cpu.max; None when there is none (`max`)."""
+    quota, _ = text.split()
+    return None if quota == "max" else int(quota)
+
+
+def cfs_quota(text: str) -> int | None:
+    """v1 cpu.cfs_quota_us; None when there is none (-1)."""
+    quota = int(text)
+    return None if quota < 0 else quota
+
+
 def cpu_weight_to_shares(weight: int) -> int:
     """v2 cpu.weight (1-10000) as v1 cpu.shares (2-262144): the inverse of runc's mapping, as cAdvisor does."""
     return 2 + (weight - 1) * 262142 // 9999
@@ -390,6 +402,7 @@ class CgroupSample:
     local_major_page_faults: int | None = None
     memory_swap_limit: int | None = None  # memory plus swap, as Docker's MemorySwap; None when unlimited
     cpu_period_us: int | None = None
+    cpu_quota_us: int | None = None  # None when there is no quota
     cpu_shares: int | None = None
     pids_limit: int | None = None  # None when unlimited
     block_io: tuple[DeviceIo, ...] = ()
@@ -472,6 +485,7 @@ def sample_v1(files: Mapping[str, str], clock_ticks: int,
         local_major_page_faults=stat.get("pgmajfault"),
         memory_swap_limit=memsw_limit,
         cpu_period_us=_optional(files, "cpu.cfs_period_us", parse_int),
+        cpu_quota_us=_optional(files, "cpu.cfs_quota_us", cfs_quota),
         cpu_shares=_optional(files, "cpu.shares", parse_int),
         pids_limit=_optional(files, "pids.max", parse_limit),
         block_io=block_io(parse_blkio_v1(files.get("blkio.throttle.io_service_bytes_recursive", "")),
@@ -520,6 +534,7 @@ def sample_v2(files: Mapping[str, str], device_name: Callable[[int, int], str] =
         # v2 limits swap alone: add the memory limit to give what v1 and Docker call the swap limit.
         memory_swap_limit=swap_limit + limit if swap_limit is not None and limit is not None else None,
         cpu_period_us=_optional(files, "cpu.max", cpu_max_period),
+        cpu_quota_us=_optional(files, "cpu.max", cpu_max_quota),
         cpu_shares=None if weight is None else cpu_weight_to_shares(weight),
         pids_limit=_optional(files, "pids.max", parse_limit),
         block_io=block_io(*parse_io_stat(files.get("io.stat", "")), device_name),
@@ -620,6 +635,7 @@ _V1_DETAIL = (
     ("cpuacct", "cpuacct.stat", False),
     ("cpu", "cpu.stat", False),
     ("cpu", "cpu.cfs_period_us", False),
+    ("cpu", "cpu.cfs_quota_us", False),
     ("cpu", "cpu.shares", False),
     ("memory", "memory.max_usage_in_bytes", False),
     ("memory", "memory.failcnt", False),

@@ -445,6 +445,7 @@ def test_metrics_tell_processes_files_limits_and_the_layer(runtime: api_pb2_grpc
     assert values["container_sockets"] >= 1  # httpd's listening socket
     assert values["container_spec_cpu_shares"] == host_config["CpuShares"] == 512
     assert values["container_spec_cpu_period"] == host_config["CpuPeriod"] == 100_000
+    assert values["container_spec_cpu_quota"] == host_config["CpuQuota"] == 50_000
     assert values["container_spec_memory_swap_limit_bytes"] == host_config["MemorySwap"] == 128 * MiB
     assert values["container_threads_max"] == (host_config.get("PidsLimit") or 0)  # 0: no limit
     assert values["container_memory_kernel_usage"] > 0

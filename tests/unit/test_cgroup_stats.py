@@ -27,7 +27,9 @@ from dockershim_py.cgroup_stats import (
     combined,
     container_cgroup,
     count_open_files,
+    cfs_quota,
     cpu_max_period,
+    cpu_max_quota,
     cpu_weight_to_shares,
     expand_slice,
     parse_blkio_v1,
@@ -324,6 +326,8 @@ def test_cpu_max_and_weight() -> None:
     assert cpu_max_period("20000 50000\n") == 50_000
     with pytest.raises(ValueError):
         cpu_max_period("max\n")
+    assert (cpu_max_quota("max 100000\n"), cpu_max_quota("20000 50000\n")) == (None, 20_000)
+    assert (cfs_quota("-1\n"), cfs_quota("25000\n")) == (None, 25_000)
     # runc maps shares 2, 1024 and 262144 to weights 1, 39 and 10000: the inverse, as cAdvisor does.
     assert [cpu_weight_to_shares(weight) for weight in (1, 39, 100, 10000)] == [2, 998, 2597, 262144]
 
@@ -341,6 +345,7 @@ def test_v1_sample_metrics_detail() -> None:
         "memory.memsw.limit_in_bytes": "134217728\n",
         "memory.kmem.usage_in_bytes": "417792\n",
         "cpu.cfs_period_us": "100000\n",
+        "cpu.cfs_quota_us": "25000\n",
         "cpu.shares": "512\n",
         "pids.max": "max\n",
         "blkio.throttle.io_service_bytes_recursive": V1_IO_SERVICE_BYTES,
@@ -350,7 +355,8 @@ def test_v1_sample_metrics_detail() -> None:
     assert (sample.local_page_faults, sample.local_major_page_faults) == (600, 2)
     assert (sample.page_faults, sample.major_page_faults) == (1074, 5)  # the hierarchy's
     assert sample.memory_swap_limit == 128 << 20  # memory plus swap, as v1 and Docker say
-    assert (sample.cpu_period_us, sample.cpu_shares, sample.pids_limit) == (100_000, 512, None)
+    assert (sample.cpu_period_us, sample.cpu_quota_us, sample.cpu_shares, sample.pids_limit) == (
+        100_000, 25_000, 512, None)
     assert [(device.device, device.service_bytes["Write"], device.serviced.get("Write"))
             for device in sample.block_io] == [("/dev/sda", 8192, 2), ("/dev/vdb", 0, None)]
 

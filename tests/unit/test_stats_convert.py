@@ -66,7 +66,7 @@ DETAILED = dataclasses.replace(
     SAMPLE, cpu_user_ns=2 * 10**9, cpu_system_ns=5 * 10**8, cfs_periods=10, cfs_throttled_periods=2,
     cfs_throttled_ns=3 * 10**9, memory_cache=1_290_816, memory_mapped_file=151_552, memory_max_usage=95_000_000,
     memory_failcnt=7, oom_kills=1, memory_kernel=417_792, local_page_faults=600, local_major_page_faults=2,
-    memory_swap_limit=134_217_728, cpu_period_us=100_000, cpu_shares=512, pids_limit=None,
+    memory_swap_limit=134_217_728, cpu_period_us=100_000, cpu_quota_us=50_000, cpu_shares=512, pids_limit=None,
     block_io=(DeviceIo(8, 0, "/dev/sda", {"Read": 4096, "Write": 8192, "Total": 12288}, {"Read": 1, "Write": 2}),),
     cpu_pressure=Pressure(Stall(17.02, 3.07, 0.64, 3_022_525), Stall(0.18, 0.03, 0.0, 36_721)),
     memory_pressure=Pressure(Stall(0.0, 0.0, 0.0, 2_500_000), Stall(0.0, 0.0, 0.0, 1_999_999)),
@@ -294,6 +294,7 @@ def test_cgroup_metrics_of_a_detailed_reading() -> None:
     by_name = {metric.name: metric for metric in produced}
     assert by_name["container_memory_kernel_usage"].value.value == 417_792
     assert by_name["container_spec_cpu_period"].value.value == 100_000
+    assert by_name["container_spec_cpu_quota"].value.value == 50_000
     assert by_name["container_spec_cpu_shares"].value.value == 512
     assert by_name["container_spec_cpu_shares"].metric_type == api.GAUGE
     assert by_name["container_spec_memory_swap_limit_bytes"].value.value == 134_217_728
