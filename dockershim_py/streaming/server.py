@@ -446,7 +446,9 @@ class _Client:
         data = http.send(h11.Response(status_code=status, headers=[
             ("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff"),
             ("Content-Length", str(len(content))), ("Connection", "close"), *headers]))
-        data += http.send(h11.Data(data=content)) + http.send(h11.EndOfMessage())
+        if self.request is None or self.request.method != b"HEAD":  # a HEAD answer has no body
+            data += http.send(h11.Data(data=content))
+        data += http.send(h11.EndOfMessage())
         self._send(data)
 
     def reject(self, rejection: Rejection) -> None:

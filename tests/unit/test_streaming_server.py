@@ -239,6 +239,12 @@ def test_refusals(server: StreamingServer) -> None:
     with socket.create_connection(address(server)) as sock:
         sock.sendall(b"PUT /exec/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
         assert sock.recv(100).startswith(b"HTTP/1.1 405 ")
+    with socket.create_connection(address(server)) as sock:  # a HEAD answer has no body
+        sock.sendall(b"HEAD /exec/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(1000):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 405 ") and answer.endswith(b"\r\n\r\n")
 
 
 @pytest.mark.parametrize("protocol", ["v4.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"])
