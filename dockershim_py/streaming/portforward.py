@@ -54,8 +54,9 @@ log = logging.getLogger(__name__)
 GRACE_SECONDS = 1.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 LINGER_SECONDS = 2.0
-# Forwarded connections one session may hold at once (two SPDY streams each).
-MAX_CONNECTIONS = 128
+# Forwarded connections one session may hold at once (two SPDY streams each): a bound on what one
+# client can make the shim hold, well above what a `kubectl port-forward` of a web page opens.
+MAX_CONNECTIONS = 1024
 CLONE_NEWNET = 0x40000000
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -205,9 +206,6 @@ class SpdyForwards:
         return events
 
     def _on_stream(self, event: spdy.StreamOpened, events: list[Event]) -> None:
-        if self._conn.stream_count > 2 * MAX_CONNECTIONS:
-            self._conn.reset_stream(event.stream_id, spdy.RstStatus.REFUSED_STREAM)
-            return
         if event.unidirectional:  # a port's data flows both ways: a stream we cannot answer on is no use
             self._conn.reset_stream(event.stream_id, spdy.RstStatus.PROTOCOL_ERROR)
             return
@@ -216,6 +214,10 @@ class SpdyForwards:
         except ChannelProtocolError as exc:
             log.info("refusing port forward stream %d: %s", event.stream_id, exc)
             self._conn.reset_stream(event.stream_id, spdy.RstStatus.PROTOCOL_ERROR)
+            return
+        # Counted by connection: a connection's second stream is never refused once its first has a slot.
+        if stream.request_id not in self._pairs and len(self._pairs) >= MAX_CONNECTIONS:
+            self._conn.reset_stream(event.stream_id, spdy.RstStatus.REFUSED_STREAM)
             return
         self._conn.reply(event.stream_id)
         pair = self._pairs.get(stream.request_id)

@@ -152,15 +152,19 @@ def test_errors_are_json_and_resets_abort() -> None:
     assert pair.pump() == [Abort("2")]
 
 
-def test_streams_beyond_the_cap_are_refused() -> None:
+def test_connections_beyond_the_cap_are_refused_and_a_connections_second_stream_never_is() -> None:
     pair = Pair()
-    for index in range(MAX_CONNECTIONS):
+    for index in range(MAX_CONNECTIONS - 1):
         pair.open("error", request_id=str(index))
         pair.open("data", request_id=str(index))
-    assert len(pair.pump()) == MAX_CONNECTIONS
+    half = pair.open("error", request_id="half")
+    assert len(pair.pump()) == MAX_CONNECTIONS - 1
     extra = pair.open("error", request_id="extra")
     pair.pump()
     assert pair.reset(extra)
+    second = pair.open("data", request_id="half")
+    assert len(pair.pump()) == 1
+    assert not pair.reset(half) and not pair.reset(second)
 
 
 def test_websocket_channel_pairs_announce_their_ports() -> None:
