@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         config.docker_endpoint, config.runtime_request_timeout, pool_size=config.grpc_workers
     )
     network = Network(CNINetwork(config.cni_conf_dir, config.cni_bin_dirs, config.cni_cache_dir,
-                                 config.runtime_request_timeout) if config.network_plugin == "cni" else None)
+                                 config.runtime_request_timeout) if config.network_plugin == "cni" else None,
+                      os.path.join(config.root_directory, "pod-cidr"))
     stats = StatsService(docker, config)
     # Without the writable-layer worker, ImageFsInfo asks Docker to measure the layers (docker system df).
     measured_layers = stats.writable_layers_bytes if config.writable_layer_scan_period > 0 else None

@@ -20,6 +20,7 @@ from typing import Any
 from .api import api_pb2 as api
 from .cni import CNINetwork
 from .errors import invalid_argument
+from .files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,29 @@ class NetworkStatus:
 
 
 class Network:
-    def __init__(self, cni: CNINetwork | None = None) -> None:
+    def __init__(self, cni: CNINetwork | None = None, pod_cidr_path: str = "") -> None:
+        """`pod_cidr_path`: where the pod CIDR is kept across restarts. The kubelet tells it only
+        when it changes, and a CNI config whose IPAM takes its ranges from the runtime needs it."""
         self._lock = threading.Lock()
-        self._pod_cidr = ""
+        self._pod_cidr_path = pod_cidr_path
+        self._pod_cidr = self._saved_pod_cidr()
         self.cni = cni
+
+    def _saved_pod_cidr(self) -> str:
+        if not self._pod_cidr_path:
+            return ""
+        try:
+            with open(self._pod_cidr_path, encoding="utf-8") as saved:
+                pod_cidr = saved.read().strip()
+        except FileNotFoundError:
+            return ""
+        except (OSError, UnicodeDecodeError) as exc:
+            log.error("cannot read the saved pod CIDR %s: %s; it is unknown until the kubelet sets it",
+                      self._pod_cidr_path, exc)
+            return ""
+        if pod_cidr:
+            log.info("pod CIDR %r, as the kubelet last set it", pod_cidr)
+        return pod_cidr
 
     @property
     def pod_network_mode(self) -> str:
@@ -54,9 +74,17 @@ class Network:
     def update_pod_cidr(self, pod_cidr: str) -> None:
         """Kept for the record: Docker's bridge allocates on its own, CNI IPAM from its own config."""
         with self._lock:
-            if pod_cidr != self._pod_cidr:
-                log.info("pod CIDR set to %r", pod_cidr)
-                self._pod_cidr = pod_cidr
+            if pod_cidr == self._pod_cidr:
+                return
+            log.info("pod CIDR set to %r", pod_cidr)
+            self._pod_cidr = pod_cidr
+            if not self._pod_cidr_path:
+                return
+            try:
+                write_atomically(self._pod_cidr_path, pod_cidr.encode())
+            except OSError as exc:
+                log.error("cannot save the pod CIDR in %s (a restart forgets it until the kubelet sets it "
+                          "again): %s", self._pod_cidr_path, exc)
 
     def status(self, docker_ready: bool) -> NetworkStatus:
         if self.cni is not None:

@@ -441,6 +441,25 @@ def test_the_pod_cidr_reaches_ipam(pods_on, tmp_path: Path) -> None:
     assert ipaddress.ip_address(pods.status(sandbox_id).status.network.ip) in network.subnet
 
 
+def test_the_pod_cidr_outlives_a_restart(start_shim, tmp_path: Path, docker_api: docker.APIClient) -> None:
+    """The kubelet sets it only when it changes: a restarted shim must not forget it."""
+    network = CNINetwork(tmp_path)
+    network.plugins[0]["capabilities"] = {"ipRanges": True}
+    network.plugins[0]["ipam"].pop("ranges")
+    first = start_shim(network.write().shim_args())
+    first.runtime.UpdateRuntimeConfig(api.UpdateRuntimeConfigRequest(runtime_config=api.RuntimeConfig(
+        network_config=api.NetworkConfig(pod_cidr=str(network.subnet)))), timeout=10)
+    first.stop()
+    second = start_shim(network.shim_args() + ["--root-directory", str(first.root)])
+    pods = Sandboxes(second.runtime, docker_api)
+    try:
+        sandbox_id = pods.run()
+        assert ipaddress.ip_address(pods.status(sandbox_id).status.network.ip) in network.subnet
+    finally:
+        remove_all(pods)
+        network.cleanup()
+
+
 def test_a_replaced_attempt_gives_back_its_address(
         pods: Sandboxes, cni_network: CNINetwork, docker_api: docker.APIClient) -> None:
     """The pause container died and the kubelet runs the same attempt again: its name is taken over."""
