@@ -412,8 +412,12 @@ class ContainerService:
                 if labels.is_helper(entry.get("Labels"), label):
                     self._docker.remove_container(entry["Id"], force=True)
         saved = set(self._logs.saved_containers())
-        existing = {entry["Id"] for entry in self._docker.list_containers(
-            {"label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_CONTAINER}"]})}
+        listed = self._docker.list_containers(
+            {"label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_CONTAINER}"]})
+        existing = {entry["Id"] for entry in listed}
+        for entry in listed:  # Docker lists a failed start as created: EXITED, as before the restart
+            if entry.get("State") == "created" and self._start_failed(entry["Id"]):
+                self._cannot_run.add(entry["Id"])
         for container_id in sorted(saved):
             state = self._logs.saved_state(container_id)
             if container_id not in existing:
@@ -422,6 +426,15 @@ class ContainerService:
                 self._resume_log(container_id)
         if self._image_volumes.materialised():
             self._prune_image_volumes()
+
+    def _start_failed(self, container_id: str) -> bool:
+        try:
+            inspect = self._docker.inspect_container(container_id)
+        except CRIError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise
+        return state_of(inspect.get("State") or {}, 0).reason == REASON_CANNOT_RUN
 
     def _resume_log(self, container_id: str) -> None:
         try:

@@ -150,6 +150,22 @@ def test_a_container_that_cannot_run(pod: Pod) -> None:
     pod.remove(container_id)
 
 
+def test_a_container_that_cannot_run_lists_exited_after_a_restart(start_shim, docker_api: docker.APIClient) -> None:
+    """Docker lists a failed start as "created": a restarted shim must still call it exited."""
+    first = start_shim()
+    pod = Pod(first.runtime, docker_api)
+    try:
+        container_id = pod.create(pod.container_config("broken", ["/no/such/binary"]))
+        rpc_error(pod.start, container_id)
+        first.stop()
+        pod.runtime = start_shim(["--root-directory", str(first.root)]).runtime
+        request = api.ListContainersRequest(filter=api.ContainerFilter(id=container_id))
+        assert wait_for(lambda: [item.state for item in pod.runtime.ListContainers(request, timeout=10).containers]
+                        == [api.CONTAINER_EXITED], timeout=10)  # once the restart's recovery has run
+    finally:
+        pod.close()
+
+
 def test_list_filters(fresh_pod: Pod, shim) -> None:
     pod = fresh_pod
     running = pod.run("one", labels={"role": "a"})
