@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import select
+import stat
 import struct
 import threading
 import time
@@ -211,10 +212,15 @@ class LogCopier:
         directory = os.path.dirname(self.state.target_path)
         try:
             os.makedirs(directory, mode=0o755, exist_ok=True)
-            fd = os.open(self.state.target_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            # O_NONBLOCK: opening a FIFO for writing would wait for a reader (no effect on a file).
+            fd = os.open(self.state.target_path,
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, 0o640)
         except OSError as exc:
             raise failed_precondition(f"cannot open the container log {self.state.target_path}: {exc.strerror}") from exc
         info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would stall the copier of every container
+            os.close(fd)
+            raise failed_precondition(f"the container log {self.state.target_path} is not a regular file")
         if resume and info.st_ino == self.state.target_inode and info.st_size > self.state.target_size:
             log.info("container %s: dropping %d log bytes written after the last saved position, to copy them again",
                      self.state.container_id[:12], info.st_size - self.state.target_size)

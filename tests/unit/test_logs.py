@@ -723,3 +723,19 @@ def test_an_inline_status_call_gives_up_before_copying_the_rest_of_a_log(files: 
     with inline.attempt():
         manager.finish("abc", str(files["source"]))  # finished: nothing to wait for
     manager.stop()
+
+
+@pytest.mark.parametrize("reader", [True, False])
+def test_a_log_path_that_is_a_fifo_is_refused_not_waited_on(files: dict[str, Path], reader: bool) -> None:
+    """A write into a FIFO nobody reads (or its opening, with no reader) would stall every container's copy."""
+    files["target"].parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(files["target"])
+    held = os.open(files["target"], os.O_RDONLY | os.O_NONBLOCK) if reader else None
+    try:
+        with pytest.raises(CRIError) as refused:
+            copier_for(files)
+        assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert str(files["target"]) in refused.value.message
+    finally:
+        if held is not None:
+            os.close(held)
