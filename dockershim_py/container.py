@@ -428,13 +428,8 @@ class ContainerService:
             self._prune_image_volumes()
 
     def _start_failed(self, container_id: str) -> bool:
-        try:
-            inspect = self._docker.inspect_container(container_id)
-        except CRIError as exc:
-            if exc.code == grpc.StatusCode.NOT_FOUND:
-                return False
-            raise
-        return state_of(inspect.get("State") or {}, 0).reason == REASON_CANNOT_RUN
+        inspect = self._inspect_or_none(container_id)
+        return inspect is not None and state_of(inspect.get("State") or {}, 0).reason == REASON_CANNOT_RUN
 
     def _resume_log(self, container_id: str) -> None:
         try:
