@@ -25,7 +25,7 @@ from . import labels, naming, network
 from .api import api_pb2 as api
 from .cgroups import can_lower_oom_score, docker_cgroup_parent, effective_oom_score_adj
 from .checkpoint import CheckpointStore, PortMapping, SandboxCheckpoint
-from .cni import NetworkConfigError, PluginError, PodIdentity, result_ips, runtime_capabilities
+from .cni import CNINetwork, NetworkConfigError, PluginError, PodIdentity, result_ips, runtime_capabilities
 from .config import Config
 from .docker_client import DockerClient
 from .events import ConvertedEntries
@@ -642,8 +642,6 @@ class SandboxService:
         ]
         return [sandbox for sandbox in sandboxes if matches_filter(sandbox, sandbox_filter)]
 
-    # --- start-up -----------------------------------------------------------------------------------
-
     # --- after a restart ------------------------------------------------------------------------------
 
     def interrupted_network_setups(self) -> list[str]:
@@ -666,11 +664,11 @@ class SandboxService:
                             "--network-plugin is not cni now: they are left as they are", ", ".join(interrupted))
             return
         for sandbox_id in interrupted:
-            self._undo_interrupted_add(sandbox_id)
+            self._undo_interrupted_add(self._network.cni, sandbox_id)
 
-    def _undo_interrupted_add(self, sandbox_id: str) -> None:
+    def _undo_interrupted_add(self, cni: CNINetwork, sandbox_id: str) -> None:
         marker = self._add_in_progress_marker(sandbox_id)
-        if self._network.cni is None or self._network.cni.has_cache(sandbox_id):
+        if cni.has_cache(sandbox_id):
             remove_if_present(marker)  # the ADD was done: only the marker's removal was cut short
             return
         found = self._find(sandbox_id)
@@ -681,12 +679,13 @@ class SandboxService:
                     "network and stopping it, so that the kubelet makes it again", sandbox_id[:12])
         try:
             self._cni_delete(sandbox_id, inspect, f"/proc/{state['Pid']}/ns/net" if running else "")
+            released = True
         except CRIError as exc:
             log.error("%s; tried again at the next start", exc.message)
-            marker = ""
+            released = False
         if running:
             self._stop_if_present(sandbox_id)
-        if marker:
+        if released:
             remove_if_present(marker)
 
     def _add_in_progress_marker(self, sandbox_id: str) -> str:
