@@ -84,6 +84,8 @@ REFRESH_GATHER_SECONDS = 0.05
 # Docker announces a container's exit before its cleanup, and lists it as running until that is
 # done (often a few hundred ms): the refresher asks again after 50, 100, 200, 200... ms.
 SETTLE_RETRY_MAX_SECONDS = 0.2
+# After a failed re-read (Docker busy or slow), the refresher waits at least this long, doubling.
+REREAD_RETRY_SECONDS = 0.5
 # Up to this many changed containers are re-read by inspect, which answers for the list entry and
 # the status calls that follow a change alike; more (a burst) are re-read in one list call.
 INSPECTED_REFRESH_MAX = 8
@@ -424,8 +426,12 @@ class IndexedDockerClient(DockerClient):
             try:
                 self._reread_in_background()
             except CRIError as exc:
-                log.info("re-reading changed containers failed: %s", exc.message)
-                self._fresh = False  # the event loop resyncs when the stream is back
+                # The marks stay, so reads go on asking Docker about those containers; the index
+                # stays fresh (the event stream is up: marking it stale, nothing would undo that).
+                delay = min(max(delay * 2, REREAD_RETRY_SECONDS), RECONNECT_MAX_SECONDS)
+                log.info("re-reading changed containers failed (again in %.1fs): %s", delay, exc.message)
+                self._dirty_signal.set()
+                continue
             if self._dirty_signal.is_set():  # new events came meanwhile
                 delay = REFRESH_GATHER_SECONDS
             elif self._dirty:  # only list entries that do not show their event yet: ask again later

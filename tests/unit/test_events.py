@@ -652,3 +652,32 @@ def test_catch_up_asks_docker_nothing_while_the_index_is_stale(monkeypatch) -> N
     index._fresh = False
     monkeypatch.setattr(index, "past_events", lambda *_args, **_kwargs: pytest.fail("asked Docker"))
     index.catch_up()
+
+
+def test_a_failed_re_read_is_tried_again_and_leaves_the_index_fresh(monkeypatch) -> None:
+    """An inspect that timed out (a container stuck stopping) made the index stale for good: nothing
+    set it fresh again while the event stream stayed up, and every read went to Docker."""
+    monkeypatch.setattr(events, "REREAD_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(events, "REFRESH_GATHER_SECONDS", 0.01)
+    index, docker = fresh_index(monkeypatch, {"c1": "running"})
+    inspect, failures = docker.inspected, []
+
+    def busy_once(container_id: str) -> dict:
+        if not failures:
+            failures.append(container_id)
+            raise CRIError(grpc.StatusCode.DEADLINE_EXCEEDED, "inspect c1: Docker did not answer in time")
+        return inspect(container_id)
+
+    docker.inspected = busy_once
+    refresher = threading.Thread(target=index._refresh_when_dirty, daemon=True)
+    refresher.start()
+    try:
+        docker.states["c1"] = "exited"
+        index._on_event({"Type": "container", "Action": "die", "id": "c1"})
+        _wait_until(lambda: not index._dirty)
+        assert failures == ["c1"] and index.fresh
+        assert [entry["State"] for entry in index.list_containers({})] == ["exited"]
+    finally:
+        index._stopping.set()
+        index._dirty_signal.set()
+        refresher.join(timeout=5)
