@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     adapters = [
         RuntimeServiceAdapter(
             RuntimeInfo(docker, config, network), sandboxes, containers, ExecService(docker), stats=stats,
-            streaming=streaming, events=ContainerEvents(docker.events, sandboxes, containers),
+            streaming=streaming, events=ContainerEvents(docker.events, sandboxes, containers,
+                                   max_subscribers=max(1, config.grpc_workers // 4)),
         ),
         ImageServiceAdapter(images),
     ]

@@ -250,6 +250,9 @@ class Subscription:
         if self._queue.qsize() >= SUBSCRIBER_QUEUE:
             self.dropped = True
             self.close()
+            with contextlib.suppress(queue.Empty):  # what it will never read goes now, not when its call ends
+                while self._queue.qsize() > 1:  # the end marker stays (a reader that takes one sees `dropped`)
+                    self._queue.get_nowait()
             return
         self._queue.put(message)
 
@@ -283,9 +286,12 @@ class EventHub:
         self._build = build
         threading.Thread(target=self._deliver, name="container-events", daemon=True).start()
 
-    def subscribe(self) -> Subscription:
+    def subscribe(self, limit: int | None = None) -> Subscription | None:
+        """A new subscription; None when `limit` subscribers have one already."""
         subscription = Subscription(self)
         with self._lock:
+            if limit is not None and len(self._subscribers) >= limit:
+                return None
             self._subscribers.append(subscription)
         return subscription
 
@@ -876,14 +882,24 @@ _EVENT_TYPES = {
 class ContainerEvents:
     """GetContainerEvents: each lifecycle change of a pod's sandbox or container, with the pod's state."""
 
-    def __init__(self, hub: EventHub, sandboxes: "SandboxService", containers: "ContainerService") -> None:
+    def __init__(self, hub: EventHub, sandboxes: "SandboxService", containers: "ContainerService",
+                 max_subscribers: int = 8) -> None:
+        """`max_subscribers`: each stream holds a gRPC worker for its life; with every worker held,
+        Status and the rest would wait (the kubelet's evented PLEG needs one)."""
         self._hub = hub
         self._sandboxes = sandboxes
         self._containers = containers
+        self._max_subscribers = max_subscribers
         hub.start(self._response)
 
     def follow(self, register_cancel: Callable[[Callable[[], None]], bool]) -> Iterator[api.ContainerEventResponse]:
-        subscription = self._hub.subscribe()
+        subscription = self._hub.subscribe(self._max_subscribers)
+        if subscription is None:
+            raise CRIError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"GetContainerEvents: {self._max_subscribers} subscribers already (each holds one of the "
+                f"shim's gRPC workers: raise --grpc-workers for more)",
+            )
         if not register_cancel(subscription.close):  # cancelled while it waited for a worker
             subscription.close()
         yield from subscription

@@ -327,7 +327,9 @@ class _Connection:
         call.context.finish()
 
     def send_message(self, call: _Call, message: bytes) -> bool:
-        """One message of a server stream; waits while the client lags. False once the call is gone."""
+        """One message of a server stream; waits while the client lags. False once the call is gone,
+        or ended here: a client whose flow control window stays shut for SEND_STALL_SECONDS (it
+        reads nothing, yet keeps its connection) would hold the worker and the backlog for good."""
         with self._lock:
             if call.stream_id not in self._calls or not self._http.is_open(call.stream_id):
                 return False
@@ -336,11 +338,25 @@ class _Connection:
                 call.headers_sent = True
             self._http.send_data(call.stream_id, _PREFIX.pack(0, len(message)) + message)
             self._send_locked()
-            while self._http.pending(call.stream_id) > STREAM_BACKLOG_BYTES:
+            pending, progress_at = self._http.pending(call.stream_id), time.monotonic()
+            while pending > STREAM_BACKLOG_BYTES:
                 if call.stream_id not in self._calls:
                     return False
                 self._lock.wait(1.0)
-            return call.stream_id in self._calls
+                now, before, pending = time.monotonic(), pending, self._http.pending(call.stream_id)
+                if pending < before:
+                    progress_at = now
+                elif now - progress_at > SEND_STALL_SECONDS:
+                    self._calls.pop(call.stream_id, None)
+                    self._http.reset(call.stream_id, http2.CANCEL)
+                    self._send_locked()
+                    log.warning("%s from %s: the client read nothing for %.0fs; its stream is ended",
+                                call.path, self._peer, SEND_STALL_SECONDS)
+                    break
+            else:
+                return call.stream_id in self._calls
+        call.context.finish(cancelled=True)
+        return False
 
     def _answer_locked(self, call: _Call, message: bytes | None, code: grpc.StatusCode, details: str) -> None:
         http = self._http

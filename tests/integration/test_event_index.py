@@ -158,6 +158,21 @@ def test_get_container_events_reports_the_lifecycle_to_every_subscriber(fresh_po
             call.cancel()
 
 
+def test_event_subscribers_are_bounded_so_the_other_calls_keep_workers(start_shim) -> None:
+    """Each stream holds a gRPC worker: with every worker held, Status (the node's readiness) waited."""
+    shim = start_shim(["--grpc-workers", "4"])  # one subscriber at most
+    first = shim.runtime.GetContainerEvents(api.GetEventsRequest(), timeout=60)
+    try:
+        time.sleep(0.5)  # the first stream is open
+        with pytest.raises(grpc.RpcError) as refused:
+            next(iter(shim.runtime.GetContainerEvents(api.GetEventsRequest(), timeout=10)))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "--grpc-workers" in refused.value.details()
+        assert shim.runtime.Status(api.StatusRequest(), timeout=5).status.conditions
+    finally:
+        first.cancel()
+
+
 def test_sandbox_lifecycle_events_carry_the_sandbox_status(shim, docker_api) -> None:
     from containers_fixtures import Pod
 

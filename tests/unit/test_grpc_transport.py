@@ -235,6 +235,26 @@ def test_a_client_that_hangs_up_mid_call_has_its_calls_cancelled(served) -> None
     assert behaviour.callbacks == ["wait ended"]
 
 
+def test_a_stream_whose_client_reads_nothing_is_ended_and_its_worker_freed(served, monkeypatch) -> None:
+    """A GetContainerEvents subscriber that keeps its connection but never opens its flow control
+    window held a worker (and its backlog) for good."""
+    monkeypatch.setattr(grpc_transport, "SEND_STALL_SECONDS", 0.5)
+    behaviour, path = served[1], served[3]
+    raw = socket.socket(socket.AF_UNIX)
+    raw.connect(path)
+    headers = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/t.Test/stream"),
+               (b":authority", b"x"), (b"content-type", b"application/grpc"), (b"te", b"trailers")]
+    request = b"1000"
+    raw.sendall(http2.PREFACE + http2.frame(http2.SETTINGS, 0, 0)  # the default 64 KiB window, never opened
+                + http2.frame(http2.HEADERS, http2.FLAG_END_HEADERS, 1, hpack.Encoder().encode(headers))
+                + http2.frame(http2.DATA, http2.FLAG_END_STREAM, 1, b"\0" + len(request).to_bytes(4, "big") + request))
+    try:
+        assert behaviour.closed.wait(10), "the stream's worker is still waiting for the client"
+        assert behaviour.callbacks == ["stream ended"]
+    finally:
+        raw.close()
+
+
 def _ran_echo_handlers(tmp_path: Path, workers: int) -> tuple[GrpcServer, grpc.Channel, list[bytes], threading.Event]:
     ran: list[bytes] = []
     release = threading.Event()
