@@ -124,12 +124,16 @@ def changes_between(container_id: str, before: dict[str, Any] | None, after: dic
     GetContainerEvents subscribers missed while Docker's event stream was down."""
     running_before = before is not None and before.get("State") == "running"
     running_after = after is not None and after.get("State") == "running"
+    # Exited (or dead) now, never seen running: it started and stopped unseen (a failed start
+    # lists as created). An init container the kubelet started just then would be heard of no more.
+    ran_unseen = (after is not None and after.get("State") in ("exited", "dead")
+                  and (before is None or before.get("State") == "created"))
     kinds = []
     if before is None and after is not None:
         kinds.append("created")
-    if running_after and not running_before:
+    if (running_after and not running_before) or ran_unseen:
         kinds.append("started")
-    if running_before and not running_after:
+    if (running_before and not running_after) or ran_unseen:
         kinds.append("stopped")
     if before is not None and after is None:
         kinds.append("deleted")

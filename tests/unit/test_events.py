@@ -279,7 +279,8 @@ def test_a_resync_that_the_event_stream_dropped_under_leaves_the_index_stale(mon
 @pytest.mark.parametrize("before, after, kinds", [
     (None, "created", ["created"]),
     (None, "running", ["created", "started"]),
-    (None, "exited", ["created"]),
+    (None, "exited", ["created", "started", "stopped"]),  # ran while the stream was down
+    ("created", "exited", ["started", "stopped"]),
     ("created", "running", ["started"]),
     ("running", "exited", ["stopped"]),
     ("running", None, ["stopped", "deleted"]),
