@@ -930,8 +930,11 @@ class ContainerEvents:
         try:
             status, _ = self._sandboxes.status(sandbox_id, verbose=False)
             response.pod_sandbox_status.CopyFrom(status)
-        except CRIError:
-            pass  # the sandbox is gone (a deleted event): the kubelet needs only the ids then
+        except CRIError:  # gone: its own deletion still tells whose it was (containerd tells it first)
+            removed = self._sandboxes.removed_status(sandbox_id, change.attributes) \
+                if sandbox_id == change.container_id else None
+            if removed is not None:
+                response.pod_sandbox_status.CopyFrom(removed)
         try:
             members = self._containers.list(api.ContainerFilter(pod_sandbox_id=sandbox_id))
         except CRIError:

@@ -49,6 +49,8 @@ CONTAINER_CALL_THREADS = 32
 # names a pod that would list READY without its network.
 ADDS_IN_PROGRESS_DIRECTORY = "cni-adds-in-progress"
 WILDCARD_HOST_IPS = frozenset({"", "0.0.0.0", "::"})
+# What Docker's container events add to a container's labels in their attributes.
+DOCKER_EVENT_ATTRIBUTES = frozenset({"name", "image", "exitCode", "signal", "execDuration"})
 
 _SANDBOX_ID = re.compile(r"[0-9a-f]{1,64}")
 
@@ -200,6 +202,19 @@ def sandbox_from_checkpoint(sandbox_id: str, checkpoint: SandboxCheckpoint) -> a
         metadata=api.PodSandboxMetadata(name=checkpoint.name, namespace=checkpoint.namespace),
         state=api.SANDBOX_NOTREADY,
     )
+
+
+def status_of_removed(sandbox_id: str, event_attributes: Mapping[str, str]) -> api.PodSandboxStatus | None:
+    """What the event of a sandbox's removal still tells of it (its name and labels): the kubelet's
+    evented PLEG skips an event without the pod's metadata. None when the name is not a sandbox's."""
+    try:
+        parsed = naming.parse_sandbox_name(event_attributes.get("name") or "")
+    except ValueError:
+        return None
+    docker_labels = {key: value for key, value in event_attributes.items() if key not in DOCKER_EVENT_ATTRIBUTES}
+    cri_labels, annotations = labels.extract_labels(docker_labels)
+    return api.PodSandboxStatus(id=sandbox_id, metadata=_metadata(parsed), state=api.SANDBOX_NOTREADY,
+                                labels=cri_labels, annotations=annotations)
 
 
 def matches_filter(sandbox: api.PodSandbox, sandbox_filter: api.PodSandboxFilter | None) -> bool:
@@ -641,6 +656,11 @@ class SandboxService:
             if sandbox_id not in listed
         ]
         return [sandbox for sandbox in sandboxes if matches_filter(sandbox, sandbox_filter)]
+
+    @staticmethod
+    def removed_status(sandbox_id: str, event_attributes: Mapping[str, str]) -> api.PodSandboxStatus | None:
+        """The status GetContainerEvents gives a sandbox's own deletion (see `status_of_removed`)."""
+        return status_of_removed(sandbox_id, event_attributes)
 
     # --- after a restart ------------------------------------------------------------------------------
 

@@ -182,6 +182,11 @@ def test_sandbox_lifecycle_events_carry_the_sandbox_status(shim, docker_api) -> 
     try:
         started = [e for e in _events_for(events, pod.id, 2) if e.container_event_type == api.CONTAINER_STARTED_EVENT]
         assert started and started[0].pod_sandbox_status.metadata.namespace == pod.namespace
+        pod.close()
+        deleted = [e for e in _events_for(events, pod.id, 2) if e.container_event_type == api.CONTAINER_DELETED_EVENT]
+        # Gone, yet its deletion says whose it was: the kubelet skips an event without it.
+        assert deleted and deleted[0].pod_sandbox_status.metadata.uid == pod.config.metadata.uid
+        assert deleted[0].pod_sandbox_status.state == api.SANDBOX_NOTREADY
     finally:
         call.cancel()
         pod.close()

@@ -377,3 +377,15 @@ def test_a_host_port_a_running_pod_holds_clashes_on_any_address_it_shares() -> N
     # A host-network pod's mappings are not rules of portmap's.
     assert sandbox.host_port_clash(_pod(PortMapping("TCP", 80, 8080)),
                                    {"c" * 64: _pod(PortMapping("TCP", 80, 8080), host_network=True)}) is None
+
+
+def test_a_removed_sandbox_is_described_from_its_events_attributes() -> None:
+    """The kubelet's evented PLEG skips an event without the pod's metadata."""
+    attributes = {"name": "k8s_POD_web-0_shop_uid-1_2", "image": "pause:3.10", "app": "web",
+                  "annotation.seen": "now", "io.kubernetes.docker.type": "podsandbox",
+                  "io.kubernetes.container.name": "POD"}
+    status = sandbox.status_of_removed("a" * 64, attributes)
+    assert status == api.PodSandboxStatus(
+        id="a" * 64, metadata=api.PodSandboxMetadata(name="web-0", namespace="shop", uid="uid-1", attempt=2),
+        state=api.SANDBOX_NOTREADY, labels={"app": "web"}, annotations={"seen": "now"})
+    assert sandbox.status_of_removed("a" * 64, {"name": "not-a-sandbox"}) is None
