@@ -183,7 +183,9 @@ def sandbox_from_list_entry(entry: dict[str, Any]) -> api.PodSandbox | None:
         return None
     docker_labels = entry.get("Labels") or {}
     cri_labels, annotations = labels.extract_labels(docker_labels)
-    running = entry.get("State") == "running" if "State" in entry else str(entry.get("Status", "")).startswith("Up")
+    # Paused (behind the shim's back) is READY, as PodSandboxStatus (Docker's Running) and cri-dockerd say.
+    running = entry.get("State") in ("running", "paused") if "State" in entry else \
+        str(entry.get("Status", "")).startswith("Up")
     return api.PodSandbox(
         id=entry["Id"],
         metadata=_metadata(parsed),

@@ -261,6 +261,8 @@ def test_sandbox_from_list_entry() -> None:
 def test_list_entries_of_other_shapes() -> None:
     exited = dict(LIST_ENTRY, State="exited", Status="Exited (0) 1 second ago")
     assert sandbox.sandbox_from_list_entry(exited).state == api.SANDBOX_NOTREADY
+    paused = dict(LIST_ENTRY, State="paused", Status="Up 2 seconds (Paused)")  # as PodSandboxStatus says
+    assert sandbox.sandbox_from_list_entry(paused).state == api.SANDBOX_READY
     old_docker = {key: value for key, value in LIST_ENTRY.items() if key != "State"}
     assert sandbox.sandbox_from_list_entry(old_docker).state == api.SANDBOX_READY
     assert sandbox.sandbox_from_list_entry(dict(LIST_ENTRY, Names=["/someone-elses"])) is None
