@@ -414,7 +414,8 @@ class DockerClient:
                              query={"filters": json.dumps({"reference": [pattern]})}, idempotent=True)
 
     @_measured
-    def inspect_image(self, reference: str) -> dict[str, Any]:
+    def inspect_image(self, reference: str, kept: bool = True) -> dict[str, Any]:
+        """`kept`: an answer kept from before will do (the index's); False asks Docker now."""
         return self._read(f"image {reference!r}", lambda api: api.inspect_image(reference))
 
     @_measured

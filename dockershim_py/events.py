@@ -775,9 +775,9 @@ class IndexedDockerClient(DockerClient):
             self._apply({container_id: mark}, {container_id: fetched})
         return fetched[2]
 
-    def inspect_image(self, reference: str) -> dict[str, Any]:
+    def inspect_image(self, reference: str, kept: bool = True) -> dict[str, Any]:
         """Image inspects are kept until any image event: creating a pod's containers asks for the same few."""
-        if not self._fresh:
+        if not kept or not self._fresh:
             return super().inspect_image(reference)
         with self._index_lock:
             cached = self._image_inspects.get(reference)

@@ -367,8 +367,8 @@ class ImageService:
             raise invalid_argument("image reference is empty")
         if not image_reference.is_image_id(reference):
             image_reference.parse(reference)  # malformed names are the caller's error, not "absent"
-        try:
-            return self._docker.inspect_image(reference)
+        try:  # from Docker, not the index: an image removed behind the shim's back a moment ago is gone
+            return self._docker.inspect_image(reference, kept=False)
         except CRIError as exc:
             if exc.code == grpc.StatusCode.NOT_FOUND:
                 return None

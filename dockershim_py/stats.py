@@ -341,12 +341,19 @@ class StatsService:
         if not container_id:
             raise invalid_argument("container_id is empty")
         matches = self._containers(api.ContainerStatsFilter(id=container_id))
-        if not matches:
-            raise not_found(f"container {container_id!r} not found")
         if len(matches) > 1:
             shown = ", ".join(sorted(item.entry["Id"][:12] for item in matches))
             raise invalid_argument(f"container id prefix {container_id!r} is ambiguous: it matches {shown}")
-        return self._stats_of(matches)[0]
+        stats = self._stats_of(matches)
+        if matches and matches[0].entry.get("State") in LIVE_STATES and matches[0].reading is None:
+            # Listed running, yet its cgroup is gone: removed a moment ago behind the shim's back,
+            # before Docker's event reached the index? Ask for the events, then the list again.
+            self._docker.catch_up()
+            if not self._containers(api.ContainerStatsFilter(id=matches[0].entry["Id"])):
+                matches = []
+        if not matches:
+            raise not_found(f"container {container_id!r} not found")
+        return stats[0]
 
     # --- ListContainerStats ---------------------------------------------------------------------
 

@@ -278,6 +278,28 @@ def test_a_tag_moved_behind_the_shims_back_shows_in_image_status_and_creates(fre
             pass
 
 
+def test_image_status_answers_from_docker_at_once_after_a_change_behind_the_shims_back(images, docker_api) -> None:
+    """The index keeps image inspects until Docker's event arrives; ImageStatus must not answer from them."""
+    repository, tag = "127.0.0.1:5000/dspy/at-once", f"t{time.time_ns()}"
+    reference = f"{repository}:{tag}"
+
+    def image_status_id() -> str:
+        return images.ImageStatus(api.ImageStatusRequest(image=api.ImageSpec(image=reference)), timeout=30).image.id
+
+    busybox_id = docker_api.inspect_image(BUSYBOX)["Id"]
+    try:
+        for _ in range(30):
+            docker_api.tag(BUSYBOX, repository, tag)
+            assert image_status_id() == busybox_id
+            docker_api.remove_image(reference)
+            assert image_status_id() == ""
+    finally:
+        try:
+            docker_api.remove_image(reference)
+        except docker.errors.NotFound:
+            pass
+
+
 def test_an_inspect_gives_the_listing_docker_shows(fresh_pod, docker_api) -> None:
     """The index re-reads a changed container by inspect: what it keeps must equal Docker's list entry."""
     pod = fresh_pod

@@ -40,6 +40,7 @@ class FakeDocker:
     def __init__(self, cgroup_parent: str = PARENT) -> None:
         self.calls: list[tuple[str, str]] = []
         self.states = {SANDBOX: "running", APP: "running", SIDECAR: "running"}
+        self.removed_unheard: set[str] = set()
         self.cgroup_parent = cgroup_parent
         self.root_dir = "/var/lib/docker"
         self.upper_root = "/nonexistent"
@@ -53,6 +54,13 @@ class FakeDocker:
             docker_labels = labels.container_labels({"c": container}, {}, SANDBOX)
         return {"Id": container_id, "Names": [name], "Image": "busybox", "State": self.states[container_id],
                 "Labels": docker_labels}
+
+    def catch_up(self) -> None:
+        """The index takes in Docker's events it had not heard yet: removals made behind its back."""
+        self.calls.append(("catch_up", ""))
+        for container_id in self.removed_unheard:
+            self.states.pop(container_id, None)
+        self.removed_unheard.clear()
 
     def list_containers(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
         self.calls.append(("list", repr(filters)))
@@ -138,6 +146,19 @@ def test_a_cgroup_gone_under_a_running_container_is_looked_up_again(tree: Path) 
     (tree / PARENT.strip("/") / APP / "memory.current").write_text("300000\n")
     assert stats.container_stats(APP).memory.usage_bytes.value == 300_000
     assert docker.calls.count(("inspect", APP)) == 2
+
+
+def test_a_container_removed_just_now_behind_the_shims_back_is_not_found(tree: Path) -> None:
+    """Its cgroup is gone while the index, not yet told by Docker's event, still lists it running."""
+    docker = FakeDocker()
+    stats = service(docker, tree)
+    stats.list_container_stats(None)
+    shutil.rmtree(tree / PARENT.strip("/") / APP)
+    docker.removed_unheard.add(APP)
+    with pytest.raises(CRIError) as missing:
+        stats.container_stats(APP)
+    assert missing.value.code == grpc.StatusCode.NOT_FOUND
+    assert ("catch_up", "") in docker.calls
 
 
 def test_removed_containers_are_forgotten_by_a_full_list(tree: Path) -> None:
