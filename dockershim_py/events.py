@@ -272,6 +272,14 @@ class Subscription:
             yield message
 
 
+class Undescribed(Exception):
+    """A change whose message cannot be made now (Docker does not answer): told again later."""
+
+
+# Changes kept to be told again once Docker answers; the oldest go first past this many.
+UNDESCRIBED_KEPT = 1024
+
+
 class EventHub:
     """Turns each change into one message, as soon as it happens, and hands it to every subscriber.
 
@@ -284,6 +292,7 @@ class EventHub:
         self._subscribers: list[Subscription] = []
         self._changes: queue.SimpleQueue[ContainerChange | None] = queue.SimpleQueue()
         self._build: Callable[[ContainerChange], Any] | None = None
+        self._undescribed: collections.deque[ContainerChange] = collections.deque(maxlen=UNDESCRIBED_KEPT)
 
     def start(self, build: Callable[[ContainerChange], Any]) -> None:
         """Begin delivering; `build` makes a change's message (None: nothing to tell)."""
@@ -316,12 +325,26 @@ class EventHub:
                 continue
             try:
                 message = self._build(change)
+            except Undescribed as exc:
+                log.info("the %s event of container %s waits until Docker answers: %s", change.kind,
+                         change.container_id[:12], exc)
+                with self._lock:
+                    self._undescribed.append(change)
+                continue
             except Exception:  # one unreadable change must not end everyone's stream
                 log.exception("cannot describe the %s event of container %s", change.kind, change.container_id)
                 continue
             if message is not None:
                 for subscription in subscribers:
                     subscription.offer(message)
+
+    def retell(self) -> None:
+        """Deliver again the changes that could not be described (Docker answers again): the kubelet
+        skips an event without the pod's status, and nothing else would tell it of that change."""
+        with self._lock:
+            changes, self._undescribed = list(self._undescribed), collections.deque(maxlen=UNDESCRIBED_KEPT)
+        for change in changes:
+            self._changes.put(change)
 
     def close_all(self) -> None:
         self._changes.put(None)
@@ -482,6 +505,7 @@ class IndexedDockerClient(DockerClient):
                     self._fresh = True
         for change in missed:
             self._tell(change)
+        self.events.retell()
         telemetry.INDEX_RESYNCS.labels(reason).inc()
 
     @contextlib.contextmanager
@@ -930,19 +954,28 @@ class ContainerEvents:
         try:
             status, _ = self._sandboxes.status(sandbox_id, verbose=False)
             response.pod_sandbox_status.CopyFrom(status)
-        except CRIError:  # gone: its own deletion still tells whose it was (containerd tells it first)
+        except CRIError as exc:  # gone: its own deletion still tells whose it was (containerd tells it first)
+            _undescribed_if_docker_is_down(exc)
             removed = self._sandboxes.removed_status(sandbox_id, change.attributes) \
                 if sandbox_id == change.container_id else None
             if removed is not None:
                 response.pod_sandbox_status.CopyFrom(removed)
         try:
             members = self._containers.list(api.ContainerFilter(pod_sandbox_id=sandbox_id))
-        except CRIError:
+        except CRIError as exc:
+            _undescribed_if_docker_is_down(exc)
             members = []
         for member in members:
             try:
                 container_status, _ = self._containers.status(member.id, verbose=False)
-            except CRIError:
+            except CRIError as exc:
+                _undescribed_if_docker_is_down(exc)
                 continue  # removed meanwhile
             response.containers_statuses.append(container_status)
         return response
+
+
+def _undescribed_if_docker_is_down(error: CRIError) -> None:
+    """A status Docker did not give (stopping, restarting, too busy) is not one that is gone."""
+    if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        raise Undescribed(error.message) from error

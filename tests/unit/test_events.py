@@ -124,6 +124,29 @@ def test_a_change_that_cannot_be_described_is_skipped_and_the_stream_goes_on() -
     assert [next(reader).container_id for _ in range(2)] == ["c0", "c2"]
 
 
+def test_a_change_docker_could_not_describe_is_told_again_once_it_answers() -> None:
+    """dockerd stopping its containers as it shuts down: their stopped events had no pod status, which
+    the kubelet skips, and the reconnect's resync took them for told."""
+    hub = EventHub()
+    docker_down = [True]
+
+    def build(change: ContainerChange) -> ContainerChange:
+        if docker_down[0]:
+            raise events.Undescribed("cannot reach the Docker daemon")
+        return change
+
+    hub.start(build)
+    subscription = hub.subscribe()
+    reader = iter(subscription)
+    hub.publish(_change(1))
+    _wait_until(lambda: len(hub._undescribed) == 1)
+    docker_down[0] = False
+    hub.publish(_change(2))
+    hub.retell()
+    assert [next(reader).container_id for _ in range(2)] == ["c2", "c1"]
+    subscription.close()
+
+
 def test_nothing_is_built_without_subscribers() -> None:
     hub = EventHub()
     built: list[ContainerChange] = []
