@@ -209,3 +209,29 @@ def test_an_exec_left_at_once_is_killed_once_docker_records_its_pid() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+class DockerWhoseStreamEndsUnderARunningCommand(DockerSlowToStartExecs):
+    """Docker's stream ends cleanly (a proxy or dockerd dropped the connection) while the command runs."""
+
+    def start_exec(self, exec_id: str, timeout: float) -> FramedStream:
+        return FramedStream([(1, b"partial\n")])
+
+    def inspect_exec(self, exec_id: str) -> dict:
+        return {"Running": True, "Pid": self.process.pid, "ContainerID": self.container_id, "ExitCode": None}
+
+
+def test_a_stream_that_ends_under_a_running_command_kills_it_and_is_unavailable(monkeypatch) -> None:
+    monkeypatch.setattr(exec_module, "EXIT_CODE_WAIT_SECONDS", 0.1)
+    probe = subprocess.Popen(["sleep", "300"])
+    try:
+        own_cgroup = Path(f"/proc/{probe.pid}/cgroup").read_text().splitlines()[0]
+        with pytest.raises(CRIError) as raised:
+            ExecService(DockerWhoseStreamEndsUnderARunningCommand(probe, own_cgroup)).exec_sync(
+                "c" * 64, ["sleep", "300"], timeout=30)
+        assert raised.value.code == grpc.StatusCode.UNAVAILABLE and "ended while it ran on" in raised.value.message
+        assert probe.wait(timeout=10) == -9
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+            probe.wait()
