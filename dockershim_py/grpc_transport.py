@@ -62,25 +62,28 @@ def _serialized(handler: grpc.RpcMethodHandler, response: Any) -> bytes:
     return handler.response_serializer(response) if handler.response_serializer else response
 
 
-def send_within(sock: socket.socket, data: bytes, stall_seconds: float) -> bool:
-    """Send all of `data` unless the peer takes none of it for `stall_seconds`; False then, or when the
-    connection is gone. Callers hold the connection's lock, which a client that stopped reading
-    would otherwise hold for good, and with it every worker that answers on that connection."""
+SENT, STALLED, GONE = "sent", "stalled", "gone"
+
+
+def send_within(sock: socket.socket, data: bytes, stall_seconds: float) -> str:
+    """Send all of `data` (SENT) unless the peer takes none of it for `stall_seconds` (STALLED) or the
+    connection is gone (GONE). Callers hold the connection's lock, which a client that stopped
+    reading would otherwise hold for good, and with it every worker that answers on that connection."""
     view = memoryview(data)
     poller = select.poll()
     try:
         poller.register(sock, select.POLLOUT)
     except ValueError:  # closed by the other side of the race: the connection is gone
-        return False
+        return GONE
     while view:
         try:
             view = view[sock.send(view, socket.MSG_DONTWAIT):]
         except BlockingIOError:
             if not poller.poll(stall_seconds * 1000):
-                return False
+                return STALLED
         except OSError:
-            return False
-    return True
+            return GONE
+    return SENT
 
 
 class _Abort(Exception):
@@ -371,9 +374,11 @@ class _Connection:
 
     def _send_locked(self) -> None:
         out = self._http.data_to_send()
-        if out and not send_within(self._socket, out, SEND_STALL_SECONDS):
+        outcome = send_within(self._socket, out, SEND_STALL_SECONDS) if out else SENT
+        if outcome == STALLED:
             log.warning("closing the gRPC connection from %s: it took nothing we sent for %gs",
                         self._peer, SEND_STALL_SECONDS)
+        if outcome != SENT:  # a client that closed its connection needs no word in the log
             self.abort()
 
     def _close(self) -> None:

@@ -414,3 +414,16 @@ def test_an_inline_call_that_fails_gets_a_status(inline_served) -> None:
     code, details = code_of(inline_served[0], "crashes")
     assert code == grpc.StatusCode.UNKNOWN and "boom" in details
     assert call(inline_served[0], "quick", b"still serving") == b"still serving"
+
+
+def test_send_within_tells_a_stalled_peer_from_a_gone_one() -> None:
+    """Only a stall is worth a warning: a client that closed its connection is not one."""
+    ours, theirs = socket.socketpair()
+    try:
+        assert grpc_transport.send_within(ours, b"x" * 100, 0.1) == grpc_transport.SENT
+        assert grpc_transport.send_within(ours, b"x" * (64 << 20), 0.1) == grpc_transport.STALLED  # never read
+        theirs.close()
+        assert grpc_transport.send_within(ours, b"x", 0.1) == grpc_transport.GONE
+    finally:
+        ours.close()
+        theirs.close()
