@@ -118,6 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> None:
+    """The process: main, then its exit without waiting for a worker thread that a call holds past
+    the shutdown grace (a Docker stop may last minutes): the node must not go without its CRI
+    socket for longer than the operator allowed."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def raise_open_files_limit() -> None:
     """Raise the soft limit on open files to the hard one, as Go's runtime does for cri-dockerd and
     containerd: the log copy of every running container holds three descriptors, and a soft limit

@@ -228,6 +228,11 @@ def argument_parser() -> argparse.ArgumentParser:
         help="threads serving CRI calls concurrently (default %(default)s)",
     )
     parser.add_argument(
+        "--shutdown-grace-period", dest="shutdown_grace", type=_duration, default=30.0,
+        help="at SIGTERM, how long calls in flight may finish; the process then exits, whatever "
+             "Docker call a worker still waits on (default 30s)",
+    )
+    parser.add_argument(
         "--grpc-transport", choices=["http2", "grpcio"], default="http2",
         help="what carries the CRI's gRPC calls: dockershim-py's own HTTP/2 framer, about half of "
              "grpcio's CPU a call, or grpcio's server (default %(default)s)",
@@ -352,6 +357,7 @@ def from_args(argv: list[str] | None = None) -> Config:
         root_directory=args.root_directory,
         docker_config_paths=paths,
         grpc_workers=args.grpc_workers,
+        shutdown_grace=args.shutdown_grace,
         grpc_transport=args.grpc_transport,
         log_level=args.log_level,
         writable_layer_scan_period=args.writable_layer_scan_period,

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RESYNC_SECONDS = 30.0
+# At the shim's stop, how long the event thread is given to end (its stream is cancelled first).
+STOP_JOIN_SECONDS = 2.0
 RECONNECT_MAX_SECONDS = 5.0
 # How far behind Docker the event stream may fall, at the most, under load (it takes an event in
 # well under a millisecond): catch_up's bound on what the stream may not have brought yet.
@@ -407,8 +409,8 @@ class IndexedDockerClient(DockerClient):
         cancel = self._cancel_stream
         if cancel is not None:
             cancel()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._thread is not None:  # a resync may wait on a hung Docker: the process exits anyway
+            self._thread.join(timeout=STOP_JOIN_SECONDS)
         self.events.close_all()
 
     def _follow(self) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from conftest import Shim
+from conftest import Shim, wait_for
 from dockershim_py.api import api_pb2 as api
 
 
@@ -117,6 +117,47 @@ def test_sigterm_lets_in_flight_calls_finish_and_removes_the_socket(slow_docker:
     assert process.process.wait(timeout=30) == 0
     assert not process.socket.exists()
     assert "shutting down" in process.log()
+
+
+def test_the_shutdown_grace_holds_even_while_a_docker_call_hangs(tmp_path: Path) -> None:
+    """The process used to wait, past the grace, for every worker thread a Docker call still held."""
+    proxy = DelayingDockerProxy(tmp_path / "hung-docker.sock", delay=40)
+    process = Shim(["--shutdown-grace-period", "1s"], docker_endpoint=f"unix://{proxy.path}").start()
+    try:
+        hung = process.runtime.Version.future(api.VersionRequest(), timeout=60)
+        assert wait_for(lambda: "Docker is not reachable yet" in process.log(), timeout=15)  # its start is done
+        process.process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert process.process.wait(timeout=20) == 0
+        assert time.monotonic() - started < 8  # the grace, and a moment for the rest
+        assert hung.exception(timeout=10) is not None
+    finally:
+        proxy.close()
+        process.stop()
+
+
+def test_the_shutdown_grace_holds_while_a_stop_waits_out_a_long_timeout(docker_api) -> None:
+    """A StopContainer of a container that ignores SIGTERM holds its worker for its whole timeout;
+    the process used to wait for it at exit, past the grace (73 s in the audit's run)."""
+    from containers_fixtures import Pod
+    process = Shim(["--shutdown-grace-period", "1s"]).start()
+    pod = Pod(process.runtime, docker_api)
+    try:
+        container_id = pod.run("stubborn", ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"])
+        stopping = process.runtime.StopContainer.future(
+            api.StopContainerRequest(container_id=container_id, timeout=60), timeout=90)
+        time.sleep(1)  # Docker now waits out the 60 s
+        process.process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert process.process.wait(timeout=30) == 0
+        assert time.monotonic() - started < 8
+        assert stopping.exception(timeout=10) is not None
+    finally:
+        process.stop()
+        restarted = Shim(["--root-directory", str(process.root)]).start()
+        pod.runtime = restarted.runtime
+        pod.close()
+        restarted.stop()
 
 
 def test_unimplemented_rpcs_answer_unimplemented_with_a_reason(runtime) -> None:
