@@ -47,6 +47,8 @@ MIN_API_VERSION = "1.40"
 MAX_API_VERSION = "1.45"
 # Health checks must answer fast even when a normal request may wait minutes.
 HEALTH_TIMEOUT = 5.0
+# A failed version probe answers the calls that wait behind it for this long, instead of each probing.
+PROBE_RETRY_SECONDS = 1.0
 # `docker info` costs dockerd 10-15 ms with a few hundred containers (moby#45842), and what the
 # shim reads from it (cgroup driver, runtimes, storage root) changes only with a daemon restart.
 INFO_MAX_AGE_SECONDS = 60.0
@@ -196,6 +198,8 @@ class DockerClient:
         self._timeout = timeout
         self._pool_size = pool_size
         self._lock = threading.Lock()
+        self._negotiation_lock = threading.Lock()
+        self._probe_failure: tuple[float, str] | None = None  # (when, why) of the last failed version probe
         self._api: docker.APIClient | None = None
         self._health_api: docker.APIClient | None = None
         self._api_version = MIN_API_VERSION
@@ -218,20 +222,35 @@ class DockerClient:
         return api
 
     def _clients(self) -> tuple[docker.APIClient, docker.APIClient]:
+        """The negotiated clients. One version probe at a time, outside `_lock`, and a probe that
+        failed a moment ago answers the calls behind it at once: they queued 5 s apiece behind
+        the lock while a slow dockerd answered none."""
         with self._lock:
             if self._api is not None and self._health_api is not None:
                 return self._api, self._health_api
-            probe = self._make(MIN_API_VERSION, HEALTH_TIMEOUT)
+        with self._negotiation_lock:
+            with self._lock:
+                if self._api is not None and self._health_api is not None:
+                    return self._api, self._health_api
+            failed = self._probe_failure
+            if failed is not None and time.monotonic() - failed[0] < PROBE_RETRY_SECONDS:
+                raise requests.exceptions.ConnectionError(f"Docker's version probe failed just now: {failed[1]}")
+            probe = self._make(MIN_API_VERSION, min(HEALTH_TIMEOUT, self._timeout))
             try:
                 server = probe.version(api_version=False)
+            except Exception as exc:
+                self._probe_failure = (time.monotonic(), _root_cause(exc))
+                raise
             finally:
                 probe.close()
+            self._probe_failure = None
             version = negotiate_api_version(server["ApiVersion"], server.get("MinAPIVersion"))
-            self._api_version = version
-            self._api = self._make(version, self._timeout)
-            self._health_api = self._make(version, HEALTH_TIMEOUT)
+            api, health_api = self._make(version, self._timeout), self._make(version, HEALTH_TIMEOUT)
+            with self._lock:
+                self._api_version = version
+                self._api, self._health_api = api, health_api
             log.info("connected to Docker %s at %s (API %s)", server.get("Version"), self.endpoint, version)
-            return self._api, self._health_api
+            return api, health_api
 
     def _forget_connection(self) -> None:
         """After a connection failure the daemon may come back as another version: negotiate again."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import socket
 import socketserver
 import threading
 import time
@@ -250,3 +251,33 @@ def test_an_unreachable_daemon_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(CRIError) as absent:
         client.inspect_container("c")
     assert absent.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_calls_behind_a_version_probe_to_a_silent_dockerd_do_not_queue_one_probe_each(tmp_path: Path) -> None:
+    """Twelve calls took 5, 10, ... 60 s when each probed in turn under the client's lock."""
+    silent = socket.socket(socket.AF_UNIX)
+    silent.bind(str(tmp_path / "silent.sock"))
+    silent.listen(64)  # accepts, answers nothing
+    client = DockerClient(f"unix://{tmp_path}/silent.sock", timeout=1)
+    outcomes: list[grpc.StatusCode] = []
+    started = time.monotonic()
+    try:
+        threads = [threading.Thread(target=lambda: outcomes.append(_code_of(client.inspect_container, "c")))
+                   for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert len(outcomes) == 12 and set(outcomes) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+    assert elapsed < 6, f"{elapsed:.1f}s"
+
+
+def _code_of(call, *args) -> grpc.StatusCode:
+    try:
+        call(*args)
+    except CRIError as exc:
+        return exc.code
+    return grpc.StatusCode.OK
