@@ -90,6 +90,8 @@ def translate(exc: Exception, what: str) -> CRIError:
         return deadline_exceeded(f"{what}: Docker did not answer in time ({exc})")
     if isinstance(exc, requests.exceptions.ConnectionError):
         return unavailable(f"{what}: cannot reach the Docker daemon: {_root_cause(exc)}")
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return unavailable(f"{what}: Docker's answer was cut off: {_root_cause(exc)}")
     if isinstance(exc, docker.errors.NullResource):  # an empty ID, refused before anything was sent
         return invalid_argument(f"{what}: {exc}")
     if isinstance(exc, docker.errors.DockerException):
@@ -109,6 +111,8 @@ def status_error(what: str, status: int | None, detail: str) -> CRIError:
         return CRIError(grpc.StatusCode.PERMISSION_DENIED, f"{what}: {detail}")
     if status == 500:  # dockerd's own failure (or a registry's, for pulls): its words say what
         return CRIError(grpc.StatusCode.UNKNOWN, f"{what}: {detail}")
+    if status in (502, 503, 504):  # a proxy in front of dockerd, or dockerd itself, not serving now
+        return unavailable(f"{what}: Docker is not available (it answered {status}): {detail}")
     return CRIError(grpc.StatusCode.UNKNOWN, f"{what}: Docker answered {status}: {detail}")
 
 
@@ -125,7 +129,8 @@ def _root_cause(exc: BaseException) -> str:
 
 
 _retry_reads = tenacity.retry(
-    retry=tenacity.retry_if_exception_type(requests.exceptions.ConnectionError),
+    retry=tenacity.retry_if_exception_type((requests.exceptions.ConnectionError,
+                                            requests.exceptions.ChunkedEncodingError)),
     stop=tenacity.stop_after_attempt(3),
     wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
     reraise=True,
@@ -283,7 +288,7 @@ class DockerClient:
             api, health_api = self._clients()
             try:
                 return fn(health_api if health else api)
-            except requests.exceptions.ConnectionError:
+            except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError):
                 self._forget_connection()
                 raise
 

@@ -23,6 +23,9 @@ def _api_error(status: int, explanation: str) -> docker.errors.APIError:
         (400, grpc.StatusCode.INVALID_ARGUMENT),
         (403, grpc.StatusCode.PERMISSION_DENIED),
         (500, grpc.StatusCode.UNKNOWN),
+        (502, grpc.StatusCode.UNAVAILABLE),  # a proxy in front of dockerd, or dockerd, not serving now
+        (503, grpc.StatusCode.UNAVAILABLE),
+        (504, grpc.StatusCode.UNAVAILABLE),
     ],
 )
 def test_docker_statuses_become_grpc_codes(status: int, code: grpc.StatusCode) -> None:
@@ -39,6 +42,9 @@ def test_transport_failures() -> None:
     timeout = requests.exceptions.ReadTimeout("read timed out")
     assert translate(timeout, "inspect x").code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert translate(ValueError("odd"), "x").code == grpc.StatusCode.INTERNAL
+    cut = requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead(3 bytes read)")
+    assert translate(cut, "inspect exec").code == grpc.StatusCode.UNAVAILABLE
+    assert "cut off" in translate(cut, "inspect exec").message
 
 
 def test_an_empty_id_docker_py_refuses_to_send_is_the_callers_error() -> None:
