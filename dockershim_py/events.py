@@ -418,15 +418,20 @@ class IndexedDockerClient(DockerClient):
         reason = "start"
         while not self._stopping.is_set():
             since = time.time() - 1  # events from just before the list are replayed, none lost
+            followed_at = None
             try:
                 self.resync(reason)
                 reason = "reconnect"
-                backoff = 0.1
+                followed_at = time.monotonic()
                 self.follow_events(self._on_event, self._set_cancel, FOLLOWED_ACTIONS, since=since)
                 log.info("Docker's event stream ended; listing from Docker until it is back")
             except CRIError as exc:
                 if not self._stopping.is_set():
                     log.info("Docker's event stream is down (%s); listing from Docker until it is back", exc.message)
+            # Back to a quick retry only after a stream that stayed up a while: one that Docker refuses
+            # at once (an authorization plugin's 403) while lists work made a full list ten times a second.
+            if followed_at is not None and time.monotonic() - followed_at >= RECONNECT_MAX_SECONDS:
+                backoff = 0.1
             self._fresh = False
             self._outages += 1
             with self._index_lock:

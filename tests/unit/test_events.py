@@ -706,3 +706,20 @@ def test_a_failed_re_read_is_tried_again_and_leaves_the_index_fresh(monkeypatch)
         index._stopping.set()
         index._dirty_signal.set()
         refresher.join(timeout=5)
+
+
+def test_an_event_stream_refused_at_once_is_retried_with_a_growing_pause(monkeypatch) -> None:
+    """Lists work but Docker refuses /events (an authorization plugin's 403): each retry lists everything,
+    and it was retried every 0.1 s for good."""
+    index, docker = fresh_index(monkeypatch, {"c1": "running"})
+
+    def refused(*args, **kwargs) -> None:
+        raise CRIError(grpc.StatusCode.PERMISSION_DENIED, "follow Docker events: authorization denied")
+
+    monkeypatch.setattr(index, "follow_events", refused)
+    follower = threading.Thread(target=index._follow, daemon=True)
+    follower.start()
+    time.sleep(2)
+    index._stopping.set()
+    follower.join(timeout=10)
+    assert 3 <= docker.asked.count("list") <= 6  # 0.1, 0.2, 0.4, 0.8 s apart: not twenty in 2 s
