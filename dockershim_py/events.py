@@ -57,9 +57,11 @@ FOLLOWED_ACTIONS = CONTAINER_ACTIONS + IMAGE_ACTIONS + (COMMIT_ACTION,)
 # What the kubelet's evented PLEG hears, from Docker's actions.
 LIFECYCLE_ACTIONS = {"create": "created", "start": "started", "die": "stopped", "destroy": "deleted"}
 SUBSCRIBER_QUEUE = 1024
-# Resyncs after Docker's events may have been lost (its stream was down, or its log overflowed):
-# the changes they find are told to GetContainerEvents subscribers, who would otherwise miss them.
-RESYNCS_AFTER_LOST_EVENTS = frozenset({"reconnect", "catch-up"})
+# Resyncs that tell GetContainerEvents subscribers the changes they find: after Docker's events may
+# have been lost (its stream was down, or its log overflowed), and the periodic one, for an event
+# that never came on a stream that seemed up (dockerd drops events for a reader 1024 behind; a
+# stalled stream says nothing). A change an event tells too is told once (see _tell).
+RESYNCS_THAT_TELL = frozenset({"reconnect", "catch-up", "periodic"})
 IMAGE_INSPECTS_KEPT = 256
 # Removed containers whose last told change is remembered, so a replayed destroy is not told twice.
 TOLD_DELETED_KEPT = 4096
@@ -492,7 +494,7 @@ class IndexedDockerClient(DockerClient):
             with self._index_lock:
                 for container_id in set(self._entries) | set(listed):
                     if self._applied.get(container_id, 0) < sequence:
-                        if reason in RESYNCS_AFTER_LOST_EVENTS:
+                        if reason in RESYNCS_THAT_TELL:
                             missed += changes_between(container_id, self._entries.get(container_id),
                                                       listed.get(container_id), time.time_ns())
                         self._store(container_id, listed.get(container_id), sequence, keep_inspect=True)
