@@ -156,6 +156,8 @@ def parse_endpoint(endpoint: str) -> tuple[str, str]:
         host, sep, port = address.rpartition(":")
         if not sep or not (port.isascii() and port.isdigit()) or not host:
             raise invalid_argument(f"endpoint {endpoint!r}: expected tcp://host:port")
+        if int(port) > 65535:
+            raise invalid_argument(f"endpoint {endpoint!r}: port {port} is above 65535")
         return "tcp", address
     if endpoint.startswith("/"):
         return "unix", endpoint

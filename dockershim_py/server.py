@@ -83,9 +83,18 @@ class CRIServer:
 
     def _start_grpcio(self, server: grpc.Server) -> None:
         address = f"unix://{self._address}" if self._kind == "unix" else self._address
-        if not server.add_insecure_port(address):
+        port = server.add_insecure_port(address)
+        if not port:
             raise CRIError(grpc.StatusCode.UNAVAILABLE, f"cannot listen on {self.endpoint}")
+        if self._kind == "tcp":
+            self._name_bound_port(port)
         server.start()
+
+    def _name_bound_port(self, port: int) -> None:
+        """Port 0 is any free port: the log and `endpoint` name the one the kernel gave."""
+        host = self._address.rpartition(":")[0]
+        self._address = f"{host}:{port}"
+        self.endpoint = f"tcp://{self._address}"
 
     def _start_http2(self, server: GrpcServer) -> None:
         try:
@@ -99,6 +108,7 @@ class CRIServer:
                 listener = socket.socket(family, kind, proto)
                 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 listener.bind(address)
+                self._name_bound_port(listener.getsockname()[1])
             listener.listen(128)
         except OSError as exc:
             raise CRIError(grpc.StatusCode.UNAVAILABLE, f"cannot listen on {self.endpoint}: {exc}") from exc

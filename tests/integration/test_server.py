@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -212,6 +213,16 @@ def test_tcp_endpoint(start_shim) -> None:
     probe.close()
     process = start_shim(endpoint=f"tcp://127.0.0.1:{port}")
     assert process.runtime.Version(api.VersionRequest(), timeout=10).runtime_name == "docker"
+
+
+@pytest.mark.parametrize("transport", ["http2", "grpcio"])
+def test_a_tcp_endpoint_on_port_0_names_the_port_it_got(transport: str) -> None:
+    process = Shim(["--grpc-transport", transport], endpoint="tcp://127.0.0.1:0")
+    with pytest.raises(grpc.FutureTimeoutError):  # it serves, but not on port 0: the fixture cannot reach it
+        process.start(wait=5)
+    bound = re.search(r"serving CRI v1 and v1alpha2 on tcp://127\.0\.0\.1:(\d+)", process.log())
+    process.stop()
+    assert bound and int(bound.group(1)) > 0
 
 
 @pytest.mark.parametrize("transport", ["http2", "grpcio"])

@@ -22,7 +22,8 @@ def test_parse_endpoint(endpoint: str, expected: tuple) -> None:
     assert parse_endpoint(endpoint) == expected
 
 
-@pytest.mark.parametrize("endpoint", ["unix://relative.sock", "tcp://nohost", "tcp://:80", "http://x", "npipe://x"])
+@pytest.mark.parametrize("endpoint", ["unix://relative.sock", "tcp://nohost", "tcp://:80", "tcp://127.0.0.1:99999", "http://x",
+                                      "npipe://x"])
 def test_bad_endpoints(endpoint: str) -> None:
     with pytest.raises(CRIError) as caught:
         parse_endpoint(endpoint)
