@@ -26,6 +26,8 @@ from .errors import CRIError, invalid_argument
 KUBE_PREFIX = "k8s"
 SANDBOX_CONTAINER_NAME = "POD"
 DELIMITER = "_"
+# The longest Kubernetes name (a DNS subdomain); namespaces, container names and UIDs are shorter.
+MAX_PART_LENGTH = 253
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class ContainerName:
 def _check_part(what: str, value: str) -> None:
     if not value:
         raise invalid_argument(f"{what} is empty")
+    if len(value) > MAX_PART_LENGTH:  # Docker would drop the connection over a name of megabytes
+        raise invalid_argument(f"{what} {value[:40]!r}... is {len(value)} characters long: Kubernetes names "
+                               f"are at most {MAX_PART_LENGTH}")
     if DELIMITER in value or "/" in value:
         raise invalid_argument(f"{what} {value!r} must not contain '_' or '/' (it is part of the Docker name)")
 

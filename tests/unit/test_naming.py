@@ -92,3 +92,12 @@ def test_a_name_is_reserved_for_one_call_at_a_time() -> None:
             raise ValueError
     with reservations.reserved("k8s_POD_web_shop_uid_0", "RunPodSandbox"):
         pass
+
+
+def test_a_part_longer_than_any_kubernetes_name_is_refused_not_sent_to_docker() -> None:
+    """A 2 MB pod name made Docker drop the connection: UNAVAILABLE, asking the caller to retry."""
+    assert naming.sandbox_name("p" * 253, "ns", "uid", 0)
+    with pytest.raises(CRIError) as refused:
+        naming.sandbox_name("p" * 2_000_000, "ns", "uid", 0)
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "2000000 characters long" in refused.value.message and len(refused.value.message) < 200
