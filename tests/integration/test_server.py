@@ -218,10 +218,12 @@ def test_tcp_endpoint(start_shim) -> None:
 @pytest.mark.parametrize("transport", ["http2", "grpcio"])
 def test_a_tcp_endpoint_on_port_0_names_the_port_it_got(transport: str) -> None:
     process = Shim(["--grpc-transport", transport], endpoint="tcp://127.0.0.1:0")
-    with pytest.raises(grpc.FutureTimeoutError):  # it serves, but not on port 0: the fixture cannot reach it
-        process.start(wait=5)
-    bound = re.search(r"serving CRI v1 and v1alpha2 on tcp://127\.0\.0\.1:(\d+)", process.log())
-    process.stop()
+    try:
+        with pytest.raises(grpc.FutureTimeoutError):  # it serves, but not on port 0: the fixture cannot reach it
+            process.start(wait=5)
+        bound = re.search(r"serving CRI v1 and v1alpha2 on tcp://127\.0\.0\.1:(\d+)", process.log())
+    finally:
+        process.stop()
     assert bound and int(bound.group(1)) > 0
 
 
