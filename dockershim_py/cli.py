@@ -148,7 +148,7 @@ def raise_open_files_limit() -> None:
 def recover_in_background(steps: list[Callable[[], None]], stopping: threading.Event) -> threading.Thread:
     """Each step in turn, each tried again until Docker answers (it may start after the shim)."""
 
-    def run() -> None:
+    def recover() -> None:
         for step in steps:
             while not stopping.is_set():
                 try:
@@ -158,6 +158,6 @@ def recover_in_background(steps: list[Callable[[], None]], stopping: threading.E
                     log.info("recovery: %s; trying again in %.0fs", exc.message, RECOVERY_RETRY_SECONDS)
                 stopping.wait(RECOVERY_RETRY_SECONDS)
 
-    thread = threading.Thread(target=run, name="recovery", daemon=True)
+    thread = threading.Thread(target=recover, name="recovery", daemon=True)
     thread.start()
     return thread
