@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 import os
@@ -123,7 +124,9 @@ def run() -> None:
     the shutdown grace (a Docker stop may last minutes): the node must not go without its CRI
     socket for longer than the operator allowed."""
     code = main()
-    logging.shutdown()
+    # What atexit holds runs (the logging flush among it); threading's own exit hooks, which join
+    # every worker thread, do not: they wait on threads that a hung Docker call holds.
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
