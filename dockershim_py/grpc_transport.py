@@ -395,12 +395,16 @@ class GrpcServer:
     """Serves `handlers` ("/package.Service/Method" -> RpcMethodHandler) on listening sockets."""
 
     def __init__(self, handlers: dict[str, grpc.RpcMethodHandler], workers: int, max_message_bytes: int,
-                 inline_paths: frozenset[str] = frozenset()) -> None:
-        """`inline_paths`: read-only unary methods tried on the connection's thread first (see inline)."""
+                 inline_paths: frozenset[str] = frozenset(), long_paths: frozenset[str] = frozenset()) -> None:
+        """`inline_paths`: read-only unary methods tried on the connection's thread first (see inline).
+        `long_paths`: methods that may run as long as their callers let them, served by `workers`
+        threads of their own: 32 ExecSync probes sleeping at once held up Version by 5 s."""
         self.handlers = handlers
         self._inline_paths = inline_paths
+        self._long_paths = long_paths
         self.max_message_bytes = max_message_bytes
         self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cri")
+        self._long_pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cri-long")
         self._lock = threading.Condition()
         self._listeners: list[socket.socket] = []
         self._connections: set[_Connection] = set()
@@ -432,7 +436,8 @@ class GrpcServer:
             connections = list(self._connections)
         for connection in connections:
             connection.abort()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._pool, self._long_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def dispatch(self, connection: _Connection, call: _Call) -> None:
         with self._lock:
@@ -440,7 +445,7 @@ class GrpcServer:
         if call.path in self._inline_paths and self._answered_inline(connection, call):
             return
         try:
-            self._pool.submit(self._run, connection, call)
+            (self._long_pool if call.path in self._long_paths else self._pool).submit(self._run, connection, call)
         except RuntimeError:  # the pool is shut down: the server is stopping
             self._finished()
             connection.answer(call, None, grpc.StatusCode.UNAVAILABLE, "dockershim-py is shutting down")

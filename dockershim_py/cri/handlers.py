@@ -182,5 +182,15 @@ def inline_paths(adapters: list[Adapter]) -> frozenset[str]:
     )
 
 
+# Calls that may last as long as their caller lets them (a probe's timeout, a pull, an event
+# stream): they get workers of their own, so that many of them at once never hold up the rest.
+LONG_METHODS = frozenset({"ExecSync", "PullImage", "GetContainerEvents"})
+
+
+def long_paths(adapters: list[Adapter]) -> frozenset[str]:
+    """The HTTP/2 paths of LONG_METHODS the adapters serve."""
+    return frozenset(path for path in method_table(adapters) if path.rsplit("/", 1)[1] in LONG_METHODS)
+
+
 def _path(adapter: Adapter, api_version: str, method: str) -> str:
     return f"/runtime.{api_version}.{adapter.SERVICE}/{method}"

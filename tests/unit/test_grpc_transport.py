@@ -255,7 +255,8 @@ def test_a_stream_whose_client_reads_nothing_is_ended_and_its_worker_freed(serve
         raw.close()
 
 
-def _ran_echo_handlers(tmp_path: Path, workers: int) -> tuple[GrpcServer, grpc.Channel, list[bytes], threading.Event]:
+def _ran_echo_handlers(tmp_path: Path, workers: int, long_paths: frozenset[str] = frozenset()
+                       ) -> tuple[GrpcServer, grpc.Channel, list[bytes], threading.Event]:
     ran: list[bytes] = []
     release = threading.Event()
 
@@ -269,8 +270,23 @@ def _ran_echo_handlers(tmp_path: Path, workers: int) -> tuple[GrpcServer, grpc.C
 
     handlers = {f"/t.Test/{fn.__name__}": grpc.unary_unary_rpc_method_handler(fn, identity, identity)
                 for fn in (held, noted)}
-    server = GrpcServer(handlers, workers=workers, max_message_bytes=LIMIT)
+    server = GrpcServer(handlers, workers=workers, max_message_bytes=LIMIT, long_paths=long_paths)
     return server, serve_on_socket(server, tmp_path)[1], ran, release
+
+
+def test_long_calls_have_workers_of_their_own(tmp_path: Path) -> None:
+    """As many ExecSync probes sleeping as there are workers held up every other call (Version by 5 s)."""
+    server, channel, ran, release = _ran_echo_handlers(tmp_path, workers=1, long_paths=frozenset({"/t.Test/held"}))
+    try:
+        holding = channel.unary_unary("/t.Test/held").future(b"")
+        time.sleep(0.2)  # the only long worker is taken
+        assert call(channel, "noted", b"not held up", timeout=2) == b"not held up"
+        release.set()
+        assert holding.result(timeout=10) == b"released"
+    finally:
+        release.set()
+        channel.close()
+        server.stop(0)
 
 
 def test_a_call_whose_deadline_passed_while_it_waited_for_a_worker_is_not_run(tmp_path: Path) -> None:

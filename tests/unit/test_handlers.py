@@ -60,3 +60,11 @@ def test_an_unchanged_stream_hands_out_the_same_messages() -> None:
     again = streams.response(list(items))
     assert len(again) == len(first) and all(a is b for a, b in zip(again, first))
     assert [c.id for m in streams.response(items[:2]) for c in m.containers] == ["c00", "c01"]
+
+
+def test_the_long_methods_are_cri_methods() -> None:
+    """Served by workers of their own: a misspelt name would quietly share the others' workers again."""
+    from dockershim_py.cri.handlers import LONG_METHODS
+    methods = {method.name for service in ("RuntimeService", "ImageService")
+               for method in api_pb2.DESCRIPTOR.services_by_name[service].methods}
+    assert LONG_METHODS <= methods
