@@ -12,6 +12,8 @@ import sys
 import threading
 from collections.abc import Callable
 
+import grpc
+
 from . import __version__, config as config_module, telemetry
 from .checkpoint import CheckpointStore
 from .cni import CNINetwork
@@ -149,7 +151,8 @@ def raise_open_files_limit() -> None:
 
 
 def recover_in_background(steps: list[Callable[[], None]], stopping: threading.Event) -> threading.Thread:
-    """Each step in turn, each tried again until Docker answers (it may start after the shim)."""
+    """Each step in turn, each tried again while Docker does not answer (it may start after the shim);
+    a step that fails otherwise is logged and the next one runs."""
 
     def recover() -> None:
         for step in steps:
@@ -158,6 +161,9 @@ def recover_in_background(steps: list[Callable[[], None]], stopping: threading.E
                     step()
                     break
                 except CRIError as exc:
+                    if exc.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                        log.error("recovery: %s", exc.message)
+                        break
                     log.info("recovery: %s; trying again in %.0fs", exc.message, RECOVERY_RETRY_SECONDS)
                 stopping.wait(RECOVERY_RETRY_SECONDS)
 

@@ -423,7 +423,12 @@ class ContainerService:
             if container_id not in existing:
                 self._logs.forget(container_id)
             elif state is None or not state.finished:  # None: unreadable, so copied again from the start
-                self._resume_log(container_id)
+                try:
+                    self._resume_log(container_id)
+                except CRIError as exc:  # one container's log (a path gone bad) is not every container's
+                    if exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                        raise
+                    log.error("container %s: its log copy cannot be resumed: %s", container_id[:12], exc.message)
         if self._image_volumes.materialised():
             self._prune_image_volumes()
 

@@ -259,8 +259,9 @@ class Subscription:
             self.dropped = True
             self.close()
             with contextlib.suppress(queue.Empty):  # what it will never read goes now, not when its call ends
-                while self._queue.qsize() > 1:  # the end marker stays (a reader that takes one sees `dropped`)
+                while self._queue.qsize() > 1:
                     self._queue.get_nowait()
+            self._queue.put(None)  # a reader taking items meanwhile may have let the drain take close()'s
             return
         self._queue.put(message)
 

@@ -198,15 +198,19 @@ class LogCopier:
         """Whether `path` (now inode `inode`) is the file the saved position is in."""
         if inode != self.state.source_inode:
             return False
-        if not self.state.source_head_bytes:
-            return True  # saved before anything was copied from it, or by an older version
         fd = _open_inode(path, inode)
         if fd is None:
-            return False
+            return True  # renamed this very moment by a rotation: it is still there
         try:
-            return head_digest(fd, self.state.source_head_bytes) == self.state.source_head
+            return self._head_matches(fd)
         finally:
             os.close(fd)
+
+    def _head_matches(self, fd: int) -> bool:
+        """Whether open file `fd` starts as the file of the saved position did (its inode may be another's)."""
+        if not self.state.source_head_bytes:
+            return True  # saved before anything was copied from it, or by an older version
+        return head_digest(fd, self.state.source_head_bytes) == self.state.source_head
 
     def _open_target(self, resume: bool) -> None:
         directory = os.path.dirname(self.state.target_path)
@@ -238,10 +242,13 @@ class LogCopier:
         if not chain:
             return False
         for path, inode in chain:
-            if self._is_saved_source(path, inode):
+            if inode == self.state.source_inode:
                 fd = _open_inode(path, inode)
                 if fd is None:
                     return False  # rotated this very moment: next round
+                if not self._head_matches(fd):  # the inode number of a removed file, now another's
+                    os.close(fd)
+                    continue
                 self._source_fd = fd
                 if os.fstat(fd).st_size < self.state.source_offset:
                     self._start_file(inode)

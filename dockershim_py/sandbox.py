@@ -397,8 +397,9 @@ class SandboxService:
             running = self._docker.list_containers({  # created: another RunPodSandbox's, starting
                 "label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_SANDBOX}"],
                 "status": ["created", "running"]})
-            held = {entry["Id"]: found for entry in running
-                    if (found := self._checkpoints.get(entry["Id"])) is not None}
+            held = {entry["Id"]: found for entry in running  # not the pod's own earlier attempts (a crash
+                    if (found := self._checkpoints.get(entry["Id"])) is not None  # may leave one created)
+                    and (found.namespace, found.name) != (checkpoint.namespace, checkpoint.name)}
             clash = host_port_clash(checkpoint, held)
             if clash is not None:
                 mapping, holder = clash

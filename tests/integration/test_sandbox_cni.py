@@ -204,6 +204,10 @@ def test_a_host_port_a_running_pod_holds_is_refused_until_that_pod_stops(
     assert f"host port *:{host_port}/TCP is held by pod sandbox {first[:12]}" in raised.value.details()
     assert [item.id for item in pods.listed()] == [first]  # nothing made, nothing held
     assert len(cni_network.allocated()) == 1
+    # The pod's own next attempt is no clash: a crash may leave an earlier one created, port and all,
+    # and the pod would never start again.
+    again = pods.run(pods.config("first", attempt=1, port_mappings=[mapping]))
+    pods.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=again), timeout=60)
     with ThreadPoolExecutor(4) as pool:  # side by side, still one holder
         others = [pool.submit(pods.run, pods.config(f"other-{index}", port_mappings=[
             api.PortMapping(protocol=api.TCP, container_port=80, host_port=host_port + 1)])) for index in range(4)]

