@@ -979,8 +979,9 @@ class ContainerEvents:
             try:
                 container_status, _ = self._containers.status(member.id, verbose=False)
             except CRIError as exc:
-                _undescribed_if_docker_is_down(exc)
-                continue  # removed meanwhile
+                if exc.code == grpc.StatusCode.UNAVAILABLE:  # Docker down: the whole event waits
+                    raise Undescribed(exc.message) from exc
+                continue  # removed meanwhile, or one busy member (stopping) that must not hold up the pod's event
             response.containers_statuses.append(container_status)
         return response
 
