@@ -67,11 +67,13 @@ def test_tls(container: tuple[Pod, str], client_tls: ssl.SSLContext) -> None:
     assert urllib.parse.urlsplit(url).scheme == "https"
     session = SpdyExec(url, "v4.channel.k8s.io", stdin=True, tls=client_tls)
     session.write(b"spdy\n")
-    assert session.finish().stdout == b"tls:spdy\n"
+    outcome = session.finish()
+    assert outcome.stdout == b"tls:spdy\n", outcome  # once, under the whole suite: b'' (the rest unknown)
     session = WsExec(exec_url(pod, container_id, ["sh", "-c", "read line; echo tls:$line"], stdin=True),
                      "v5.channel.k8s.io", stdin=True, tls=client_tls)
     session.write(b"websocket\n")
-    assert session.finish().stdout == b"tls:websocket\n"
+    outcome = session.finish()
+    assert outcome.stdout == b"tls:websocket\n", outcome
     forward = SpdyForward(pod.runtime.PortForward(api.PortForwardRequest(pod_sandbox_id=pod.id), timeout=10).url,
                           tunnel=True, tls=client_tls)
     data, error = forward.connect(9)  # nothing listens: the error arrives over TLS
