@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from hypothesis import given
@@ -104,20 +105,25 @@ class DockerSlowToStartExecs:
         return {"Running": True, "Pid": self.process.pid, "ContainerID": self.container_id, "ExitCode": None}
 
 
-def test_an_exec_that_starts_after_execsync_gave_up_is_killed(monkeypatch) -> None:
-    monkeypatch.setattr(exec_module, "LATE_START_POLL_SECONDS", 0.01)
-    probe = subprocess.Popen(["sleep", "300"])
+@pytest.fixture
+def probe() -> Iterator[tuple[subprocess.Popen, str]]:
+    """A process standing for an exec's command, and the cgroup line its container is found by."""
+    process = subprocess.Popen(["sleep", "300"])
     try:
-        own_cgroup = Path(f"/proc/{probe.pid}/cgroup").read_text().splitlines()[0]
-        docker = DockerSlowToStartExecs(probe, own_cgroup)
-        with pytest.raises(CRIError) as raised:
-            ExecService(docker).exec_sync("c" * 64, ["sleep", "300"], timeout=1)
-        assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert probe.wait(timeout=10) == -9
+        yield process, Path(f"/proc/{process.pid}/cgroup").read_text().splitlines()[0]
     finally:
-        if probe.poll() is None:
-            probe.kill()
-            probe.wait()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_an_exec_that_starts_after_execsync_gave_up_is_killed(monkeypatch, probe) -> None:
+    monkeypatch.setattr(exec_module, "LATE_START_POLL_SECONDS", 0.01)
+    process, own_cgroup = probe
+    with pytest.raises(CRIError) as raised:
+        ExecService(DockerSlowToStartExecs(process, own_cgroup)).exec_sync("c" * 64, ["sleep", "300"], timeout=1)
+    assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert process.wait(timeout=10) == -9
 
 
 class DockerWithALostConnection:
@@ -221,17 +227,11 @@ class DockerWhoseStreamEndsUnderARunningCommand(DockerSlowToStartExecs):
         return {"Running": True, "Pid": self.process.pid, "ContainerID": self.container_id, "ExitCode": None}
 
 
-def test_a_stream_that_ends_under_a_running_command_kills_it_and_is_unavailable(monkeypatch) -> None:
+def test_a_stream_that_ends_under_a_running_command_kills_it_and_is_unavailable(monkeypatch, probe) -> None:
     monkeypatch.setattr(exec_module, "EXIT_CODE_WAIT_SECONDS", 0.1)
-    probe = subprocess.Popen(["sleep", "300"])
-    try:
-        own_cgroup = Path(f"/proc/{probe.pid}/cgroup").read_text().splitlines()[0]
-        with pytest.raises(CRIError) as raised:
-            ExecService(DockerWhoseStreamEndsUnderARunningCommand(probe, own_cgroup)).exec_sync(
-                "c" * 64, ["sleep", "300"], timeout=30)
-        assert raised.value.code == grpc.StatusCode.UNAVAILABLE and "ended while it ran on" in raised.value.message
-        assert probe.wait(timeout=10) == -9
-    finally:
-        if probe.poll() is None:
-            probe.kill()
-            probe.wait()
+    process, own_cgroup = probe
+    with pytest.raises(CRIError) as raised:
+        ExecService(DockerWhoseStreamEndsUnderARunningCommand(process, own_cgroup)).exec_sync(
+            "c" * 64, ["sleep", "300"], timeout=30)
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE and "ended while it ran on" in raised.value.message
+    assert process.wait(timeout=10) == -9
