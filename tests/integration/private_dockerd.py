@@ -66,5 +66,7 @@ def private_dockerd(docker_api: docker.APIClient) -> Iterator[PrivateDockerd]:
     daemon.start()
     yield daemon
     daemon.stop()
-    subprocess.run(["umount", "-R", str(daemon.dir / "data")], capture_output=True)
+    # dockerd leaves its data root and the netns file it binds under exec/netns mounted.
+    for mounted in ("data", "exec/netns/default"):
+        subprocess.run(["umount", "-R", str(daemon.dir / mounted)], capture_output=True)
     shutil.rmtree(daemon.dir, ignore_errors=True)
