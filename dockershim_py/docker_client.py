@@ -480,13 +480,14 @@ class DockerClient:
         self,
         on_event: Callable[[dict[str, Any]], None],
         register_cancel: Callable[[Callable[[], None]], bool],
+        types: tuple[str, ...],
         actions: tuple[str, ...],
         since: float | None = None,
     ) -> None:
-        """Hand Docker's container and image events of these `actions` (from `since`, a Unix time) to
+        """Hand Docker's events of these object `types` and `actions` (from `since`, a Unix time) to
         `on_event` until the stream ends."""
-        self._json_stream("follow Docker events", "GET", _events_path(actions, since), {}, None, on_event,
-                          register_cancel)
+        self._json_stream("follow Docker events", "GET", _events_path((types, actions), since), {}, None,
+                          on_event, register_cancel)
 
     @_measured
     def past_events(self, since: float, until: float) -> list[dict[str, Any]]:
@@ -925,12 +926,13 @@ def _quoted(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
 
-def _events_path(actions: tuple[str, ...] | None, since: float | None, until: float | None = None) -> str:
-    """/events for container and image events of these `actions` (None: all events); without
-    `until` it streams on."""
+def _events_path(followed: tuple[tuple[str, ...], tuple[str, ...]] | None, since: float | None,
+                 until: float | None = None) -> str:
+    """/events for the events of these (types, actions) (None: all events); without `until` it streams on."""
     parameters = {}
-    if actions is not None:
-        parameters["filters"] = json.dumps({"type": ["container", "image"], "event": list(actions)})
+    if followed is not None:
+        types, actions = followed
+        parameters["filters"] = json.dumps({"type": list(types), "event": list(actions)})
     if since is not None:
         parameters["since"] = f"{since:.9f}"
     if until is not None:

@@ -50,10 +50,13 @@ STREAM_LAG_SECONDS = 5.0
 CONTAINER_ACTIONS = ("create", "start", "restart", "die", "stop", "oom", "destroy", "update", "rename", "pause",
                      "unpause", "health_status")
 IMAGE_ACTIONS = ("pull", "tag", "untag", "delete", "import", "load")
+# A container joining or leaving a network (an operator's `docker network connect`) changes its addresses.
+NETWORK_ACTIONS = ("connect", "disconnect")
 # A commit makes an image too, and an untagged one comes with no image event.
 COMMIT_ACTION = "commit"
 # Every action the index follows.
-FOLLOWED_ACTIONS = CONTAINER_ACTIONS + IMAGE_ACTIONS + (COMMIT_ACTION,)
+FOLLOWED_ACTIONS = CONTAINER_ACTIONS + IMAGE_ACTIONS + NETWORK_ACTIONS + (COMMIT_ACTION,)
+FOLLOWED_TYPES = ("container", "image", "network")
 # What the kubelet's evented PLEG hears, from Docker's actions.
 LIFECYCLE_ACTIONS = {"create": "created", "start": "started", "die": "stopped", "destroy": "deleted"}
 SUBSCRIBER_QUEUE = 1024
@@ -426,7 +429,7 @@ class IndexedDockerClient(DockerClient):
                 self.resync(reason)
                 reason = "reconnect"
                 followed_at = time.monotonic()
-                self.follow_events(self._on_event, self._set_cancel, FOLLOWED_ACTIONS, since=since)
+                self.follow_events(self._on_event, self._set_cancel, FOLLOWED_TYPES, FOLLOWED_ACTIONS, since=since)
                 log.info("Docker's event stream ended; listing from Docker until it is back")
             except CRIError as exc:
                 if not self._stopping.is_set():
@@ -546,7 +549,7 @@ class IndexedDockerClient(DockerClient):
         now = time.time()
         logged = self.past_events(since=max(self._last_event_ns / 1e9, now - STREAM_LAG_SECONDS), until=now)
         for event in logged:
-            if event.get("Type") in ("container", "image"):  # networks and volumes have creates too
+            if event.get("Type") in FOLLOWED_TYPES:  # volumes have creates too
                 self._index_event(event)
         if len(logged) >= DOCKER_EVENTS_KEPT:
             log.info("Docker logged %d events in the last %gs: listing everything", len(logged), STREAM_LAG_SECONDS)
@@ -578,6 +581,9 @@ class IndexedDockerClient(DockerClient):
         self._last_event_ns = max(self._last_event_ns, int(event.get("timeNano") or 0))
         if event.get("Type") == "image":  # pulled, tagged, untagged, deleted, loaded: references may move
             self._forget_images()
+            return None
+        if event.get("Type") == "network":
+            self._network_changed(event)
             return None
         container_id = event.get("id") or (event.get("Actor") or {}).get("ID")
         action = (event.get("Action") or event.get("status") or "").split(":", 1)[0]
@@ -613,9 +619,27 @@ class IndexedDockerClient(DockerClient):
             at_ns=int(event.get("timeNano") or time.time_ns()),
         )
 
+    def _network_changed(self, event: dict[str, Any]) -> None:
+        """Re-read a container that joined or left a network, unless a re-read of it is coming anyway:
+        Docker connects a container as it starts it and disconnects it as it stops, after or
+        before the lifecycle event whose mark (stricter than this one) must stay."""
+        container_id = ((event.get("Actor") or {}).get("Attributes") or {}).get("container")
+        action = event.get("Action") or event.get("status")
+        if not container_id or action not in NETWORK_ACTIONS:
+            return  # a network's own create or destroy
+        with self._index_lock:
+            self._inspects.pop(container_id, None)
+            if container_id not in self._entries or container_id in self._dirty or container_id in self._busy:
+                return
+            self._mark_dirty_locked(container_id, _any_state)
+        self._dirty_signal.set()
+
     def _mark_dirty(self, container_id: str, settled: Callable[[dict[str, Any] | None], bool]) -> None:
         with self._index_lock:
-            self._dirty[container_id] = _Dirty(next(self._sequence), settled, time.monotonic() + SETTLE_SECONDS)
+            self._mark_dirty_locked(container_id, settled)
+
+    def _mark_dirty_locked(self, container_id: str, settled: Callable[[dict[str, Any] | None], bool]) -> None:
+        self._dirty[container_id] = _Dirty(next(self._sequence), settled, time.monotonic() + SETTLE_SECONDS)
 
     def _reread_listed(self) -> None:
         """For a read: every dirty container in one list call, which dockerd answers without waiting

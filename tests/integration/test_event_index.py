@@ -383,3 +383,32 @@ def test_catch_up_reads_the_events_docker_logged_and_returns_at_once(docker_api:
         assert container in {entry["Id"] for entry in client.list_containers({})}
     finally:
         docker_api.remove_container(container, force=True)
+
+
+def test_a_network_connected_behind_the_shims_back_shows_in_the_pod_status(fresh_pod, docker_api) -> None:
+    pod = fresh_pod
+    before = pod.runtime.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=pod.id), timeout=30).status
+    assert before.network.ip
+    network = docker_api.create_network(
+        f"{pod.namespace}-net", ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.231.7.0/24")]))
+    try:
+        # An operator moving the pod to another network: its address on the bridge is gone.
+        docker_api.connect_container_to_network(pod.id, network["Id"])
+        docker_api.disconnect_container_from_network(pod.id, "bridge")
+        deadline = time.monotonic() + 2
+        while True:
+            status = pod.runtime.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=pod.id), timeout=30).status
+            ips = [status.network.ip] + [extra.ip for extra in status.network.additional_ips]
+            if ips == ["10.231.7.2"]:
+                break
+            assert time.monotonic() < deadline, f"the pod still shows {ips}, not its new address 10.231.7.2"
+            time.sleep(0.05)
+        listed = pod.runtime.ListPodSandbox(api.ListPodSandboxRequest(
+            filter=api.PodSandboxFilter(id=pod.id)), timeout=30).items
+        assert [item.state for item in listed] == [api.SANDBOX_READY]
+    finally:
+        try:
+            docker_api.disconnect_container_from_network(pod.id, network["Id"], force=True)
+        except docker.errors.APIError:
+            pass
+        docker_api.remove_network(network["Id"])

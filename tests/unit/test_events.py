@@ -729,3 +729,20 @@ def test_an_event_stream_refused_at_once_is_retried_with_a_growing_pause(monkeyp
     index._stopping.set()
     follower.join(timeout=10)
     assert 3 <= docker.asked.count("list") <= 6  # 0.1, 0.2, 0.4, 0.8 s apart: not twenty in 2 s
+
+
+def test_network_events_mark_the_container_not_the_network_and_keep_a_stricter_mark(monkeypatch) -> None:
+    """A network's own destroy carries the network's ID, no container: it must not read as a removal.
+    A connect re-reads the container; a disconnect after its die keeps the die's expectation."""
+    index, docker = fresh_index(monkeypatch, {"c1": "running"})
+    index._on_event({"Type": "network", "Action": "destroy", "Actor": {"ID": "c1", "Attributes": {"name": "n"}}})
+    assert [entry["Id"] for entry in index.list_containers({})] == ["c1"] and not index._dirty
+    joined = {"Type": "network", "Action": "connect", "Actor": {"ID": "n1", "Attributes": {"container": "c1"}}}
+    index._on_event(joined)
+    assert index._dirty["c1"].settled is events._any_state
+    index._reread_in_background()
+    assert not index._dirty and docker.asked == ["inspect c1"]
+    index._on_event({"Type": "container", "Action": "die", "id": "c1"})
+    die_mark = index._dirty["c1"]
+    index._on_event({**joined, "Action": "disconnect"})
+    assert index._dirty["c1"] is die_mark
