@@ -24,8 +24,9 @@ from typing import Any
 from urllib.parse import quote
 
 import grpc
+from prometheus_client import Histogram
 
-from . import http2, inline
+from . import http2, inline, telemetry
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ class CallContext(grpc.ServicerContext):
 
 
 class _Call:
-    __slots__ = ("stream_id", "path", "handler", "context", "body", "headers_sent")
+    __slots__ = ("stream_id", "path", "handler", "context", "body", "headers_sent", "queued_at")
 
     def __init__(self, stream_id: int, path: str, handler: grpc.RpcMethodHandler, context: CallContext) -> None:
         self.stream_id = stream_id
@@ -206,6 +207,7 @@ class _Call:
         self.context = context
         self.body = bytearray()
         self.headers_sent = False
+        self.queued_at = 0.0
 
 
 class _Connection:
@@ -405,6 +407,8 @@ class GrpcServer:
         self.max_message_bytes = max_message_bytes
         self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cri")
         self._long_pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cri-long")
+        self._queued = telemetry.GRPC_QUEUED_SECONDS.labels("calls")
+        self._long_queued = telemetry.GRPC_QUEUED_SECONDS.labels("long")
         self._lock = threading.Condition()
         self._listeners: list[socket.socket] = []
         self._connections: set[_Connection] = set()
@@ -444,8 +448,11 @@ class GrpcServer:
             self._running += 1
         if call.path in self._inline_paths and self._answered_inline(connection, call):
             return
+        pool, queued = ((self._long_pool, self._long_queued) if call.path in self._long_paths
+                        else (self._pool, self._queued))
+        call.queued_at = time.monotonic()
         try:
-            (self._long_pool if call.path in self._long_paths else self._pool).submit(self._run, connection, call)
+            pool.submit(self._run, connection, call, queued)
         except RuntimeError:  # the pool is shut down: the server is stopping
             self._finished()
             connection.answer(call, None, grpc.StatusCode.UNAVAILABLE, "dockershim-py is shutting down")
@@ -484,7 +491,8 @@ class GrpcServer:
         self._finished()
         return True
 
-    def _run(self, connection: _Connection, call: _Call) -> None:
+    def _run(self, connection: _Connection, call: _Call, queued: Histogram) -> None:
+        queued.observe(time.monotonic() - call.queued_at)
         try:
             self._handle(connection, call)
         except Exception:  # never lose a call: the client must get a status

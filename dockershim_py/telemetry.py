@@ -37,6 +37,9 @@ GRPC_HANDLED = Counter("grpc_server_handled", "CRI calls completed on the server
                        (*_GRPC_LABELS, "grpc_code"), registry=REGISTRY)
 GRPC_SECONDS = Histogram("grpc_server_handling_seconds", "Time the server took to answer a CRI call (a server "
                          "stream's whole life).", _GRPC_LABELS, buckets=SECONDS_BUCKETS, registry=REGISTRY)
+GRPC_QUEUED_SECONDS = Histogram("dockershim_py_grpc_queued_seconds", "Time a CRI call waited for a free worker "
+                                "before it was handled (not in grpc_server_handling_seconds): long waits mean "
+                                "--grpc-workers are all busy.", ("pool",), buckets=SECONDS_BUCKETS, registry=REGISTRY)
 GRPC_INLINE = Counter("dockershim_py_grpc_inline_attempts", "Read-only CRI calls tried on the connection's "
                       "thread: answered there, or handed to a worker (deferred) at the first thing that would "
                       "wait, such as a Docker request.", ("grpc_service", "grpc_method", "outcome"), registry=REGISTRY)

@@ -177,3 +177,29 @@ def test_a_taken_address_stops_the_start(metrics_shim: tuple[Shim, str]) -> None
     with pytest.raises(RuntimeError, match="cannot start"):
         shim.start()
     shim.remove_files()
+
+
+def test_time_calls_waited_for_a_worker(docker_api: docker.APIClient) -> None:
+    """With one worker for long calls, the second of two ExecSyncs waits out the first one's second."""
+    port = free_port()
+    shim = Shim(["--metrics-address", f"127.0.0.1:{port}", "--grpc-workers", "1"]).start()
+    url = f"http://127.0.0.1:{port}/metrics"
+    pod = Pod(shim.runtime, docker_api)
+    try:
+        container_id = pod.run("shell", ["sleep", "3600"])
+
+        def queued(suffix: str, labels: dict[str, str]) -> float:
+            return scrape(url)(f"dockershim_py_grpc_queued_seconds_{suffix}", {"pool": "long", **labels}) or 0
+
+        count, quick = queued("count", {}), queued("bucket", {"le": "0.5"})
+        request = api.ExecSyncRequest(container_id=container_id, cmd=["sleep", "1"], timeout=10)
+        calls = [shim.runtime.ExecSync.future(request, timeout=30) for _ in range(2)]
+        assert [call.result().exit_code for call in calls] == [0, 0]
+        assert queued("count", {}) == count + 2
+        assert queued("bucket", {"le": "0.5"}) == quick + 1  # the other waited about a second
+        shim.runtime.Version(api.VersionRequest(), timeout=10)
+        assert scrape(url)("dockershim_py_grpc_queued_seconds_count", {"pool": "calls"})
+    finally:
+        pod.close()
+        assert shim.stop() == 0, shim.log()[-3000:]
+        shim.remove_files()
