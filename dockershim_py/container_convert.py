@@ -141,6 +141,11 @@ def docker_mounts(
                 f"mount {target}: recursive read-only mounts are not supported "
                 f"(RuntimeHandlerFeatures.recursive_read_only_mounts is false)"
             )
+        if mount.mount_options:  # dropped, a noexec or nosuid asked for would silently not hold
+            raise invalid_argument(
+                f"mount {target}: mount options {', '.join(mount.mount_options)} are not supported: Docker's bind "
+                f"mounts take none (RuntimeFeatures.mount_options is false)"
+            )
         if mount.propagation not in _PROPAGATION_TO_DOCKER:
             raise invalid_argument(f"mount {target}: unknown propagation {mount.propagation}")
         propagation = _PROPAGATION_TO_DOCKER[mount.propagation]

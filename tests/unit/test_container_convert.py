@@ -295,6 +295,7 @@ def test_selinux_relabel_uses_a_bind_only_where_docker_has_selinux() -> None:
         api.Mount(container_path="relative", host_path="/srv"),
         api.Mount(container_path="/x", host_path=""),
         api.Mount(container_path="/x", host_path="/srv", recursive_read_only=True, readonly=True),
+        api.Mount(container_path="/x", host_path="/srv", mount_options=["noexec", "nosuid"]),
         api.Mount(container_path="/x", host_path="/srv", uidMappings=[api.IDMapping(host_id=1000, container_id=0, length=1)]),
     ],
 )
