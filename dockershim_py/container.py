@@ -106,6 +106,9 @@ class ContainerService:
         with self._names.reserved(name, "CreateContainer"):
             # 2. The sandbox must exist and run: the container joins its namespaces.
             sandbox = self._sandbox(sandbox_id)
+            namespaces = config.linux.security_context.namespace_options
+            if namespaces.pid == api.TARGET and namespaces.target_id:
+                self._check_pid_target(namespaces.target_id, sandbox.id)
 
             # 3. The image must be on the node (the kubelet pulls first).
             try:
@@ -181,6 +184,23 @@ class ContainerService:
             host_network=host_config.get("NetworkMode") == "host",
             runtime=host_config.get("Runtime") or "",
         )
+
+    def _check_pid_target(self, target_id: str, sandbox_id: str) -> None:
+        """A container may join the PID namespace of a running container of its own pod only, as
+        containerd has it: one of another pod's would see and signal that pod's processes."""
+        try:
+            inspect = self._docker.inspect_container(target_id)
+        except CRIError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                raise not_found(f"namespace_options.target_id {target_id!r}: no such container") from exc
+            raise
+        container_labels = (inspect.get("Config") or {}).get("Labels") or {}
+        if labels.is_sandbox(container_labels) or container_labels.get(labels.SANDBOX_ID_LABEL) != sandbox_id:
+            raise invalid_argument(f"namespace_options.target_id {target_id!r} is not a container of pod sandbox "
+                                   f"{sandbox_id}: a container can join the PID namespace of its own pod's only")
+        if not (inspect.get("State") or {}).get("Running"):
+            raise failed_precondition(f"namespace_options.target_id {target_id!r} is not running: "
+                                      f"there is no PID namespace to join")
 
     def _node_view(self) -> NodeView:
         info = self._docker.info()

@@ -201,6 +201,26 @@ def test_pid_namespaces(pod: Pod, run) -> None:
         Path("/proc/1/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
 
 
+def test_a_pid_namespace_target_must_be_a_running_container_of_the_pod(pod: Pod, run, shim, docker_api) -> None:
+    """Else a container could see and signal another pod's processes."""
+    other_pod = Pod(shim.runtime, docker_api)
+    try:
+        stranger = other_pod.run("stranger")
+        stopped = pod.create(pod.container_config("pid-stopped"))
+        for target_id, code, words in (
+                (stranger, grpc.StatusCode.INVALID_ARGUMENT, "is not a container of pod sandbox"),
+                (pod.id, grpc.StatusCode.INVALID_ARGUMENT, "is not a container of pod sandbox"),
+                (stopped, grpc.StatusCode.FAILED_PRECONDITION, "is not running"),
+                ("f" * 64, grpc.StatusCode.NOT_FOUND, "no such container")):
+            got_code, message = rpc_error(pod.create, pod.container_config("pid-target-bad", linux=context(
+                namespace_options=api.NamespaceOption(pid=api.TARGET, target_id=target_id))))
+            assert (got_code, words in message) == (code, True), message
+        assert other_pod.status(stranger).state == api.CONTAINER_RUNNING
+        assert not [c for c in docker_api.containers(all=True, filters={"name": "pid-target-bad"})]
+    finally:
+        other_pod.close()
+
+
 def test_host_network_pod_shares_the_hostname(shim, docker_api: docker.APIClient) -> None:
     host_pod = Pod(shim.runtime, docker_api, linux=api.LinuxPodSandboxConfig(
         security_context=api.LinuxSandboxSecurityContext(namespace_options=api.NamespaceOption(network=api.NODE))))
