@@ -375,6 +375,13 @@ CAPABILITIES = (
 )
 
 
+# What Docker gives a container that asks for no capabilities (moby's oci/caps defaults).
+DOCKER_DEFAULT_CAPABILITIES = frozenset("CAP_" + name for name in (
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID", "SETFCAP", "SETPCAP",
+    "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+))
+
+
 def capability_name(name: str) -> str:
     """Docker's spelling of a CRI capability (`net_admin`, `CAP_NET_ADMIN`): `CAP_NET_ADMIN`, or `ALL`."""
     upper = name.strip().upper()
@@ -434,10 +441,11 @@ def container_security(
         "SecurityOpt": security_opts,
     }
     if not context.privileged:
-        added = [capability_name(name) for name in context.capabilities.add_capabilities]
-        dropped = [capability_name(name) for name in context.capabilities.drop_capabilities]
-        if "ALL" in added and "ALL" not in dropped:
-            dropped += sorted(node_lacks - set(dropped))
+        added, dropped = docker_capabilities(
+            [capability_name(name) for name in context.capabilities.add_capabilities],
+            [capability_name(name) for name in context.capabilities.drop_capabilities],
+            node_lacks,
+        )
         if added:
             host_config["CapAdd"] = added
         if dropped:
@@ -455,6 +463,22 @@ def container_security(
         context.run_as_group if context.HasField("run_as_group") else None,
     )
     return ContainerSecurity(user=user, host_config=host_config)
+
+
+def docker_capabilities(added: list[str], dropped: list[str], node_lacks: frozenset[str]) -> tuple[list[str], list[str]]:
+    """(CapAdd, CapDrop) giving what containerd and CRI-O give: ALL added, then ALL dropped, then
+    the named ones added, then the named ones dropped. Docker lets an added ALL win over a dropped
+    one, and a named add over the same drop.
+
+    A named drop of a capability Docker would not give anyway is left out: Docker 20.10 refuses
+    names it does not know (PERFMON, BPF, CHECKPOINT_RESTORE), though it never grants them.
+    """
+    named_added = [name for name in added if name != "ALL" and name not in dropped]
+    if "ALL" in dropped:
+        return named_added, ["ALL"]
+    if "ALL" in added:
+        return ["ALL"], dropped + sorted(node_lacks - set(dropped))
+    return named_added, [name for name in dropped if name in DOCKER_DEFAULT_CAPABILITIES]
 
 
 _CONTAINER_ID = re.compile(r"[0-9a-f]{1,64}")

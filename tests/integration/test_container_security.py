@@ -118,6 +118,12 @@ def test_capabilities_added_and_dropped(pod: Pod, run) -> None:
     everything = capabilities(pod, run("all-caps", context(capabilities=api.Capability(add_capabilities=["ALL"]))))
     assert {"SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "SYS_TIME", "MKNOD"} <= everything
     assert ("SYS_RESOURCE" in everything) == host_has_capability(CAP_SYS_RESOURCE)
+    # As containerd: ALL added, then ALL dropped, then the named added.
+    assert capabilities(pod, run("all-in-all-out", context(capabilities=api.Capability(
+        add_capabilities=["ALL", "NET_ADMIN"], drop_capabilities=["ALL"])))) == {"NET_ADMIN"}
+    # Capabilities newer than Docker 20.10 (which it never gives) can be dropped.
+    assert capabilities(pod, run("new-caps-out", context(capabilities=api.Capability(
+        drop_capabilities=["PERFMON", "BPF", "CHECKPOINT_RESTORE"])))) == default
 
 
 def test_readonly_rootfs_and_no_new_privs(pod: Pod, run) -> None:

@@ -384,6 +384,25 @@ def test_all_capabilities_leave_out_what_the_node_lacks() -> None:
     assert "CapDrop" not in container_security(context).host_config
 
 
+@pytest.mark.parametrize(
+    ("add", "drop", "docker_add", "docker_drop"),
+    [
+        # containerd's order: ALL added, ALL dropped, the named added, the named dropped.
+        (["ALL"], ["ALL"], [], ["ALL"]),
+        (["ALL", "NET_ADMIN"], ["ALL"], ["CAP_NET_ADMIN"], ["ALL"]),
+        (["NET_ADMIN", "CHOWN"], ["ALL", "CHOWN"], ["CAP_NET_ADMIN"], ["ALL"]),
+        (["ALL"], ["CHOWN"], ["ALL"], ["CAP_CHOWN", "CAP_SYS_RESOURCE"]),
+        (["NET_ADMIN"], ["NET_ADMIN", "KILL"], [], ["CAP_KILL"]),
+        # Docker 20.10 refuses to drop what it does not know, and never gives it anyway.
+        ([], ["PERFMON", "BPF", "CHECKPOINT_RESTORE", "KILL"], [], ["CAP_KILL"]),
+    ],
+)
+def test_capabilities_mean_what_containerd_gives(add, drop, docker_add, docker_drop) -> None:
+    context = api.LinuxContainerSecurityContext(capabilities=api.Capability(add_capabilities=add, drop_capabilities=drop))
+    host = container_security(context, frozenset({"CAP_SYS_RESOURCE"})).host_config
+    assert (host.get("CapAdd", []), host.get("CapDrop", [])) == (docker_add, docker_drop)
+
+
 def test_privileged_ignores_caps_and_masks_and_is_passed_on_where_the_node_lacks_capabilities() -> None:
     context = api.LinuxContainerSecurityContext(privileged=True, masked_paths=["/proc/kcore"],
                                                 capabilities=api.Capability(add_capabilities=["ALL"]))
