@@ -33,6 +33,7 @@ from .container_convert import (
     container_name_of,
     create_body,
     matches_filter,
+    privileged_runs,
     state_of,
     status_of,
     update_body,
@@ -44,7 +45,7 @@ from .errors import CRIError, failed_precondition, invalid_argument, not_found
 from .image_accounts import ACCOUNT_FILES_LABEL, Accounts, ImageAccounts
 from .image_volume import EXPORT_LABEL, ImageVolumes
 from .logs import LogManager
-from .security_context import groups_by_policy, missing_capabilities
+from .security_context import groups_by_policy, host_devices, node_lacking_capabilities
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +55,6 @@ LOG_RESUME_TRIES = 60  # a started container's log copy, when Docker did not ans
 # is any int64, but Docker's stop time and the wait for its answer overflow past about 9e9 s.
 STOP_GRACE_MAX_SECONDS = 2**31 - 1
 _CONTAINER_ID = re.compile(r"[0-9a-f]{1,64}")
-
-
-def node_lacking_capabilities() -> frozenset[str]:
-    """The capabilities this node's bounding set lacks (a VM may lack CAP_SYS_RESOURCE)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            bounding = next(int(line.split()[1], 16) for line in handle if line.startswith("CapBnd:"))
-        with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as handle:
-            last = int(handle.read())
-    except (OSError, StopIteration, ValueError):
-        return frozenset()  # cannot tell: let Docker decide
-    return missing_capabilities(bounding, last)
 
 
 def _cri_log_path(inspect: dict[str, Any]) -> str:
@@ -93,8 +82,9 @@ class ContainerService:
         )
         if self._lacking_capabilities:
             log.warning("this node's capability bounding set lacks %s: containers asking for ALL capabilities "
-                        "get all the others; privileged containers start only if Docker's runtime copes "
-                        "(plain runc cannot apply every capability here)",
+                        "get all the others; on plain runc, which cannot apply every capability here, a "
+                        "privileged container gets all the others, unconfined, with the node's devices, but "
+                        "not Docker's Privileged (its /sys stays read-only)",
                         ", ".join(sorted(self._lacking_capabilities)))
 
     # --- CreateContainer --------------------------------------------------------------------------
@@ -120,7 +110,7 @@ class ContainerService:
 
             # 4. Image volumes, materialised on the node (once the rest of the request is known to be
             #    good: an export copies a whole image), then Docker's create body.
-            node = self._node_view()
+            node = self._node_view(privileged=config.linux.security_context.privileged)
             image_mounts = [index for index, mount in enumerate(config.mounts)
                             if mount.HasField("image") and mount.image.image]
             if image_mounts:
@@ -128,6 +118,10 @@ class ContainerService:
                             {index: ImageVolume(host_path="/", image_id="") for index in image_mounts})
             image_volumes = {index: self._image_volumes.prepare(config.mounts[index]) for index in image_mounts}
             body = create_body(config, sandbox_config, sandbox, node, image_volumes)
+            if config.linux.security_context.privileged and not privileged_runs(node, sandbox):
+                log.warning("container %s asks to be privileged, which runc cannot run on this node: it gets "
+                            "every capability but %s, no seccomp or AppArmor profile and the node's devices "
+                            "instead", name, ", ".join(sorted(node.lacking_capabilities)))
             labels.hide_image_labels(body["Labels"], (image.get("Config") or {}).get("Labels"))
             self._apply_groups_policy(body, config.linux.security_context.supplemental_groups_policy, image)
             resources = config.linux.resources
@@ -202,7 +196,7 @@ class ContainerService:
             raise failed_precondition(f"namespace_options.target_id {target_id!r} is not running: "
                                       f"there is no PID namespace to join")
 
-    def _node_view(self) -> NodeView:
+    def _node_view(self, privileged: bool = False) -> NodeView:
         info = self._docker.info()
         return NodeView(
             cgroup_driver=info.get("CgroupDriver") or "cgroupfs",
@@ -216,6 +210,7 @@ class ContainerService:
                 "max-file": str(self._config.docker_log_max_files),
                 "compress": "false",
             }},
+            host_devices=host_devices() if privileged and self._lacking_capabilities else (),
         )
 
     @staticmethod

@@ -65,6 +65,7 @@ class NodeView:
     selinux_enabled: bool = False
     cdi_supported: bool = False
     log_config: Mapping[str, Any] = field(default_factory=dict)
+    host_devices: tuple[str, ...] = ()  # looked up for a privileged container only
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,12 @@ def update_body(resources: api.LinuxContainerResources) -> dict[str, Any]:
     return body
 
 
+def privileged_runs(node: NodeView, sandbox: SandboxView) -> bool:
+    """Whether Docker's Privileged can run here: plain runc cannot grant every capability where
+    the node's bounding set lacks one; another runtime (a wrapper) may."""
+    return not node.lacking_capabilities or sandbox.runtime not in ("", "runc")
+
+
 def create_body(
     config: api.ContainerConfig,
     sandbox_config: api.PodSandboxConfig,
@@ -262,7 +269,7 @@ def create_body(
         raise invalid_argument(f"working_dir {config.working_dir!r} must be an absolute path")
     linux = config.linux
     context = linux.security_context
-    security = container_security(context, node.lacking_capabilities, load_profile)
+    security = container_security(context, node.lacking_capabilities, load_profile, privileged_runs(node, sandbox))
     namespaces = container_namespace_modes(
         context.namespace_options if context.HasField("namespace_options") else None,
         sandbox.id,
@@ -286,6 +293,10 @@ def create_body(
     if binds:
         host_config["Binds"] = binds
     devices = docker_devices(config.devices)
+    if security.privileged_in_parts:  # the node's devices, as Docker's Privileged gives them
+        asked = {device["PathInContainer"] for device in devices}
+        devices += [{"PathOnHost": path, "PathInContainer": path, "CgroupPermissions": "rwm"}
+                    for path in node.host_devices if path not in asked]
     if devices:
         host_config["Devices"] = devices
     if config.CDI_devices:

@@ -32,7 +32,7 @@ from .events import ConvertedEntries
 from .errors import CRIError, deadline_exceeded, failed_precondition, invalid_argument, not_found, unavailable
 from .files import remove_if_present
 from .image import ImageService
-from .security_context import namespace_options_of, read_profile, sandbox_security
+from .security_context import namespace_options_of, node_lacking_capabilities, read_profile, sandbox_security
 from .timestamps import parse_docker_time
 
 log = logging.getLogger(__name__)
@@ -80,10 +80,13 @@ def sandbox_create_body(
     oom_score_adj: int,
     load_profile: Callable[[str], str] = read_profile,
     pod_network_mode: str = network.POD_NETWORK_MODE,
+    privileged_runs: bool = True,
 ) -> dict[str, Any]:
     """Docker's create body for the pause container: every check that can refuse the pod is here.
 
-    On a CNI pod network the host ports are the plugins' (portmap), not Docker's bindings.
+    On a CNI pod network the host ports are the plugins' (portmap), not Docker's bindings. The
+    pause process needs no privilege: where Docker's Privileged cannot run (`privileged_runs`
+    False) a privileged pod's pause container is made without it.
     """
     security = sandbox_security(config.linux, pod_network_mode, load_profile)
     if len(config.hostname.encode()) > HOST_NAME_MAX and not security.namespaces.host_network:
@@ -94,6 +97,7 @@ def sandbox_create_body(
     pid_namespace = api.NamespaceMode.Name(requested_pid) if requested_pid in (api.POD, api.CONTAINER) else ""
     host_config: dict[str, Any] = {
         **security.host_config,
+        "Privileged": security.host_config["Privileged"] and privileged_runs,
         "NetworkMode": security.namespaces.network_mode,
         "IpcMode": security.namespaces.ipc_mode,
         "CpuShares": SANDBOX_CPU_SHARES,
@@ -313,6 +317,7 @@ class SandboxService:
         self._converted: ConvertedEntries[api.PodSandbox | None] = ConvertedEntries(
             lambda entry, _: sandbox_from_list_entry(entry))
         self._oom_score_adj = effective_oom_score_adj(config.sandbox_oom_score_adj, can_lower_oom_score())
+        self._lacking_capabilities = node_lacking_capabilities()
         if self._oom_score_adj != config.sandbox_oom_score_adj:
             log.warning(
                 "this host cannot lower OOM scores (CAP_SYS_RESOURCE is not in the capability bounding set), "
@@ -347,6 +352,7 @@ class SandboxService:
             self._cgroup_driver() if config.linux.cgroup_parent else "",
             self._oom_score_adj,
             pod_network_mode=self._network.pod_network_mode,
+            privileged_runs=self._privileged_runs(runtime),
         )
         host_network = body["HostConfig"]["NetworkMode"] == "host"
         on_cni = self._network.cni is not None and not host_network
@@ -415,6 +421,12 @@ class SandboxService:
         if handler not in runtimes:  # maybe added since the kept answer: ask again once
             runtimes = (self._docker.info(max_age=0).get("Runtimes") or {}).keys()
         return docker_runtime(handler, runtimes)
+
+    def _privileged_runs(self, docker_runtime_name: str) -> bool:
+        """Plain runc cannot grant every capability where the node's bounding set lacks one."""
+        if not self._lacking_capabilities:
+            return True
+        return (docker_runtime_name or self._docker.info().get("DefaultRuntime") or "runc") != "runc"
 
     def _cgroup_driver(self) -> str:
         return self._docker.info().get("CgroupDriver") or "cgroupfs"

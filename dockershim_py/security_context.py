@@ -16,7 +16,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .api import api_pb2 as api
@@ -399,29 +399,92 @@ def missing_capabilities(bounding_set: int, last_capability: int) -> frozenset[s
     return frozenset("CAP_" + CAPABILITIES[number] for number in range(known + 1) if not bounding_set >> number & 1)
 
 
+def node_lacking_capabilities() -> frozenset[str]:
+    """The capabilities this node's bounding set lacks (a VM may lack CAP_SYS_RESOURCE)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            bounding = next(int(line.split()[1], 16) for line in handle if line.startswith("CapBnd:"))
+        with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as handle:
+            last = int(handle.read())
+    except (OSError, StopIteration, ValueError):
+        return frozenset()  # cannot tell: let Docker decide
+    return missing_capabilities(bounding, last)
+
+
+# Where runc's own list of the host's devices (Docker's Privileged) does not look.
+_NOT_HOST_DEVICES = frozenset({"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"})
+
+
+def host_devices(root: str = "/dev") -> tuple[str, ...]:
+    """Every character and block device node under /dev, as Docker's Privileged gives a container
+    (less /dev/console and /dev/ptmx, which runc makes itself)."""
+    found = []
+    for directory, subdirectories, files in os.walk(root):
+        subdirectories[:] = [name for name in subdirectories if name not in _NOT_HOST_DEVICES]
+        for name in files:
+            path = os.path.join(directory, name)
+            if directory == root and name in ("console", "ptmx"):
+                continue
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                continue  # gone meanwhile
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                found.append(path)
+    return tuple(sorted(found))
+
+
 @dataclass(frozen=True)
 class ContainerSecurity:
     """What an application container's security context sets in Docker's create request."""
 
     user: str
     host_config: dict[str, Any] = field(default_factory=dict)
+    # Privileged asked for, but made of its parts (see container_security): the node's devices go in too.
+    privileged_in_parts: bool = False
+
+
+# What a privileged container is made of where Docker's own Privileged cannot run.
+UNCONFINED_SECURITY_OPTS = ["seccomp=unconfined", "apparmor=unconfined"]
+EVERY_DEVICE_RULE = "a *:* rwm"
 
 
 def container_security(
     context: api.LinuxContainerSecurityContext,
     node_lacks: frozenset[str] = frozenset(),
     load_profile: Callable[[str], str] = read_profile,
+    privileged_runs: bool = True,
 ) -> ContainerSecurity:
     """User, privileges, capabilities, profiles and proc masks of an application container.
 
     `node_lacks` are the capabilities missing from the node's bounding set: `ALL` then means
-    every capability the node can grant. A privileged container is passed on as it is: Docker
-    gives it every capability whatever it drops, which plain runc cannot apply on such a node,
-    but a runtime that copes (a runc wrapper such as critest-env's) runs it.
+    every capability the node can grant. Docker gives a privileged container every capability
+    whatever it drops, which plain runc cannot apply on such a node (`privileged_runs` False):
+    there it is made of its parts instead, every capability the node has, no seccomp or AppArmor
+    profile, no masked or read-only /proc paths, and every device, so that a CNI or CSI daemon
+    still runs; /sys stays read-only. A runtime that copes (a runc wrapper such as critest-env's)
+    gets Docker's own Privileged.
     Masked and read-only paths apply only to unprivileged containers; none asked for keeps
     Docker's defaults. With no seccomp profile asked for the container is unconfined, as
     dockershim did (the kubelet always asks for one).
     """
+    if context.privileged and not privileged_runs:
+        unprivileged = api.LinuxContainerSecurityContext()
+        unprivileged.CopyFrom(context)
+        unprivileged.privileged = False
+        unprivileged.ClearField("seccomp")
+        unprivileged.ClearField("apparmor")
+        unprivileged.seccomp_profile_path = unprivileged.apparmor_profile = ""
+        del unprivileged.capabilities.add_capabilities[:], unprivileged.capabilities.drop_capabilities[:]
+        unprivileged.capabilities.add_capabilities.append("ALL")
+        del unprivileged.masked_paths[:], unprivileged.readonly_paths[:]
+        security = container_security(unprivileged, node_lacks, load_profile)
+        security.host_config["SecurityOpt"] = [option for option in security.host_config["SecurityOpt"]
+                                               if not option.startswith(("seccomp=", "apparmor="))]
+        security.host_config["SecurityOpt"] += UNCONFINED_SECURITY_OPTS
+        # Empty lists, not left out: Docker fills in its defaults for those it is not given.
+        security.host_config.update(MaskedPaths=[], ReadonlyPaths=[], DeviceCgroupRules=[EVERY_DEVICE_RULE])
+        return replace(security, privileged_in_parts=True)
     if context.capabilities.add_ambient_capabilities:
         raise unimplemented("ambient capabilities cannot be set through Docker Engine")
     security_opts = ["no-new-privileges"] if context.no_new_privs else []

@@ -193,6 +193,34 @@ def test_privileged(pod: Pod, run, docker_api) -> None:
     container_id = run("privileged", context(privileged=True, masked_paths=["/proc/cpuinfo"]))
     assert "SYS_ADMIN" in capabilities(pod, container_id)
     assert int(pod.sh(container_id, "wc -c < /proc/cpuinfo")) > 0  # no masks for privileged containers
+    assert docker_api.inspect_container(container_id)["HostConfig"]["Privileged"] is True
+
+
+def test_privileged_pods_run_where_runc_cannot_grant_every_capability(shim, docker_api) -> None:
+    """A CNI or CSI daemon's pod still runs: every capability the node has, no profile, the node's devices."""
+    if runtime_copes_with_privileged(docker_api):
+        pytest.skip("Docker's own Privileged runs here (the node has every capability, or a runc wrapper copes)")
+    privileged_pod = Pod(shim.runtime, docker_api, linux=api.LinuxPodSandboxConfig(
+        security_context=api.LinuxSandboxSecurityContext(privileged=True, run_as_user=api.Int64Value(value=0))))
+    try:
+        container_id = privileged_pod.run("privileged", linux=context(
+            privileged=True, masked_paths=["/proc/timer_list"],
+            seccomp=api.SecurityProfile(profile_type=api.SecurityProfile.RuntimeDefault)))
+        # Up to AUDIT_READ: Docker 20.10 knows no newer one, and does not give them to Privileged either.
+        granted = capabilities(privileged_pod, container_id)
+        assert set(CAPABILITIES[:CAPABILITIES.index("AUDIT_READ") + 1]) - {"SYS_RESOURCE"} <= granted
+        assert "SYS_RESOURCE" not in granted
+        status = proc_status(privileged_pod, container_id)
+        assert status["Seccomp"] == "0"
+        assert privileged_pod.exec(container_id, ["test", "-c", "/dev/kmsg"]).exit_code == 0  # the node's devices
+        assert privileged_pod.exec(container_id, ["head", "-c", "1", "/dev/kmsg"]).exit_code == 0
+        assert privileged_pod.exec(container_id, ["test", "-e", "/dev/shm"]).exit_code == 0  # Docker's own /dev kept
+        # No masked or read-only /proc paths: the pod's own network namespace takes a sysctl.
+        privileged_pod.sh(container_id, "echo 1 > /proc/sys/net/ipv4/tcp_syncookies")
+        assert int(privileged_pod.sh(container_id, "wc -c < /proc/timer_list")) > 0  # Docker masks it by default
+        assert "privileged" in shim.log() and "cannot run on this node" in shim.log()
+    finally:
+        privileged_pod.close()
 
 
 def test_pid_namespaces(pod: Pod, run) -> None:

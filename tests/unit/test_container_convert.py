@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 
 import grpc
 import pytest
@@ -13,7 +14,7 @@ from dockershim_py import labels
 from dockershim_py.api import api_pb2 as api
 from dockershim_py.container_convert import ImageVolume, NodeView, SandboxView
 from dockershim_py.errors import CRIError
-from dockershim_py.security_context import container_namespace_modes, container_security, missing_capabilities
+from dockershim_py.security_context import container_namespace_modes, container_security, host_devices, missing_capabilities
 from proto_fields import with_fields
 
 SANDBOX_ID = "a" * 64
@@ -382,6 +383,43 @@ def test_all_capabilities_leave_out_what_the_node_lacks() -> None:
     context = api.LinuxContainerSecurityContext(capabilities=api.Capability(add_capabilities=["ALL"]))
     assert container_security(context, lacking).host_config["CapDrop"] == ["CAP_SYS_RESOURCE"]
     assert "CapDrop" not in container_security(context).host_config
+
+
+def test_privileged_is_made_of_its_parts_where_runc_cannot_run_it() -> None:
+    context = api.LinuxContainerSecurityContext(
+        privileged=True, masked_paths=["/proc/kcore"], readonly_paths=["/proc/sys"],
+        capabilities=api.Capability(drop_capabilities=["ALL"]),
+        seccomp=api.SecurityProfile(profile_type=api.SecurityProfile.RuntimeDefault), no_new_privs=True)
+    security = container_security(context, frozenset({"CAP_SYS_RESOURCE"}), privileged_runs=False)
+    assert security.privileged_in_parts
+    assert security.host_config == {
+        "Privileged": False, "ReadonlyRootfs": False,
+        "SecurityOpt": ["no-new-privileges", "seccomp=unconfined", "apparmor=unconfined"],
+        "CapAdd": ["ALL"], "CapDrop": ["CAP_SYS_RESOURCE"],
+        "MaskedPaths": [], "ReadonlyPaths": [], "DeviceCgroupRules": ["a *:* rwm"],
+    }
+    node = convert.NodeView(lacking_capabilities=frozenset({"CAP_SYS_RESOURCE"}), host_devices=("/dev/kmsg", "/dev/fuse"))
+    config = api.ContainerConfig(metadata=api.ContainerMetadata(name="p"), image=api.ImageSpec(image="busybox"),
+                                 linux=api.LinuxContainerConfig(security_context=context))
+    sandbox_config = api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="pod", namespace="ns", uid="u"))
+    for runtime, privileged in (("runc", False), ("", False), ("critest-runc", True)):
+        host = convert.create_body(config, sandbox_config, convert.SandboxView("s" * 64, False, runtime), node)["HostConfig"]
+        assert host["Privileged"] is privileged
+        assert [d["PathInContainer"] for d in host.get("Devices", [])] == ([] if privileged else ["/dev/kmsg", "/dev/fuse"])
+    config.devices.add(host_path="/dev/null", container_path="/dev/fuse")  # a device asked for keeps its place
+    host = convert.create_body(config, sandbox_config, convert.SandboxView("s" * 64, False, "runc"), node)["HostConfig"]
+    assert [(d["PathOnHost"], d["PathInContainer"]) for d in host["Devices"]] == [
+        ("/dev/null", "/dev/fuse"), ("/dev/kmsg", "/dev/kmsg")]
+
+
+def test_host_devices_are_the_device_nodes_runc_would_list(tmp_path) -> None:
+    for directory in ("net", "pts", "shm"):
+        (tmp_path / directory).mkdir()
+    for name in ("null", "net/tun", "pts/0", "shm/x", "console", "ptmx"):
+        os.mknod(tmp_path / name, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    (tmp_path / "stdin").symlink_to("/proc/self/fd/0")
+    (tmp_path / "plain").write_text("")
+    assert host_devices(str(tmp_path)) == (str(tmp_path / "net/tun"), str(tmp_path / "null"))
 
 
 @pytest.mark.parametrize(
