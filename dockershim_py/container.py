@@ -204,6 +204,7 @@ class ContainerService:
             lacking_capabilities=self._lacking_capabilities,
             can_lower_oom_score=self._can_lower_oom_score,
             selinux_enabled=any("name=selinux" in option for option in info.get("SecurityOptions") or []),
+            apparmor_enabled=any("name=apparmor" in option for option in info.get("SecurityOptions") or []),
             cdi_supported=bool(info.get("CDISpecDirs")),
             log_config={"Type": "json-file", "Config": {
                 "max-size": self._config.docker_log_max_size,

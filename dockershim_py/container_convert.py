@@ -63,6 +63,7 @@ class NodeView:
     lacking_capabilities: frozenset[str] = frozenset()
     can_lower_oom_score: bool = True
     selinux_enabled: bool = False
+    apparmor_enabled: bool = False
     cdi_supported: bool = False
     log_config: Mapping[str, Any] = field(default_factory=dict)
     host_devices: tuple[str, ...] = ()  # looked up for a privileged container only
@@ -270,6 +271,11 @@ def create_body(
     linux = config.linux
     context = linux.security_context
     security = container_security(context, node.lacking_capabilities, load_profile, privileged_runs(node, sandbox))
+    profiles = [option.removeprefix("apparmor=") for option in security.host_config["SecurityOpt"]
+                if option.startswith("apparmor=") and option != "apparmor=unconfined"]
+    if profiles and not node.apparmor_enabled:  # Docker would run the container unconfined, saying nothing
+        raise failed_precondition(f"AppArmor profile {profiles[0]!r} asked for, but AppArmor is not enabled on "
+                                  f"this node (Docker reports no apparmor security option)")
     namespaces = container_namespace_modes(
         context.namespace_options if context.HasField("namespace_options") else None,
         sandbox.id,

@@ -168,16 +168,26 @@ def test_apparmor_from_both_fields_and_selinux_labels(pod: Pod, docker_api: dock
     """AppArmor and SELinux are not enabled on every node; what Docker is told is checked."""
     current = pod.create(pod.container_config("apparmor-current", linux=context(
         apparmor=Profile(profile_type=Profile.Unconfined), apparmor_profile="localhost/ignored")))
-    deprecated = pod.create(pod.container_config("apparmor-deprecated", linux=context(apparmor_profile="localhost/old")))
     labelled = pod.create(pod.container_config("selinux", linux=context(
         selinux_options=api.SELinuxOption(user="system_u", role="system_r", type="container_t", level="s0:c1,c2"))))
+    made = [current, labelled]
     try:
         assert "apparmor=unconfined" in docker_api.inspect_container(current)["HostConfig"]["SecurityOpt"]
-        assert "apparmor=old" in docker_api.inspect_container(deprecated)["HostConfig"]["SecurityOpt"]
         assert docker_api.inspect_container(labelled)["HostConfig"]["SecurityOpt"][:4] == [
             "label=user:system_u", "label=role:system_r", "label=type:container_t", "label=level:s0:c1,c2"]
+        named = [pod.container_config("apparmor-deprecated", linux=context(apparmor_profile="localhost/old")),
+                 pod.container_config("apparmor-localhost", linux=context(
+                     apparmor=Profile(profile_type=Profile.Localhost, localhost_ref="old")))]
+        if any("name=apparmor" in option for option in docker_api.info().get("SecurityOptions") or []):
+            for config in named:
+                made.append(pod.create(config))
+                assert "apparmor=old" in docker_api.inspect_container(made[-1])["HostConfig"]["SecurityOpt"]
+        else:  # Docker would run them unconfined without a word
+            for config in named:
+                code, message = rpc_error(pod.create, config)
+                assert code == grpc.StatusCode.FAILED_PRECONDITION and "AppArmor is not enabled" in message
     finally:
-        for container_id in (current, deprecated, labelled):
+        for container_id in made:
             pod.remove(container_id)
 
 

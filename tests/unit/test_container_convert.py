@@ -412,6 +412,20 @@ def test_privileged_is_made_of_its_parts_where_runc_cannot_run_it() -> None:
         ("/dev/null", "/dev/fuse"), ("/dev/kmsg", "/dev/kmsg")]
 
 
+def test_an_apparmor_profile_needs_apparmor_on_the_node() -> None:
+    context = api.LinuxContainerSecurityContext(
+        apparmor=api.SecurityProfile(profile_type=api.SecurityProfile.Localhost, localhost_ref="my-profile"))
+    config = api.ContainerConfig(metadata=api.ContainerMetadata(name="a"), image=api.ImageSpec(image="busybox"),
+                                 linux=api.LinuxContainerConfig(security_context=context))
+    sandbox_config = api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="pod", namespace="ns", uid="u"))
+    sandbox = convert.SandboxView("s" * 64, False)
+    refused(grpc.StatusCode.FAILED_PRECONDITION, convert.create_body, config, sandbox_config, sandbox, NodeView())
+    body = convert.create_body(config, sandbox_config, sandbox, NodeView(apparmor_enabled=True))
+    assert "apparmor=my-profile" in body["HostConfig"]["SecurityOpt"]
+    config.linux.security_context.apparmor.profile_type = api.SecurityProfile.Unconfined  # needs nothing
+    convert.create_body(config, sandbox_config, sandbox, NodeView())
+
+
 def test_host_devices_are_the_device_nodes_runc_would_list(tmp_path) -> None:
     for directory in ("net", "pts", "shm"):
         (tmp_path / directory).mkdir()
