@@ -45,7 +45,7 @@ from .errors import CRIError, failed_precondition, invalid_argument, not_found
 from .image_accounts import ACCOUNT_FILES_LABEL, Accounts, ImageAccounts
 from .image_volume import EXPORT_LABEL, ImageVolumes
 from .logs import LogManager
-from .security_context import groups_by_policy, host_devices, node_lacking_capabilities
+from .security_context import groups_by_policy, host_devices, initial_identity, node_lacking_capabilities
 
 log = logging.getLogger(__name__)
 
@@ -138,26 +138,35 @@ class ContainerService:
             return container_id
 
     def _apply_groups_policy(self, body: dict[str, Any], policy: int, image: dict[str, Any]) -> None:
-        """The user and groups SupplementalGroupsPolicy means, where Docker alone would give others."""
+        """The user and groups SupplementalGroupsPolicy means, where Docker alone would give others,
+        and the identity the process will start with, labelled for ContainerStatus."""
         user = body.get("User") or (image.get("Config") or {}).get("User") or ""
         groups = body["HostConfig"].get("GroupAdd") or []
+        read: list[Accounts] = []
 
         def accounts() -> Accounts:
+            if read:
+                return read[0]
             try:
-                return self._accounts.of(image["Id"])
+                read.append(self._accounts.of(image["Id"]))
             except CRIError as exc:
                 if policy == api.Strict:
                     raise CRIError(exc.code, f"supplemental_groups_policy Strict needs the users of image "
                                              f"{image['Id']}: {exc.message}") from exc
                 log.warning("cannot read the users of image %s (%s): a container of it gets Docker's groups, "
                             "without the image's memberships of its user", image["Id"][:19], exc.message)
-                return Accounts()
+                read.append(Accounts())
+            return read[0]
 
         user, groups = groups_by_policy(user, groups, policy, accounts)
         if user:
             body["User"] = user
         if groups:
             body["HostConfig"]["GroupAdd"] = groups
+        identity = initial_identity(user, groups, accounts)
+        if identity is not None:
+            uid, gid, supplemental = identity
+            body["Labels"][labels.INITIAL_USER_LABEL] = f"{uid}:{gid}:{','.join(map(str, supplemental))}"
 
     def _sandbox(self, sandbox_id: str) -> SandboxView:
         if not sandbox_id:
@@ -368,7 +377,8 @@ class ContainerService:
         inspect = self._inspect(container_id)
         full_id = inspect["Id"]
         state = inspect.get("State") or {}
-        identity = self._process_identity(state.get("Pid")) if state.get("Running") else None
+        labelled = labels.INITIAL_USER_LABEL in ((inspect.get("Config") or {}).get("Labels") or {})
+        identity = self._process_identity(state.get("Pid")) if state.get("Running") and not labelled else None
         try:
             status = self._statuses.get(inspect, (self._image(inspect.get("Image", "")), identity))
         except ValueError as exc:

@@ -454,8 +454,20 @@ def resources_of(host_config: Mapping[str, Any]) -> api.ContainerResources:
     ))
 
 
+def initial_user_of(label: str) -> api.ContainerUser | None:
+    """The identity CreateContainer labelled (`uid:gid:groups`); None without one."""
+    try:
+        uid_text, gid_text, groups_text = label.split(":")
+        groups = [int(group) for group in groups_text.split(",") if group]
+        return api.ContainerUser(linux=api.LinuxContainerUser(uid=int(uid_text), gid=int(gid_text),
+                                                              supplemental_groups=groups))
+    except ValueError:
+        return None
+
+
 def user_of(process_status: str | None, config_user: str, group_add: Sequence[str] | None) -> api.ContainerUser | None:
-    """The identity the container's process runs as.
+    """The identity of a container made without the initial-user label (by an older shim,
+    dockershim or cri-dockerd).
 
     A running container's /proc/<pid>/status says it exactly; otherwise only a numeric Docker
     user (`uid[:gid]`, with numeric supplemental groups) can be told without the image's files.
@@ -535,7 +547,8 @@ def status_of(
         log_path=docker_labels.get(labels.CONTAINER_LOG_PATH_LABEL, ""),
         resources=resources_of(host_config),
     )
-    user = user_of(process_status, config.get("User") or "", host_config.get("GroupAdd"))
+    user = (initial_user_of(docker_labels.get(labels.INITIAL_USER_LABEL, ""))
+            or user_of(process_status, config.get("User") or "", host_config.get("GroupAdd")))
     if user is not None:
         status.user.CopyFrom(user)
     status.stop_signal = cri_stop_signal(config.get("StopSignal") or "")

@@ -38,9 +38,14 @@ IMAGE_LABEL_KEYS_LABEL = "io.kubernetes.dockershim-py.image-label-keys"
 # pause container's Docker modes cannot tell apart: its containers join its namespace or not.
 PID_NAMESPACE_LABEL = "io.kubernetes.dockershim-py.pid-namespace"
 
+# dockershim-py's own: the identity the container's first process starts with (`uid:gid:groups`),
+# worked out at create from the image's accounts as runc works it out: ContainerStatus.user must
+# not change when the process switches user or exits.
+INITIAL_USER_LABEL = "io.kubernetes.dockershim-py.initial-user"
+
 INTERNAL_LABELS = frozenset({
     CONTAINER_TYPE_LABEL, SANDBOX_ID_LABEL, CONTAINER_LOG_PATH_LABEL, RUNTIME_HANDLER_LABEL, USER_SPECIFIED_IMAGE_LABEL,
-    IMAGE_LABEL_KEYS_LABEL, PID_NAMESPACE_LABEL,
+    IMAGE_LABEL_KEYS_LABEL, PID_NAMESPACE_LABEL, INITIAL_USER_LABEL,
 })
 
 

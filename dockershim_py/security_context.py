@@ -88,6 +88,37 @@ def groups_by_policy(user: str, groups: list[str], policy: int,
     return user, groups
 
 
+def initial_identity(user: str, groups: list[str],
+                     accounts: Callable[[], Accounts]) -> tuple[int, int, list[int]] | None:
+    """(uid, gid, supplemental gids) Docker's User and GroupAdd start the process with, as runc
+    resolves them in the image, the primary gid first among the supplemental ones as containerd
+    reports them; None where the image does not know the user or group named (the start fails).
+    `accounts` (the image's, read from Docker) is called unless both ids are numbers."""
+    name_or_uid, _, group = (user or "0").partition(":")
+    if is_number(name_or_uid) and is_number(group):
+        uid, gid = int(name_or_uid), int(group)
+        return uid, gid, list(dict.fromkeys([gid] + [int(entry) for entry in groups if is_number(entry)]))
+    known = accounts()
+    account = known.user(name_or_uid)
+    if is_number(name_or_uid):
+        uid = int(name_or_uid)
+    elif account is not None:
+        uid = account.uid
+    else:
+        return None
+    memberships: list[int] = []
+    if group:
+        named = next((entry for entry in known.groups if entry.name == group), None)
+        if named is None:
+            return None
+        gid = named.gid
+    else:
+        gid = account.gid if account is not None else 0
+        name = account.name if account is not None else ""
+        memberships = known.groups_of(name) if name else []
+    return uid, gid, list(dict.fromkeys([gid] + memberships + [int(entry) for entry in groups if is_number(entry)]))
+
+
 def group_add(supplemental_groups: list[int]) -> list[str]:
     return [str(checked_id("supplemental group", group)) for group in supplemental_groups]
 

@@ -60,6 +60,29 @@ def test_user_group_and_supplemental_groups(pod: Pod, run) -> None:
     assert (user.uid, user.gid, sorted(user.supplemental_groups)) == (1234, 5678, [5678, 7777, 50000])
 
 
+def test_the_reported_user_is_the_one_the_process_starts_with(pod: Pod) -> None:
+    """kubelet 1.31+ copies it into the pod status, exited containers too: created, running and
+    exited report the same identity, named users and the primary group included."""
+    def user(container_id: str) -> tuple[int, int, list[int]]:
+        linux = pod.status(container_id).user.linux
+        return linux.uid, linux.gid, list(linux.supplemental_groups)
+
+    for security, expected in ((context(), (0, 0, [0])),
+                               (context(run_as_username="tester"), (1234, 5678, [5678, 50000]))):
+        container_id = pod.create(pod.container_config("initial-user", ["sh", "-c", "read line"], stdin=True,
+                                                       linux=security))
+        try:
+            seen = [user(container_id)]
+            pod.start(container_id)
+            seen.append(user(container_id))
+            assert sorted(int(gid) for gid in pod.sh(container_id, "id -G").split()) == sorted(expected[2])
+            pod.runtime.StopContainer(api.StopContainerRequest(container_id=container_id, timeout=0), timeout=30)
+            seen.append(user(container_id))
+            assert seen == [expected] * 3
+        finally:
+            pod.remove(container_id)
+
+
 @pytest.mark.parametrize(("policy", "expected"), [(api.Merge, [5678, 7777, 50000]), (api.Strict, [5678, 7777])])
 @pytest.mark.parametrize("user", ["run_as_user", "image USER"])
 def test_supplemental_groups_policy(pod: Pod, run, docker_api: docker.APIClient, policy: int, expected: list[int],

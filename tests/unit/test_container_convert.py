@@ -14,7 +14,10 @@ from dockershim_py import labels
 from dockershim_py.api import api_pb2 as api
 from dockershim_py.container_convert import ImageVolume, NodeView, SandboxView
 from dockershim_py.errors import CRIError
-from dockershim_py.security_context import container_namespace_modes, container_security, host_devices, missing_capabilities
+from dockershim_py.image_accounts import Account, Accounts, Group
+from dockershim_py.security_context import (
+    container_namespace_modes, container_security, host_devices, initial_identity, missing_capabilities,
+)
 from proto_fields import with_fields
 
 SANDBOX_ID = "a" * 64
@@ -637,3 +640,23 @@ def test_list_entry_and_filters() -> None:
     assert not convert.matches_filter(container, api.ContainerFilter(id="ff0"))
     assert not convert.matches_filter(container, api.ContainerFilter(state=api.ContainerStateValue(state=api.CONTAINER_EXITED)))
     assert not convert.matches_filter(container, api.ContainerFilter(label_selector={"app": "db"}))
+
+
+def test_the_initial_identity_is_resolved_as_runc_resolves_it() -> None:
+    known = Accounts(users=(Account("root", 0, 0), Account("tester", 1234, 5678)),
+                     groups=(Group("root", 0, ("root",)), Group("wheel", 10, ("root",)), Group("image", 50000, ("tester",)),
+                             Group("staff", 600, ())))
+
+    def never() -> Accounts:
+        raise AssertionError("numeric ids need no accounts")
+
+    assert initial_identity("1000:2000", ["3000", "2000"], never) == (1000, 2000, [2000, 3000])
+    assert initial_identity("", [], lambda: known) == (0, 0, [0, 10])
+    assert initial_identity("tester", ["7777"], lambda: known) == (1234, 5678, [5678, 50000, 7777])
+    assert initial_identity("1234", [], lambda: known) == (1234, 5678, [5678, 50000])
+    assert initial_identity("tester:staff", [], lambda: known) == (1234, 600, [600])
+    assert initial_identity("999", [], lambda: known) == (999, 0, [0])  # unknown uid: group 0, as runc
+    assert initial_identity("nobody", [], lambda: known) is None  # Docker fails the start
+    assert initial_identity("tester:nogroup", [], lambda: known) is None
+    assert convert.initial_user_of("1234:5678:5678,50000").linux.supplemental_groups == [5678, 50000]
+    assert convert.initial_user_of("") is None and convert.initial_user_of("1:x:") is None
