@@ -670,6 +670,10 @@ class SandboxService:
             for sandbox_id, checkpoint in sorted(checkpoints.items())
             if sandbox_id not in listed
         ]
+        # Newest first, as Docker lists them. Docker's list times are whole seconds: a pod's later
+        # attempt breaks the tie, or the kubelet, which takes a pod's first newest sandbox, may
+        # take a stopped one made in the same second as its replacement.
+        sandboxes.sort(key=lambda sandbox: (sandbox.created_at, sandbox.metadata.attempt), reverse=True)
         return [sandbox for sandbox in sandboxes if matches_filter(sandbox, sandbox_filter)]
 
     @staticmethod

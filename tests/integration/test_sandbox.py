@@ -290,6 +290,21 @@ def test_name_conflict_recovery(sandboxes: Sandboxes, docker_api: docker.APIClie
         docker_api.inspect_container(first)
 
 
+def test_a_pods_newest_sandbox_lists_first_even_within_one_second(sandboxes: Sandboxes) -> None:
+    """The kubelet takes the first of a pod's sandboxes once sorted by created_at, newest first,
+    keeping the runtime's order on ties; Docker's list times are whole seconds."""
+    for _ in range(3):  # at least one replacement falls within the second of the one it replaces
+        first = sandboxes.run(sandboxes.config("again", attempt=0))
+        sandboxes.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=first), timeout=60)
+        second = sandboxes.run(sandboxes.config("again", attempt=1))
+        listed = [item for item in sandboxes.listed() if item.metadata.name == "again"]
+        assert [item.id for item in listed] == [second, first]
+        assert [item.state for item in listed] == [api.SANDBOX_READY, api.SANDBOX_NOTREADY]
+        for sandbox_id in (second, first):
+            sandboxes.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+            sandboxes.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+
+
 def test_side_by_side_calls_for_one_pod_make_one_sandbox(sandboxes: Sandboxes) -> None:
     """A RunPodSandbox retried while the first is still under way (the kubelet's, after its deadline)."""
     with ThreadPoolExecutor(3) as pool:
