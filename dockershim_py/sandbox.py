@@ -210,6 +210,18 @@ def sandbox_from_checkpoint(sandbox_id: str, checkpoint: SandboxCheckpoint) -> a
     )
 
 
+def status_from_checkpoint(sandbox_id: str, checkpoint: SandboxCheckpoint) -> api.PodSandboxStatus:
+    """The status of a sandbox whose container is gone: what its checkpoint tells, NOTREADY.
+    crictl asks for it before it removes a pod (dockershim's NOT_FOUND left such pods to the kubelet)."""
+    network_mode = api.NODE if checkpoint.host_network else api.POD
+    return api.PodSandboxStatus(
+        id=sandbox_id,
+        metadata=api.PodSandboxMetadata(name=checkpoint.name, namespace=checkpoint.namespace),
+        state=api.SANDBOX_NOTREADY,
+        linux=api.LinuxPodSandboxStatus(namespaces=api.Namespace(options=api.NamespaceOption(network=network_mode))),
+    )
+
+
 def status_of_removed(sandbox_id: str, event_attributes: Mapping[str, str]) -> api.PodSandboxStatus | None:
     """What the event of a sandbox's removal still tells of it (its name and labels): the kubelet's
     evented PLEG skips an event without the pod's metadata. None when the name is not a sandbox's."""
@@ -618,10 +630,12 @@ class SandboxService:
             raise not_found(f"pod sandbox {sandbox_id!r} not found")
         full_id, inspect = found
         if inspect is None:
-            raise not_found(
-                f"pod sandbox {full_id}: its container is gone, only its checkpoint is left "
-                f"(StopPodSandbox and RemovePodSandbox clean it up)"
-            )
+            checkpoint = self._checkpoints.get(full_id)
+            if checkpoint is None:  # removed meanwhile
+                raise not_found(f"pod sandbox {sandbox_id!r} not found")
+            info = {"info": json.dumps({"checkpointOnly": True, "note": "its container is gone; StopPodSandbox and "
+                                        "RemovePodSandbox clean it up"})} if verbose else {}
+            return status_from_checkpoint(full_id, checkpoint), info
         ips = self._pod_ips(inspect)
         status = status_from_inspect(inspect, ips)
         cni_result = self._network.cni.cached_result(full_id) if verbose and self._network.cni is not None else None
