@@ -27,6 +27,8 @@ SECOND_NS = 1_000_000_000
 
 # cAdvisor's labels: `id` is the cgroup path, `name` the Docker container name.
 BASE_KEYS = ("container", "id", "image", "name", "namespace", "pod")
+# cAdvisor's CPU usage has `cpu="total"` (per-CPU series are off by default), and dashboards select on it.
+CPU_KEYS = ("container", "cpu", "id", "image", "name", "namespace", "pod")
 NETWORK_KEYS = ("container", "id", "image", "interface", "name", "namespace", "pod")
 FS_KEYS = ("container", "device", "id", "image", "name", "namespace", "pod")
 BLKIO_KEYS = ("container", "device", "id", "image", "major", "minor", "name", "namespace", "operation", "pod")
@@ -65,7 +67,7 @@ def _pressure_specs() -> tuple[tuple[_Spec, Callable[[CgroupSample], int | None]
 
 # Metrics from one cgroup reading, and how each is taken from it.
 _CGROUP: tuple[tuple[_Spec, Callable[[CgroupSample], int | None]], ...] = (
-    (_Spec("container_cpu_usage_seconds_total", "Cumulative CPU time consumed in seconds.", api.COUNTER, BASE_KEYS),
+    (_Spec("container_cpu_usage_seconds_total", "Cumulative CPU time consumed in seconds.", api.COUNTER, CPU_KEYS),
      lambda s: _seconds(s.cpu_usage_ns)),
     (_Spec("container_cpu_user_seconds_total", "Cumulative user CPU time consumed in seconds.", api.COUNTER, BASE_KEYS),
      lambda s: _seconds(s.cpu_user_ns)),
@@ -216,11 +218,11 @@ def _values(labels: Mapping[str, str], keys: tuple[str, ...]) -> list[str]:
 
 def add_cgroup_metrics(target: Target, labels: Mapping[str, str], sample: CgroupSample) -> None:
     """CPU, memory, task and block I/O metrics of one cgroup (a container's, or a pod's with container="")."""
-    values = _values(labels, BASE_KEYS)
+    values = {BASE_KEYS: _values(labels, BASE_KEYS), CPU_KEYS: _values({**labels, "cpu": "total"}, CPU_KEYS)}
     for spec, take in _CGROUP:
         value = take(sample)
         if value is not None:
-            _add(target, spec, values, value)
+            _add(target, spec, values[spec.keys], value)
     faults = (("pgfault", "container", sample.local_page_faults),
               ("pgmajfault", "container", sample.local_major_page_faults),
               ("pgfault", "hierarchy", sample.page_faults), ("pgmajfault", "hierarchy", sample.major_page_faults))

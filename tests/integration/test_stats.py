@@ -411,7 +411,7 @@ def test_metrics_carry_pod_namespace_container_and_image(runtime: api_pb2_grpc.R
     found = CgroupReader.for_this_host().locate_pod(busy.cgroup_parent, docker_api.info()["CgroupDriver"])
     _, pod_labels = value(list(pod.metrics), "container_cpu_usage_seconds_total")
     assert found is not None and pod_labels["id"] == found[0]
-    assert pod_labels["container"] == "" and pod_labels["pod"] == "busy"
+    assert pod_labels["container"] == "" and pod_labels["pod"] == "busy" and pod_labels["cpu"] == "total"
     assert all(metric.name in keys for metric in pod.metrics)
 
 

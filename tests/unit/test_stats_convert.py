@@ -269,7 +269,7 @@ def test_every_metric_follows_its_descriptor() -> None:
     by_name = {metric.name: metric for metric in produced}
     cpu = by_name["container_cpu_usage_seconds_total"]
     assert cpu.value.value == 2 and cpu.metric_type == api.COUNTER and cpu.timestamp == 0
-    assert list(cpu.label_values) == ["app", "/kubepods/pod1/c", "busybox:1.0", "k8s_app_web", "default", "web"]
+    assert list(cpu.label_values) == ["app", "total", "/kubepods/pod1/c", "busybox:1.0", "k8s_app_web", "default", "web"]
     assert by_name["container_memory_working_set_bytes"].value.value == 79_000_000
     assert by_name["container_memory_working_set_bytes"].metric_type == api.GAUGE
     assert by_name["container_spec_memory_limit_bytes"].value.value == 100_000_000
