@@ -38,6 +38,17 @@ class NetworkStatus:
     message: str = ""
 
 
+def normalised_pod_cidr(pod_cidr: str) -> str:
+    """The kubelet's comma-separated ranges ("10.0.0.0/24,fd00::/64"), each checked and trimmed."""
+    ranges = [part.strip() for part in pod_cidr.split(",") if part.strip()]
+    for cidr in ranges:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            raise invalid_argument(f"pod_cidr {pod_cidr!r}: {cidr!r} is not a CIDR such as 10.244.1.0/24") from exc
+    return ",".join(ranges)
+
+
 class Network:
     def __init__(self, cni: CNINetwork | None = None, pod_cidr_path: str = "") -> None:
         """`pod_cidr_path`: where the pod CIDR is kept across restarts. The kubelet tells it only
@@ -72,7 +83,9 @@ class Network:
         return self._pod_cidr
 
     def update_pod_cidr(self, pod_cidr: str) -> None:
-        """Kept for the record: Docker's bridge allocates on its own, CNI IPAM from its own config."""
+        """Kept and given to CNI plugins whose IPAM takes the runtime's ranges (Docker's bridge
+        allocates on its own); refused, not stored, when a range is not a CIDR."""
+        pod_cidr = normalised_pod_cidr(pod_cidr)
         with self._lock:
             if pod_cidr == self._pod_cidr:
                 return

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import grpc
+import pytest
+
 from dockershim_py.api import api_pb2 as api
 
 
@@ -50,3 +53,12 @@ def test_update_runtime_config_is_accepted_and_logged(start_shim) -> None:
     )
     shim.runtime.UpdateRuntimeConfig(request, timeout=10)
     assert "pod CIDR set to '10.88.0.0/16'" in shim.log()
+    # Trimmed, and a range that is not a CIDR is refused rather than handed to every CNI plugin.
+    request.runtime_config.network_config.pod_cidr = "10.89.0.0/16, fd00:89::/64"
+    shim.runtime.UpdateRuntimeConfig(request, timeout=10)
+    assert "pod CIDR set to '10.89.0.0/16,fd00:89::/64'" in shim.log()
+    request.runtime_config.network_config.pod_cidr = "not-a-cidr"
+    with pytest.raises(grpc.RpcError) as refused:
+        shim.runtime.UpdateRuntimeConfig(request, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'not-a-cidr' is not a CIDR" in refused.value.details()
+    assert (shim.root / "pod-cidr").read_text() == "10.89.0.0/16,fd00:89::/64"
