@@ -485,6 +485,8 @@ class ContainerService:
             raise invalid_argument("container_id is empty")
         if not _CONTAINER_ID.fullmatch(container_id):
             return None
+        if len(container_id) < 64:  # crictl's prefix, among containers only, as ListContainers takes it
+            container_id = self._resolve_prefix(container_id)
         try:
             inspect = self._docker.inspect_container(container_id)
         except CRIError as exc:
@@ -496,6 +498,18 @@ class ContainerService:
         if not labels.is_container((inspect.get("Config") or {}).get("Labels")):
             return None
         return inspect
+
+    def _resolve_prefix(self, prefix: str) -> str:
+        """The one container whose ID starts with `prefix`; Docker's inspect would take a pause
+        container sharing the prefix as a match too, and answer "multiple IDs found". Without a
+        container match the prefix is left to Docker (a sandbox's is then refused as one)."""
+        entries = self._docker.list_containers(
+            {"label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_CONTAINER}"], "id": [prefix]})
+        candidates = sorted({entry["Id"] for entry in entries if entry["Id"].startswith(prefix)})
+        if len(candidates) > 1:
+            shown = ", ".join(candidate[:12] for candidate in candidates)
+            raise invalid_argument(f"container id prefix {prefix!r} is ambiguous: it matches {shown}")
+        return candidates[0] if candidates else prefix
 
     def _inspect(self, container_id: str) -> dict[str, Any]:
         inspect = self._inspect_or_none(container_id)
