@@ -270,6 +270,10 @@ def result_ips(result: Mapping[str, Any] | None) -> list[str]:
     return addresses
 
 
+# Marks the record of a failed ADD kept for its DEL (libcni, which ignores the key, keeps none).
+FAILED_ADD_KEY = "dockershimPyFailedAdd"
+
+
 def cache_entry(network: NetworkConfig, pod: PodIdentity, capabilities: Mapping[str, Any],
                 result: Mapping[str, Any]) -> dict[str, Any]:
     """libcni's cache record of an ADD, which its DEL (and this shim's) reads back."""
@@ -403,7 +407,7 @@ class CNINetwork:
         """A failed ADD whose undoing failed too: its record stays, so that the pod's StopPodSandbox
         or RemovePodSandbox runs DEL again instead of the address being held for good."""
         try:
-            self._write_cache(pod, cache_entry(network, pod, capabilities, result or {}))
+            self._write_cache(pod, {**cache_entry(network, pod, capabilities, result or {}), FAILED_ADD_KEY: True})
         except OSError as exc:
             log.error("pod sandbox %s may hold CNI resources for good: its DEL failed and %s cannot "
                       "record them: %s", pod.sandbox_id[:12], self._cache_dir, exc)
@@ -422,12 +426,30 @@ class CNINetwork:
         network, result = cached_network(entry, path) if entry else (None, None)
         if network is None:
             network = self.config()
+        current_capabilities = capabilities
         if entry and isinstance(entry.get("capabilityArgs"), dict):
             capabilities = entry["capabilityArgs"]
         failures = self._delete(network, pod, netns, capabilities, result)
+        if failures and entry and entry.get(FAILED_ADD_KEY):
+            failures = self._delete_as_configured_now(pod, netns, current_capabilities, failures)
         if failures:
             raise failures[0]
         self._remove_cache(pod.sandbox_id)
+
+    def _delete_as_configured_now(self, pod: PodIdentity, netns: str, capabilities: Mapping[str, Any],
+                                  failures: list[PluginError]) -> list[PluginError]:
+        """DEL with the current network and capabilities, for a failed ADD whose own config cannot
+        undo it (a typo in the config, fixed since, or no pod CIDR then): else the pod could never
+        be removed. libcni keeps no record of a failed ADD, and containerd's retry uses the current config."""
+        try:
+            network = self.config()
+        except NetworkConfigError:
+            return failures
+        retried = self._delete(network, pod, netns, capabilities, None)
+        if not retried:
+            log.warning("pod sandbox %s: CNI DEL with the config of its failed ADD failed (%s); with the "
+                        "current config it worked", pod.sandbox_id[:12], failures[0].message)
+        return retried
 
     def has_cache(self, sandbox_id: str) -> bool:
         return bool(self._cache_paths(sandbox_id))

@@ -313,6 +313,24 @@ def test_a_failed_setup_whose_undoing_fails_is_undone_by_the_pods_stop(pods_on, 
     assert pods.listed() == []
 
 
+def test_a_pod_whose_setup_failed_on_a_broken_config_is_removed_once_the_config_is_fixed(
+        pods_on, tmp_path: Path) -> None:
+    """Its DEL with the config its ADD had fails as that ADD did; the current config's does not."""
+    network = CNINetwork(tmp_path)
+    valid = json.loads(json.dumps(network.plugins))
+    network.plugins[0]["ipam"]["ranges"] = [[{"subnet": f"{network.subnet.network_address}/33"}]]
+    pods = pods_on(network)
+    with pytest.raises(grpc.RpcError) as raised:
+        pods.run()
+    assert "undoing it failed too" in raised.value.details()
+    (listed,) = pods.listed()
+    network.plugins = valid
+    network.write()
+    pods.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=listed.id), timeout=60)
+    pods.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=listed.id), timeout=60)
+    assert pods.listed() == [] and list(network.cache_dir.glob("results/*")) == []
+
+
 def test_a_pod_whose_setup_a_killed_shim_cut_short_is_taken_off_the_network_and_stopped(
         start_shim, tmp_path: Path, docker_api: docker.APIClient) -> None:
     """SIGKILL mid-ADD (bridge done, a later plugin still running): the next shim DELs what was
