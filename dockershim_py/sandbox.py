@@ -590,9 +590,13 @@ class SandboxService:
         )
         self._for_each(self._stop_if_present, [entry["Id"] for entry in running])
         # The CNI plugins release the pod's address while its namespace is there; Docker's bridge
-        # (or the host's network) needs nothing more than stopping the container.
-        self._remove_from_cni_network(full_id, inspect)
-        self._stop_if_present(full_id)
+        # (or the host's network) needs nothing more than stopping the container. A DEL that fails
+        # (its plugins may have released the address already) still stops the pause container, so
+        # the pod lists NOTREADY and the kubelet's next StopPodSandbox runs DEL again (its record stays).
+        try:
+            self._remove_from_cni_network(full_id, inspect)
+        finally:
+            self._stop_if_present(full_id)
         log.info("stopped pod sandbox %s", full_id[:12])
 
     # --- RemovePodSandbox ---------------------------------------------------------------------------

@@ -313,6 +313,30 @@ def test_a_failed_setup_whose_undoing_fails_is_undone_by_the_pods_stop(pods_on, 
     assert pods.listed() == []
 
 
+def test_a_stop_whose_network_teardown_fails_still_stops_the_pod(pods_on, tmp_path: Path) -> None:
+    """The bridge's DEL has taken the address back by then: a READY pod would report it still."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dspy-busy-once").write_text(
+        "#!/bin/sh\ncat >/dev/null\n"
+        "if [ \"$CNI_COMMAND\" = ADD ]; then echo '{\"cniVersion\":\"1.0.0\"}'; exit 0; fi\n"
+        f"if [ \"$CNI_COMMAND\" = DEL ] && [ ! -e {tmp_path}/busy-once ]; then touch {tmp_path}/busy-once\n"
+        "  echo '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"xtables lock held\"}'; exit 1; fi\n")
+    (bin_dir / "dspy-busy-once").chmod(0o755)
+    network = CNINetwork(tmp_path)
+    network.plugins = [*network.plugins, {"type": "dspy-busy-once"}]
+    network.bin_dirs.append(bin_dir)
+    pods = pods_on(network)
+    sandbox_id = pods.run()
+    with pytest.raises(grpc.RpcError) as raised:
+        pods.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    assert "xtables lock held" in raised.value.details()
+    assert [item.state for item in pods.listed()] == [api.SANDBOX_NOTREADY]
+    assert not pods.docker.inspect_container(sandbox_id)["State"]["Running"]
+    pods.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)  # DEL again
+    assert list(network.cache_dir.glob("results/*")) == [] and network.allocated() == set()
+
+
 def test_a_pod_whose_setup_failed_on_a_broken_config_is_removed_once_the_config_is_fixed(
         pods_on, tmp_path: Path) -> None:
     """Its DEL with the config its ADD had fails as that ADD did; the current config's does not."""
