@@ -255,7 +255,8 @@ def plugin_failure(plugin_type: str, command: str, returncode: int, stdout: byte
 
 
 def result_ips(result: Mapping[str, Any] | None) -> list[str]:
-    """The addresses a result gives the pod (0.3.0+ `ips`, older `ip4`/`ip6`), without prefix lengths."""
+    """The addresses a result gives the pod (0.3.0+ `ips`, older `ip4`/`ip6`), without prefix lengths,
+    IPv4 first whatever order the plugin gave them in: the kubelet takes the first as the pod IP."""
     if not isinstance(result, Mapping):
         return []
     entries = list(result.get("ips") or []) if isinstance(result.get("ips"), list) else []
@@ -267,7 +268,7 @@ def result_ips(result: Mapping[str, Any] | None) -> list[str]:
         address = entry.get("address") or entry.get("ip") or ""
         if isinstance(address, str) and address:
             addresses.append(address.split("/", 1)[0])
-    return addresses
+    return sorted(dict.fromkeys(addresses), key=lambda address: ":" in address)
 
 
 # Marks the record of a failed ADD kept for its DEL (libcni, which ignores the key, keeps none).

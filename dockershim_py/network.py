@@ -86,6 +86,9 @@ class Network:
         """Kept and given to CNI plugins whose IPAM takes the runtime's ranges (Docker's bridge
         allocates on its own); refused, not stored, when a range is not a CIDR."""
         pod_cidr = normalised_pod_cidr(pod_cidr)
+        if not pod_cidr:  # the kubelet never clears it; containerd and cri-dockerd ignore an empty one too
+            log.info("UpdateRuntimeConfig without a pod CIDR: keeping %r", self._pod_cidr)
+            return
         with self._lock:
             if pod_cidr == self._pod_cidr:
                 return

@@ -89,7 +89,7 @@ def sandbox_create_body(
     False) a privileged pod's pause container is made without it.
     """
     security = sandbox_security(config.linux, pod_network_mode, load_profile)
-    if len(config.hostname.encode()) > HOST_NAME_MAX and not security.namespaces.host_network:
+    if len(config.hostname.encode()) > HOST_NAME_MAX:  # Docker sets it on host-network pause containers too
         raise invalid_argument(f"hostname {config.hostname[:80]!r} is longer than the kernel's {HOST_NAME_MAX} bytes")
     mappings = network.validate_port_mappings(config.port_mappings)
     exposed, bindings = network.docker_ports(mappings) if pod_network_mode == network.POD_NETWORK_MODE else ({}, {})

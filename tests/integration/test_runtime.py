@@ -62,3 +62,6 @@ def test_update_runtime_config_is_accepted_and_logged(start_shim) -> None:
         shim.runtime.UpdateRuntimeConfig(request, timeout=10)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'not-a-cidr' is not a CIDR" in refused.value.details()
     assert (shim.root / "pod-cidr").read_text() == "10.89.0.0/16,fd00:89::/64"
+    request.runtime_config.network_config.pod_cidr = ""  # not a clearing: the kubelet never sends one
+    shim.runtime.UpdateRuntimeConfig(request, timeout=10)
+    assert (shim.root / "pod-cidr").read_text() == "10.89.0.0/16,fd00:89::/64"

@@ -99,6 +99,8 @@ def test_result_addresses_of_every_version() -> None:
     assert cni.result_ips({"ips": [{"address": "10.1.0.5/24", "interface": 2},
                                    {"address": "fd00::5/64"}]}) == ["10.1.0.5", "fd00::5"]
     assert cni.result_ips({"ip4": {"ip": "10.1.0.6/24"}}) == ["10.1.0.6"]
+    # IPv4 first, as the kubelet takes the first for the pod IP, whatever the plugin's order.
+    assert cni.result_ips({"ips": [{"address": "fd00::5/64"}, {"address": "10.1.0.5/24"}]}) == ["10.1.0.5", "fd00::5"]
     assert cni.result_ips(None) == [] and cni.result_ips({"dns": {}}) == []
     assert cni.result_ips({"ips": {"address": "10.1.0.5/24"}}) == []  # a plugin's malformed result: no addresses
     assert cni.result_ips({"ips": ["10.1.0.5", None, {"address": 5}]}) == [] and cni.result_ips([]) == []

@@ -357,6 +357,9 @@ def test_a_hostname_longer_than_the_kernels_is_refused() -> None:
     assert "longer than the kernel's 64 bytes" in _refused(_body, long_name)
     long_name.hostname = "h" * 64
     assert _body(long_name)["Hostname"] == "h" * 64
+    long_name.hostname = "h" * 65  # a host-network pause container gets it set too: runc would fail
+    long_name.linux.security_context.namespace_options.network = api.NODE
+    assert "longer than the kernel's 64 bytes" in _refused(_body, long_name)
 
 
 # --- host ports on a CNI network -----------------------------------------------------------------
