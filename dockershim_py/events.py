@@ -985,15 +985,18 @@ class ContainerEvents:
             container_event_type=api.ContainerEventType.Value(_EVENT_TYPES[change.kind]),
             created_at=change.at_ns,
         )
+        status: api.PodSandboxStatus | None = None
         try:
             status, _ = self._sandboxes.status(sandbox_id, verbose=False)
-            response.pod_sandbox_status.CopyFrom(status)
-        except CRIError as exc:  # gone: its own deletion still tells whose it was (containerd tells it first)
+        except CRIError as exc:
             _undescribed_if_docker_is_down(exc)
-            removed = self._sandboxes.removed_status(sandbox_id, change.attributes) \
+        if status is None or not status.metadata.uid:
+            # Gone, or only its checkpoint left, which knows no pod UID (the kubelet finds the pod by
+            # it): its own deletion still tells whose it was (containerd tells it first).
+            status = self._sandboxes.removed_status(sandbox_id, change.attributes) \
                 if sandbox_id == change.container_id else None
-            if removed is not None:
-                response.pod_sandbox_status.CopyFrom(removed)
+        if status is not None:
+            response.pod_sandbox_status.CopyFrom(status)
         try:
             members = self._containers.list(api.ContainerFilter(pod_sandbox_id=sandbox_id))
         except CRIError as exc:
