@@ -629,17 +629,20 @@ class IndexedDockerClient(DockerClient):
             return  # a network's own create or destroy
         with self._index_lock:
             self._inspects.pop(container_id, None)
-            if container_id not in self._entries or container_id in self._dirty or container_id in self._busy:
+            if container_id not in self._entries or container_id in self._busy:
                 return
-            self._mark_dirty_locked(container_id, _any_state)
+            mark = self._dirty.get(container_id)
+            if mark is not None:  # newer than a re-read under way, whose inspect may predate the change
+                self._dirty[container_id] = dataclasses.replace(mark, marked=next(self._sequence))
+                return
+            # Lists need no re-read (their entries hold no addresses): only the refresher's inspect.
+            self._dirty[container_id] = _Dirty(next(self._sequence), _any_state,
+                                               time.monotonic() + SETTLE_SECONDS, reread=True)
         self._dirty_signal.set()
 
     def _mark_dirty(self, container_id: str, settled: Callable[[dict[str, Any] | None], bool]) -> None:
         with self._index_lock:
-            self._mark_dirty_locked(container_id, settled)
-
-    def _mark_dirty_locked(self, container_id: str, settled: Callable[[dict[str, Any] | None], bool]) -> None:
-        self._dirty[container_id] = _Dirty(next(self._sequence), settled, time.monotonic() + SETTLE_SECONDS)
+            self._dirty[container_id] = _Dirty(next(self._sequence), settled, time.monotonic() + SETTLE_SECONDS)
 
     def _reread_listed(self) -> None:
         """For a read: every dirty container in one list call, which dockerd answers without waiting
