@@ -62,6 +62,10 @@ def _cri_log_path(inspect: dict[str, Any]) -> str:
     return ((inspect.get("Config") or {}).get("Labels") or {}).get(labels.CONTAINER_LOG_PATH_LABEL, "")
 
 
+# The accounts of an image that could not be read: none known, and no identity worked out from them.
+UNREAD = Accounts()
+
+
 class ContainerService:
     def __init__(self, docker: DockerClient, config: Config, logs: LogManager, image_volumes: ImageVolumes) -> None:
         self._docker = docker
@@ -155,7 +159,7 @@ class ContainerService:
                                              f"{image['Id']}: {exc.message}") from exc
                 log.warning("cannot read the users of image %s (%s): a container of it gets Docker's groups, "
                             "without the image's memberships of its user", image["Id"][:19], exc.message)
-                read.append(Accounts())
+                read.append(UNREAD)
             return read[0]
 
         user, groups = groups_by_policy(user, groups, policy, accounts)
@@ -164,7 +168,7 @@ class ContainerService:
         if groups:
             body["HostConfig"]["GroupAdd"] = groups
         identity = initial_identity(user, groups, accounts)
-        if identity is not None:
+        if identity is not None and not (read and read[0] is UNREAD):  # unread: /proc tells while it runs
             uid, gid, supplemental = identity
             body["Labels"][labels.INITIAL_USER_LABEL] = f"{uid}:{gid}:{','.join(map(str, supplemental))}"
 

@@ -107,7 +107,9 @@ def initial_identity(user: str, groups: list[str],
     else:
         return None
     memberships: list[int] = []
-    if group:
+    if is_number(group):
+        gid = int(group)
+    elif group:
         named = next((entry for entry in known.groups if entry.name == group), None)
         if named is None:
             return None

@@ -655,6 +655,7 @@ def test_the_initial_identity_is_resolved_as_runc_resolves_it() -> None:
     assert initial_identity("tester", ["7777"], lambda: known) == (1234, 5678, [5678, 50000, 7777])
     assert initial_identity("1234", [], lambda: known) == (1234, 5678, [5678, 50000])
     assert initial_identity("tester:staff", [], lambda: known) == (1234, 600, [600])
+    assert initial_identity("tester:600", [], lambda: known) == (1234, 600, [600])  # Strict names the gid so
     assert initial_identity("999", [], lambda: known) == (999, 0, [0])  # unknown uid: group 0, as runc
     assert initial_identity("nobody", [], lambda: known) is None  # Docker fails the start
     assert initial_identity("tester:nogroup", [], lambda: known) is None
