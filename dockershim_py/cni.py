@@ -431,26 +431,31 @@ class CNINetwork:
         if entry and isinstance(entry.get("capabilityArgs"), dict):
             capabilities = entry["capabilityArgs"]
         failures = self._delete(network, pod, netns, capabilities, result)
-        if failures and entry and entry.get(FAILED_ADD_KEY):
-            failures = self._delete_as_configured_now(pod, netns, current_capabilities, failures)
+        if failures and entry and entry.get(FAILED_ADD_KEY) and not any(failure.timed_out for failure in failures):
+            failures = self._delete_as_configured_now(network, capabilities, pod, netns, current_capabilities,
+                                                      failures)
         if failures:
             raise failures[0]
         self._remove_cache(pod.sandbox_id)
 
-    def _delete_as_configured_now(self, pod: PodIdentity, netns: str, capabilities: Mapping[str, Any],
+    def _delete_as_configured_now(self, recorded: NetworkConfig, recorded_capabilities: Mapping[str, Any],
+                                  pod: PodIdentity, netns: str, capabilities: Mapping[str, Any],
                                   failures: list[PluginError]) -> list[PluginError]:
-        """DEL with the current network and capabilities, for a failed ADD whose own config cannot
-        undo it (a typo in the config, fixed since, or no pod CIDR then): else the pod could never
-        be removed. libcni keeps no record of a failed ADD, and containerd's retry uses the current config."""
+        """DEL with the current config of the same network (and the current capabilities), for a
+        failed ADD whose own config cannot undo it (a typo fixed since, or no pod CIDR then): else
+        the pod could never be removed. libcni keeps no record of a failed ADD, and containerd's
+        retry uses the current config. Nothing changed, or another network: the DEL's own failures."""
         try:
-            network = self.config()
+            current = self.config()
         except NetworkConfigError:
             return failures
-        retried = self._delete(network, pod, netns, capabilities, None)
-        if not retried:
-            log.warning("pod sandbox %s: CNI DEL with the config of its failed ADD failed (%s); with the "
-                        "current config it worked", pod.sandbox_id[:12], failures[0].message)
-        return retried
+        if current.name != recorded.name or (current.raw == recorded.raw and capabilities == recorded_capabilities):
+            return failures
+        if self._delete(current, pod, netns, capabilities, None):
+            return failures
+        log.warning("pod sandbox %s: CNI DEL with the config of its failed ADD failed (%s); with the "
+                    "current config it worked", pod.sandbox_id[:12], failures[0].message)
+        return []
 
     def has_cache(self, sandbox_id: str) -> bool:
         return bool(self._cache_paths(sandbox_id))
