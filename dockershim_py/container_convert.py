@@ -18,7 +18,9 @@ from . import labels, naming
 from .api import api_pb2 as api
 from .cgroups import docker_cgroup_parent, effective_oom_score_adj
 from .errors import failed_precondition, invalid_argument
-from .security_context import container_namespace_modes, container_security, is_number, read_profile
+from .security_context import (
+    DOCKER_20_10_CAPABILITIES, container_namespace_modes, container_security, is_number, read_profile,
+)
 from .timestamps import parse_docker_time
 
 # Every container gets a 64 MiB /dev/shm unless it shares the sandbox's (dockershim's default).
@@ -270,7 +272,9 @@ def create_body(
         raise invalid_argument(f"working_dir {config.working_dir!r} must be an absolute path")
     linux = config.linux
     context = linux.security_context
-    security = container_security(context, node.lacking_capabilities, load_profile, privileged_runs(node, sandbox))
+    docker_knows = None if _api_at_least(node.api_version, (1, 42)) else DOCKER_20_10_CAPABILITIES
+    security = container_security(context, node.lacking_capabilities, load_profile, privileged_runs(node, sandbox),
+                                  docker_knows)
     profiles = [option.removeprefix("apparmor=") for option in security.host_config["SecurityOpt"]
                 if option.startswith("apparmor=") and option != "apparmor=unconfined"]
     if profiles and not node.apparmor_enabled:  # Docker would run the container unconfined, saying nothing

@@ -487,6 +487,7 @@ def container_security(
     node_lacks: frozenset[str] = frozenset(),
     load_profile: Callable[[str], str] = read_profile,
     privileged_runs: bool = True,
+    docker_knows: frozenset[str] | None = None,
 ) -> ContainerSecurity:
     """User, privileges, capabilities, profiles and proc masks of an application container.
 
@@ -511,7 +512,7 @@ def container_security(
         del unprivileged.capabilities.add_capabilities[:], unprivileged.capabilities.drop_capabilities[:]
         unprivileged.capabilities.add_capabilities.append("ALL")
         del unprivileged.masked_paths[:], unprivileged.readonly_paths[:]
-        security = container_security(unprivileged, node_lacks, load_profile)
+        security = container_security(unprivileged, node_lacks, load_profile, docker_knows=docker_knows)
         security.host_config["SecurityOpt"] = [option for option in security.host_config["SecurityOpt"]
                                                if not option.startswith(("seccomp=", "apparmor="))]
         security.host_config["SecurityOpt"] += UNCONFINED_SECURITY_OPTS
@@ -541,6 +542,7 @@ def container_security(
             [capability_name(name) for name in context.capabilities.add_capabilities],
             [capability_name(name) for name in context.capabilities.drop_capabilities],
             node_lacks,
+            docker_knows,
         )
         if added:
             host_config["CapAdd"] = added
@@ -561,7 +563,12 @@ def container_security(
     return ContainerSecurity(user=user, host_config=host_config)
 
 
-def docker_capabilities(added: list[str], dropped: list[str], node_lacks: frozenset[str]) -> tuple[list[str], list[str]]:
+# The capabilities Docker 20.10 (API 1.41) knows: it refuses others by name, in CapDrop too, and never gives them.
+DOCKER_20_10_CAPABILITIES = frozenset("CAP_" + name for name in CAPABILITIES[:CAPABILITIES.index("AUDIT_READ") + 1])
+
+
+def docker_capabilities(added: list[str], dropped: list[str], node_lacks: frozenset[str],
+                        docker_knows: frozenset[str] | None = None) -> tuple[list[str], list[str]]:
     """(CapAdd, CapDrop) giving what containerd and CRI-O give: ALL added, then ALL dropped, then
     the named ones added, then the named ones dropped. Docker lets an added ALL win over a dropped
     one, and a named add over the same drop.
@@ -573,7 +580,8 @@ def docker_capabilities(added: list[str], dropped: list[str], node_lacks: frozen
     if "ALL" in dropped:
         return named_added, ["ALL"]
     if "ALL" in added:
-        return ["ALL"], dropped + sorted(node_lacks - set(dropped))
+        drops = dropped + sorted(node_lacks - set(dropped))
+        return ["ALL"], [name for name in drops if docker_knows is None or name in docker_knows]
     return named_added, [name for name in dropped if name in DOCKER_DEFAULT_CAPABILITIES]
 
 

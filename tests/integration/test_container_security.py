@@ -147,6 +147,8 @@ def test_capabilities_added_and_dropped(pod: Pod, run) -> None:
     # Capabilities newer than Docker 20.10 (which it never gives) can be dropped.
     assert capabilities(pod, run("new-caps-out", context(capabilities=api.Capability(
         drop_capabilities=["PERFMON", "BPF", "CHECKPOINT_RESTORE"])))) == default
+    assert "SYS_ADMIN" in capabilities(pod, run("all-but-new", context(capabilities=api.Capability(
+        add_capabilities=["ALL"], drop_capabilities=["PERFMON", "KILL"]))))
 
 
 def test_readonly_rootfs_and_no_new_privs(pod: Pod, run) -> None:

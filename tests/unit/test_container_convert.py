@@ -16,7 +16,8 @@ from dockershim_py.container_convert import ImageVolume, NodeView, SandboxView
 from dockershim_py.errors import CRIError
 from dockershim_py.image_accounts import Account, Accounts, Group
 from dockershim_py.security_context import (
-    container_namespace_modes, container_security, host_devices, initial_identity, missing_capabilities,
+    DOCKER_20_10_CAPABILITIES, container_namespace_modes, container_security, host_devices, initial_identity,
+    missing_capabilities,
 )
 from proto_fields import with_fields
 
@@ -456,6 +457,17 @@ def test_capabilities_mean_what_containerd_gives(add, drop, docker_add, docker_d
     context = api.LinuxContainerSecurityContext(capabilities=api.Capability(add_capabilities=add, drop_capabilities=drop))
     host = container_security(context, frozenset({"CAP_SYS_RESOURCE"})).host_config
     assert (host.get("CapAdd", []), host.get("CapDrop", [])) == (docker_add, docker_drop)
+
+
+def test_all_capabilities_drop_only_what_docker_20_10_knows() -> None:
+    """It refuses PERFMON in CapDrop even beside an added ALL (a node lacking it: dockerd in a container)."""
+    context = api.LinuxContainerSecurityContext(capabilities=api.Capability(
+        add_capabilities=["ALL"], drop_capabilities=["PERFMON", "KILL"]))
+    lacking = frozenset({"CAP_SYS_RESOURCE", "CAP_BPF"})
+    host = container_security(context, lacking, docker_knows=DOCKER_20_10_CAPABILITIES).host_config
+    assert host["CapDrop"] == ["CAP_KILL", "CAP_SYS_RESOURCE"]
+    assert container_security(context, lacking).host_config["CapDrop"] == [
+        "CAP_PERFMON", "CAP_KILL", "CAP_BPF", "CAP_SYS_RESOURCE"]  # a newer Docker knows them
 
 
 def test_privileged_ignores_caps_and_masks_and_is_passed_on_where_the_node_lacks_capabilities() -> None:
