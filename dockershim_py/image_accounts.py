@@ -1,4 +1,5 @@
-"""The users and groups an image defines (/etc/passwd, /etc/group), for SupplementalGroupsPolicy.
+"""The users and groups an image defines (/etc/passwd, /etc/group), for SupplementalGroupsPolicy
+and the identity ContainerStatus reports (the one the process starts with).
 
 Docker adds the image's groups of the user only when the user names no group (`1000`, not
 `1000:1000`). So Merge with run_as_group must add those memberships itself, and Strict without

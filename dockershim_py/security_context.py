@@ -478,7 +478,7 @@ class ContainerSecurity:
 
 
 # What a privileged container is made of where Docker's own Privileged cannot run.
-UNCONFINED_SECURITY_OPTS = ["seccomp=unconfined", "apparmor=unconfined"]
+UNCONFINED_SECURITY_OPTS = ["seccomp=unconfined", "apparmor=unconfined", "label=disable"]
 EVERY_DEVICE_RULE = "a *:* rwm"
 
 
@@ -494,8 +494,8 @@ def container_security(
     `node_lacks` are the capabilities missing from the node's bounding set: `ALL` then means
     every capability the node can grant. Docker gives a privileged container every capability
     whatever it drops, which plain runc cannot apply on such a node (`privileged_runs` False):
-    there it is made of its parts instead, every capability the node has, no seccomp or AppArmor
-    profile, no masked or read-only /proc paths, and every device, so that a CNI or CSI daemon
+    there it is made of its parts instead, every capability the node has, no seccomp, AppArmor or
+    SELinux confinement, no masked or read-only /proc paths, and every device, so that a CNI or CSI daemon
     still runs; /sys stays read-only. A runtime that copes (a runc wrapper such as critest-env's)
     gets Docker's own Privileged.
     Masked and read-only paths apply only to unprivileged containers; none asked for keeps
@@ -514,7 +514,7 @@ def container_security(
         del unprivileged.masked_paths[:], unprivileged.readonly_paths[:]
         security = container_security(unprivileged, node_lacks, load_profile, docker_knows=docker_knows)
         security.host_config["SecurityOpt"] = [option for option in security.host_config["SecurityOpt"]
-                                               if not option.startswith(("seccomp=", "apparmor="))]
+                                               if not option.startswith(("seccomp=", "apparmor=", "label="))]
         security.host_config["SecurityOpt"] += UNCONFINED_SECURITY_OPTS
         # Empty lists, not left out: Docker fills in its defaults for those it is not given.
         security.host_config.update(MaskedPaths=[], ReadonlyPaths=[], DeviceCgroupRules=[EVERY_DEVICE_RULE])
