@@ -196,7 +196,7 @@ class ContainerService:
         """A container may join the PID namespace of a running container of its own pod only, as
         containerd has it: one of another pod's would see and signal that pod's processes."""
         try:
-            inspect = self._docker.inspect_container(target_id)
+            inspect = self._docker.inspect_container(self._docker.full_id(target_id, labels.CONTAINERS_FILTER, "container"))
         except CRIError as exc:
             if exc.code == grpc.StatusCode.NOT_FOUND:
                 raise not_found(f"namespace_options.target_id {target_id!r}: no such container") from exc
@@ -489,8 +489,7 @@ class ContainerService:
             raise invalid_argument("container_id is empty")
         if not _CONTAINER_ID.fullmatch(container_id):
             return None
-        if len(container_id) < 64:  # crictl's prefix, among containers only, as ListContainers takes it
-            container_id = self._resolve_prefix(container_id)
+        container_id = self._docker.full_id(container_id, labels.CONTAINERS_FILTER, "container")  # crictl's prefix
         try:
             inspect = self._docker.inspect_container(container_id)
         except CRIError as exc:
@@ -502,18 +501,6 @@ class ContainerService:
         if not labels.is_container((inspect.get("Config") or {}).get("Labels")):
             return None
         return inspect
-
-    def _resolve_prefix(self, prefix: str) -> str:
-        """The one container whose ID starts with `prefix`; Docker's inspect would take a pause
-        container sharing the prefix as a match too, and answer "multiple IDs found". Without a
-        container match the prefix is left to Docker (a sandbox's is then refused as one)."""
-        entries = self._docker.list_containers(
-            {"label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_CONTAINER}"], "id": [prefix]})
-        candidates = sorted({entry["Id"] for entry in entries if entry["Id"].startswith(prefix)})
-        if len(candidates) > 1:
-            shown = ", ".join(candidate[:12] for candidate in candidates)
-            raise invalid_argument(f"container id prefix {prefix!r} is ambiguous: it matches {shown}")
-        return candidates[0] if candidates else prefix
 
     def _inspect(self, container_id: str) -> dict[str, Any]:
         inspect = self._inspect_or_none(container_id)

@@ -631,6 +631,20 @@ class DockerClient:
             query["filters"] = docker.utils.convert_filters(filters)
         return self._request("list containers", "GET", "/containers/json", query=query, idempotent=True)
 
+    def full_id(self, prefix: str, label: str, kind: str) -> str:
+        """The ID of the one container with `label` (`key=value`) whose ID starts with `prefix`
+        (crictl's prefixes): Docker's own prefix rule also counts containers of other kinds, such
+        as a pause container sharing a container's prefix ("multiple IDs found"). `prefix` itself
+        when it is a whole ID or matches none of that kind (Docker then answers for it)."""
+        if len(prefix) >= 64:
+            return prefix
+        listed = self.list_containers({"label": [label], "id": [prefix]})
+        candidates = sorted({entry["Id"] for entry in listed if entry["Id"].startswith(prefix)})
+        if len(candidates) > 1:
+            shown = ", ".join(candidate[:12] for candidate in candidates)
+            raise invalid_argument(f"{kind} id prefix {prefix!r} is ambiguous: it matches {shown}")
+        return candidates[0] if candidates else prefix
+
     # --- containers in sandboxes: exec, update, export ------------------------------------------
 
     @property

@@ -224,6 +224,7 @@ class ExecService:
         if timeout < 0:
             raise invalid_argument(f"timeout {timeout} is negative")
         deadline = time.monotonic() + timeout if timeout else None
+        container_id = self._docker.full_id(container_id, labels.CONTAINERS_FILTER, "container")  # crictl's prefix
         inspect = self._docker.inspect_container(container_id)  # the index's answer, when it is fresh
         if not labels.is_container((inspect.get("Config") or {}).get("Labels")):
             raise not_found(f"container {container_id!r} not found (a pod sandbox's ID is not a container's)")

@@ -43,6 +43,10 @@ PID_NAMESPACE_LABEL = "io.kubernetes.dockershim-py.pid-namespace"
 # not change when the process switches user or exits.
 INITIAL_USER_LABEL = "io.kubernetes.dockershim-py.initial-user"
 
+# Docker list filters for the two kinds of CRI object.
+CONTAINERS_FILTER = f"{CONTAINER_TYPE_LABEL}={CONTAINER_TYPE_CONTAINER}"
+SANDBOXES_FILTER = f"{CONTAINER_TYPE_LABEL}={CONTAINER_TYPE_SANDBOX}"
+
 INTERNAL_LABELS = frozenset({
     CONTAINER_TYPE_LABEL, SANDBOX_ID_LABEL, CONTAINER_LOG_PATH_LABEL, RUNTIME_HANDLER_LABEL, USER_SPECIFIED_IMAGE_LABEL,
     IMAGE_LABEL_KEYS_LABEL, PID_NAMESPACE_LABEL, INITIAL_USER_LABEL,

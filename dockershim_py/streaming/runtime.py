@@ -166,8 +166,10 @@ class StreamingRuntime:
         return fd
 
     def _inspect(self, object_id: str, kind: str) -> dict[str, Any]:
+        """Docker's inspect of a container or pod sandbox; crictl's ID prefix taken among that kind."""
+        kind_filter = labels.SANDBOXES_FILTER if kind == "pod sandbox" else labels.CONTAINERS_FILTER
         try:
-            return self._docker.inspect_container(object_id)
+            return self._docker.inspect_container(self._docker.full_id(object_id, kind_filter, kind))
         except CRIError as exc:
             if exc.code == grpc.StatusCode.NOT_FOUND:
                 raise not_found(f"{kind} {object_id!r} not found") from exc

@@ -9,7 +9,10 @@ import pytest
 
 from dockershim_py import labels
 from dockershim_py.container import ContainerService
+from dockershim_py.docker_client import DockerClient
 from dockershim_py.errors import CRIError
+from dockershim_py.exec import ExecService
+from dockershim_py.streaming.runtime import StreamingRuntime
 
 PAUSE_ID = "d3" + "a" * 62
 CONTAINER_ID = "d3" + "b" * 62
@@ -30,6 +33,8 @@ class DockerWithSharedPrefixes:
                            f"Multiple IDs found with provided prefix: {container_id}" if found else "No such container")
         return {"Id": found[0], "Config": {"Labels": {labels.CONTAINER_TYPE_LABEL: self.types[found[0]]}},
                 "State": {"Status": "running", "Running": True}}
+
+    full_id = DockerClient.full_id  # the wrapper's own resolution, over this fake's list
 
     def list_containers(self, filters: dict) -> list[dict]:
         wanted = filters["label"][0].split("=", 1)[1]
@@ -54,3 +59,19 @@ def test_a_prefix_of_two_containers_is_ambiguous_and_a_sandboxs_is_refused_as_on
     with pytest.raises(CRIError) as caught:
         containers._inspect("d3a")
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and "is a pod sandbox" in caught.value.message
+
+
+def test_exec_and_streaming_take_the_prefix_among_containers_too() -> None:
+    docker = DockerWithSharedPrefixes([CONTAINER_ID])
+    assert StreamingRuntime(docker).running_container("d3")["Id"] == CONTAINER_ID
+    assert StreamingRuntime(docker).running_sandbox("d3")["Id"] == PAUSE_ID
+    asked: list[str] = []
+
+    def create_exec(container_id: str, cmd: list[str]) -> str:
+        asked.append(container_id)
+        raise CRIError(grpc.StatusCode.UNAVAILABLE, "stop here")
+
+    docker.create_exec = create_exec
+    with pytest.raises(CRIError):
+        ExecService(docker).exec_sync("d3", ["true"], 1)
+    assert asked == [CONTAINER_ID]
