@@ -8,6 +8,7 @@ from unittest import mock
 
 from dockershim_py import container, labels
 from dockershim_py.container import ContainerService
+from dockershim_py.docker_client import DockerClient
 from dockershim_py.errors import unavailable
 from dockershim_py.logs import LogManager
 
@@ -16,6 +17,8 @@ CONTAINER_ID = "c" * 64
 
 class DockerThatMissesOneInspect:
     """A container created with a CRI log; the inspect right after its start fails once."""
+
+    full_id = DockerClient.full_id  # the wrapper's: a whole ID is taken as it is
 
     def __init__(self, log_path: str, docker_log: str) -> None:
         self.started = False

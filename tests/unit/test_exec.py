@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from dockershim_py import exec as exec_module
+from dockershim_py.docker_client import DockerClient
 from dockershim_py.errors import CRIError, deadline_exceeded
 from dockershim_py.exec import (
     CappedOutput, Demultiplexer, ExecService, fit_reply, in_container, kill_process_tree, process_tree,
@@ -83,6 +84,8 @@ class DockerSlowToStartExecs:
     `running_before_pid`: in the moment before, Docker says the exec runs but gives no Pid yet.
     """
 
+    full_id = DockerClient.full_id  # the wrapper's: a whole ID is taken as it is
+
     def __init__(self, process: subprocess.Popen, container_id: str, running_before_pid: bool = False) -> None:
         self.process = process
         self.container_id = container_id
@@ -128,6 +131,8 @@ def test_an_exec_that_starts_after_execsync_gave_up_is_killed(monkeypatch, probe
 
 class DockerWithALostConnection:
     """An exec whose stream Docker's restart resets mid-read."""
+
+    full_id = DockerClient.full_id  # the wrapper's: a whole ID is taken as it is
 
     def __init__(self) -> None:
         self.inspected = 0
