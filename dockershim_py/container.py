@@ -33,7 +33,6 @@ from .container_convert import (
     container_name_of,
     create_body,
     matches_filter,
-    privileged_runs,
     state_of,
     status_of,
     update_body,
@@ -45,7 +44,9 @@ from .errors import CRIError, failed_precondition, invalid_argument, not_found
 from .image_accounts import ACCOUNT_FILES_LABEL, Accounts, ImageAccounts
 from .image_volume import EXPORT_LABEL, ImageVolumes
 from .logs import LogManager
-from .security_context import groups_by_policy, host_devices, initial_identity, node_lacking_capabilities
+from .security_context import (
+    groups_by_policy, host_devices, initial_identity, node_lacking_capabilities, privileged_runs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class ContainerService:
                             {index: ImageVolume(host_path="/", image_id="") for index in image_mounts})
             image_volumes = {index: self._image_volumes.prepare(config.mounts[index]) for index in image_mounts}
             body = create_body(config, sandbox_config, sandbox, node, image_volumes)
-            if config.linux.security_context.privileged and not privileged_runs(node, sandbox):
+            if config.linux.security_context.privileged and not privileged_runs(node.lacking_capabilities, sandbox.runtime):
                 log.warning("container %s asks to be privileged, which runc cannot run on this node: it gets "
                             "every capability but %s, no seccomp or AppArmor profile and the node's devices "
                             "instead", name, ", ".join(sorted(node.lacking_capabilities)))

@@ -19,7 +19,8 @@ from .api import api_pb2 as api
 from .cgroups import docker_cgroup_parent, effective_oom_score_adj
 from .errors import failed_precondition, invalid_argument
 from .security_context import (
-    DOCKER_20_10_CAPABILITIES, container_namespace_modes, container_security, is_number, read_profile,
+    DOCKER_20_10_CAPABILITIES, container_namespace_modes, container_security, is_number, privileged_runs,
+    read_profile,
 )
 from .timestamps import parse_docker_time
 
@@ -247,12 +248,6 @@ def update_body(resources: api.LinuxContainerResources) -> dict[str, Any]:
     return body
 
 
-def privileged_runs(node: NodeView, sandbox: SandboxView) -> bool:
-    """Whether Docker's Privileged can run here: plain runc cannot grant every capability where
-    the node's bounding set lacks one; another runtime (a wrapper) may."""
-    return not node.lacking_capabilities or sandbox.runtime not in ("", "runc")
-
-
 def create_body(
     config: api.ContainerConfig,
     sandbox_config: api.PodSandboxConfig,
@@ -273,8 +268,8 @@ def create_body(
     linux = config.linux
     context = linux.security_context
     docker_knows = None if _api_at_least(node.api_version, (1, 42)) else DOCKER_20_10_CAPABILITIES
-    security = container_security(context, node.lacking_capabilities, load_profile, privileged_runs(node, sandbox),
-                                  docker_knows)
+    security = container_security(context, node.lacking_capabilities, load_profile,
+                                  privileged_runs(node.lacking_capabilities, sandbox.runtime), docker_knows)
     profiles = [option.removeprefix("apparmor=") for option in security.host_config["SecurityOpt"]
                 if option.startswith("apparmor=") and option != "apparmor=unconfined"]
     if profiles and not node.apparmor_enabled:  # Docker would run the container unconfined, saying nothing

@@ -32,7 +32,9 @@ from .events import ConvertedEntries
 from .errors import CRIError, deadline_exceeded, failed_precondition, invalid_argument, not_found, unavailable
 from .files import remove_if_present
 from .image import ImageService
-from .security_context import namespace_options_of, node_lacking_capabilities, read_profile, sandbox_security
+from .security_context import (
+    namespace_options_of, node_lacking_capabilities, privileged_runs, read_profile, sandbox_security,
+)
 from .timestamps import parse_docker_time
 
 log = logging.getLogger(__name__)
@@ -365,7 +367,8 @@ class SandboxService:
             self._cgroup_driver() if config.linux.cgroup_parent else "",
             self._oom_score_adj,
             pod_network_mode=self._network.pod_network_mode,
-            privileged_runs=self._privileged_runs(runtime),
+            privileged_runs=privileged_runs(self._lacking_capabilities, runtime or (
+                self._docker.info().get("DefaultRuntime", "") if self._lacking_capabilities else "")),
         )
         host_network = body["HostConfig"]["NetworkMode"] == "host"
         on_cni = self._network.cni is not None and not host_network
@@ -434,12 +437,6 @@ class SandboxService:
         if handler not in runtimes:  # maybe added since the kept answer: ask again once
             runtimes = (self._docker.info(max_age=0).get("Runtimes") or {}).keys()
         return docker_runtime(handler, runtimes)
-
-    def _privileged_runs(self, docker_runtime_name: str) -> bool:
-        """Plain runc cannot grant every capability where the node's bounding set lacks one."""
-        if not self._lacking_capabilities:
-            return True
-        return (docker_runtime_name or self._docker.info().get("DefaultRuntime") or "runc") != "runc"
 
     def _cgroup_driver(self) -> str:
         return self._docker.info().get("CgroupDriver") or "cgroupfs"

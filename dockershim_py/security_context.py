@@ -477,6 +477,12 @@ class ContainerSecurity:
     privileged_in_parts: bool = False
 
 
+def privileged_runs(node_lacks: frozenset[str], docker_runtime: str) -> bool:
+    """Whether Docker's Privileged can run: plain runc ("" is taken for it) cannot grant every
+    capability where the node's bounding set lacks one; another runtime (a wrapper) may."""
+    return not node_lacks or docker_runtime not in ("", "runc")
+
+
 # What a privileged container is made of where Docker's own Privileged cannot run.
 UNCONFINED_SECURITY_OPTS = ["seccomp=unconfined", "apparmor=unconfined", "label=disable"]
 EVERY_DEVICE_RULE = "a *:* rwm"
