@@ -43,6 +43,8 @@ def normalised_pod_cidr(pod_cidr: str) -> str:
     ranges = [part.strip() for part in pod_cidr.split(",") if part.strip()]
     for cidr in ranges:
         try:
+            if "/" not in cidr:
+                raise ValueError("no prefix length")  # a bare address would give IPAM one address
             ipaddress.ip_network(cidr, strict=False)
         except ValueError as exc:
             raise invalid_argument(f"pod_cidr {pod_cidr!r}: {cidr!r} is not a CIDR such as 10.244.1.0/24") from exc
