@@ -317,6 +317,8 @@ def create_body(
         config.labels, config.annotations, sandbox.id, log_path_of(config, sandbox_config),
         config.image.user_specified_image,
     )
+    if security.privileged_in_parts:
+        container_labels[labels.PRIVILEGED_IN_PARTS_LABEL] = "true"
     body: dict[str, Any] = {
         "Image": config.image.image,
         "Env": environment(config.envs),
@@ -559,8 +561,9 @@ def verbose_info(inspect: Mapping[str, Any], cri_log: Mapping[str, Any] | None) 
     state = inspect.get("State") or {}
     host_config = inspect.get("HostConfig") or {}
     config = inspect.get("Config") or {}
+    config_labels = config.get("Labels") or {}
     detail = {
-        "sandboxID": (config.get("Labels") or {}).get(labels.SANDBOX_ID_LABEL, ""),
+        "sandboxID": config_labels.get(labels.SANDBOX_ID_LABEL, ""),
         "pid": state.get("Pid"),
         "name": inspect.get("Name", "").removeprefix("/"),
         "dockerState": {key: state.get(key) for key in ("Status", "ExitCode", "Error", "OOMKilled",
@@ -570,7 +573,8 @@ def verbose_info(inspect: Mapping[str, Any], cri_log: Mapping[str, Any] | None) 
         "user": config.get("User"),
         "runtime": host_config.get("Runtime"),
         "namespaces": {key: host_config.get(key) for key in ("NetworkMode", "IpcMode", "PidMode", "UTSMode")},
-        "privileged": host_config.get("Privileged"),
+        "privileged": bool(host_config.get("Privileged")) or labels.PRIVILEGED_IN_PARTS_LABEL in config_labels,
+        "privilegedInParts": labels.PRIVILEGED_IN_PARTS_LABEL in config_labels,
         "capAdd": host_config.get("CapAdd"),
         "capDrop": host_config.get("CapDrop"),
         "securityOpt": host_config.get("SecurityOpt") or [],

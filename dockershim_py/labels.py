@@ -43,13 +43,18 @@ PID_NAMESPACE_LABEL = "io.kubernetes.dockershim-py.pid-namespace"
 # not change when the process switches user or exits.
 INITIAL_USER_LABEL = "io.kubernetes.dockershim-py.initial-user"
 
+# dockershim-py's own: set on a privileged container made of its parts where Docker's Privileged
+# cannot run (every capability the node grants, unconfined, the node's devices), so that
+# `crictl inspect` tells it privileged while Docker's own flag is false.
+PRIVILEGED_IN_PARTS_LABEL = "io.kubernetes.dockershim-py.privileged-in-parts"
+
 # Docker list filters for the two kinds of CRI object.
 CONTAINERS_FILTER = f"{CONTAINER_TYPE_LABEL}={CONTAINER_TYPE_CONTAINER}"
 SANDBOXES_FILTER = f"{CONTAINER_TYPE_LABEL}={CONTAINER_TYPE_SANDBOX}"
 
 INTERNAL_LABELS = frozenset({
     CONTAINER_TYPE_LABEL, SANDBOX_ID_LABEL, CONTAINER_LOG_PATH_LABEL, RUNTIME_HANDLER_LABEL, USER_SPECIFIED_IMAGE_LABEL,
-    IMAGE_LABEL_KEYS_LABEL, PID_NAMESPACE_LABEL, INITIAL_USER_LABEL,
+    IMAGE_LABEL_KEYS_LABEL, PID_NAMESPACE_LABEL, INITIAL_USER_LABEL, PRIVILEGED_IN_PARTS_LABEL,
 })
 
 

@@ -254,6 +254,11 @@ def test_privileged_pods_run_where_runc_cannot_grant_every_capability(shim, dock
         privileged_pod.sh(container_id, "echo 1 > /proc/sys/net/ipv4/tcp_syncookies")
         assert int(privileged_pod.sh(container_id, "wc -c < /proc/timer_list")) > 0  # Docker masks it by default
         assert "privileged" in shim.log() and "cannot run on this node" in shim.log()
+        verbose = shim.runtime.ContainerStatus(
+            api.ContainerStatusRequest(container_id=container_id, verbose=True), timeout=10)
+        info = json.loads(verbose.info["info"])
+        assert (info["privileged"], info["privilegedInParts"]) == (True, True)
+        assert not [key for key in verbose.status.labels if "dockershim-py" in key]
     finally:
         privileged_pod.close()
 

@@ -407,9 +407,14 @@ def test_privileged_is_made_of_its_parts_where_runc_cannot_run_it() -> None:
                                  linux=api.LinuxContainerConfig(security_context=context))
     sandbox_config = api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="pod", namespace="ns", uid="u"))
     for runtime, privileged in (("runc", False), ("", False), ("critest-runc", True)):
-        host = convert.create_body(config, sandbox_config, convert.SandboxView("s" * 64, False, runtime), node)["HostConfig"]
+        body = convert.create_body(config, sandbox_config, convert.SandboxView("s" * 64, False, runtime), node)
+        host = body["HostConfig"]
         assert host["Privileged"] is privileged
         assert [d["PathInContainer"] for d in host.get("Devices", [])] == ([] if privileged else ["/dev/kmsg", "/dev/fuse"])
+        # crictl inspect tells it privileged either way, and which way it was made
+        inspect = {"Config": {"Labels": body["Labels"]}, "HostConfig": host}
+        info = json.loads(convert.verbose_info(inspect, None)["info"])
+        assert (info["privileged"], info["privilegedInParts"]) == (True, not privileged)
     config.devices.add(host_path="/dev/null", container_path="/dev/fuse")  # a device asked for keeps its place
     host = convert.create_body(config, sandbox_config, convert.SandboxView("s" * 64, False, "runc"), node)["HostConfig"]
     assert [(d["PathOnHost"], d["PathInContainer"]) for d in host["Devices"]] == [
