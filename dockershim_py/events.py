@@ -581,6 +581,7 @@ class IndexedDockerClient(DockerClient):
         self._last_event_ns = max(self._last_event_ns, int(event.get("timeNano") or 0))
         if event.get("Type") == "image":  # pulled, tagged, untagged, deleted, loaded: references may move
             self._forget_images()
+            self._image_moved(event)
             return None
         if event.get("Type") == "network":
             self._network_changed(event)
@@ -618,6 +619,24 @@ class IndexedDockerClient(DockerClient):
             attributes=(event.get("Actor") or {}).get("Attributes") or {},
             at_ns=int(event.get("timeNano") or time.time_ns()),
         )
+
+    def _image_moved(self, event: dict[str, Any]) -> None:
+        """Re-list the containers of an image whose name moved: Docker lists a container's image by
+        the name it was made from while that name points at its image, and by the image's ID once
+        it does not. The event names the image (by ID, or by the reference pulled) and the name."""
+        actor = event.get("Actor") or {}
+        named = {actor.get("ID") or event.get("id") or "", (actor.get("Attributes") or {}).get("name") or ""}
+        named = (named | {name.removesuffix(":latest") for name in named}) - {""}
+        with self._index_lock:
+            moved = [container_id for container_id, entry in self._entries.items()
+                     if entry.get("ImageID") in named or entry.get("Image") in named]
+            for container_id in moved:
+                mark = self._dirty.get(container_id)
+                self._dirty[container_id] = (
+                    dataclasses.replace(mark, marked=next(self._sequence), reread=False) if mark is not None
+                    else _Dirty(next(self._sequence), _any_state, time.monotonic() + SETTLE_SECONDS))
+        if moved:
+            self._dirty_signal.set()
 
     def _network_changed(self, event: dict[str, Any]) -> None:
         """Re-read a container that joined or left a network, unless a re-read of it is coming anyway:

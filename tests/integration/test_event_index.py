@@ -278,6 +278,41 @@ def test_a_tag_moved_behind_the_shims_back_shows_in_image_status_and_creates(fre
             pass
 
 
+def test_a_containers_image_name_follows_its_tag_moved_or_removed_behind_the_shims_back(fresh_pod, docker_api) -> None:
+    """Docker lists a container's image by the name it was made from while that name still points
+    at its image, else by the image's ID: the kept list entry must follow a tag's move and removal."""
+    pod = fresh_pod
+    repository, tag = "127.0.0.1:5000/dspy/renamed", pod.namespace
+    reference = f"{repository}:{tag}"
+    docker_api.tag(BUSYBOX, repository, tag)
+    busybox_id = docker_api.inspect_image(BUSYBOX)["Id"]
+
+    def listed_image(container_id: str) -> str:
+        listed = pod.runtime.ListContainers(
+            api.ListContainersRequest(filter=api.ContainerFilter(id=container_id)), timeout=30).containers
+        return listed[0].image.image
+
+    def docker_listed_image(container_id: str) -> str:
+        return docker_api.containers(all=True, filters={"id": container_id})[0]["Image"]
+
+    try:
+        moved = pod.run("moved", image=api.ImageSpec(image=reference))
+        assert listed_image(moved) == docker_listed_image(moved) == reference
+        docker_api.tag(PAUSE, repository, tag, force=True)  # the name points at another image now
+        assert docker_listed_image(moved) == busybox_id
+        within_2s(lambda: listed_image(moved) == busybox_id, "ListContainers kept a name that moved to another image")
+        docker_api.tag(BUSYBOX, repository, tag, force=True)  # and back
+        within_2s(lambda: listed_image(moved) == reference, "ListContainers kept the image ID of a name moved back")
+        docker_api.remove_image(reference)
+        assert docker_listed_image(moved) == busybox_id
+        within_2s(lambda: listed_image(moved) == busybox_id, "ListContainers kept a removed name")
+    finally:
+        try:
+            docker_api.remove_image(reference)
+        except docker.errors.NotFound:
+            pass
+
+
 def test_image_status_answers_from_docker_at_once_after_a_change_behind_the_shims_back(images, docker_api) -> None:
     """The index keeps image inspects until Docker's event arrives; ImageStatus must not answer from them."""
     repository, tag = "127.0.0.1:5000/dspy/at-once", f"t{time.time_ns()}"
