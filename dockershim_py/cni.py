@@ -228,15 +228,18 @@ def plugin_stdin(network: NetworkConfig, plugin: Mapping[str, Any], capabilities
 
 
 def plugin_environment(command: str, pod: PodIdentity, netns: str, cni_path: Sequence[str],
-                       path: str) -> dict[str, str]:
+                       inherited: Mapping[str, str]) -> dict[str, str]:
+    """The shim's own environment with the CNI variables on top, as libcni gives it: plugins run
+    iptables, ip and their IPAM plugin by PATH, and some read proxy settings or HOME from it."""
     return {
+        **{name: value for name, value in inherited.items() if not name.startswith("CNI_")},
+        "PATH": inherited.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": pod.sandbox_id,
         "CNI_NETNS": netns,
         "CNI_IFNAME": INTERFACE_NAME,
         "CNI_ARGS": pod.cni_args(),
         "CNI_PATH": os.pathsep.join(cni_path),
-        "PATH": path,  # plugins run iptables, ip and their IPAM plugin by name
     }
 
 
@@ -487,8 +490,7 @@ class CNINetwork:
         if executable is None:
             raise PluginError(f"CNI plugin {plugin_type} (network {network.name!r}) is not in {self._search_path()}",
                               missing=True)
-        environment = plugin_environment(command, pod, netns, self._bin_dirs,
-                                         os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"))
+        environment = plugin_environment(command, pod, netns, self._bin_dirs, os.environ)
         try:
             finished = subprocess.run(
                 [executable], input=plugin_stdin(network, plugin, capabilities, prev_result), env=environment,

@@ -80,11 +80,15 @@ def test_port_mappings_without_a_host_port_are_not_mapped() -> None:
 
 
 def test_the_environment_of_a_plugin() -> None:
-    environment = cni.plugin_environment("DEL", POD, "", ["/opt/cni/bin", "/usr/lib/cni"], "/usr/bin")
+    """The shim's own, as libcni passes it, with the CNI variables of this call in place of any it had."""
+    inherited = {"PATH": "/usr/bin", "HTTPS_PROXY": "http://127.0.0.1:3128", "CNI_NETNS": "/stale", "CNI_ARGS": "x"}
+    environment = cni.plugin_environment("DEL", POD, "", ["/opt/cni/bin", "/usr/lib/cni"], inherited)
     assert environment == {
         "CNI_COMMAND": "DEL", "CNI_CONTAINERID": "a" * 64, "CNI_NETNS": "", "CNI_IFNAME": "eth0",
         "CNI_ARGS": POD.cni_args(), "CNI_PATH": "/opt/cni/bin:/usr/lib/cni", "PATH": "/usr/bin",
+        "HTTPS_PROXY": "http://127.0.0.1:3128",
     }
+    assert cni.plugin_environment("ADD", POD, "/n", ["/b"], {})["PATH"] == "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def test_a_failure_says_what_the_plugin_said() -> None:
