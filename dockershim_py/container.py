@@ -187,10 +187,12 @@ class ContainerService:
         if not (inspect.get("State") or {}).get("Running"):
             raise failed_precondition(f"pod sandbox {sandbox_id} is not running: its containers cannot join it")
         host_config = inspect.get("HostConfig") or {}
+        runtime = host_config.get("Runtime") or ""
         return SandboxView(
             id=inspect["Id"],
             host_network=host_config.get("NetworkMode") == "host",
-            runtime=host_config.get("Runtime") or "",
+            # Named where it decides whether Docker's Privileged can run, as for the pause container.
+            runtime=self._docker.runtime_name(runtime) if self._lacking_capabilities else runtime,
         )
 
     def _check_pid_target(self, target_id: str, sandbox_id: str) -> None:
@@ -352,7 +354,7 @@ class ContainerService:
 
     # --- ListContainers ---------------------------------------------------------------------------
 
-    def list(self, container_filter: api.ContainerFilter | None) -> list[api.Container]:
+    def list_containers(self, container_filter: api.ContainerFilter | None) -> list[api.Container]:
         """One Docker list call, no inspect: the kubelet asks every second."""
         docker_filters = labels.container_list_filters(
             *((container_filter.id, container_filter.pod_sandbox_id, container_filter.label_selector)

@@ -403,6 +403,10 @@ class DockerClient:
         self._info = (time.monotonic(), info)
         return info
 
+    def runtime_name(self, runtime: str) -> str:
+        """The runtime Docker runs a container of `runtime` with: its default for none."""
+        return runtime or self.info().get("DefaultRuntime", "")
+
     @_measured
     def _docker_info(self) -> dict[str, Any]:
         return self._read("Docker info", lambda api: api.info(), health=True)
@@ -439,7 +443,7 @@ class DockerClient:
 
     @_measured
     def inspect_image(self, reference: str, kept: bool = True) -> dict[str, Any]:
-        """`kept`: an answer kept from before will do (the index's); False asks Docker now."""
+        """Always asks Docker; `kept` is for the index's override, where True lets a kept answer do."""
         return self._read(f"image {reference!r}", lambda api: api.inspect_image(reference))
 
     @_measured

@@ -82,12 +82,12 @@ def sandbox_create_body(
     oom_score_adj: int,
     load_profile: Callable[[str], str] = read_profile,
     pod_network_mode: str = network.POD_NETWORK_MODE,
-    privileged_runs: bool = True,
+    docker_privileged_runs: bool = True,
 ) -> dict[str, Any]:
     """Docker's create body for the pause container: every check that can refuse the pod is here.
 
     On a CNI pod network the host ports are the plugins' (portmap), not Docker's bindings. The
-    pause process needs no privilege: where Docker's Privileged cannot run (`privileged_runs`
+    pause process needs no privilege: where Docker's Privileged cannot run (`docker_privileged_runs`
     False) a privileged pod's pause container is made without it.
     """
     security = sandbox_security(config.linux, pod_network_mode, load_profile)
@@ -99,7 +99,7 @@ def sandbox_create_body(
     pid_namespace = api.NamespaceMode.Name(requested_pid) if requested_pid in (api.POD, api.CONTAINER) else ""
     host_config: dict[str, Any] = {
         **security.host_config,
-        "Privileged": security.host_config["Privileged"] and privileged_runs,
+        "Privileged": security.host_config["Privileged"] and docker_privileged_runs,
         "NetworkMode": security.namespaces.network_mode,
         "IpcMode": security.namespaces.ipc_mode,
         "CpuShares": SANDBOX_CPU_SHARES,
@@ -367,8 +367,8 @@ class SandboxService:
             self._cgroup_driver() if config.linux.cgroup_parent else "",
             self._oom_score_adj,
             pod_network_mode=self._network.pod_network_mode,
-            privileged_runs=privileged_runs(self._lacking_capabilities, runtime or (
-                self._docker.info().get("DefaultRuntime", "") if self._lacking_capabilities else "")),
+            docker_privileged_runs=not self._lacking_capabilities or privileged_runs(
+                self._lacking_capabilities, self._docker.runtime_name(runtime)),
         )
         host_network = body["HostConfig"]["NetworkMode"] == "host"
         on_cni = self._network.cni is not None and not host_network
@@ -659,7 +659,7 @@ class SandboxService:
 
     # --- ListPodSandbox -----------------------------------------------------------------------------
 
-    def list(self, sandbox_filter: api.PodSandboxFilter | None) -> list[api.PodSandbox]:
+    def list_sandboxes(self, sandbox_filter: api.PodSandboxFilter | None) -> list[api.PodSandbox]:
         """One Docker list call, no inspect: the kubelet asks every second.
 
         Checkpoints are read (from memory) before Docker is asked, so a sandbox created in

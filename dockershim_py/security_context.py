@@ -492,14 +492,14 @@ def container_security(
     context: api.LinuxContainerSecurityContext,
     node_lacks: frozenset[str] = frozenset(),
     load_profile: Callable[[str], str] = read_profile,
-    privileged_runs: bool = True,
+    docker_privileged_runs: bool = True,
     docker_knows: frozenset[str] | None = None,
 ) -> ContainerSecurity:
     """User, privileges, capabilities, profiles and proc masks of an application container.
 
     `node_lacks` are the capabilities missing from the node's bounding set: `ALL` then means
     every capability the node can grant. Docker gives a privileged container every capability
-    whatever it drops, which plain runc cannot apply on such a node (`privileged_runs` False):
+    whatever it drops, which plain runc cannot apply on such a node (`docker_privileged_runs` False):
     there it is made of its parts instead, every capability the node has, no seccomp, AppArmor or
     SELinux confinement, no masked or read-only /proc paths, and every device, so that a CNI or CSI daemon
     still runs; /sys stays read-only. A runtime that copes (a runc wrapper such as critest-env's)
@@ -508,7 +508,7 @@ def container_security(
     Docker's defaults. With no seccomp profile asked for the container is unconfined, as
     dockershim did (the kubelet always asks for one).
     """
-    if context.privileged and not privileged_runs:
+    if context.privileged and not docker_privileged_runs:
         unprivileged = api.LinuxContainerSecurityContext()
         unprivileged.CopyFrom(context)
         unprivileged.privileged = False

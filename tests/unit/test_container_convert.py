@@ -394,7 +394,7 @@ def test_privileged_is_made_of_its_parts_where_runc_cannot_run_it() -> None:
         privileged=True, masked_paths=["/proc/kcore"], readonly_paths=["/proc/sys"],
         capabilities=api.Capability(drop_capabilities=["ALL"]),
         seccomp=api.SecurityProfile(profile_type=api.SecurityProfile.RuntimeDefault), no_new_privs=True)
-    security = container_security(context, frozenset({"CAP_SYS_RESOURCE"}), privileged_runs=False)
+    security = container_security(context, frozenset({"CAP_SYS_RESOURCE"}), docker_privileged_runs=False)
     assert security.privileged_in_parts
     assert security.host_config == {
         "Privileged": False, "ReadonlyRootfs": False,
