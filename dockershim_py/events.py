@@ -1020,7 +1020,7 @@ class ContainerEvents:
         if status is not None:
             response.pod_sandbox_status.CopyFrom(status)
         try:
-            members = self._containers.list(api.ContainerFilter(pod_sandbox_id=sandbox_id))
+            members = self._containers.list_containers(api.ContainerFilter(pod_sandbox_id=sandbox_id))
         except CRIError as exc:
             _undescribed_if_docker_is_down(exc)
             members = []

@@ -165,13 +165,13 @@ class RuntimeServiceAdapter(Adapter):
 
     def ListPodSandbox(self, request: api.ListPodSandboxRequest, context: grpc.ServicerContext) -> api.ListPodSandboxResponse:
         sandbox_filter = filter_of(request)
-        return self._sandbox_lists.response(self._sandboxes.list(sandbox_filter))
+        return self._sandbox_lists.response(self._sandboxes.list_sandboxes(sandbox_filter))
 
     def StreamPodSandboxes(
         self, request: api.StreamPodSandboxesRequest, context: grpc.ServicerContext
     ) -> Iterator[api.StreamPodSandboxesResponse]:
         sandbox_filter = filter_of(request)
-        yield from self._sandbox_streams.response(self._sandboxes.list(sandbox_filter))
+        yield from self._sandbox_streams.response(self._sandboxes.list_sandboxes(sandbox_filter))
 
     # --- containers -------------------------------------------------------------------------------
 
@@ -200,13 +200,13 @@ class RuntimeServiceAdapter(Adapter):
 
     def ListContainers(self, request: api.ListContainersRequest, context: grpc.ServicerContext) -> api.ListContainersResponse:
         container_filter = filter_of(request)
-        return self._container_lists.response(self._containers.list(container_filter))
+        return self._container_lists.response(self._containers.list_containers(container_filter))
 
     def StreamContainers(
         self, request: api.StreamContainersRequest, context: grpc.ServicerContext
     ) -> Iterator[api.StreamContainersResponse]:
         container_filter = filter_of(request)
-        yield from self._container_streams.response(self._containers.list(container_filter))
+        yield from self._container_streams.response(self._containers.list_containers(container_filter))
 
     def ContainerStatus(
         self, request: api.ContainerStatusRequest, context: grpc.ServicerContext

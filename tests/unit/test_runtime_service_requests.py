@@ -15,7 +15,10 @@ class RecordingService:
     def __init__(self) -> None:
         self.filters: list[object] = []
 
-    def list(self, given: object) -> list[object]:
+    def list_sandboxes(self, given: object) -> list[object]:
+        return self.list_containers(given)
+
+    def list_containers(self, given: object) -> list[object]:
         self.filters.append(given)
         return []
 
