@@ -29,7 +29,6 @@ from .files import remove_if_present, write_atomically
 log = logging.getLogger(__name__)
 
 VERSION = "v1"
-PROTOCOLS = ("TCP", "UDP", "SCTP")
 _SANDBOX_ID = re.compile(r"[0-9a-f]{1,64}")
 
 

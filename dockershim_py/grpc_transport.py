@@ -39,7 +39,6 @@ ACCEPT_RETRY_SECONDS = 0.1
 _PREFIX = struct.Struct(">BI")
 _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 _RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc")]
-_OK_TRAILERS = [(b"grpc-status", b"0")]
 
 
 def parse_timeout(value: bytes) -> float | None:

@@ -23,7 +23,6 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
 FLAG_END_STREAM, FLAG_ACK, FLAG_END_HEADERS, FLAG_PADDED, FLAG_PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
 
-SETTINGS_HEADER_TABLE_SIZE = 0x1
 SETTINGS_ENABLE_PUSH = 0x2
 SETTINGS_MAX_CONCURRENT_STREAMS = 0x3
 SETTINGS_INITIAL_WINDOW_SIZE = 0x4
@@ -89,11 +88,11 @@ def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     return _FRAME_HEAD.pack(size >> 16, size & 0xFFFF, kind, flags, stream_id) + payload
 
 
-def _encode_integer(value: int, prefix_bits: int, first_byte: int = 0) -> bytes:
+def _encode_integer(value: int, prefix_bits: int) -> bytes:
     limit = (1 << prefix_bits) - 1
     if value < limit:
-        return bytes((first_byte | value,))
-    out = bytearray((first_byte | limit,))
+        return bytes((value,))
+    out = bytearray((limit,))
     value -= limit
     while value >= 128:
         out.append((value & 0x7F) | 0x80)

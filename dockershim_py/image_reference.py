@@ -104,11 +104,3 @@ def parse(text: str) -> ImageReference:
 def normalize(text: str) -> str:
     """The fully qualified form of a reference, for comparing names that Docker shortens."""
     return str(parse(text))
-
-
-def familiar(reference: ImageReference) -> str:
-    """How Docker itself names the repository in RepoTags (`busybox`, not `docker.io/library/busybox`)."""
-    if reference.domain != DEFAULT_DOMAIN:
-        return reference.repository
-    path = reference.path
-    return path[len("library/"):] if path.startswith("library/") else path

@@ -543,7 +543,7 @@ class PortForwardSession:
         pipe.gate = lambda: client.buffered < HIGH_WATER
         forward.pipe = self._loop.add(pipe)
         for data, stream_id in forward.pending:
-            self._write(key, forward, data, stream_id)
+            self._write(forward, data, stream_id)
         forward.pending.clear()
         forward.pending_size = 0
         if forward.client_done:
@@ -558,9 +558,9 @@ class PortForwardSession:
             forward.pending.append((event.data, event.stream_id))
             forward.pending_size += len(event.data)
             return
-        self._write(event.key, forward, event.data, event.stream_id)
+        self._write(forward, event.data, event.stream_id)
 
-    def _write(self, key: str, forward: _Forward, data: bytes, stream_id: int) -> None:
+    def _write(self, forward: _Forward, data: bytes, stream_id: int) -> None:
         assert forward.pipe is not None
 
         def delivered() -> None:

@@ -122,12 +122,6 @@ class WebSocketSession:
             raise ValueError("a SPDY tunnel has no channels")
         self._send(self._codec.encode(channel, data))
 
-    def send_close_signal(self, channel: int) -> None:
-        """Tell a v5 peer this side has finished writing `channel`."""
-        if self._codec is None:
-            raise ValueError("a SPDY tunnel has no channels")
-        self._send(self._codec.encode_close(channel))
-
     def send_tunnel(self, data: bytes) -> None:
         """Queue SPDY bytes as one binary message."""
         if self._codec is not None:

@@ -55,14 +55,11 @@ def test_malformed_references_are_invalid_argument(text: str, reason: str) -> No
     assert reason in caught.value.message
 
 
-def test_parts_and_familiar_names() -> None:
+def test_parts_of_a_reference() -> None:
     ref = image_reference.parse("127.0.0.1:5000/dspy/busybox@sha256:" + "c" * 64)
     assert ref.registry == "127.0.0.1:5000"
     assert ref.repository == "127.0.0.1:5000/dspy/busybox"
     assert ref.tag == "" and ref.digest == "sha256:" + "c" * 64
-    assert image_reference.familiar(image_reference.parse("busybox")) == "busybox"
-    assert image_reference.familiar(image_reference.parse("user/app")) == "user/app"
-    assert image_reference.familiar(image_reference.parse("quay.io/x/y")) == "quay.io/x/y"
 
 
 def test_image_ids() -> None:
