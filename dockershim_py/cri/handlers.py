@@ -20,8 +20,16 @@ from ..errors import CRIError
 
 log = logging.getLogger("dockershim_py.cri")
 
-SERVICES = ("RuntimeService", "ImageService")
 API_VERSIONS = ("v1", "v1alpha2")
+# What v1alpha2 defines (k8s.io/cri-api v0.25, its last release): RPCs added to v1 afterwards
+# are unknown methods there, as on the runtimes that served it.
+V1ALPHA2_METHODS = frozenset({
+    "Version", "RunPodSandbox", "StopPodSandbox", "RemovePodSandbox", "PodSandboxStatus", "ListPodSandbox",
+    "CreateContainer", "StartContainer", "StopContainer", "RemoveContainer", "ListContainers", "ContainerStatus",
+    "UpdateContainerResources", "ReopenContainerLog", "ExecSync", "Exec", "Attach", "PortForward",
+    "ContainerStats", "ListContainerStats", "PodSandboxStats", "ListPodSandboxStats", "UpdateRuntimeConfig",
+    "Status", "ListImages", "ImageStatus", "PullImage", "RemoveImage", "ImageFsInfo",
+})
 
 
 class Adapter:
@@ -135,6 +143,8 @@ def method_handlers(adapter: Adapter, api_version: str) -> dict[str, grpc.RpcMet
     service = api_pb2.DESCRIPTOR.services_by_name[adapter.SERVICE]
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in service.methods:
+        if api_version == "v1alpha2" and method.name not in V1ALPHA2_METHODS:
+            continue
         request_type = getattr(api_pb2, method.input_type.name)
         response_type = getattr(api_pb2, method.output_type.name)
         full_name = f"runtime.{api_version}.{adapter.SERVICE}/{method.name}"

@@ -204,6 +204,11 @@ def test_v1alpha2_is_served_beside_v1(shim: Shim) -> None:
     assert shim.runtime.Version(api.VersionRequest(), timeout=10).runtime_api_version == "v1"
     listed = _alpha(shim, "ImageService", "ListImages", api.ListImagesRequest(), api.ListImagesResponse)
     assert any(image.repo_tags for image in listed.images)
+    # RPCs added to v1 after v1alpha2's last release are unknown there, as on the runtimes that served it.
+    assert shim.runtime.RuntimeConfig(api.RuntimeConfigRequest(), timeout=10).linux.cgroup_driver
+    with pytest.raises(grpc.RpcError) as unknown:
+        _alpha(shim, "RuntimeService", "RuntimeConfig", api.RuntimeConfigRequest(), api.RuntimeConfigResponse)
+    assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_tcp_endpoint(start_shim) -> None:
