@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 
 from . import __version__
 from .api import api_pb2 as api
@@ -53,14 +54,22 @@ class RuntimeInfo:
         self._config = config
         self._network = network
         self._version = _Cached(VERSION_CACHE_SECONDS, docker.version)
+        self._known_docker_version = ""
         self._ping = _Cached(STATUS_CACHE_SECONDS, self._ping_now)
 
     def version(self, api_version: str) -> api.VersionResponse:
-        version = self._version.get()
+        """Answered while Docker is down too, with the last version it told (none before it first
+        answers): a kubelet starting then would exit on an error here, where Status tells it
+        the runtime is not ready and why."""
+        try:
+            self._known_docker_version = self._version.get().get("Version", "")
+        except CRIError as exc:
+            if exc.code != grpc.StatusCode.UNAVAILABLE:
+                raise
         return api.VersionResponse(
             version=CRI_VERSION,
             runtime_name=RUNTIME_NAME,
-            runtime_version=version.get("Version", ""),
+            runtime_version=self._known_docker_version,
             runtime_api_version=api_version,
         )
 

@@ -23,6 +23,8 @@ def test_stopped_daemon_is_unavailable_and_the_shim_recovers(start_shim, private
     shim = start_shim(docker_endpoint=private_dockerd.endpoint)
     assert _runtime_ready(shim.runtime)
     shim.images.ListImages(api.ListImagesRequest(), timeout=10)
+    docker_version = shim.runtime.Version(api.VersionRequest(), timeout=10).runtime_version
+    assert docker_version
 
     private_dockerd.stop()
     time.sleep(1.1)  # readiness may be cached for at most a second
@@ -35,13 +37,15 @@ def test_stopped_daemon_is_unavailable_and_the_shim_recovers(start_shim, private
     for call in (
         lambda: shim.images.ListImages(api.ListImagesRequest(), timeout=10),
         lambda: list(shim.images.StreamImages(api.StreamImagesRequest(), timeout=10)),
-        lambda: shim.runtime.Version(api.VersionRequest(), timeout=10),
         lambda: shim.images.ImageStatus(api.ImageStatusRequest(image=api.ImageSpec(image="busybox")), timeout=10),
     ):
         with pytest.raises(grpc.RpcError) as caught:
             call()
         assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE,), caught.value.details()
         assert "cannot reach the Docker daemon" in caught.value.details()
+    # Version still answers, with the last Docker version told: a kubelet starting now would exit
+    # on an error there, where Status tells it why the runtime is not ready.
+    assert shim.runtime.Version(api.VersionRequest(), timeout=10).runtime_version == docker_version
     assert time.monotonic() - started < 8, "an absent daemon must be reported quickly"
 
     private_dockerd.start()
@@ -53,3 +57,11 @@ def test_stopped_daemon_is_unavailable_and_the_shim_recovers(start_shim, private
     list(shim.images.StreamImages(api.StreamImagesRequest(), timeout=10))
     assert shim.runtime.Version(api.VersionRequest(), timeout=10).runtime_name == "docker"
     assert shim.process.poll() is None
+
+
+def test_a_shim_started_before_docker_answers_version_and_says_the_runtime_is_not_ready(start_shim, tmp_path) -> None:
+    """A node's kubelet and dockerd start together; the kubelet's first call is Version."""
+    shim = start_shim(docker_endpoint=f"unix://{tmp_path}/no-docker.sock")
+    version = shim.runtime.Version(api.VersionRequest(), timeout=10)
+    assert (version.runtime_name, version.runtime_version, version.runtime_api_version) == ("docker", "", "v1")
+    assert not _runtime_ready(shim.runtime)
