@@ -389,11 +389,14 @@ class StatsService:
     def _built_stats(self, containers: list[_Container], mountpoint: str) -> list[api.ContainerStats]:
         """ContainerStats of learnt containers, each built again only when what it is made of changed."""
         result = []
+        budget = _WalkBudget(self._first_measurement_entries)
         for container in containers:
             container_id = container.entry["Id"]
             container.reading = self._read(container_id, container.known)
-            built_from = _BuiltFrom(container.attributes, container.reading,
-                                    self._layer(container_id, container.known), mountpoint)
+            layer = self._layer(container_id, container.known)
+            if layer is None and container.known is not None:  # a new container's, before the worker's turn
+                layer = _first_measurement(container.known.inspected.upper_dir, budget)
+            built_from = _BuiltFrom(container.attributes, container.reading, layer, mountpoint)
             built = self._built.get(container_id)
             if built is None or not built[0].same(built_from):
                 built = (built_from, self._container_stats(container_id, built_from))

@@ -241,6 +241,16 @@ def test_writable_layer_is_measured_in_the_background(runtime: api_pb2_grpc.Runt
     assert 0 < layer.timestamp <= time.time_ns()
 
 
+def test_a_new_containers_first_stats_have_its_writable_layer(runtime: api_pb2_grpc.RuntimeServiceStub,
+                                                             pods: Pods, quiet: Pod) -> None:
+    """The kubelet's first poll after a start must not find the layer missing: the call measures a
+    small one itself, before the background worker's turn (as the metrics do)."""
+    fresh = pods.add(quiet, "fresh", "exec sleep 3600")
+    layer = container_stats(runtime, fresh).writable_layer
+    assert layer.fs_id.mountpoint and 0 < layer.timestamp <= time.time_ns()
+    assert layer.HasField("used_bytes") and layer.inodes_used.value >= 1
+
+
 # --- filters and unknown IDs ----------------------------------------------------------------------
 
 
