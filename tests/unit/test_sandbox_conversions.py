@@ -10,7 +10,7 @@ from concurrent import futures
 import grpc
 import pytest
 
-from dockershim_py import network, sandbox
+from dockershim_py import network, sandbox, sandbox_convert
 from dockershim_py.api import api_pb2 as api
 from dockershim_py.checkpoint import PortMapping, SandboxCheckpoint
 from dockershim_py.errors import CRIError
@@ -37,7 +37,7 @@ def _body(config: api.PodSandboxConfig, **overrides) -> dict:
     arguments = dict(image="pause:3.10", runtime_handler="", docker_runtime_name="", cgroup_driver="cgroupfs",
                      oom_score_adj=-998)
     arguments.update(overrides)
-    return sandbox.sandbox_create_body(config, **arguments)
+    return sandbox_convert.sandbox_create_body(config, **arguments)
 
 
 def _refused(call, *args, **kwargs) -> str:
@@ -107,7 +107,7 @@ def test_a_cni_pod_has_no_docker_network_and_no_docker_ports() -> None:
     body = _body(config, pod_network_mode="none")
     assert body["HostConfig"]["NetworkMode"] == "none"
     assert "PortBindings" not in body["HostConfig"] and "ExposedPorts" not in body
-    assert sandbox.cni_capabilities(config, "10.244.0.0/24") == {
+    assert sandbox_convert.cni_capabilities(config, "10.244.0.0/24") == {
         "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"}],
         "ipRanges": [[{"subnet": "10.244.0.0/24"}]],
     }
@@ -115,12 +115,12 @@ def test_a_cni_pod_has_no_docker_network_and_no_docker_ports() -> None:
 
 def test_a_cni_pod_offers_its_dns_and_refuses_bad_bandwidth() -> None:
     config = _config(dns_config=api.DNSConfig(servers=["10.96.0.10"], options=["ndots:5"]))
-    assert sandbox.cni_capabilities(config, "")["dns"] == {"servers": ["10.96.0.10"], "searches": [],
+    assert sandbox_convert.cni_capabilities(config, "")["dns"] == {"servers": ["10.96.0.10"], "searches": [],
                                                             "options": ["ndots:5"]}
     config.annotations["kubernetes.io/egress-bandwidth"] = "1T"
-    assert sandbox.cni_capabilities(config, "")["bandwidth"]["egressRate"] == 10**12
+    assert sandbox_convert.cni_capabilities(config, "")["bandwidth"]["egressRate"] == 10**12
     config.annotations["kubernetes.io/egress-bandwidth"] = "lots"
-    assert "kubernetes.io/egress-bandwidth" in _refused(sandbox.cni_capabilities, config, "")
+    assert "kubernetes.io/egress-bandwidth" in _refused(sandbox_convert.cni_capabilities, config, "")
 
 
 def test_host_network_publishes_no_ports() -> None:
@@ -133,7 +133,7 @@ def test_host_network_publishes_no_ports() -> None:
     body = _body(config)
     assert body["HostConfig"]["NetworkMode"] == "host"
     assert "PortBindings" not in body["HostConfig"] and "ExposedPorts" not in body
-    assert sandbox.checkpoint_of(config, True) == SandboxCheckpoint(
+    assert sandbox_convert.checkpoint_of(config, True) == SandboxCheckpoint(
         "web-0", "shop", (PortMapping("TCP", 80, 80),), host_network=True
     )
 
@@ -153,10 +153,10 @@ def test_bad_port_mappings_are_refused(mapping: api.PortMapping, words: str) -> 
 
 
 def test_runtime_handlers() -> None:
-    assert sandbox.docker_runtime("", ["runc"]) == ""
-    assert sandbox.docker_runtime("docker", ["runc"]) == ""
-    assert sandbox.docker_runtime("runc", ["runc", "kata"]) == "runc"
-    message = _refused(sandbox.docker_runtime, "gvisor", ["runc", "io.containerd.runc.v2"])
+    assert sandbox_convert.docker_runtime("", ["runc"]) == ""
+    assert sandbox_convert.docker_runtime("docker", ["runc"]) == ""
+    assert sandbox_convert.docker_runtime("runc", ["runc", "kata"]) == "runc"
+    message = _refused(sandbox_convert.docker_runtime, "gvisor", ["runc", "io.containerd.runc.v2"])
     assert "'gvisor'" in message and "'io.containerd.runc.v2', 'runc'" in message
 
 
@@ -247,7 +247,7 @@ LIST_ENTRY = {
 
 
 def test_sandbox_from_list_entry() -> None:
-    assert sandbox.sandbox_from_list_entry(LIST_ENTRY) == api.PodSandbox(
+    assert sandbox_convert.sandbox_from_list_entry(LIST_ENTRY) == api.PodSandbox(
         id=SANDBOX_ID,
         metadata=api.PodSandboxMetadata(name="web-0", namespace="shop", uid="uid-1", attempt=2),
         state=api.SANDBOX_READY,
@@ -260,17 +260,17 @@ def test_sandbox_from_list_entry() -> None:
 
 def test_list_entries_of_other_shapes() -> None:
     exited = dict(LIST_ENTRY, State="exited", Status="Exited (0) 1 second ago")
-    assert sandbox.sandbox_from_list_entry(exited).state == api.SANDBOX_NOTREADY
+    assert sandbox_convert.sandbox_from_list_entry(exited).state == api.SANDBOX_NOTREADY
     paused = dict(LIST_ENTRY, State="paused", Status="Up 2 seconds (Paused)")  # as PodSandboxStatus says
-    assert sandbox.sandbox_from_list_entry(paused).state == api.SANDBOX_READY
+    assert sandbox_convert.sandbox_from_list_entry(paused).state == api.SANDBOX_READY
     old_docker = {key: value for key, value in LIST_ENTRY.items() if key != "State"}
-    assert sandbox.sandbox_from_list_entry(old_docker).state == api.SANDBOX_READY
-    assert sandbox.sandbox_from_list_entry(dict(LIST_ENTRY, Names=["/someone-elses"])) is None
-    assert sandbox.sandbox_from_list_entry(dict(LIST_ENTRY, Names=[])) is None
+    assert sandbox_convert.sandbox_from_list_entry(old_docker).state == api.SANDBOX_READY
+    assert sandbox_convert.sandbox_from_list_entry(dict(LIST_ENTRY, Names=["/someone-elses"])) is None
+    assert sandbox_convert.sandbox_from_list_entry(dict(LIST_ENTRY, Names=[])) is None
 
 
 def test_orphan_checkpoint_is_a_notready_sandbox() -> None:
-    orphan = sandbox.sandbox_from_checkpoint(SANDBOX_ID, SandboxCheckpoint("web-0", "shop"))
+    orphan = sandbox_convert.sandbox_from_checkpoint(SANDBOX_ID, SandboxCheckpoint("web-0", "shop"))
     assert orphan.state == api.SANDBOX_NOTREADY
     assert (orphan.metadata.name, orphan.metadata.namespace) == ("web-0", "shop")
 
@@ -289,7 +289,7 @@ def test_orphan_checkpoint_is_a_notready_sandbox() -> None:
     ],
 )
 def test_matches_filter(sandbox_filter, expected: bool) -> None:
-    assert sandbox.matches_filter(sandbox.sandbox_from_list_entry(LIST_ENTRY), sandbox_filter) is expected
+    assert sandbox_convert.matches_filter(sandbox_convert.sandbox_from_list_entry(LIST_ENTRY), sandbox_filter) is expected
 
 
 INSPECT = {
@@ -304,7 +304,7 @@ INSPECT = {
 
 
 def test_status_from_inspect() -> None:
-    status = sandbox.status_from_inspect(INSPECT, ["172.17.0.2", "fd00::2"])
+    status = sandbox_convert.status_from_inspect(INSPECT, ["172.17.0.2", "fd00::2"])
     assert status.id == SANDBOX_ID
     assert status.state == api.SANDBOX_READY
     assert status.created_at == 1714558830123456789
@@ -317,7 +317,7 @@ def test_status_from_inspect() -> None:
 
 
 def test_verbose_info_is_json() -> None:
-    info = json.loads(sandbox.verbose_info(INSPECT, ["172.17.0.2"], SandboxCheckpoint("web-0", "shop"))["info"])
+    info = json.loads(sandbox_convert.verbose_info(INSPECT, ["172.17.0.2"], SandboxCheckpoint("web-0", "shop"))["info"])
     assert info["pid"] == 42 and info["ips"] == ["172.17.0.2"] and info["checkpoint"]["name"] == "web-0"
 
 
@@ -371,16 +371,16 @@ def _pod(*mappings: PortMapping, host_network: bool = False) -> SandboxCheckpoin
 
 def test_a_host_port_a_running_pod_holds_clashes_on_any_address_it_shares() -> None:
     held = {"a" * 64: _pod(PortMapping("TCP", 80, 8080, "127.0.0.1"), PortMapping("UDP", 53, 5353))}
-    assert sandbox.host_port_clash(_pod(PortMapping("TCP", 81, 8080, "127.0.0.1")), held) == (
+    assert sandbox_convert.host_port_clash(_pod(PortMapping("TCP", 81, 8080, "127.0.0.1")), held) == (
         PortMapping("TCP", 81, 8080, "127.0.0.1"), "a" * 64)
-    assert sandbox.host_port_clash(_pod(PortMapping("TCP", 81, 8080)), held) is not None  # every address
-    assert sandbox.host_port_clash(_pod(PortMapping("udp", 53, 5353, "10.0.0.1")), held) is not None
-    assert sandbox.host_port_clash(_pod(PortMapping("TCP", 81, 8080, "127.0.0.2")), held) is None
-    assert sandbox.host_port_clash(_pod(PortMapping("UDP", 80, 8080, "127.0.0.1")), held) is None
-    assert sandbox.host_port_clash(_pod(PortMapping("TCP", 80, 8081)), held) is None
-    assert sandbox.host_port_clash(_pod(PortMapping("TCP", 80, 0)), {"b" * 64: _pod(PortMapping("TCP", 80, 0))}) is None
+    assert sandbox_convert.host_port_clash(_pod(PortMapping("TCP", 81, 8080)), held) is not None  # every address
+    assert sandbox_convert.host_port_clash(_pod(PortMapping("udp", 53, 5353, "10.0.0.1")), held) is not None
+    assert sandbox_convert.host_port_clash(_pod(PortMapping("TCP", 81, 8080, "127.0.0.2")), held) is None
+    assert sandbox_convert.host_port_clash(_pod(PortMapping("UDP", 80, 8080, "127.0.0.1")), held) is None
+    assert sandbox_convert.host_port_clash(_pod(PortMapping("TCP", 80, 8081)), held) is None
+    assert sandbox_convert.host_port_clash(_pod(PortMapping("TCP", 80, 0)), {"b" * 64: _pod(PortMapping("TCP", 80, 0))}) is None
     # A host-network pod's mappings are not rules of portmap's.
-    assert sandbox.host_port_clash(_pod(PortMapping("TCP", 80, 8080)),
+    assert sandbox_convert.host_port_clash(_pod(PortMapping("TCP", 80, 8080)),
                                    {"c" * 64: _pod(PortMapping("TCP", 80, 8080), host_network=True)}) is None
 
 
@@ -389,8 +389,8 @@ def test_a_removed_sandbox_is_described_from_its_events_attributes() -> None:
     attributes = {"name": "k8s_POD_web-0_shop_uid-1_2", "image": "pause:3.10", "app": "web",
                   "annotation.seen": "now", "io.kubernetes.docker.type": "podsandbox",
                   "io.kubernetes.container.name": "POD"}
-    status = sandbox.status_of_removed("a" * 64, attributes)
+    status = sandbox_convert.status_of_removed("a" * 64, attributes)
     assert status == api.PodSandboxStatus(
         id="a" * 64, metadata=api.PodSandboxMetadata(name="web-0", namespace="shop", uid="uid-1", attempt=2),
         state=api.SANDBOX_NOTREADY, labels={"app": "web"}, annotations={"seen": "now"})
-    assert sandbox.status_of_removed("a" * 64, {"name": "not-a-sandbox"}) is None
+    assert sandbox_convert.status_of_removed("a" * 64, {"name": "not-a-sandbox"}) is None
