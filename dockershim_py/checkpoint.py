@@ -1,9 +1,12 @@
 """Sandbox checkpoints: what a pod sandbox was asked for, kept on disk next to Docker's state.
 
 One JSON file per sandbox, `<root>/sandbox/<sandbox id>`, in cri-dockerd's shape (version, name,
-namespace, data {port_mappings, host_network}, checksum). It outlives the pause container, so
-ListPodSandbox can still show a sandbox whose container vanished (as NOTREADY, and the kubelet
-then stops and removes it), and StopPodSandbox knows what network to tear down.
+namespace, data {port_mappings, host_network}, checksum), with the pod's uid and creation time
+beside them (cri-dockerd's reader ignores fields it does not know; its files have neither). It
+outlives the pause container, so ListPodSandbox can still show a sandbox whose container vanished
+(as NOTREADY, and the kubelet then stops and removes it), PodSandboxStatus can answer for it with
+the uid and creation time that crictl's client requires, and StopPodSandbox knows what network
+to tear down.
 
 Files are written atomically (temporary dot-file, fsync, rename). The checksum is cri-dockerd's:
 FNV-32a of go-spew's `%#v` rendering of `data` as a Go value, which names the Go types, so
@@ -50,6 +53,8 @@ class SandboxCheckpoint:
     namespace: str
     port_mappings: tuple[PortMapping, ...] = field(default_factory=tuple)
     host_network: bool = False
+    uid: str = ""  # outside the checksummed data, as the two below are
+    created_at: int = 0  # nanoseconds since the epoch
 
 
 # --- encoding (pure) ----------------------------------------------------------------------------
@@ -143,6 +148,10 @@ def encode(checkpoint: SandboxCheckpoint) -> bytes:
         "data": data,
         "checksum": go_checksum(data),
     }
+    if checkpoint.uid:
+        document["uid"] = checkpoint.uid
+    if checkpoint.created_at:
+        document["created_at"] = checkpoint.created_at
     return json.dumps(document, indent=1).encode()
 
 
@@ -176,7 +185,13 @@ def decode(raw: bytes) -> SandboxCheckpoint:
         )
     except (AttributeError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: a port of 1e999
         raise CorruptCheckpoint(f"malformed port mapping: {exc}") from exc
-    return SandboxCheckpoint(name, namespace, mappings, bool(data.get("host_network", False)))
+    uid, created_at = document.get("uid"), document.get("created_at")
+    return SandboxCheckpoint(
+        name, namespace, mappings, bool(data.get("host_network", False)),
+        uid=uid if isinstance(uid, str) else "",
+        created_at=created_at if isinstance(created_at, int) and not isinstance(created_at, bool)
+        and created_at > 0 else 0,
+    )
 
 
 # --- the store (I/O) ----------------------------------------------------------------------------

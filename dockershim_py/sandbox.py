@@ -10,11 +10,13 @@ cri-dockerd did, so a node switching from them keeps its pods.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from typing import Any
@@ -132,7 +134,7 @@ class SandboxService:
                 with self._host_ports_claimed(checkpoint if on_cni else None):
                     sandbox_id = self._docker.create_container_replacing(name, body, "pod sandbox",
                                                                          self._forget_replaced)
-                    self._checkpoints.write(sandbox_id, checkpoint)
+                    self._checkpoints.write(sandbox_id, dataclasses.replace(checkpoint, created_at=time.time_ns()))
                 self._docker.start_container(sandbox_id)
                 if resolv_conf:  # an empty DNS config keeps Docker's file, as dockershim did
                     self._rewrite_resolv_conf(sandbox_id, resolv_conf)

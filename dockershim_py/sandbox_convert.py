@@ -102,6 +102,7 @@ def checkpoint_of(config: api.PodSandboxConfig, host_network: bool) -> SandboxCh
     return SandboxCheckpoint(
         name=config.metadata.name,
         namespace=config.metadata.namespace,
+        uid=config.metadata.uid,
         port_mappings=tuple(
             PortMapping(
                 protocol=network.protocol_name(mapping.protocol).upper(),
@@ -174,23 +175,31 @@ def sandbox_from_list_entry(entry: dict[str, Any]) -> api.PodSandbox | None:
     )
 
 
+def _metadata_of_checkpoint(checkpoint: SandboxCheckpoint) -> api.PodSandboxMetadata:
+    return api.PodSandboxMetadata(name=checkpoint.name, namespace=checkpoint.namespace, uid=checkpoint.uid)
+
+
 def sandbox_from_checkpoint(sandbox_id: str, checkpoint: SandboxCheckpoint) -> api.PodSandbox:
     """A sandbox whose container is gone: NOTREADY, so the kubelet stops and removes it."""
     return api.PodSandbox(
         id=sandbox_id,
-        metadata=api.PodSandboxMetadata(name=checkpoint.name, namespace=checkpoint.namespace),
+        metadata=_metadata_of_checkpoint(checkpoint),
         state=api.SANDBOX_NOTREADY,
+        created_at=checkpoint.created_at,
     )
 
 
 def status_from_checkpoint(sandbox_id: str, checkpoint: SandboxCheckpoint) -> api.PodSandboxStatus:
     """The status of a sandbox whose container is gone: what its checkpoint tells, NOTREADY.
-    crictl asks for it before it removes a pod (dockershim's NOT_FOUND left such pods to the kubelet)."""
+    crictl asks for it before it removes a pod (dockershim's NOT_FOUND left such pods to the
+    kubelet), and its client refuses a status without the pod's uid or creation time, which the
+    checkpoints of dockershim and cri-dockerd do not hold."""
     network_mode = api.NODE if checkpoint.host_network else api.POD
     return api.PodSandboxStatus(
         id=sandbox_id,
-        metadata=api.PodSandboxMetadata(name=checkpoint.name, namespace=checkpoint.namespace),
+        metadata=_metadata_of_checkpoint(checkpoint),
         state=api.SANDBOX_NOTREADY,
+        created_at=checkpoint.created_at,
         linux=api.LinuxPodSandboxStatus(namespaces=api.Namespace(options=api.NamespaceOption(network=network_mode))),
     )
 

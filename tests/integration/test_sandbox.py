@@ -325,10 +325,13 @@ def test_checkpoint_without_container_lists_notready(sandboxes: Sandboxes, docke
     assert (orphan.id, orphan.state, orphan.metadata.name) == (sandbox_id, api.SANDBOX_NOTREADY, "orphan")
     request = api.ListPodSandboxRequest(filter=api.PodSandboxFilter(id=sandbox_id[:10]))
     assert [item.id for item in sandboxes.runtime.ListPodSandbox(request, timeout=10).items] == [sandbox_id]
-    # What crictl asks before inspectp and rmp: the checkpoint's status, not NOT_FOUND.
+    # What crictl asks before inspectp and rmp: the checkpoint's status, not NOT_FOUND, with the
+    # name, namespace, uid and creation time its client (k8s.io/cri-client) refuses a status without.
     reply = sandboxes.status(sandbox_id[:12], verbose=True)
     assert (reply.status.id, reply.status.state, reply.status.metadata.name) == (
         sandbox_id, api.SANDBOX_NOTREADY, "orphan")
+    assert reply.status.metadata.namespace and reply.status.metadata.uid == orphan.metadata.uid != ""
+    assert 0 < orphan.created_at == reply.status.created_at <= time.time_ns()
     assert json.loads(reply.info["info"])["checkpointOnly"] is True
     sandboxes.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=10)
     sandboxes.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=10)

@@ -74,9 +74,23 @@ def test_go_rendering_of_a_host_port() -> None:
         "ContainerPort:(*int32)80 HostPort:(*int32)30080 HostIP:(string)}] HostNetwork:(bool)false}")
 
 
-@pytest.mark.parametrize("value", [SAMPLE, SandboxCheckpoint("p", "ns", host_network=True), SandboxCheckpoint("p", "ns")])
+@pytest.mark.parametrize("value", [SAMPLE, SandboxCheckpoint("p", "ns", host_network=True), SandboxCheckpoint("p", "ns"),
+                                   SandboxCheckpoint("p", "ns", uid="u-1", created_at=1_765_000_000_123_456_789)])
 def test_round_trip(value: SandboxCheckpoint) -> None:
     assert checkpoint.decode(checkpoint.encode(value)) == value
+
+
+def test_the_uid_and_creation_time_stay_out_of_the_checksummed_data() -> None:
+    """cri-dockerd checks its checksum over `data` and ignores top-level fields it does not know."""
+    kept = SandboxCheckpoint("web-0", "default", SAMPLE.port_mappings, uid="u-1", created_at=42)
+    document = json.loads(checkpoint.encode(kept))
+    assert (document["uid"], document["created_at"]) == ("u-1", 42)
+    assert document["data"] == json.loads(checkpoint.encode(SAMPLE))["data"]
+    assert document["checksum"] == checkpoint.go_checksum(document["data"])
+    for uid, created_at in ((7, "42"), (None, True), ("", -1)):  # not what the shim writes: left out
+        document.update(uid=uid, created_at=created_at)
+        decoded = checkpoint.decode(json.dumps(document).encode())
+        assert (decoded.uid, decoded.created_at) == ("", 0)
 
 
 def test_fnv32a_known_values() -> None:

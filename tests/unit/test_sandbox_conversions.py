@@ -134,7 +134,7 @@ def test_host_network_publishes_no_ports() -> None:
     assert body["HostConfig"]["NetworkMode"] == "host"
     assert "PortBindings" not in body["HostConfig"] and "ExposedPorts" not in body
     assert sandbox_convert.checkpoint_of(config, True) == SandboxCheckpoint(
-        "web-0", "shop", (PortMapping("TCP", 80, 80),), host_network=True
+        "web-0", "shop", (PortMapping("TCP", 80, 80),), host_network=True, uid="uid-1"
     )
 
 
@@ -273,6 +273,15 @@ def test_orphan_checkpoint_is_a_notready_sandbox() -> None:
     orphan = sandbox_convert.sandbox_from_checkpoint(SANDBOX_ID, SandboxCheckpoint("web-0", "shop"))
     assert orphan.state == api.SANDBOX_NOTREADY
     assert (orphan.metadata.name, orphan.metadata.namespace) == ("web-0", "shop")
+    kept = SandboxCheckpoint("web-0", "shop", uid="u-1", created_at=42)
+    for made in (sandbox_convert.sandbox_from_checkpoint(SANDBOX_ID, kept),
+                 sandbox_convert.status_from_checkpoint(SANDBOX_ID, kept)):
+        assert (made.metadata.uid, made.created_at, made.state) == ("u-1", 42, api.SANDBOX_NOTREADY)
+
+
+def test_a_checkpoint_keeps_the_pods_uid() -> None:
+    config = api.PodSandboxConfig(metadata=api.PodSandboxMetadata(name="web-0", namespace="shop", uid="u-1"))
+    assert sandbox_convert.checkpoint_of(config, False).uid == "u-1"
 
 
 @pytest.mark.parametrize(
