@@ -330,6 +330,8 @@ def from_args(argv: list[str] | None = None) -> Config:
         argument_parser().error("--runtime-request-timeout must be positive")
     if not args.image_pull_progress_deadline > 0:
         argument_parser().error("--image-pull-progress-deadline must be positive")
+    if args.shutdown_grace < 0:
+        argument_parser().error("--shutdown-grace-period must not be negative (0 exits at once)")
     if args.grpc_workers < 1:
         argument_parser().error("--grpc-workers must be at least 1")
     if args.docker_log_max_files < 2:

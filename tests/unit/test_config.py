@@ -72,11 +72,16 @@ def test_cni_flags() -> None:
     ["--docker-endpoint", "tcp://127.0.0.1:²"], ["--container-runtime-endpoint", "tcp://127.0.0.1:²"],
     ["--metrics-address", "127.0.0.1:²"],
     ["--pod-infra-container-image", "registry.k8s.io/pause:<none>"], ["--pod-infra-container-image", ""],
-    ["--pod-infra-container-image", "Pause:3.10"],
+    ["--pod-infra-container-image", "Pause:3.10"], ["--shutdown-grace-period", "-5"],
 ])
 def test_settings_every_call_would_fail_with_stop_the_shim_at_start(flags: list[str]) -> None:
     with pytest.raises(SystemExit):
         config.from_args(flags)
+
+
+def test_zero_means_at_once_or_off_where_it_can() -> None:
+    chosen = config.from_args(["--shutdown-grace-period", "0", "--writable-layer-scan-period", "0"])
+    assert (chosen.shutdown_grace, chosen.writable_layer_scan_period) == (0, 0)
 
 
 @pytest.mark.parametrize("given, endpoint", [
