@@ -36,6 +36,8 @@ STREAM_BACKLOG_BYTES = 1 << 20
 SEND_STALL_SECONDS = 10.0
 # After a failed accept (out of file descriptors): the pause before the next try.
 ACCEPT_RETRY_SECONDS = 0.1
+# Threads for stops, per --grpc-workers worker (256 by default): a thread each while it waits.
+STOP_WORKERS_PER_WORKER = 8
 _PREFIX = struct.Struct(">BI")
 _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 _RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc")]
@@ -396,18 +398,25 @@ class GrpcServer:
     """Serves `handlers` ("/package.Service/Method" -> RpcMethodHandler) on listening sockets."""
 
     def __init__(self, handlers: dict[str, grpc.RpcMethodHandler], workers: int, max_message_bytes: int,
-                 inline_paths: frozenset[str] = frozenset(), long_paths: frozenset[str] = frozenset()) -> None:
+                 inline_paths: frozenset[str] = frozenset(), long_paths: frozenset[str] = frozenset(),
+                 stop_paths: frozenset[str] = frozenset()) -> None:
         """`inline_paths`: read-only unary methods tried on the connection's thread first (see inline).
         `long_paths`: methods that may run as long as their callers let them, served by `workers`
-        threads of their own: 32 ExecSync probes sleeping at once held up Version by 5 s."""
+        threads of their own: 32 ExecSync probes sleeping at once held up Version by 5 s.
+        `stop_paths`: stops, which wait out a grace period whether the caller waits or not, served
+        by STOP_WORKERS_PER_WORKER times as many threads of their own: a node drained of pods that
+        ignore SIGTERM stops hundreds of containers at once, and 33 such stops held every worker."""
         self.handlers = handlers
         self._inline_paths = inline_paths
-        self._long_paths = long_paths
         self.max_message_bytes = max_message_bytes
-        self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cri")
-        self._long_pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cri-long")
-        self._queued = telemetry.GRPC_QUEUED_SECONDS.labels("calls")
-        self._long_queued = telemetry.GRPC_QUEUED_SECONDS.labels("long")
+        self._pools = {
+            "calls": futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cri"),
+            "long": futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cri-long"),
+            "stops": futures.ThreadPoolExecutor(max_workers=workers * STOP_WORKERS_PER_WORKER,
+                                                thread_name_prefix="cri-stop"),
+        }
+        self._queued = {name: telemetry.GRPC_QUEUED_SECONDS.labels(name) for name in self._pools}
+        self._pool_of_path = {**{path: "long" for path in long_paths}, **{path: "stops" for path in stop_paths}}
         self._lock = threading.Condition()
         self._listeners: list[socket.socket] = []
         self._connections: set[_Connection] = set()
@@ -439,7 +448,7 @@ class GrpcServer:
             connections = list(self._connections)
         for connection in connections:
             connection.abort()
-        for pool in (self._pool, self._long_pool):
+        for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
 
     def dispatch(self, connection: _Connection, call: _Call) -> None:
@@ -447,8 +456,8 @@ class GrpcServer:
             self._running += 1
         if call.path in self._inline_paths and self._answered_inline(connection, call):
             return
-        pool, queued = ((self._long_pool, self._long_queued) if call.path in self._long_paths
-                        else (self._pool, self._queued))
+        pool_name = self._pool_of_path.get(call.path, "calls")
+        pool, queued = self._pools[pool_name], self._queued[pool_name]
         call.queued_at = time.monotonic()
         try:
             pool.submit(self._run, connection, call, queued)

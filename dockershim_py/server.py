@@ -14,7 +14,7 @@ from concurrent import futures
 
 import grpc
 
-from .cri.handlers import Adapter, generic_handlers, inline_paths, long_paths, method_table
+from .cri.handlers import Adapter, generic_handlers, inline_paths, long_paths, method_table, stop_paths
 from .config import parse_endpoint
 from .errors import CRIError
 from .grpc_transport import GrpcServer
@@ -68,7 +68,7 @@ class CRIServer:
         else:
             self._grpcio = None
             self._http2 = GrpcServer(method_table(adapters), workers, MAX_MESSAGE_BYTES, inline_paths(adapters),
-                                     long_paths(adapters))
+                                     long_paths(adapters), stop_paths(adapters))
 
     def start(self) -> None:
         if self._kind == "unix":

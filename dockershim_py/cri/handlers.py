@@ -195,11 +195,23 @@ def inline_paths(adapters: list[Adapter]) -> frozenset[str]:
 # Calls that may last as long as their caller lets them (a probe's timeout, a pull, an event
 # stream): they get workers of their own, so that many of them at once never hold up the rest.
 LONG_METHODS = frozenset({"ExecSync", "PullImage", "GetContainerEvents"})
+# Calls that wait out a grace period (and Docker's stop goes on if the caller gives up): pools
+# of their own too, many threads deep, so that a drain never holds up Status or the probes.
+STOP_METHODS = frozenset({"StopContainer", "StopPodSandbox"})
 
 
 def long_paths(adapters: list[Adapter]) -> frozenset[str]:
     """The HTTP/2 paths of LONG_METHODS the adapters serve."""
-    return frozenset(path for path in method_table(adapters) if path.rsplit("/", 1)[1] in LONG_METHODS)
+    return _paths_of(adapters, LONG_METHODS)
+
+
+def stop_paths(adapters: list[Adapter]) -> frozenset[str]:
+    """The HTTP/2 paths of STOP_METHODS the adapters serve."""
+    return _paths_of(adapters, STOP_METHODS)
+
+
+def _paths_of(adapters: list[Adapter], methods: frozenset[str]) -> frozenset[str]:
+    return frozenset(path for path in method_table(adapters) if path.rsplit("/", 1)[1] in methods)
 
 
 def _path(adapter: Adapter, api_version: str, method: str) -> str:

@@ -318,3 +318,30 @@ def test_the_images_labels_are_not_the_containers_or_the_sandboxes_cri_labels(po
     assert "org.opencontainers.image.version" not in sandbox.labels and "io.dockershim-py.test" not in sandbox.labels
     pod.remove(container_id)
     pod.remove(plain)
+
+
+def test_stops_that_wait_out_their_grace_period_hold_up_no_other_call(start_shim, docker_api) -> None:
+    """A drain stops many containers that ignore SIGTERM at once; each stop holds a thread for its
+    grace period. With --grpc-workers 2, three such stops held every worker before stops had threads
+    of their own, and StartContainer and ImageStatus waited behind them."""
+    shim = start_shim(["--grpc-workers", "2"])
+    stubborn_pod = Pod(shim.runtime, docker_api)
+    try:
+        stubborn = stubborn_pod.run("stubborn", ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"])
+        with ThreadPoolExecutor(3) as pool:
+            stops = [pool.submit(shim.runtime.StopContainer,
+                                 api.StopContainerRequest(container_id=stubborn, timeout=30), timeout=60)
+                     for _ in range(3)]
+            time.sleep(1)  # the three stops are waiting on Docker
+            assert not any(stop.done() for stop in stops)
+            started = time.monotonic()
+            code, _ = rpc_error(shim.runtime.StartContainer, api.StartContainerRequest(container_id=UNKNOWN_ID),
+                                timeout=10)
+            assert code == grpc.StatusCode.NOT_FOUND
+            shim.images.ImageStatus(api.ImageStatusRequest(image=api.ImageSpec(image=BUSYBOX)), timeout=10)
+            assert time.monotonic() - started < 5
+            docker_api.kill(stubborn)  # the stops end
+            for stop in stops:
+                stop.result(timeout=30)
+    finally:
+        stubborn_pod.close()
