@@ -138,9 +138,37 @@ class ContainerService:
             self._make_missing_host_paths(config.mounts, image_volumes)
 
             # 6. Create, recovering from a name left by an earlier attempt.
-            container_id = self._docker.create_container_replacing(name, body, "container", self._logs.forget)
+            gone = not_found(f"pod sandbox {sandbox.id} was removed while container {name} was created")
+            try:
+                container_id = self._docker.create_container_replacing(name, body, "container", self._logs.forget)
+            except CRIError as exc:  # Docker's "No such container" for the namespaces' holder
+                if exc.code == grpc.StatusCode.INVALID_ARGUMENT and self._sandbox_gone(sandbox.id):
+                    raise gone from exc
+                raise
+
+            # 7. A RemovePodSandbox may have taken the pod meanwhile, its list of the pod's
+            #    containers made before this one: the container must not outlive its pod.
+            if self._sandbox_gone(sandbox.id):
+                self._remove_refused(container_id)
+                raise gone
             log.info("created container %s (%s) in sandbox %s", container_id[:12], name, sandbox.id[:12])
             return container_id
+
+    def _sandbox_gone(self, sandbox_id: str) -> bool:
+        try:
+            self._docker.inspect_container(sandbox_id)
+        except CRIError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                return True
+            raise
+        return False
+
+    def _remove_refused(self, container_id: str) -> None:
+        try:
+            self._docker.remove_container(container_id, force=True)
+        except CRIError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise
 
     def _apply_groups_policy(self, body: dict[str, Any], policy: int, image: dict[str, Any]) -> None:
         """The user and groups SupplementalGroupsPolicy means, where Docker alone would give others,

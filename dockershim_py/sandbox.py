@@ -341,12 +341,24 @@ class SandboxService:
         """Force-remove the pod's containers, the pause container and the checkpoint; idempotent."""
         found = self._find(sandbox_id)
         if found is None:
+            if len(sandbox_id) == 64 and _SANDBOX_ID.fullmatch(sandbox_id):  # members an earlier removal missed
+                self._remove_members(sandbox_id)
             log.info("RemovePodSandbox %s: no such sandbox, nothing to remove", sandbox_id)
             return
         full_id, inspect = found
         self._docker.catch_up()  # a member made behind the shim's back just now would be left behind
+        self._remove_members(full_id)
+        self._remove_from_cni_network(full_id, inspect)  # removed without a stop, it may still hold its address
+        self._remove_if_present(full_id)
+        # A CreateContainer that found the pod before it went may have made a member since the
+        # list above; one that finishes after this second list finds the pod gone and takes its own.
+        self._remove_members(full_id)
+        self._checkpoints.remove(full_id)
+        log.info("removed pod sandbox %s", full_id[:12])
+
+    def _remove_members(self, sandbox_id: str) -> None:
         members = {entry["Id"]: entry for entry in
-                   self._docker.list_containers({"label": [f"{labels.SANDBOX_ID_LABEL}={full_id}"]})}
+                   self._docker.list_containers({"label": [f"{labels.SANDBOX_ID_LABEL}={sandbox_id}"]})}
         removed: list[str] = []
 
         def remove_member(container_id: str) -> None:
@@ -357,10 +369,6 @@ class SandboxService:
             self._for_each(remove_member, list(members))
         finally:  # those removed before one failed are forgotten too: a retry no longer lists them
             self._members_removed([members[container_id] for container_id in removed])
-        self._remove_from_cni_network(full_id, inspect)  # removed without a stop, it may still hold its address
-        self._remove_if_present(full_id)
-        self._checkpoints.remove(full_id)
-        log.info("removed pod sandbox %s", full_id[:12])
 
     # --- PodSandboxStatus ---------------------------------------------------------------------------
 

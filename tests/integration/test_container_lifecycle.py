@@ -345,3 +345,46 @@ def test_stops_that_wait_out_their_grace_period_hold_up_no_other_call(start_shim
                 stop.result(timeout=30)
     finally:
         stubborn_pod.close()
+
+
+def test_no_container_outlives_a_pod_removed_while_it_was_created(shim, docker_api) -> None:
+    """RemovePodSandbox lists the pod's containers; one whose create was under way was left in
+    Docker, pointing at a pod that was gone (4 of 4 rounds in the fuzz audit's repro)."""
+    for round_number in range(4):
+        racing_pod = Pod(shim.runtime, docker_api)
+        outcomes: list[grpc.StatusCode] = []
+
+        def create(index: int) -> None:
+            try:
+                racing_pod.create(racing_pod.container_config(f"racer-{index}"))
+                outcomes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as exc:
+                outcomes.append(exc.code())
+
+        with ThreadPoolExecutor(5) as pool:
+            creates = [pool.submit(create, index) for index in range(4)]
+            time.sleep(0.01 * round_number)
+            pool.submit(shim.runtime.RemovePodSandbox,
+                        api.RemovePodSandboxRequest(pod_sandbox_id=racing_pod.id), timeout=60).result()
+            for made in creates:
+                made.result()
+        assert set(outcomes) <= {grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND}, outcomes
+        left = docker_api.containers(all=True, filters={"label": f"io.kubernetes.sandbox.id={racing_pod.id}"})
+        assert left == [], f"round {round_number}: {[entry['Names'] for entry in left]} outlived their pod"
+
+
+def test_removing_a_pod_that_is_gone_takes_the_containers_it_left(shim, docker_api) -> None:
+    """What an earlier shim's race left: containers of a pod whose pause container and checkpoint
+    are gone. The kubelet removes the pod again; the second removal found nothing and kept them."""
+    gone_pod_id = "e" * 64
+    left = docker_api.create_container(BUSYBOX, command=["sleep", "60"], name=f"k8s_left_pod_dspy-gone-{time.time_ns()}_u_0",
+                                       labels={"io.kubernetes.docker.type": "container",
+                                               "io.kubernetes.sandbox.id": gone_pod_id})["Id"]
+    try:
+        shim.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=gone_pod_id), timeout=30)
+        assert docker_api.containers(all=True, filters={"id": left}) == []
+    finally:
+        try:
+            docker_api.remove_container(left, force=True)
+        except docker.errors.NotFound:
+            pass
