@@ -205,10 +205,11 @@ class ContainerService:
         if not sandbox_id:
             raise invalid_argument("pod_sandbox_id is empty")
         try:
-            inspect = self._docker.inspect_container(sandbox_id)
+            inspect = self._docker.inspect_container(self._docker.full_id(sandbox_id, labels.SANDBOXES_FILTER,
+                                                                          "pod sandbox"))
         except CRIError as exc:
             if exc.code == grpc.StatusCode.NOT_FOUND:
-                raise not_found(f"pod sandbox {sandbox_id!r} not found") from exc
+                raise not_found(f"pod sandbox {sandbox_id[:200]!r} not found") from exc
             raise
         if not labels.is_sandbox((inspect.get("Config") or {}).get("Labels")):
             raise not_found(f"{sandbox_id} is not a pod sandbox")

@@ -111,6 +111,8 @@ def status_error(what: str, status: int | None, detail: str) -> CRIError:
         return CRIError(grpc.StatusCode.PERMISSION_DENIED, f"{what}: {detail}")
     if status == 500:  # dockerd's own failure (or a registry's, for pulls): its words say what
         return CRIError(grpc.StatusCode.UNKNOWN, f"{what}: {detail}")
+    if status in _REDIRECTS:
+        return not_found(f"{what}: not found (Docker redirected the request elsewhere)")
     if status in (502, 503, 504):  # a proxy in front of dockerd, or dockerd itself, not serving now
         return unavailable(f"{what}: Docker is not available (it answered {status}): {detail}")
     return CRIError(grpc.StatusCode.UNKNOWN, f"{what}: Docker answered {status}: {detail}")
@@ -355,7 +357,7 @@ class DockerClient:
             self._give_back(connection)
         else:
             connection.close()
-        if head.status >= 400:
+        if head.status >= 400 or head.status in _REDIRECTS:  # 304, not modified, is a success
             raise status_error(what, head.status, _message(data))
         if not answer_is_json:
             return data
@@ -639,8 +641,11 @@ class DockerClient:
         """The ID of the one container with `label` (`key=value`) whose ID starts with `prefix`
         (crictl's prefixes): Docker's own prefix rule also counts containers of other kinds, such
         as a pause container sharing a container's prefix ("multiple IDs found"). `prefix` itself
-        when it is a whole ID or matches none of that kind (Docker then answers for it)."""
-        if len(prefix) >= 64:
+        when it is a whole ID or matches none of that kind (Docker then answers for it); NOT_FOUND
+        for what is no ID at all (Docker would take a name, or clean `../` out of the path)."""
+        if not _HEX_ID.fullmatch(prefix):
+            raise not_found(f"{kind} {prefix[:200]!r} not found: an ID is 1 to 64 lower-case hex digits")
+        if len(prefix) == 64:
             return prefix
         listed = self.list_containers({"label": [label], "id": [prefix]})
         candidates = sorted({entry["Id"] for entry in listed if entry["Id"].startswith(prefix)})
@@ -937,6 +942,11 @@ def _readable(sock: socket.socket) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(0))
+
+
+_HEX_ID = re.compile(r"[0-9a-f]{1,64}")
+# Docker redirects a path it cleaned (an ID holding `../`), with no body: not the object asked for.
+_REDIRECTS = frozenset({301, 302, 307, 308})
 
 
 def _quoted(name: str) -> str:

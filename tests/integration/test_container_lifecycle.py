@@ -388,3 +388,26 @@ def test_removing_a_pod_that_is_gone_takes_the_containers_it_left(shim, docker_a
             docker_api.remove_container(left, force=True)
         except docker.errors.NotFound:
             pass
+
+
+@pytest.mark.parametrize("bad_id", ["../../x", "..%2F..%2Fx", "k8s_app_pod", "F" * 64, "a" * 65])
+def test_an_id_that_is_no_id_is_not_found(pod: Pod, bad_id: str) -> None:
+    """Docker takes names too, and answers an ID holding `../` with a redirect and no body (the
+    shim took that for an answer: INTERNAL)."""
+    namespaces = api.NamespaceOption(pid=api.TARGET, target_id=bad_id)
+    for call, request in (
+            (pod.runtime.ExecSync, api.ExecSyncRequest(container_id=bad_id, cmd=["true"], timeout=5)),
+            (pod.runtime.Exec, api.ExecRequest(container_id=bad_id, cmd=["true"], stdout=True)),
+            (pod.runtime.Attach, api.AttachRequest(container_id=bad_id, stdout=True)),
+            (pod.runtime.PortForward, api.PortForwardRequest(pod_sandbox_id=bad_id, port=[80])),
+            (pod.runtime.StartContainer, api.StartContainerRequest(container_id=bad_id)),
+            (pod.runtime.ContainerStatus, api.ContainerStatusRequest(container_id=bad_id)),
+            (pod.runtime.CreateContainer, api.CreateContainerRequest(
+                pod_sandbox_id=bad_id, config=pod.container_config("bad-sandbox"), sandbox_config=pod.config)),
+            (pod.runtime.CreateContainer, api.CreateContainerRequest(
+                pod_sandbox_id=pod.id, sandbox_config=pod.config, config=pod.container_config(
+                    "bad-target", linux=api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(
+                        namespace_options=namespaces))))),
+    ):
+        code, message = rpc_error(call, request, timeout=10)
+        assert code == grpc.StatusCode.NOT_FOUND, (call, message)

@@ -8,7 +8,7 @@ from dockershim_py import labels
 from dockershim_py.container import ContainerService
 from dockershim_py.docker_client import DockerClient
 
-SANDBOX_ID = "s" * 64
+SANDBOX_ID = "5" * 64
 
 
 class DockerWithOneSandbox:

@@ -3,7 +3,9 @@ import grpc
 import pytest
 import requests
 
-from dockershim_py.docker_client import DockerClient, conflicting_container, negotiate_api_version, translate
+from dockershim_py.docker_client import (
+    DockerClient, conflicting_container, negotiate_api_version, status_error, translate,
+)
 from dockershim_py.errors import CRIError
 
 
@@ -33,6 +35,20 @@ def test_docker_statuses_become_grpc_codes(status: int, code: grpc.StatusCode) -
     assert error.code == code
     assert error.message.startswith("container 'abc': ")
     assert "No such container: abc" in error.message
+
+
+def test_a_redirect_is_not_the_object_asked_for() -> None:
+    """Docker cleans `../` out of a path and redirects, with no body."""
+    for status in (301, 302, 307, 308):
+        assert status_error("container '../x'", status, "").code == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("not_an_id", ["../x", "k8s_app", "ABC", "a" * 65, ""])
+def test_full_id_takes_ids_only(not_an_id: str) -> None:
+    with pytest.raises(CRIError) as refused:
+        DockerClient.full_id(None, not_an_id, "io.kubernetes.docker.type=container", "container")  # type: ignore[arg-type]
+    assert refused.value.code == grpc.StatusCode.NOT_FOUND
+    assert DockerClient.full_id(None, "f" * 64, "label", "container") == "f" * 64  # type: ignore[arg-type]
 
 
 def test_transport_failures() -> None:
