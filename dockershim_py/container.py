@@ -266,11 +266,9 @@ class ContainerService:
                 continue
             try:
                 os.makedirs(mount.host_path, mode=0o755, exist_ok=True)
-            except OSError as exc:
-                raise CRIError(
-                    grpc.StatusCode.INTERNAL, f"mount {mount.container_path}: cannot create host path "
-                    f"{mount.host_path}: {exc.strerror}"
-                ) from exc
+            except OSError as exc:  # a file on the way, a read-only or virtual filesystem
+                raise failed_precondition(f"mount {mount.container_path}: cannot create host path "
+                                          f"{mount.host_path}: {exc.strerror or exc}") from exc
             log.info("created missing host path %s for mount %s", mount.host_path, mount.container_path)
 
     # --- StartContainer ---------------------------------------------------------------------------

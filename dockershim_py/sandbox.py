@@ -207,8 +207,8 @@ class SandboxService:
             return ""
         try:
             os.makedirs(path, mode=0o755, exist_ok=True)
-        except OSError as exc:
-            raise CRIError(grpc.StatusCode.INTERNAL, f"cannot create log directory {path}: {exc}") from exc
+        except OSError as exc:  # a file there, a read-only or virtual filesystem: the node's state, not ours
+            raise failed_precondition(f"cannot create log directory {path}: {exc.strerror or exc}") from exc
         return path
 
     def _rewrite_resolv_conf(self, sandbox_id: str, content: str) -> None:

@@ -55,6 +55,14 @@ def test_read_write_read_only_and_missing_host_paths(pod: Pod, host_dir: Path) -
     pod.remove(container_id)
 
 
+def test_a_host_path_the_node_cannot_make_is_a_failed_precondition(pod: Pod, host_dir: Path) -> None:
+    (host_dir / "a-file").write_text("")
+    for host_path in (host_dir / "a-file" / "below", Path("/proc/dspy-host-path")):
+        code, details = rpc_error(pod.create, pod.container_config("unmade", mounts=[
+            api.Mount(container_path="/x", host_path=str(host_path))]))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "cannot create host path" in details, details
+
+
 def test_read_only_is_not_recursive(pod: Pod, host_dir: Path) -> None:
     """Kubernetes' read-only means the top mount only; a mount below it stays writable (cri-dockerd#309)."""
     (host_dir / "sub").mkdir()

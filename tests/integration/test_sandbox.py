@@ -275,6 +275,16 @@ def test_log_directory_is_created(sandboxes: Sandboxes, tmp_path) -> None:
     assert log_directory.is_dir()
 
 
+def test_a_log_directory_the_node_cannot_make_is_a_failed_precondition(sandboxes: Sandboxes, tmp_path) -> None:
+    """A file in the way, or a virtual filesystem: the node's state, said plainly (it was INTERNAL)."""
+    (tmp_path / "a-file").write_text("")
+    for log_directory in (tmp_path / "a-file", tmp_path / "a-file" / "below", "/proc/dspy-logs"):
+        code, details = _code(sandboxes.run, sandboxes.config(log_directory=str(log_directory)))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "cannot create log directory" in details, details
+        assert "Errno" not in details
+    assert sandboxes.listed() == []
+
+
 def test_name_conflict_recovery(sandboxes: Sandboxes, docker_api: docker.APIClient) -> None:
     first = sandboxes.run()
     # Running under the name: refused, the running sandbox is left alone.
