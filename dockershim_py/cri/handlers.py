@@ -21,6 +21,8 @@ from ..errors import CRIError
 log = logging.getLogger("dockershim_py.cri")
 
 API_VERSIONS = ("v1", "v1alpha2")
+# Characters of a status message kept (a grpc-message is percent-encoded: up to three bytes each).
+MAX_STATUS_MESSAGE = 2048
 # What v1alpha2 defines (k8s.io/cri-api v0.25, its last release): RPCs added to v1 afterwards
 # are unknown methods there, as on the runtimes that served it.
 V1ALPHA2_METHODS = frozenset({
@@ -63,12 +65,20 @@ class LastSerialized:
         return data
 
 
+def status_message(message: str) -> str:
+    """A message short enough for any client's trailers: one that repeats a huge input whole made
+    grpcio clients (8 KiB of metadata) see RESOURCE_EXHAUSTED instead of the error."""
+    if len(message) <= MAX_STATUS_MESSAGE:
+        return message
+    return f"{message[:MAX_STATUS_MESSAGE]}... ({len(message) - MAX_STATUS_MESSAGE} more characters)"
+
+
 def _fail(method: str, context: grpc.ServicerContext, exc: Exception) -> None:
     if isinstance(exc, CRIError):
-        log.info("%s failed: %s: %s", method, exc.code.name, exc.message)
-        context.abort(exc.code, exc.message)
+        log.info("%s failed: %s: %s", method, exc.code.name, status_message(exc.message))
+        context.abort(exc.code, status_message(exc.message))
     log.exception("%s failed unexpectedly", method)
-    context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error in dockershim-py: {exc}")
+    context.abort(grpc.StatusCode.INTERNAL, status_message(f"{method}: internal error in dockershim-py: {exc}"))
 
 
 def _code_of(exc: Exception) -> grpc.StatusCode:

@@ -68,3 +68,10 @@ def test_the_long_methods_are_cri_methods() -> None:
     methods = {method.name for service in ("RuntimeService", "ImageService")
                for method in api_pb2.DESCRIPTOR.services_by_name[service].methods}
     assert LONG_METHODS <= methods
+
+
+def test_a_status_message_is_cut_to_what_any_client_takes() -> None:
+    from dockershim_py.cri.handlers import MAX_STATUS_MESSAGE, status_message
+    assert status_message("short") == "short"
+    cut = status_message("x" * (MAX_STATUS_MESSAGE + 10))
+    assert cut == "x" * MAX_STATUS_MESSAGE + "... (10 more characters)"
