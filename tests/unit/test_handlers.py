@@ -3,6 +3,7 @@
 import pytest
 
 from dockershim_py.api import api_pb2
+from dockershim_py.cri.handlers import MAX_STATUS_MESSAGE, status_message
 from dockershim_py.cri.image_service import ImageServiceAdapter
 from dockershim_py.cri.runtime_service import RuntimeServiceAdapter
 
@@ -71,7 +72,6 @@ def test_the_long_methods_are_cri_methods() -> None:
 
 
 def test_a_status_message_is_cut_to_what_any_client_takes() -> None:
-    from dockershim_py.cri.handlers import MAX_STATUS_MESSAGE, status_message
     assert status_message("short") == "short"
     cut = status_message("x" * (MAX_STATUS_MESSAGE + 10))
     assert cut == "x" * MAX_STATUS_MESSAGE + "... (10 more characters)"
