@@ -100,6 +100,15 @@ def container_name_of(config: api.ContainerConfig, sandbox_config: api.PodSandbo
     )
 
 
+def command_line(arguments: Sequence[str], field: str) -> list[str]:
+    """The arguments of a process as they are; INVALID_ARGUMENT for one holding a NUL byte, which
+    execve would cut there (ExecSync ran `echo 'a'` for `echo 'a\0b'`)."""
+    for argument in arguments:
+        if "\x00" in argument:
+            raise invalid_argument(f"{field}: argument {argument[:200]!r} holds a NUL byte")
+    return list(arguments)
+
+
 def environment(envs: Sequence[api.KeyValue]) -> list[str]:
     """Docker's `KEY=value` list; values arrive as bytes and must be UTF-8 (Docker speaks JSON)."""
     result = []
@@ -329,9 +338,9 @@ def create_body(
         "HostConfig": host_config,
     }
     if config.command:
-        body["Entrypoint"] = list(config.command)
+        body["Entrypoint"] = command_line(config.command, "command")
     if config.args:
-        body["Cmd"] = list(config.args)
+        body["Cmd"] = command_line(config.args, "args")
     if config.working_dir:
         body["WorkingDir"] = config.working_dir
     if security.user:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from . import labels
+from .container_convert import command_line
 from .docker_client import DockerClient, RawStream
 from .errors import CRIError, deadline_exceeded, failed_precondition, invalid_argument, not_found, unavailable
 from .server import MAX_MESSAGE_BYTES
@@ -221,6 +222,7 @@ class ExecService:
             raise invalid_argument("container_id is empty")
         if not cmd:
             raise invalid_argument("cmd is empty")
+        command_line(cmd, "cmd")
         if timeout < 0:
             raise invalid_argument(f"timeout {timeout} is negative")
         deadline = time.monotonic() + timeout if timeout else None

@@ -33,6 +33,7 @@ import h11
 from .. import telemetry
 from ..api import api_pb2 as api
 from ..config import Config, parse_bind_address
+from ..container_convert import command_line
 from ..errors import invalid_argument, unavailable
 from .channels import BASE64_CHANNELS, ChannelCodec, ChannelProtocolError, parse_port, parse_port_query, port_channels
 from .loop import Loop, Pipe, TlsLayer
@@ -177,6 +178,7 @@ class StreamingServer:
         _check_streams(request.tty, request.stdin, request.stdout, request.stderr)
         if not request.cmd:
             raise invalid_argument("missing required cmd")
+        command_line(request.cmd, "cmd")
         container = self._runtime.running_container(request.container_id)
         return self._url("exec", RemoteCommand("exec", container["Id"], request.stdin, request.stdout,
                                                request.stderr, request.tty, tuple(request.cmd)))

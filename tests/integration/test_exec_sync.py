@@ -100,3 +100,14 @@ def test_a_cancelled_exec_is_killed_and_frees_its_worker(pod: Pod, sleeper: str)
     call.cancel()
     assert wait_for(lambda: not any("sleep 64" in line for line in pod.sh(sleeper, "ps -o args").splitlines()),
                     timeout=10)
+
+
+def test_an_argument_holding_a_nul_byte_is_refused(pod: Pod, sleeper: str) -> None:
+    """execve cuts an argument at its NUL: ExecSync ran `echo a` for `echo a\\0b` and answered OK."""
+    for call, request in (
+            (pod.runtime.ExecSync, api.ExecSyncRequest(container_id=sleeper, cmd=["echo", "a\0b"], timeout=5)),
+            (pod.runtime.Exec, api.ExecRequest(container_id=sleeper, cmd=["echo", "a\0b"], stdout=True)),
+            (pod.runtime.CreateContainer, api.CreateContainerRequest(
+                pod_sandbox_id=pod.id, sandbox_config=pod.config, config=pod.container_config("nul", ["echo", "a\0b"])))):
+        code, message = rpc_error(call, request, timeout=10)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "NUL" in message, message
