@@ -608,9 +608,16 @@ class DockerClient:
 
     @_measured
     def start_container(self, container_id: str) -> None:
-        """Start; one already running is left as it is (Docker answers 304)."""
-        self._request(f"start container {container_id}", "POST", f"/containers/{_quoted(container_id)}/start",
-                      idempotent=False)
+        """Start; one already running is left as it is (Docker answers 304). Docker's 500 here is
+        the runtime refusing the container as it was made (a user, device or mount runc cannot
+        find or make, a sysctl it cannot set, a host port in use): FAILED_PRECONDITION."""
+        try:
+            self._request(f"start container {container_id}", "POST", f"/containers/{_quoted(container_id)}/start",
+                          idempotent=False)
+        except CRIError as exc:
+            if exc.code == grpc.StatusCode.UNKNOWN:
+                raise failed_precondition(exc.message) from exc
+            raise
 
     @_measured
     def stop_container(self, container_id: str, grace_seconds: int) -> None:

@@ -125,6 +125,10 @@ def protocol_name(protocol: int) -> str:
         raise invalid_argument(f"port mapping protocol {protocol} is unknown (TCP, UDP or SCTP)") from None
 
 
+# Host IPs that bind every address: a port on one of them is taken on every other too.
+WILDCARD_HOST_IPS = frozenset({"", "0.0.0.0", "::"})
+
+
 def validate_port_mappings(mappings: Iterable[api.PortMapping]) -> list[api.PortMapping]:
     """The mappings, after refusing ports out of range and host IPs that are not addresses."""
     valid = []
@@ -139,8 +143,16 @@ def validate_port_mappings(mappings: Iterable[api.PortMapping]) -> list[api.Port
                 ipaddress.ip_address(mapping.host_ip)
             except ValueError:
                 raise invalid_argument(f"port mapping host_ip {mapping.host_ip!r} is not an IP address") from None
+        if mapping.host_port and any(_same_host_port(mapping, other) for other in valid if other.host_port):
+            raise invalid_argument(f"host port {protocol_name(mapping.protocol)}/{mapping.host_port} on "
+                                   f"{mapping.host_ip or 'every address'} is mapped twice in the pod")
         valid.append(mapping)
     return valid
+
+
+def _same_host_port(first: api.PortMapping, second: api.PortMapping) -> bool:
+    return (first.protocol, first.host_port) == (second.protocol, second.host_port) and (
+        first.host_ip == second.host_ip or bool({first.host_ip, second.host_ip} & WILDCARD_HOST_IPS))
 
 
 def docker_ports(mappings: Iterable[api.PortMapping]) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, str]]]]:

@@ -26,7 +26,6 @@ SHM_SIZE_BYTES = 64 * 1024 * 1024
 HOST_NAME_MAX = 64  # the kernel's; runc fails the start for a longer one
 # Handler names that mean "Docker's default runtime" (cri-dockerd accepts "docker" too).
 DEFAULT_HANDLERS = ("", "docker")
-WILDCARD_HOST_IPS = frozenset({"", "0.0.0.0", "::"})
 # What Docker's container events add to a container's labels in their attributes.
 DOCKER_EVENT_ATTRIBUTES = frozenset({"name", "image", "exitCode", "signal", "execDuration"})
 
@@ -122,7 +121,7 @@ def host_port_clash(wanted: SandboxCheckpoint, running: Mapping[str, SandboxChec
     add the second rule silently, and the first pod would keep the traffic."""
     def overlaps(first: PortMapping, second: PortMapping) -> bool:  # dockershim wrote "tcp"
         return (first.protocol.upper(), first.host_port) == (second.protocol.upper(), second.host_port) and (
-            first.host_ip == second.host_ip or bool({first.host_ip, second.host_ip} & WILDCARD_HOST_IPS))
+            first.host_ip == second.host_ip or bool({first.host_ip, second.host_ip} & network.WILDCARD_HOST_IPS))
 
     for sandbox_id, held in running.items():
         if held.host_network:

@@ -241,6 +241,23 @@ def test_create_refusals(pod: Pod) -> None:
                 if any(f"_{name}_" in c["Names"][0] for name in ("badcap", "noimage", "badsignal", "nulpath"))]
 
 
+def test_a_start_the_runtime_refuses_is_a_failed_precondition(pod: Pod) -> None:
+    """What only runc finds out (no such user, no such device) came back UNKNOWN."""
+    for name, fields in (
+            ("nouser", {"linux": api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(
+                run_as_username="dspy-no-such-user"))}),
+            ("nodevice", {"devices": [api.Device(host_path="/dev/dspy-no-such-device", container_path="/dev/x",
+                                                  permissions="rwm")]})):
+        try:
+            container_id = pod.create(pod.container_config(name, **fields))
+        except grpc.RpcError as refused:  # refused at create is as good
+            assert refused.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
+            continue
+        code, message = rpc_error(pod.start, container_id)
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and message, (name, message)
+        pod.remove(container_id)
+
+
 def _outcome(call, *args) -> tuple[grpc.StatusCode, object]:
     try:
         return grpc.StatusCode.OK, call(*args)

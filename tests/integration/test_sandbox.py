@@ -235,6 +235,8 @@ def test_security_context_and_runtime_handler(sandboxes: Sandboxes, docker_api: 
         ({"dns_config": api.DNSConfig(searches=["a\nnameserver 10.0.0.1"])}, "", "whitespace"),
         ({"port_mappings": [api.PortMapping(container_port=80, host_port=70000)]}, "", "host_port"),
         ({"log_directory": "relative/logs"}, "", "absolute"),
+        ({"port_mappings": [api.PortMapping(container_port=80, host_port=8080),
+                            api.PortMapping(container_port=81, host_port=8080)]}, "", "mapped twice"),
     ],
 )
 def test_bad_requests_leave_nothing(sandboxes: Sandboxes, shim, fields: dict, handler: str, words: str) -> None:
@@ -262,7 +264,7 @@ def test_failed_start_leaves_nothing(sandboxes: Sandboxes, shim, tmp_path) -> No
         code, details = _code(sandboxes.run, config)
     finally:
         taken.close()
-    assert code != grpc.StatusCode.OK and str(port) in details
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and str(port) in details  # Docker's 500: was UNKNOWN
     assert sandboxes.docker_containers() == []
     assert sandboxes.listed() == []
     assert set((shim.root / "sandbox").iterdir()) == checkpoints_before

@@ -152,6 +152,18 @@ def test_bad_port_mappings_are_refused(mapping: api.PortMapping, words: str) -> 
     assert words in _refused(_body, _config(port_mappings=[mapping]))
 
 
+def test_a_host_port_mapped_twice_in_a_pod_is_refused() -> None:
+    """Docker took both and failed the start (UNKNOWN), after making the pause container."""
+    twice = [api.PortMapping(container_port=80, host_port=8080, host_ip="127.0.0.1"),
+             api.PortMapping(container_port=81, host_port=8080)]
+    assert "mapped twice" in _refused(_body, _config(port_mappings=twice))
+    apart = [api.PortMapping(container_port=80, host_port=8080, host_ip="127.0.0.1"),
+             api.PortMapping(container_port=81, host_port=8080, host_ip="127.0.0.2"),
+             api.PortMapping(protocol=api.UDP, container_port=81, host_port=8080),
+             api.PortMapping(container_port=82, host_port=0), api.PortMapping(container_port=83, host_port=0)]
+    assert _body(_config(port_mappings=apart))
+
+
 def test_runtime_handlers() -> None:
     assert sandbox_convert.docker_runtime("", ["runc"]) == ""
     assert sandbox_convert.docker_runtime("docker", ["runc"]) == ""
