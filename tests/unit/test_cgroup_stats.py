@@ -686,3 +686,12 @@ def test_net_dev_refuses_a_reused_pid(tmp_path: Path) -> None:
 def test_sample_defaults_are_unknown() -> None:
     sample = CgroupSample(1, 2, 3, 4, 5, 6)
     assert sample.memory_available is None and sample.swap_available is None and sample.tasks is None
+
+
+def test_cpu_rates_outlive_a_prune_while_they_are_asked_for() -> None:
+    """A prune that dropped every sample left each container without a rate once a minute."""
+    rates = CpuRates(min_window_ns=1, forget_after_ns=100)
+    start = 10**15
+    assert rates.rate("c", 0, start) is None
+    assert rates.rate("c", 50, start + 50) == 10**9
+    assert rates.rate("c", 100, start + 100) == 10**9  # a prune ran here (every forget_after / 10)

@@ -679,3 +679,36 @@ def test_the_initial_identity_is_resolved_as_runc_resolves_it() -> None:
     assert initial_identity("tester:nogroup", [], lambda: known) is None
     assert convert.initial_user_of("1234:5678:5678,50000").linux.supplemental_groups == [5678, 50000]
     assert convert.initial_user_of("") is None and convert.initial_user_of("1:x:") is None
+
+
+# Found by mutation testing: behaviour no test above pinned -----------------------------------
+
+
+def test_the_create_body_carries_the_mounts_and_the_user() -> None:
+    """Pod volumes (secrets, the service account token) and runAsUser reach Docker's create body."""
+    config = container_config(
+        mounts=[api.Mount(container_path="/data", host_path="/srv/data"),
+                api.Mount(container_path="/z", host_path="/srv/z", selinux_relabel=True)],
+        linux=api.LinuxContainerConfig(security_context=api.LinuxContainerSecurityContext(
+            run_as_user=api.Int64Value(value=1234))))
+    body = body_of(config, node=NodeView(selinux_enabled=True))
+    assert [mount["Target"] for mount in body["HostConfig"]["Mounts"]] == ["/data"]
+    assert body["HostConfig"]["Binds"] == ["/srv/z:/z:rw,Z"]
+    assert body["User"] == "1234"
+
+
+def test_a_swap_limit_equal_to_the_memory_limit_is_no_swap() -> None:
+    """What the kubelet sends on cgroup v1 for every container with a memory limit."""
+    body = convert.docker_resources(api.LinuxContainerResources(memory_limit_in_bytes=100,
+                                                                memory_swap_limit_in_bytes=100), True)
+    assert (body["Memory"], body["MemorySwap"]) == (100, 100)
+
+
+@pytest.mark.parametrize(("host_path", "container_path"), [("/a,ro", "/t"), ("/a", "/t:ro"), ("/a:/etc", "/t"),
+                                                           ("relative/dir", "/t")])
+def test_a_bind_path_that_would_add_options_or_name_a_volume_is_refused(host_path: str, container_path: str) -> None:
+    """A relabelled mount goes in Docker's Binds string, where ':' and ',' separate options."""
+    for relabel in (True, False) if host_path.startswith("relative") else (True,):
+        with pytest.raises(CRIError):
+            convert.docker_mounts([api.Mount(container_path=container_path, host_path=host_path,
+                                             selinux_relabel=relabel)], {}, NodeView(selinux_enabled=True))

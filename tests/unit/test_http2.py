@@ -335,3 +335,37 @@ def test_header_decoder_limits() -> None:
     for index in range(200):  # 200 entries of 64 bytes through a 4 KiB table: the oldest go
         assert evicting.decode(encoder.encode([(b"k", b"%031d" % index)])) == [(b"k", b"%031d" % index)]
     assert evicting._table_size <= 4096
+
+
+# Found by mutation testing: behaviour no test above pinned -----------------------------------
+
+
+def test_connection_window_updates_add_up_to_what_was_received() -> None:
+    """Credits past what was received pile up beyond 2^31-1, and gRPC clients end the connection."""
+    connection = connected()
+    connection.receive(frame(HEADERS, http2.FLAG_END_HEADERS, 1, hpack.Encoder().encode(REQUEST)))
+    chunk = b"d" * http2.DEFAULT_MAX_FRAME
+    for _ in range(2 * http2.RECEIVE_WINDOW // len(chunk)):  # twice the window, credited as it goes
+        connection.receive(frame(DATA, 0, 1, chunk))
+    credited = sum(struct.unpack(">I", payload)[0] for kind, _, stream, payload in frames(connection.data_to_send())
+                   if kind == WINDOW_UPDATE and stream == 0)
+    assert credited == 2 * http2.RECEIVE_WINDOW
+
+
+def test_a_reply_stalled_on_the_connection_window_resumes_after_its_update() -> None:
+    connection = connected()
+    connection.receive(frame(HEADERS, http2.FLAG_END_HEADERS | http2.FLAG_END_STREAM, 1,
+                             hpack.Encoder().encode(REQUEST)))
+    connection.send_headers(1, [(b":status", b"200")])
+    connection.send_data(1, b"b" * 70000)
+    connection.receive(frame(SETTINGS, 0, 0, struct.pack(">HI", http2.SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20)))
+    sent = sum(len(payload) for kind, *_, payload in frames(connection.data_to_send()) if kind == DATA)
+    assert sent == 65535  # RFC 9113's initial connection window
+    connection.receive(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 10000)))
+    assert sum(len(payload) for kind, *_, payload in frames(connection.data_to_send()) if kind == DATA) == 70000 - 65535
+
+
+def test_error_codes_are_rfc_9113s() -> None:
+    assert (http2.NO_ERROR, http2.PROTOCOL_ERROR, http2.INTERNAL_ERROR, http2.FLOW_CONTROL_ERROR, http2.STREAM_CLOSED,
+            http2.FRAME_SIZE_ERROR, http2.REFUSED_STREAM, http2.CANCEL, http2.COMPRESSION_ERROR) == (
+        0, 1, 2, 3, 5, 6, 7, 8, 9)

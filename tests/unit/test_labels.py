@@ -144,3 +144,23 @@ def test_a_container_without_a_readable_record_shows_every_label_as_dockershim_d
     docker_labels = {"io.kubernetes.docker.type": "container", "vendor": "acme",
                      labels.IMAGE_LABEL_KEYS_LABEL: recorded}
     assert labels.extract_labels(docker_labels) == ({"vendor": "acme"}, {})
+
+
+# Found by mutation testing: behaviour no test above pinned -----------------------------------
+
+
+def test_a_helper_is_told_from_a_pod_container_whose_image_carries_the_label() -> None:
+    """Recovery force-removes helpers: a pod's container must never be taken for one."""
+    assert labels.is_helper(labels.helper_labels("x.helper"), "x.helper")
+    assert not labels.is_helper({"x.helper": "true", labels.CONTAINER_TYPE_LABEL: "container"}, "x.helper")
+    assert not labels.is_helper({"x.helper": "true", labels.CONTAINER_TYPE_LABEL: "podsandbox"}, "x.helper")
+    assert not labels.is_helper({labels.CONTAINER_TYPE_LABEL: ""}, "x.helper")
+    assert not labels.is_helper(None, "x.helper")
+
+
+def test_the_label_names_kept_on_docker_containers_do_not_change() -> None:
+    """Containers made by an earlier version carry them."""
+    assert labels.IMAGE_LABEL_KEYS_LABEL == "io.kubernetes.dockershim-py.image-label-keys"
+    assert labels.INITIAL_USER_LABEL == "io.kubernetes.dockershim-py.initial-user"
+    assert labels.PID_NAMESPACE_LABEL == "io.kubernetes.dockershim-py.pid-namespace"
+    assert labels.PRIVILEGED_IN_PARTS_LABEL == "io.kubernetes.dockershim-py.privileged-in-parts"

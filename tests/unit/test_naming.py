@@ -101,3 +101,10 @@ def test_a_part_longer_than_any_kubernetes_name_is_refused_not_sent_to_docker() 
         naming.sandbox_name("p" * 2_000_000, "ns", "uid", 0)
     assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "2000000 characters long" in refused.value.message and len(refused.value.message) < 200
+
+
+@pytest.mark.parametrize("pod", [("we_b", "ns", "uid"), ("web", "n/s", "uid"), ("web", "ns", ""), ("w" * 254, "ns", "u")])
+def test_a_container_name_refuses_pod_parts_that_would_not_parse_back(pod: tuple[str, str, str]) -> None:
+    with pytest.raises(CRIError):
+        naming.container_name("app", *pod, 0)
+    naming.container_name("app", "w" * 253, "ns", "u", 0)

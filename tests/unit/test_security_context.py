@@ -267,3 +267,21 @@ def test_oom_score_capability() -> None:
     assert effective_oom_score_adj(-998, lowering_allowed=False) == 0
     assert effective_oom_score_adj(-998, lowering_allowed=True) == -998
     assert effective_oom_score_adj(100, lowering_allowed=False) == 100
+
+
+# Found by mutation testing: behaviour no test above pinned -----------------------------------
+
+
+@pytest.mark.parametrize("capability", ["CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID",
+                                        "SETUID", "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL",
+                                        "AUDIT_WRITE"])
+def test_dropping_any_of_dockers_default_capabilities_reaches_cap_drop(capability: str) -> None:
+    """A misspelt default was left out of CapDrop: the container kept what the pod dropped."""
+    context = api.LinuxContainerSecurityContext(capabilities=api.Capability(drop_capabilities=[capability]))
+    assert sc.container_security(context).host_config["CapDrop"] == ["CAP_" + capability]
+
+
+def test_the_capability_table_is_the_kernels_by_number() -> None:
+    assert len(sc.CAPABILITIES) == 41
+    assert [sc.CAPABILITIES.index(name) for name in ("DAC_READ_SEARCH", "FOWNER", "NET_BROADCAST", "SYS_ADMIN",
+                                                      "SYSLOG", "BPF")] == [2, 3, 11, 21, 34, 39]

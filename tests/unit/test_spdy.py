@@ -595,3 +595,47 @@ def test_bit_flips_in_a_valid_stream_never_raise(ops: list[tuple], flips: list[t
     for position, bit in flips:
         wire[position % len(wire)] ^= 1 << bit
     assert_well_behaved(Connection(client_side=False), [bytes(wire)])
+
+
+# Found by mutation testing: behaviour no test above pinned ----------------------------------
+
+
+def _decoded_frames(data: bytes) -> list:
+    decoder = FrameDecoder()
+    decoder.receive_data(data)
+    decoded = []
+    while (decoded_frame := decoder.next_frame()) is not None:
+        decoded.append(decoded_frame)
+    return decoded
+
+
+def test_fin_reaches_the_peer_when_the_data_is_a_whole_number_of_chunks() -> None:
+    """Port-forward sends data and FIN together; an exact multiple of 64 KiB lost the FIN."""
+    _, server, (stream_id,) = session()
+    server.send_data(stream_id, b"x" * spdy._DATA_CHUNK, fin=True)
+    assert [(len(sent.data), sent.fin) for sent in _decoded_frames(server.data_to_send())] == [(spdy._DATA_CHUNK, True)]
+
+
+def test_a_stream_is_forgotten_once_both_sides_ended_it() -> None:
+    """Else a long port-forward session keeps one stream per connection it ever made."""
+    client, server, (stream_id,) = session()
+    client.send_headers(stream_id, {"a": "b"}, fin=True)
+    server.receive_data(client.data_to_send())
+    assert server.stream_count == 1
+    server.send_data(stream_id, b"", fin=True)
+    assert server.stream_count == 0
+    client, server, (stream_id,) = session()  # the other order: this side first, then the peer's FIN
+    server.send_data(stream_id, b"", fin=True)
+    assert server.stream_count == 1
+    client.send_data(stream_id, b"", fin=True)
+    server.receive_data(client.data_to_send())
+    assert server.stream_count == 0
+
+
+def test_a_header_block_shorter_than_its_count_is_a_stream_error() -> None:
+    """receive_data never raises: a truncated block resets its stream."""
+    compressor = zlib.compressobj(zdict=spdy.DICTIONARY)
+    body = struct.pack(">IIBB", 1, 0, 0, 0) + compressor.compress(b"\0\0") + compressor.flush(zlib.Z_SYNC_FLUSH)
+    server = Connection(client_side=False)
+    assert server.receive_data(struct.pack(">HHI", 0x8003, 1, len(body)) + body) == []
+    assert _decoded_frames(server.data_to_send()) == [spdy.RstStreamFrame(1, RstStatus.PROTOCOL_ERROR)]
