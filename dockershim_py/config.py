@@ -218,7 +218,8 @@ def argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--root-directory", default=DEFAULT_ROOT_DIRECTORY,
-        help="where the shim keeps its state: checkpoints, log copier offsets (default %(default)s)",
+        help="where the shim keeps its state: checkpoints, log copier offsets, image volumes, the pod "
+             "CIDR, CNI ADDs under way (default %(default)s)",
     )
     parser.add_argument(
         "--docker-config", action="append", dest="docker_config_paths", metavar="PATH",
