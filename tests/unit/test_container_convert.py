@@ -139,6 +139,17 @@ def test_a_relative_log_directory_is_refused() -> None:
     assert "must be an absolute path" in message
 
 
+def test_a_log_path_must_stay_inside_a_log_directory() -> None:
+    without = sandbox_config()
+    without.log_directory = ""
+    assert "no log_directory" in refused(grpc.StatusCode.INVALID_ARGUMENT, convert.log_path_of, container_config(),
+                                         without)
+    for escaping in ("/var/log/x.log", "../other/0.log", "app/../../x.log"):
+        assert "relative to log_directory" in refused(grpc.StatusCode.INVALID_ARGUMENT, convert.log_path_of,
+                                                      container_config(log_path=escaping), sandbox_config())
+    assert convert.log_path_of(container_config(log_path=""), without) == ""
+
+
 def test_every_container_logs_to_json_file_with_a_64mib_shm() -> None:
     host = body_of(container_config())["HostConfig"]
     assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
