@@ -125,8 +125,16 @@ def protocol_name(protocol: int) -> str:
         raise invalid_argument(f"port mapping protocol {protocol} is unknown (TCP, UDP or SCTP)") from None
 
 
-# Host IPs that bind every address: a port on one of them is taken on every other too.
-WILDCARD_HOST_IPS = frozenset({"", "0.0.0.0", "::"})
+def host_addresses_overlap(first: str, second: str) -> bool:
+    """Whether a host port on `first` and on `second` would clash: no host IP is every address, and
+    `0.0.0.0` and `::` every address of their own family only (the kubelet maps a dual-stack
+    hostPort once on each, and the API server allows it)."""
+    if first == second or not first or not second:
+        return True
+    wildcards = {"0.0.0.0", "::"}
+    if first in wildcards or second in wildcards:
+        return ipaddress.ip_address(first).version == ipaddress.ip_address(second).version
+    return False
 
 
 def validate_port_mappings(mappings: Iterable[api.PortMapping]) -> list[api.PortMapping]:
@@ -152,7 +160,7 @@ def validate_port_mappings(mappings: Iterable[api.PortMapping]) -> list[api.Port
 
 def _same_host_port(first: api.PortMapping, second: api.PortMapping) -> bool:
     return (first.protocol, first.host_port) == (second.protocol, second.host_port) and (
-        first.host_ip == second.host_ip or bool({first.host_ip, second.host_ip} & WILDCARD_HOST_IPS))
+        host_addresses_overlap(first.host_ip, second.host_ip))
 
 
 def docker_ports(mappings: Iterable[api.PortMapping]) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, str]]]]:

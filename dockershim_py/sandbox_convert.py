@@ -121,7 +121,7 @@ def host_port_clash(wanted: SandboxCheckpoint, running: Mapping[str, SandboxChec
     add the second rule silently, and the first pod would keep the traffic."""
     def overlaps(first: PortMapping, second: PortMapping) -> bool:  # dockershim wrote "tcp"
         return (first.protocol.upper(), first.host_port) == (second.protocol.upper(), second.host_port) and (
-            first.host_ip == second.host_ip or bool({first.host_ip, second.host_ip} & network.WILDCARD_HOST_IPS))
+            network.host_addresses_overlap(first.host_ip, second.host_ip))
 
     for sandbox_id, held in running.items():
         if held.host_network:
@@ -184,7 +184,9 @@ def sandbox_from_checkpoint(sandbox_id: str, checkpoint: SandboxCheckpoint) -> a
         id=sandbox_id,
         metadata=_metadata_of_checkpoint(checkpoint),
         state=api.SANDBOX_NOTREADY,
-        created_at=checkpoint.created_at,
+        # In whole seconds, as Docker lists the others: a pod's later attempt made in the same
+        # second must not list older than this one, or the kubelet keeps this one instead.
+        created_at=checkpoint.created_at // 1_000_000_000 * 1_000_000_000,
     )
 
 

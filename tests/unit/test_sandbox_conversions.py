@@ -162,6 +162,13 @@ def test_a_host_port_mapped_twice_in_a_pod_is_refused() -> None:
              api.PortMapping(protocol=api.UDP, container_port=81, host_port=8080),
              api.PortMapping(container_port=82, host_port=0), api.PortMapping(container_port=83, host_port=0)]
     assert _body(_config(port_mappings=apart))
+    # What the kubelet sends for a dual-stack hostPort: one mapping on each family's wildcard.
+    dual_stack = [api.PortMapping(container_port=80, host_port=8080, host_ip="0.0.0.0"),
+                  api.PortMapping(container_port=80, host_port=8080, host_ip="::")]
+    assert _body(_config(port_mappings=dual_stack))
+    assert "mapped twice" in _refused(_body, _config(port_mappings=[
+        api.PortMapping(container_port=80, host_port=8080, host_ip="::"),
+        api.PortMapping(container_port=81, host_port=8080, host_ip="fd00::1")]))
 
 
 def test_runtime_handlers() -> None:
@@ -285,10 +292,11 @@ def test_orphan_checkpoint_is_a_notready_sandbox() -> None:
     orphan = sandbox_convert.sandbox_from_checkpoint(SANDBOX_ID, SandboxCheckpoint("web-0", "shop"))
     assert orphan.state == api.SANDBOX_NOTREADY
     assert (orphan.metadata.name, orphan.metadata.namespace) == ("web-0", "shop")
-    kept = SandboxCheckpoint("web-0", "shop", uid="u-1", created_at=42)
-    for made in (sandbox_convert.sandbox_from_checkpoint(SANDBOX_ID, kept),
-                 sandbox_convert.status_from_checkpoint(SANDBOX_ID, kept)):
-        assert (made.metadata.uid, made.created_at, made.state) == ("u-1", 42, api.SANDBOX_NOTREADY)
+    kept = SandboxCheckpoint("web-0", "shop", uid="u-1", created_at=7_000_000_042)
+    status = sandbox_convert.status_from_checkpoint(SANDBOX_ID, kept)
+    assert (status.metadata.uid, status.created_at, status.state) == ("u-1", 7_000_000_042, api.SANDBOX_NOTREADY)
+    listed = sandbox_convert.sandbox_from_checkpoint(SANDBOX_ID, kept)  # whole seconds, as Docker lists the others
+    assert (listed.metadata.uid, listed.created_at, listed.state) == ("u-1", 7_000_000_000, api.SANDBOX_NOTREADY)
 
 
 def test_a_checkpoint_keeps_the_pods_uid() -> None:
@@ -400,6 +408,11 @@ def test_a_host_port_a_running_pod_holds_clashes_on_any_address_it_shares() -> N
     assert sandbox_convert.host_port_clash(_pod(PortMapping("UDP", 80, 8080, "127.0.0.1")), held) is None
     assert sandbox_convert.host_port_clash(_pod(PortMapping("TCP", 80, 8081)), held) is None
     assert sandbox_convert.host_port_clash(_pod(PortMapping("TCP", 80, 0)), {"b" * 64: _pod(PortMapping("TCP", 80, 0))}) is None
+    # 0.0.0.0 and :: are every address of their own family only.
+    ipv4 = {"d" * 64: _pod(PortMapping("TCP", 80, 8080, "0.0.0.0"))}
+    assert sandbox_convert.host_port_clash(_pod(PortMapping("TCP", 80, 8080, "::")), ipv4) is None
+    assert sandbox_convert.host_port_clash(_pod(PortMapping("TCP", 80, 8080, "10.0.0.1")), ipv4) is not None
+    assert sandbox_convert.host_port_clash(_pod(PortMapping("TCP", 80, 8080, "")), ipv4) is not None
     # A host-network pod's mappings are not rules of portmap's.
     assert sandbox_convert.host_port_clash(_pod(PortMapping("TCP", 80, 8080)),
                                    {"c" * 64: _pod(PortMapping("TCP", 80, 8080), host_network=True)}) is None
