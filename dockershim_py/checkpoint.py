@@ -185,13 +185,24 @@ def decode(raw: bytes) -> SandboxCheckpoint:
         )
     except (AttributeError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: a port of 1e999
         raise CorruptCheckpoint(f"malformed port mapping: {exc}") from exc
-    uid, created_at = document.get("uid"), document.get("created_at")
-    return SandboxCheckpoint(
-        name, namespace, mappings, bool(data.get("host_network", False)),
-        uid=uid if isinstance(uid, str) else "",
-        created_at=created_at if isinstance(created_at, int) and not isinstance(created_at, bool)
-        and created_at > 0 else 0,
-    )
+    return SandboxCheckpoint(name, namespace, mappings, bool(data.get("host_network", False)),
+                             uid=_kept_uid(document.get("uid")), created_at=_kept_time(document.get("created_at")))
+
+
+# The uid and creation time are outside the checksum: a value that could not be the shim's is
+# left out, not carried into every ListPodSandbox (a time past int64 failed each one).
+def _kept_uid(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 256:
+        return ""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return ""
+    return value
+
+
+def _kept_time(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1 << 63 else 0
 
 
 # --- the store (I/O) ----------------------------------------------------------------------------

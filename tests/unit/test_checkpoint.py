@@ -87,7 +87,8 @@ def test_the_uid_and_creation_time_stay_out_of_the_checksummed_data() -> None:
     assert (document["uid"], document["created_at"]) == ("u-1", 42)
     assert document["data"] == json.loads(checkpoint.encode(SAMPLE))["data"]
     assert document["checksum"] == checkpoint.go_checksum(document["data"])
-    for uid, created_at in ((7, "42"), (None, True), ("", -1)):  # not what the shim writes: left out
+    for uid, created_at in ((7, "42"), (None, True), ("", -1), ("\ud800", 1 << 63), ("u" * 257, 10**30)):
+        # not what the shim writes: left out (a time past int64 failed every ListPodSandbox)
         document.update(uid=uid, created_at=created_at)
         decoded = checkpoint.decode(json.dumps(document).encode())
         assert (decoded.uid, decoded.created_at) == ("", 0)
