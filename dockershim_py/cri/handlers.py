@@ -21,7 +21,8 @@ from ..errors import CRIError
 log = logging.getLogger("dockershim_py.cri")
 
 API_VERSIONS = ("v1", "v1alpha2")
-# Characters of a status message kept (a grpc-message is percent-encoded: up to three bytes each).
+# UTF-8 bytes of a status message kept: percent-encoded, a grpc-message takes up to three times
+# as many, within the 8 KiB of trailers a grpcio client accepts.
 MAX_STATUS_MESSAGE = 2048
 # What v1alpha2 defines (k8s.io/cri-api v0.25, its last release): RPCs added to v1 afterwards
 # are unknown methods there, as on the runtimes that served it.
@@ -68,9 +69,11 @@ class LastSerialized:
 def status_message(message: str) -> str:
     """A message short enough for any client's trailers: one that repeats a huge input whole made
     grpcio clients (8 KiB of metadata) see RESOURCE_EXHAUSTED instead of the error."""
-    if len(message) <= MAX_STATUS_MESSAGE:
+    encoded = message.encode("utf-8", "replace")
+    if len(encoded) <= MAX_STATUS_MESSAGE:
         return message
-    return f"{message[:MAX_STATUS_MESSAGE]}... ({len(message) - MAX_STATUS_MESSAGE} more characters)"
+    kept = encoded[:MAX_STATUS_MESSAGE].decode("utf-8", "ignore")  # no character cut in two
+    return f"{kept}... ({len(encoded) - len(kept.encode())} more bytes)"
 
 
 def _fail(method: str, context: grpc.ServicerContext, exc: Exception) -> None:

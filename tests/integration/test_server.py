@@ -253,8 +253,10 @@ def test_an_error_that_repeats_a_huge_input_still_reaches_the_client(shim: Shim)
     """grpcio clients take 8 KiB of trailers: a status message echoing a 15 KB ID came back as
     RESOURCE_EXHAUSTED instead of the NOT_FOUND it was."""
     for call, request in ((shim.runtime.ContainerStatus, api.ContainerStatusRequest(container_id="a" * 15000)),
-                          (shim.images.ImageStatus, api.ImageStatusRequest(image=api.ImageSpec(image="d" * 15000)))):
+                          (shim.images.ImageStatus, api.ImageStatusRequest(image=api.ImageSpec(image="d" * 15000))),
+                          (shim.runtime.PodSandboxStatus, api.PodSandboxStatusRequest(pod_sandbox_id="é" * 5000)),
+                          (shim.runtime.PodSandboxStatus, api.PodSandboxStatusRequest(pod_sandbox_id="名" * 5000))):
         with pytest.raises(grpc.RpcError) as caught:
             call(request, timeout=10)
         assert caught.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
-        assert len(caught.value.details()) < 2200
+        assert len(caught.value.details().encode()) < 2200

@@ -74,4 +74,7 @@ def test_the_long_methods_are_cri_methods() -> None:
 def test_a_status_message_is_cut_to_what_any_client_takes() -> None:
     assert status_message("short") == "short"
     cut = status_message("x" * (MAX_STATUS_MESSAGE + 10))
-    assert cut == "x" * MAX_STATUS_MESSAGE + "... (10 more characters)"
+    assert cut == "x" * MAX_STATUS_MESSAGE + "... (10 more bytes)"
+    for wide in ("é", "名", "😀"):  # 2, 3 and 4 bytes: counted as the client counts them
+        cut = status_message(wide * 5000)
+        assert len(cut.encode()) <= MAX_STATUS_MESSAGE + 30 and cut.startswith(wide) and "\ufffd" not in cut
