@@ -99,8 +99,21 @@ def translate(exc: Exception, what: str) -> CRIError:
     return CRIError(grpc.StatusCode.INTERNAL, f"{what}: {type(exc).__name__}: {exc}")
 
 
+class DockerStatusError(CRIError):
+    """A failure Docker answered with an HTTP status, kept for callers that read one apart."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, status: int | None) -> None:
+        super().__init__(code, message)
+        self.status = status
+
+
 def status_error(what: str, status: int | None, detail: str) -> CRIError:
     """Docker's HTTP error status, and its message, as a gRPC status."""
+    error = _status_error(what, status, detail)
+    return DockerStatusError(error.code, error.message, status)
+
+
+def _status_error(what: str, status: int | None, detail: str) -> CRIError:
     if status == 404:
         return not_found(f"{what}: not found ({detail})")
     if status == 409:
@@ -614,10 +627,14 @@ class DockerClient:
         try:
             self._request(f"start container {container_id}", "POST", f"/containers/{_quoted(container_id)}/start",
                           idempotent=False)
-        except CRIError as exc:
-            if exc.code == grpc.StatusCode.UNKNOWN:
-                raise failed_precondition(exc.message) from exc
-            raise
+        except DockerStatusError as exc:
+            if exc.status != 500:
+                raise
+            if any(words in exc.message for words in _DOCKER_SIDE_DEADLINE):
+                raise deadline_exceeded(exc.message) from exc
+            if any(words in exc.message for words in _DOCKER_SIDE_UNAVAILABLE):
+                raise unavailable(exc.message) from exc
+            raise failed_precondition(exc.message) from exc
 
     @_measured
     def stop_container(self, container_id: str, grace_seconds: int) -> None:
@@ -952,6 +969,10 @@ def _readable(sock: socket.socket) -> bool:
 
 
 _HEX_ID = re.compile(r"[0-9a-f]{1,64}")
+# Docker's 500 on a start that is its own fault (containerd or a shim not answering), not the container's.
+_DOCKER_SIDE_DEADLINE = ("context deadline exceeded",)
+_DOCKER_SIDE_UNAVAILABLE = ("connection refused", "transport is closing", "error while dialing",
+                            "containerd is not running")
 # Docker redirects a path it cleaned (an ID holding `../`), with no body: not the object asked for.
 _REDIRECTS = frozenset({301, 302, 307, 308})
 
