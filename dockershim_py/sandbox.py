@@ -44,8 +44,10 @@ from .security_context import node_lacking_capabilities, privileged_runs
 log = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 10
-# Threads kept for stopping and removing a pod's containers side by side, across all pods.
-CONTAINER_CALL_THREADS = 32
+# Threads kept for stopping and removing a pod's containers side by side, across all pods (made
+# as needed): as deep as the stops' own pool, since a drain stops every pod at once, each of
+# whose containers may wait out its grace period.
+CONTAINER_CALL_THREADS = 256
 # Under the root directory, a file per sandbox whose CNI ADD is running: one a killed shim left
 # names a pod that would list READY without its network.
 ADDS_IN_PROGRESS_DIRECTORY = "cni-adds-in-progress"
