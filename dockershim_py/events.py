@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import grpc
 
-from . import labels, telemetry
+from . import image_reference, labels, telemetry
 from .api import api_pb2 as api
 from .docker_client import DOCKER_EVENTS_KEPT, DockerClient
 from .errors import CRIError
@@ -625,11 +625,11 @@ class IndexedDockerClient(DockerClient):
         the name it was made from while that name points at its image, and by the image's ID once
         it does not. The event names the image (by ID, or by the reference pulled) and the name."""
         actor = event.get("Actor") or {}
-        named = {actor.get("ID") or event.get("id") or "", (actor.get("Attributes") or {}).get("name") or ""}
-        named = (named | {name.removesuffix(":latest") for name in named}) - {""}
+        named = {actor.get("ID") or event.get("id") or "", (actor.get("Attributes") or {}).get("name") or ""} - {""}
+        references = {_comparable_reference(name) for name in named}  # `busybox:1.0` names docker.io/library/busybox:1.0
         with self._index_lock:
             moved = [container_id for container_id, entry in self._entries.items()
-                     if entry.get("ImageID") in named or entry.get("Image") in named]
+                     if entry.get("ImageID") in named or _comparable_reference(entry.get("Image") or "") in references]
             for container_id in moved:
                 mark = self._dirty.get(container_id)
                 self._dirty[container_id] = (
@@ -953,6 +953,16 @@ class IndexedDockerClient(DockerClient):
         self._changing(
             container_id, "update", lambda: super(IndexedDockerClient, self).update_container(container_id, resources)
         )
+
+
+def _comparable_reference(name: str) -> str:
+    """A name as Docker resolves it (fully qualified, `:latest` when untagged); an ID as it is."""
+    if not name or image_reference.is_image_id(name):
+        return name
+    try:
+        return image_reference.normalize(name)
+    except CRIError:
+        return name
 
 
 _EVENT_TYPES = {
