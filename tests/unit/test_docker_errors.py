@@ -121,3 +121,25 @@ def test_docker_info_is_kept_for_a_while_and_forgotten_with_the_connection(tmp_p
     assert client.info() == {"n": 2}
     client._forget_connection()  # the daemon may come back reconfigured
     assert client.info() == {"n": 3}
+
+
+@pytest.mark.parametrize(("status", "message", "code"), [
+    (500, "unable to find user nobody-here: no matching entries in passwd file", grpc.StatusCode.FAILED_PRECONDITION),
+    (500, "failed to create shim: context deadline exceeded", grpc.StatusCode.DEADLINE_EXCEEDED),
+    (500, "connection error: dial unix /run/containerd/containerd.sock: connect: connection refused",
+     grpc.StatusCode.UNAVAILABLE),
+    (404, "No such container: x", grpc.StatusCode.NOT_FOUND),
+    (409, "container is marked for removal", grpc.StatusCode.FAILED_PRECONDITION),
+])
+def test_a_start_docker_refuses_says_whose_fault_it_is(tmp_path, status: int, message: str,
+                                                       code: grpc.StatusCode) -> None:
+    """Docker's 500 on a start is mostly the runtime refusing the container as it was made."""
+    client = DockerClient(f"unix://{tmp_path}/docker.sock", timeout=1)
+
+    def answered(what: str, *args, **kwargs) -> None:
+        raise status_error(what, status, message)
+
+    client._request = answered  # type: ignore[method-assign]
+    with pytest.raises(CRIError) as refused:
+        client.start_container("c" * 64)
+    assert refused.value.code == code and message in refused.value.message
