@@ -90,6 +90,8 @@ def translate(exc: Exception, what: str) -> CRIError:
         return deadline_exceeded(f"{what}: Docker did not answer in time ({exc})")
     if isinstance(exc, requests.exceptions.ConnectionError):
         return unavailable(f"{what}: cannot reach the Docker daemon: {_root_cause(exc)}")
+    if isinstance(exc, requests.exceptions.TooManyRedirects):
+        return not_found(f"{what}: not found (Docker redirected the request elsewhere)")
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return unavailable(f"{what}: Docker's answer was cut off: {_root_cause(exc)}")
     if isinstance(exc, docker.errors.NullResource):  # an empty ID, refused before anything was sent
@@ -239,6 +241,7 @@ class DockerClient:
             api._custom_adapter = shared
             api.mount("http+docker://", shared)
             api.trust_env = False  # no proxy or netrc lookup per request: a local socket needs neither
+        api.max_redirects = 0  # Docker redirects a path it cleaned (`../` in a name): not what was asked for
         return api
 
     def _clients(self) -> tuple[docker.APIClient, docker.APIClient]:

@@ -51,6 +51,13 @@ def test_full_id_takes_ids_only(not_an_id: str) -> None:
     assert DockerClient.full_id(None, "f" * 64, "label", "container") == "f" * 64  # type: ignore[arg-type]
 
 
+def test_a_redirect_docker_py_was_given_is_not_followed(tmp_path) -> None:
+    """An image named `../containers/<id>` would read a container's inspect as the image's."""
+    assert translate(requests.exceptions.TooManyRedirects("Exceeded 0 redirects."),
+                     "image '../containers/x'").code == grpc.StatusCode.NOT_FOUND
+    assert DockerClient(f"unix://{tmp_path}/docker.sock", timeout=1)._make("1.41", 1).max_redirects == 0
+
+
 def test_transport_failures() -> None:
     refused = requests.exceptions.ConnectionError("connection refused")
     assert translate(refused, "ping Docker").code == grpc.StatusCode.UNAVAILABLE
