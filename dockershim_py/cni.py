@@ -154,12 +154,22 @@ def port_mapping_capability(mappings: Iterable[Any]) -> list[dict[str, Any]]:
     ]
 
 
+# A quantity's text, and its exponent, at the most: an int64's range needs no more.
+MAX_QUANTITY_CHARACTERS = 64
+MAX_QUANTITY_EXPONENT = 30
+
+
 def parse_quantity(text: str) -> int:
-    """A Kubernetes quantity (`10M`, `1.5Gi`, `100k`, `1e6`) as a whole number, rounded up."""
-    match = _QUANTITY.fullmatch(text.strip())
+    """A Kubernetes quantity (`10M`, `1.5Gi`, `100k`, `1e6`) as a whole number, rounded up.
+
+    Bounded before any arithmetic: `1e999999999` took the shim's CPU for minutes (a pod's
+    annotation, which anyone who can make a pod writes)."""
+    match = _QUANTITY.fullmatch(text.strip()) if len(text) <= MAX_QUANTITY_CHARACTERS else None
     if match is None:
-        raise ValueError(f"{text!r} is not a quantity (like 10M, 1.5Gi or 500k)")
+        raise ValueError(f"{text[:MAX_QUANTITY_CHARACTERS]!r} is not a quantity (like 10M, 1.5Gi or 500k)")
     _, number, binary, decimal, exponent = match.groups()
+    if exponent and abs(int(exponent)) > MAX_QUANTITY_EXPONENT:
+        raise ValueError(f"{text!r} is out of any quantity's range")
     value = Fraction(number)
     if binary:
         value *= 2 ** (10 * ("KMGTPE".index(binary[0]) + 1))
