@@ -131,12 +131,14 @@ class SandboxService:
             # 4. Create, checkpoint, start, point the pod's resolv.conf at the cluster DNS, and last
             #    (a failed ADD takes back what it added) put the pod on the CNI network.
             checkpoint = checkpoint_of(config, host_network)
-            sandbox_id = ""
+            sandbox_id = marker = ""
             try:
                 with self._host_ports_claimed(checkpoint if on_cni else None):
                     sandbox_id = self._docker.create_container_replacing(name, body, "pod sandbox",
                                                                          self._forget_replaced)
                     self._checkpoints.write(sandbox_id, dataclasses.replace(checkpoint, created_at=time.time_ns()))
+                if on_cni:  # from before the start: a shim killed from here to the ADD's end leaves it
+                    marker = self._mark_add_in_progress(sandbox_id)  # for the next start to undo
                 self._docker.start_container(sandbox_id)
                 if resolv_conf:  # an empty DNS config keeps Docker's file, as dockershim did
                     self._rewrite_resolv_conf(sandbox_id, resolv_conf)
@@ -145,6 +147,9 @@ class SandboxService:
             except BaseException as exc:
                 self._undo_run(name, sandbox_id, created_log_directory, exc)
                 raise
+            finally:  # after an undo: a shim killed during one leaves it to the next start too
+                if marker:
+                    remove_if_present(marker)
             log.info("started pod sandbox %s (%s)", sandbox_id[:12], name)
             return sandbox_id
 
@@ -241,19 +246,8 @@ class SandboxService:
         if not pid:
             raise unavailable(f"pod sandbox {sandbox_id} exited as it started: no network namespace to set up")
         pod = PodIdentity(metadata.namespace, metadata.name, metadata.uid, sandbox_id)
-        marker = self._add_in_progress_marker(sandbox_id)
-        try:
-            os.makedirs(os.path.dirname(marker), exist_ok=True)
-            with open(marker, "wb"):
-                pass
-        except OSError as exc:
-            raise CRIError(grpc.StatusCode.INTERNAL, f"cannot record the CNI setup of sandbox {sandbox_id}: {exc}"
-                           ) from exc
-        try:
-            with _cni_errors(sandbox_id, "set up"):
-                ips = self._network.cni.add(pod, f"/proc/{pid}/ns/net", capabilities)
-        finally:
-            remove_if_present(marker)
+        with _cni_errors(sandbox_id, "set up"):
+            ips = self._network.cni.add(pod, f"/proc/{pid}/ns/net", capabilities)
         log.info("pod sandbox %s is on the CNI network (%s)", sandbox_id[:12], ", ".join(ips) or "no address")
 
     def _remove_from_cni_network(self, sandbox_id: str, inspect: dict[str, Any] | None) -> None:
@@ -499,6 +493,17 @@ class SandboxService:
             self._stop_if_present(sandbox_id)
         if released:
             remove_if_present(marker)
+
+    def _mark_add_in_progress(self, sandbox_id: str) -> str:
+        marker = self._add_in_progress_marker(sandbox_id)
+        try:
+            os.makedirs(os.path.dirname(marker), exist_ok=True)
+            with open(marker, "wb"):
+                pass
+        except OSError as exc:
+            raise CRIError(grpc.StatusCode.INTERNAL, f"cannot record the CNI setup of sandbox {sandbox_id}: {exc}"
+                           ) from exc
+        return marker
 
     def _add_in_progress_marker(self, sandbox_id: str) -> str:
         return os.path.join(self._config.root_directory, ADDS_IN_PROGRESS_DIRECTORY, sandbox_id)
