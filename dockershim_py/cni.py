@@ -286,6 +286,17 @@ def result_ips(result: Mapping[str, Any] | None) -> list[str]:
 
 # Marks the record of a failed ADD kept for its DEL (libcni, which ignores the key, keeps none).
 FAILED_ADD_KEY = "dockershimPyFailedAdd"
+# The inode of the network namespace the ADD set up: a pause container restarted behind the
+# shim's back has a new, empty one, which the record's addresses no longer describe.
+NETNS_INODE_KEY = "dockershimPyNetnsInode"
+
+
+def namespace_inode(netns: str) -> int:
+    """The inode of a network namespace's path; 0 when it cannot be read."""
+    try:
+        return os.stat(netns).st_ino
+    except OSError:
+        return 0
 
 
 def cache_entry(network: NetworkConfig, pod: PodIdentity, capabilities: Mapping[str, Any],
@@ -405,7 +416,8 @@ class CNINetwork:
         try:
             for plugin in network.plugins:
                 result = self._run(network, plugin, "ADD", pod, netns, capabilities, result)
-            self._write_cache(pod, cache_entry(network, pod, capabilities, result or {}))
+            self._write_cache(pod, {**cache_entry(network, pod, capabilities, result or {}),
+                                    NETNS_INODE_KEY: namespace_inode(netns)})
         except (PluginError, OSError) as exc:
             error = exc if isinstance(exc, PluginError) else \
                 PluginError(f"cannot record the CNI result in {self._cache_dir}: {exc}")
@@ -474,11 +486,14 @@ class CNINetwork:
         return bool(self._cache_paths(sandbox_id))
 
     def cached_result(self, sandbox_id: str) -> dict[str, Any] | None:
-        """The network and the result of the pod's ADD, as kept for its DEL; None when none is kept."""
+        """The network, the result of the pod's ADD and the inode of the namespace it set up (0 when
+        not known), as kept for its DEL; None when none is kept."""
         _, entry = self._read_cache(sandbox_id)
         if entry is None:
             return None
-        return {"network": entry.get("networkName"), "result": entry.get("result")}
+        inode = entry.get(NETNS_INODE_KEY)
+        return {"network": entry.get("networkName"), "result": entry.get("result"),
+                "netnsInode": inode if isinstance(inode, int) and not isinstance(inode, bool) else 0}
 
     def _delete(self, network: NetworkConfig, pod: PodIdentity, netns: str, capabilities: Mapping[str, Any],
                 result: dict[str, Any] | None) -> list[PluginError]:

@@ -27,7 +27,9 @@ from . import labels, naming, network
 from .api import api_pb2 as api
 from .cgroups import can_lower_oom_score, effective_oom_score_adj
 from .checkpoint import CheckpointStore, SandboxCheckpoint
-from .cni import CNINetwork, NetworkConfigError, PluginError, PodIdentity, result_ips, runtime_capabilities
+from .cni import (
+    CNINetwork, NetworkConfigError, PluginError, PodIdentity, namespace_inode, result_ips, runtime_capabilities,
+)
 from .config import Config
 from .docker_client import DockerClient
 from .events import ConvertedEntries
@@ -396,6 +398,11 @@ class SandboxService:
         state = inspect.get("State") or {}
         if not ips and state.get("Running") and state.get("Pid"):
             cached = self._network.cni.cached_result(inspect["Id"]) if self._network.cni is not None else None
+            namespace = f"/proc/{state['Pid']}/ns/net"
+            if cached and cached["netnsInode"] and cached["netnsInode"] != namespace_inode(namespace):
+                # Restarted behind the shim's back: a new namespace, without the pod's address. None
+                # is reported, so the kubelet makes the pod again (its StopPodSandbox releases the old).
+                cached = None
             ips = result_ips((cached or {}).get("result")) or network.ips_from_network_namespace(state["Pid"])
         return ips
 

@@ -521,6 +521,20 @@ def test_a_pod_whose_pause_container_died_gives_back_its_address(
     assert cni_network.allocated() == set()
 
 
+def test_a_pod_restarted_behind_the_shims_back_shows_no_address(
+        pods: Sandboxes, cni_network: CNINetwork, docker_api: docker.APIClient) -> None:
+    """`docker restart` of a pause container gives it a new, empty network namespace: the status
+    kept the ADD's address, so the kubelet never made the pod again."""
+    sandbox_id = pods.run()
+    assert pods.status(sandbox_id).status.network.ip
+    docker_api.restart(sandbox_id, timeout=1)
+    assert wait_for(lambda: docker_api.inspect_container(sandbox_id)["State"]["Running"])
+    status = pods.status(sandbox_id).status
+    assert (status.state, status.network.ip) == (api.SANDBOX_READY, "")  # the kubelet's cue to make it again
+    pods.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    assert cni_network.allocated() == set()  # the old address is released by the stop
+
+
 def test_a_running_pod_without_a_cache_record_is_torn_down_too(
         pods: Sandboxes, cni_network: CNINetwork) -> None:
     """As a node's pods set up by a runtime that kept no libcni cache: DEL with the current config."""
