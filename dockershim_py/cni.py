@@ -286,17 +286,11 @@ def result_ips(result: Mapping[str, Any] | None) -> list[str]:
 
 # Marks the record of a failed ADD kept for its DEL (libcni, which ignores the key, keeps none).
 FAILED_ADD_KEY = "dockershimPyFailedAdd"
-# The inode of the network namespace the ADD set up: a pause container restarted behind the
-# shim's back has a new, empty one, which the record's addresses no longer describe.
-NETNS_INODE_KEY = "dockershimPyNetnsInode"
-
-
-def namespace_inode(netns: str) -> int:
-    """The inode of a network namespace's path; 0 when it cannot be read."""
-    try:
-        return os.stat(netns).st_ino
-    except OSError:
-        return 0
+# What held the network namespace the ADD set up (the pause process and its start): a pause
+# container restarted behind the shim's back has a new, empty namespace, which the record's
+# addresses no longer describe. (A namespace's inode is no mark: the kernel gives a freed one
+# to the next namespace.)
+NAMESPACE_HOLDER_KEY = "dockershimPyNamespaceHolder"
 
 
 def cache_entry(network: NetworkConfig, pod: PodIdentity, capabilities: Mapping[str, Any],
@@ -409,15 +403,16 @@ class CNINetwork:
 
     # --- ADD and DEL ------------------------------------------------------------------------------
 
-    def add(self, pod: PodIdentity, netns: str, capabilities: Mapping[str, Any]) -> list[str]:
-        """Put the pod on the network; the pod's addresses. On failure what was added is taken back."""
+    def add(self, pod: PodIdentity, netns: str, capabilities: Mapping[str, Any], holder: str = "") -> list[str]:
+        """Put the pod on the network; the pod's addresses. On failure what was added is taken back.
+        `holder` names what holds `netns` (kept with the result, see NAMESPACE_HOLDER_KEY)."""
         network = self.config()
         result: dict[str, Any] | None = None
         try:
             for plugin in network.plugins:
                 result = self._run(network, plugin, "ADD", pod, netns, capabilities, result)
             self._write_cache(pod, {**cache_entry(network, pod, capabilities, result or {}),
-                                    NETNS_INODE_KEY: namespace_inode(netns)})
+                                    NAMESPACE_HOLDER_KEY: holder})
         except (PluginError, OSError) as exc:
             error = exc if isinstance(exc, PluginError) else \
                 PluginError(f"cannot record the CNI result in {self._cache_dir}: {exc}")
@@ -486,14 +481,14 @@ class CNINetwork:
         return bool(self._cache_paths(sandbox_id))
 
     def cached_result(self, sandbox_id: str) -> dict[str, Any] | None:
-        """The network, the result of the pod's ADD and the inode of the namespace it set up (0 when
+        """The network, the result of the pod's ADD and what held the namespace it set up ("" when
         not known), as kept for its DEL; None when none is kept."""
         _, entry = self._read_cache(sandbox_id)
         if entry is None:
             return None
-        inode = entry.get(NETNS_INODE_KEY)
+        holder = entry.get(NAMESPACE_HOLDER_KEY)
         return {"network": entry.get("networkName"), "result": entry.get("result"),
-                "netnsInode": inode if isinstance(inode, int) and not isinstance(inode, bool) else 0}
+                "namespaceHolder": holder if isinstance(holder, str) else ""}
 
     def _delete(self, network: NetworkConfig, pod: PodIdentity, netns: str, capabilities: Mapping[str, Any],
                 result: dict[str, Any] | None) -> list[PluginError]:

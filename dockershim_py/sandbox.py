@@ -28,7 +28,7 @@ from .api import api_pb2 as api
 from .cgroups import can_lower_oom_score, effective_oom_score_adj
 from .checkpoint import CheckpointStore, SandboxCheckpoint
 from .cni import (
-    CNINetwork, NetworkConfigError, PluginError, PodIdentity, namespace_inode, result_ips, runtime_capabilities,
+    CNINetwork, NetworkConfigError, PluginError, PodIdentity, result_ips, runtime_capabilities,
 )
 from .config import Config
 from .docker_client import DockerClient
@@ -244,12 +244,13 @@ class SandboxService:
 
     def _add_to_cni_network(self, sandbox_id: str, metadata: api.PodSandboxMetadata,
                             capabilities: dict[str, Any]) -> None:
-        pid = (self._docker.inspect_container(sandbox_id).get("State") or {}).get("Pid") or 0
+        state = self._docker.inspect_container(sandbox_id).get("State") or {}
+        pid = state.get("Pid") or 0
         if not pid:
             raise unavailable(f"pod sandbox {sandbox_id} exited as it started: no network namespace to set up")
         pod = PodIdentity(metadata.namespace, metadata.name, metadata.uid, sandbox_id)
         with _cni_errors(sandbox_id, "set up"):
-            ips = self._network.cni.add(pod, f"/proc/{pid}/ns/net", capabilities)
+            ips = self._network.cni.add(pod, f"/proc/{pid}/ns/net", capabilities, namespace_holder(state))
         log.info("pod sandbox %s is on the CNI network (%s)", sandbox_id[:12], ", ".join(ips) or "no address")
 
     def _remove_from_cni_network(self, sandbox_id: str, inspect: dict[str, Any] | None) -> None:
@@ -398,8 +399,7 @@ class SandboxService:
         state = inspect.get("State") or {}
         if not ips and state.get("Running") and state.get("Pid"):
             cached = self._network.cni.cached_result(inspect["Id"]) if self._network.cni is not None else None
-            namespace = f"/proc/{state['Pid']}/ns/net"
-            if cached and cached["netnsInode"] and cached["netnsInode"] != namespace_inode(namespace):
+            if cached and cached["namespaceHolder"] and cached["namespaceHolder"] != namespace_holder(state):
                 # Restarted behind the shim's back: a new namespace, without the pod's address. None
                 # is reported, so the kubelet makes the pod again (its StopPodSandbox releases the old).
                 cached = None
@@ -601,6 +601,11 @@ def _cni_errors(sandbox_id: str, what: str) -> Iterator[None]:
         if exc.missing:
             raise failed_precondition(message) from None
         raise (deadline_exceeded if exc.timed_out else unavailable)(message) from None
+
+
+def namespace_holder(state: Mapping[str, Any]) -> str:
+    """The pause process of one start of a sandbox, from Docker's State: what holds its namespace."""
+    return f"{state.get('Pid') or 0} {state.get('StartedAt') or ''}"
 
 
 def side_by_side(pool: futures.Executor, action: Callable[[str], None], items: list[str]) -> None:

@@ -218,7 +218,7 @@ def test_a_failed_add_whose_undoing_fails_keeps_its_record_for_a_later_del(tmp_p
     assert "StopPodSandbox or RemovePodSandbox" in raised.value.message
     assert network.has_cache(POD.sandbox_id)
     kept = network.cached_result(POD.sandbox_id)
-    assert kept == {"network": "fake", "result": {"ips": [{"address": "10.9.0.7/24"}]}}
+    assert kept == {"network": "fake", "result": {"ips": [{"address": "10.9.0.7/24"}]}, "namespaceHolder": ""}
     network.delete(POD, "", {})  # the sandbox's StopPodSandbox: DEL again, with ADD's capabilities
     assert not network.has_cache(POD.sandbox_id)
     assert calls.read_text().split() == ["holds", "ADD", "holds", "DEL", "holds", "DEL"]
