@@ -16,9 +16,11 @@ calls `on_idle` (the kubelet closes such connections after four hours).
 from __future__ import annotations
 
 import collections
+import errno
 import heapq
 import itertools
 import logging
+import select
 import selectors
 import socket
 import ssl
@@ -32,6 +34,10 @@ READ_SIZE = 64 * 1024
 # Output queued for a client beyond what the data gates let through (HIGH_WATER and a read per
 # pipe): answers to its own frames (pings) that it does not read; it is not read from then.
 CLIENT_QUEUE_LIMIT = 2 * 1024 * 1024
+# How often the sockets not read from now (their gate is shut) are looked at for a peer that
+# left: a client gone while its stdin waited held its session and its process for hours.
+GATED_CHECK_SECONDS = 1.0
+_HUNG_UP = select.POLLHUP | select.POLLERR
 
 
 class TlsLayer:
@@ -86,12 +92,15 @@ class Pipe:
     which is where a SPDY stream's data is acknowledged. With `on_write_error`, a failed write
     ends the writing only: what is queued or written later is dropped (its `done` still called)
     and the pipe goes on reading, as for a process that exited without reading all its stdin.
+    With `peer_end_is_eof`, the peer's FIN while the gate is shut is its end, unread bytes and
+    all: for the client, whose stdin the process was not taking anyway.
     """
 
     def __init__(self, sock: socket.socket, *, name: str, on_data: Callable[[bytes], None],
                  on_eof: Callable[[], None], on_error: Callable[[OSError], None],
                  tls: TlsLayer | None = None,
-                 on_write_error: Callable[[OSError], None] | None = None) -> None:
+                 on_write_error: Callable[[OSError], None] | None = None,
+                 peer_end_is_eof: bool = False) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.name = name
@@ -100,6 +109,7 @@ class Pipe:
         self.on_error = on_error
         self.on_write_error = on_write_error
         self.gate: Callable[[], bool] = lambda: True
+        self.peer_end_is_eof = peer_end_is_eof
         self.tls = tls
         self.eof = False
         self.closed = False
@@ -228,6 +238,15 @@ class Pipe:
             except OSError as exc:
                 self._fail(exc)
 
+    def handle_hangup(self, events: int) -> None:
+        """What poll(2) said of a socket not read from now: a reset or close, or the peer's FIN."""
+        if events & _HUNG_UP:
+            self._fail(ConnectionResetError(errno.ECONNRESET, f"the {self.name}'s connection is gone"))
+        elif events & select.POLLRDHUP and self.peer_end_is_eof:
+            self.eof = True
+            self.last_activity = time.monotonic()
+            self.on_eof()
+
     def _fail(self, exc: OSError) -> None:
         self.close()
         self.on_error(exc)
@@ -312,6 +331,7 @@ class Loop:
                     pipe.handle_read()
             while self._posted and not self._stopped:
                 self._posted.popleft()()
+            self._check_gated()
             self._run_timers()
             self._check_idle()
 
@@ -349,10 +369,30 @@ class Loop:
                 self._selector.modify(sock, mask, pipe)
             self._interest[sock] = mask
 
+    def _gated(self) -> list[Pipe]:
+        return [pipe for pipe in self._pipes.values() if not pipe.closed and not pipe.eof and not pipe.wants_read]
+
+    def _check_gated(self) -> None:
+        """Look at the sockets the selector does not watch now (their gate is shut) for a peer gone."""
+        gated = self._gated()
+        if not gated or self._stopped:
+            return
+        poller = select.poll()
+        by_fd = {}
+        for pipe in gated:
+            by_fd[pipe.sock.fileno()] = pipe
+            poller.register(pipe.sock, select.POLLRDHUP)  # POLLHUP and POLLERR come unasked
+        for fd, events in poller.poll(0):
+            pipe = by_fd[fd]
+            if not pipe.closed and not self._stopped:
+                pipe.handle_hangup(events)
+
     def _wait_time(self) -> float | None:
         if self._posted:
             return 0
         deadlines = [self._last_activity + self.idle_timeout]
+        if self._gated():
+            deadlines.append(time.monotonic() + GATED_CHECK_SECONDS)
         while self._timers and self._timers[0][2].cancelled:
             heapq.heappop(self._timers)
         if self._timers:

@@ -382,7 +382,7 @@ class StreamingServer:
              loop: Loop, kind: str, transport: Transport) -> None:
         """One session (`kind`: exec, attach or port-forward) from its first byte to its end."""
         pipe = Pipe(client.sock, name="client", tls=client.tls, on_data=lambda data: None,
-                    on_eof=lambda: None, on_error=lambda exc: None)
+                    on_eof=lambda: None, on_error=lambda exc: None, peer_end_is_eof=True)
         if client.pending_output:
             pipe.write(client.pending_output)
         with self._lock:

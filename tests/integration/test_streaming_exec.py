@@ -402,3 +402,4 @@ def test_connections_that_send_no_request_do_not_lock_out_a_client_with_a_url(po
     finally:
         for sock in idle:
             sock.close()
+
