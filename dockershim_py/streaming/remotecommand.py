@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 MAX_STREAMS = 8
 # How long a finished session waits for the client to close before closing on it.
 LINGER_SECONDS = 2.0
+# How often an exec session asks Docker whether its process still runs (as ExecSync does).
+PROCESS_CHECK_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -317,7 +319,10 @@ class RemoteCommandSession:
         self._stdin_closed = False
         self._pending_size: TerminalSize | None = None  # asked for by the client, not yet given to Docker
         self._finishing = False
-        self._abandoned = False  # the client left while the process ran: terminated once the loop ends
+        # The client left while the process ran, or its output ended (a TTY's does with stdin)
+        # while it may run on: whatever still runs is terminated once the loop ends.
+        self._abandoned = False
+        self._seen_ended = False
 
     def run(self, loop: Loop, client: Pipe, initial: bytes = b"") -> None:
         """Serve the session until it ends; `initial` is what the client sent right after its request."""
@@ -432,6 +437,8 @@ class RemoteCommandSession:
                                            on_eof=self._on_output_end, on_error=self._on_docker_error,
                                            on_write_error=self._on_stdin_refused))
         self._docker.gate = lambda: self._client is not None and self._client.buffered < HIGH_WATER
+        if self._request.action == "exec":
+            self._loop.call_later(PROCESS_CHECK_SECONDS, self._check_process)
         buffered = stream.take_buffered()
         if buffered:
             self._on_output(buffered)
@@ -453,7 +460,26 @@ class RemoteCommandSession:
 
     def _on_output_end(self) -> None:
         assert self._process is not None
-        self._finish(self._process.outcome())
+        status = self._process.outcome()
+        # With a TTY, Docker ends the output when stdin closes, and `cat` runs on.
+        self._abandoned = not self._process.ended()
+        self._finish(status)
+
+    def _check_process(self) -> None:
+        """Docker keeps an exec's stream open when its container is stopped or removed under it
+        (kubectl exec hung for hours): asked every PROCESS_CHECK_SECONDS, as ExecSync asks, the
+        session ends once Docker says twice in a row that the process is over (a normal end has
+        closed the stream by then)."""
+        if self._finishing or self._process is None or self._loop is None:
+            return
+        if self._process.ended():
+            if self._seen_ended:
+                self._finish(self._process.outcome())
+                return
+            self._seen_ended = True
+        else:
+            self._seen_ended = False
+        self._loop.call_later(PROCESS_CHECK_SECONDS, self._check_process)
 
     def _on_stdin_refused(self, exc: OSError) -> None:
         """The process ended (or closed its stdin) before reading all of it: `head`, `grep -q`, `true`.

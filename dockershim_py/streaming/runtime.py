@@ -39,6 +39,10 @@ class Process(Protocol):
 
     def outcome(self) -> Status: ...
 
+    def ended(self) -> bool:
+        """Whether Docker says the process is over, whatever its stream does."""
+        ...
+
     def terminate(self) -> int:
         """End the process if it still runs, now that nobody reads it; how many processes were killed."""
         ...
@@ -78,6 +82,12 @@ class ExecProcess:
             return Status.exit_code(code)
         return Status.internal_error(f"error executing command in container: exit code {code!r} out of range")
 
+    def ended(self) -> bool:
+        try:
+            return not self._docker.inspect_exec(self.exec_id).get("Running")
+        except CRIError as exc:
+            return exc.code == grpc.StatusCode.NOT_FOUND  # its container is gone
+
     def terminate(self) -> int:
         """Kill the exec's process tree: Docker leaves an exec running when its client goes away."""
         return kill_running_exec(self._docker, self.exec_id, self.container_id)
@@ -96,6 +106,9 @@ class AttachProcess:
     def outcome(self) -> Status:
         """An attach ends when the container's output does; that is a success, as for the kubelet."""
         return Status.ok()
+
+    def ended(self) -> bool:
+        return False  # an attach's stream ends with the container's output
 
     def terminate(self) -> int:
         """Nothing: the process attached to is the container's own, which outlives its clients."""

@@ -403,3 +403,27 @@ def test_connections_that_send_no_request_do_not_lock_out_a_client_with_a_url(po
         for sock in idle:
             sock.close()
 
+
+
+def test_an_exec_whose_container_is_removed_under_it_ends(pod: Pod) -> None:
+    """Docker keeps the exec's stream open when its container goes (and the CLI hangs too): the
+    session waited for it until the idle timeout, so kubectl exec hung for hours."""
+    doomed = pod.run("doomed", ["sleep", "3600"])
+    execution = SpdyExec(exec_url(pod, doomed, ["sleep", "1013"]), "v4.channel.k8s.io", stdin=False)
+    time.sleep(1)
+    pod.runtime.RemoveContainer(api.RemoveContainerRequest(container_id=doomed), timeout=30)
+    started = time.monotonic()
+    outcome = execution.finish(20)
+    assert time.monotonic() - started < 15
+    assert b"Failure" in outcome.error  # no exit code to tell: an internal error, not success
+
+
+def test_a_terminal_exec_whose_stdin_closes_leaves_no_process(pod: Pod, shell: str) -> None:
+    """With a TTY, Docker ends the output when stdin closes while the process (cat) runs on."""
+    execution = SpdyExec(exec_url(pod, shell, ["cat", "-"], stdin=True, stderr=False, tty=True), "v4.channel.k8s.io",
+                         stdin=True, stderr=False, tty=True)
+    execution.write(b"typed\n")
+    execution.wait_output(b"typed")
+    execution.close_stdin()
+    execution.finish(20)
+    assert wait_for(lambda: not processes_with(pod, shell, "cat -"), 10), processes_with(pod, shell, "cat -")

@@ -65,6 +65,9 @@ class FakeProcess:
     def outcome(self) -> Status:
         return self.status
 
+    def ended(self) -> bool:
+        return True  # once its output has
+
     def terminate(self) -> int:
         self.terminated = True
         return 1
