@@ -154,6 +154,14 @@ class ContainerService:
             log.info("created container %s (%s) in sandbox %s", container_id[:12], name, sandbox.id[:12])
             return container_id
 
+    def _sandbox_running(self, sandbox_id: str) -> bool:
+        try:
+            return bool((self._docker.inspect_container(sandbox_id).get("State") or {}).get("Running"))
+        except CRIError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise
+
     def _sandbox_gone(self, sandbox_id: str) -> bool:
         try:
             self._docker.inspect_container(sandbox_id)
@@ -291,6 +299,11 @@ class ContainerService:
         except CRIError as exc:
             self._cannot_run.add(full_id)
             self._logs.forget(full_id)
+            sandbox_id = ((inspect.get("Config") or {}).get("Labels") or {}).get(labels.SANDBOX_ID_LABEL, "")
+            if exc.code == grpc.StatusCode.INVALID_ARGUMENT and sandbox_id and not self._sandbox_running(sandbox_id):
+                # Docker's 400 for namespaces that went with a pod stopped meanwhile ("lstat /proc/N/ns/ipc")
+                raise failed_precondition(f"container {full_id} failed to start: its pod sandbox {sandbox_id} "
+                                          f"is not running: {exc.message}") from exc
             raise CRIError(exc.code, f"container {full_id} failed to start: {exc.message}") from exc
         if log_path:
             try:
@@ -451,8 +464,14 @@ class ContainerService:
         """CPU, memory and cpusets of a container; Docker cannot change its OOM score or hugepages."""
         inspect = self._inspect(container_id)
         body = update_body(resources)
-        if body:
+        if not body:
+            return
+        try:
             self._docker.update_container(inspect["Id"], body)
+        except CRIError as exc:  # Docker's 500 for a container being removed: gone, a moment later
+            if exc.code == grpc.StatusCode.UNKNOWN and "marked for removal" in exc.message:
+                raise not_found(f"container {inspect['Id']} is being removed") from exc
+            raise
 
     # --- ReopenContainerLog -----------------------------------------------------------------------
 

@@ -428,3 +428,19 @@ def test_an_id_that_is_no_id_is_not_found(pod: Pod, bad_id: str) -> None:
     ):
         code, message = rpc_error(call, request, timeout=10)
         assert code == grpc.StatusCode.NOT_FOUND, (call, message)
+
+
+def test_an_update_racing_a_removal_is_not_found(pod: Pod) -> None:
+    """Docker answers 500 'marked for removal' while it removes: that was UNKNOWN (10 of 10 rounds)."""
+    codes = set()
+    for round_number in range(6):
+        container_id = pod.run(f"updated-{round_number}")
+        update = api.UpdateContainerResourcesRequest(
+            container_id=container_id, linux=api.LinuxContainerResources(cpu_shares=512 + round_number))
+        with ThreadPoolExecutor(2) as pool:
+            removal = pool.submit(pod.runtime.RemoveContainer,
+                                  api.RemoveContainerRequest(container_id=container_id), timeout=30)
+            updates = [pool.submit(_outcome, pod.runtime.UpdateContainerResources, update) for _ in range(6)]
+            removal.result()
+            codes |= {made.result()[0] for made in updates}
+    assert codes <= {grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND}, codes

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from unittest import mock
 
+import grpc
+import pytest
+
 from dockershim_py import labels
 from dockershim_py.container import ContainerService
 from dockershim_py.docker_client import DockerClient
+from dockershim_py.errors import CRIError, invalid_argument
 
 SANDBOX_ID = "5" * 64
+CONTAINER_ID = "c" * 64
 
 
 class DockerWithOneSandbox:
@@ -38,3 +43,29 @@ def test_a_pod_without_a_runtime_name_runs_on_dockers_default_where_privileged_n
                                    mock.Mock(root="/nonexistent"))
         service._lacking_capabilities = frozenset(lacking)
         assert service._sandbox(SANDBOX_ID).runtime == seen
+
+
+class DockerWhosePodStopped:
+    """A created container whose start Docker refuses with a 400, its pod's pause container gone."""
+
+    full_id = DockerClient.full_id
+
+    def inspect_container(self, container_id: str) -> dict:
+        if container_id == SANDBOX_ID:
+            return {"Id": SANDBOX_ID, "State": {"Running": False, "Status": "exited"}}
+        return {"Id": CONTAINER_ID, "State": {"Status": "created"},
+                "Config": {"Labels": {labels.CONTAINER_TYPE_LABEL: labels.CONTAINER_TYPE_CONTAINER,
+                                      labels.SANDBOX_ID_LABEL: SANDBOX_ID}}}
+
+    def start_container(self, container_id: str) -> None:
+        raise invalid_argument("start container: rejected by Docker: joining namespace path: lstat "
+                               "/proc/4242/ns/ipc: no such file or directory")
+
+
+def test_a_start_refused_because_the_pod_stopped_meanwhile_says_so() -> None:
+    """Docker's 400 in the moment a pod stops is not the caller's bad input."""
+    service = ContainerService(DockerWhosePodStopped(), mock.Mock(), mock.Mock(), mock.Mock(root="/nonexistent"))
+    with pytest.raises(CRIError) as refused:
+        service.start(CONTAINER_ID)
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"pod sandbox {SANDBOX_ID} is not running" in refused.value.message
