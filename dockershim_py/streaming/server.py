@@ -430,11 +430,7 @@ class _Client:
                            % exc.error_status_hint)
                 return None
             if event is h11.NEED_DATA:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("the client did not send its request in time")
-                self.sock.settimeout(remaining)
-                http.receive_data(self._recv())
+                http.receive_data(self._recv(deadline))
             elif isinstance(event, h11.Request):
                 self.request = event
             elif event is h11.PAUSED or isinstance(event, h11.EndOfMessage):
@@ -469,8 +465,14 @@ class _Client:
             self.reject(exc.rejection)
             return None
 
-    def _recv(self) -> bytes:
+    def _recv(self, deadline: float) -> bytes:
+        """Bytes of the request, within `deadline` however slowly they come: a TLS handshake
+        trickled a byte at a time held its connection past the request timeout."""
         while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the client did not send its request in time")
+            self.sock.settimeout(remaining)
             raw = self.sock.recv(65536)
             if not raw or self.tls is None:
                 return raw

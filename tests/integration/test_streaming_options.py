@@ -3,7 +3,9 @@ and a shutdown that tells open sessions why they end."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import socket
 import ssl
 import subprocess
 import time
@@ -17,6 +19,7 @@ import pytest
 from conftest import CRICTL, Shim, needs_crictl
 from containers_fixtures import Pod
 from dockershim_py.api import api_pb2 as api
+from dockershim_py.streaming.server import REQUEST_TIMEOUT
 from streaming_client import SpdyExec, SpdyForward, SpdySession, WsExec
 
 
@@ -129,3 +132,25 @@ def test_shutdown_tells_open_sessions(start_shim, docker_api: docker.APIClient) 
         assert time.monotonic() - started < 15
     finally:
         pod.close()  # the shim is gone: Docker removes what is left
+
+
+def test_a_tls_handshake_trickled_a_byte_at_a_time_is_cut_at_the_request_timeout(
+        container: tuple[Pod, str]) -> None:
+    """Each read waited its own timeout: a ClientHello sent a byte every second held its
+    connection (and a slot) for as long as it went on."""
+    pod, container_id = container
+    target = urllib.parse.urlsplit(exec_url(pod, container_id, ["true"]))
+    hello_maker = ssl.create_default_context().wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(),
+                                                        server_hostname="localhost")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        hello_maker.do_handshake()
+    hello = outgoing.read()
+    started = time.monotonic()
+    with socket.create_connection((target.hostname, target.port)) as trickle:
+        with contextlib.suppress(OSError):
+            for byte in hello:
+                trickle.sendall(bytes([byte]))
+                time.sleep(1)
+                if time.monotonic() - started > REQUEST_TIMEOUT + 8:
+                    break
+    assert time.monotonic() - started < REQUEST_TIMEOUT + 5
