@@ -102,11 +102,20 @@ def connect_in_namespace(netns_fd: int, port: int, timeout: float = CONNECT_TIME
                                                      f"network namespace ({'; '.join(failures)})")
 
 
+# Connections being made at once, over every session: a thread each, for up to the connect
+# timeout (one session against a listener that never accepts made 300).
+MAX_CONNECTING = 128
+_connecting = threading.BoundedSemaphore(MAX_CONNECTING)
+
+
 def connect_in_background(netns_fd: int, port: int, done: Callable[[socket.socket | OSError], None]) -> None:
     """Connect on a new thread (the setns stays there) and hand `done` the socket or the error.
 
     The thread works on its own duplicate of `netns_fd`, so the caller may close its own at any time.
     """
+    if not _connecting.acquire(blocking=False):
+        done(OSError(errno.EAGAIN, f"{MAX_CONNECTING} connections into pods are being made already"))
+        return
     own_fd = os.dup(netns_fd)
 
     def run() -> None:
@@ -116,9 +125,15 @@ def connect_in_background(netns_fd: int, port: int, done: Callable[[socket.socke
             result = exc
         finally:
             os.close(own_fd)
+            _connecting.release()
         done(result)
 
-    threading.Thread(target=run, name=f"portforward-connect-{port}", daemon=True).start()
+    try:
+        threading.Thread(target=run, name=f"portforward-connect-{port}", daemon=True).start()
+    except RuntimeError as exc:  # no thread to be had: this connection fails, the session goes on
+        os.close(own_fd)
+        _connecting.release()
+        done(OSError(errno.EAGAIN, f"cannot start a thread to connect: {exc}"))
 
 
 # Events ------------------------------------------------------------------------------------------

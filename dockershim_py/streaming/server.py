@@ -238,7 +238,15 @@ class StreamingServer:
         with self._lock:
             self._threads.add(thread)
             self._awaiting_request[sock] = time.monotonic()
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:  # no thread to be had: refuse this one, and keep accepting
+            log.error("streaming server: cannot start a thread for a connection: %s", exc)
+            with self._lock:
+                self._threads.discard(thread)
+                self._awaiting_request.pop(sock, None)
+            self._slots.release()
+            sock.close()
 
     def _evict_one_awaiting_request(self) -> bool:
         """All slots are taken: close the connection that has waited longest without sending its

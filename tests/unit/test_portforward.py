@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import threading
 
 from wsproto.events import BytesMessage
 
-from dockershim_py.streaming import spdy
+from dockershim_py.streaming import portforward, spdy
 from dockershim_py.streaming.channels import ChannelCodec
 from dockershim_py.streaming.loop import Timer
 from dockershim_py.streaming.portforward import (
@@ -183,3 +185,23 @@ def test_websocket_channel_pairs_announce_their_ports() -> None:
     assert forwards.done
     client.receive_data(forwards.data_to_send())
     assert [e.data for e in client.events()] == [b"\x00from 8080", b"\x01error forwarding port 8080"]
+
+
+def test_a_connection_into_the_pod_with_no_thread_to_make_it_fails_alone(monkeypatch) -> None:
+    """Threads for connects are capped, and one that cannot start fails its connection only (an
+    unguarded start once killed the streaming server's accept thread)."""
+    got: list[object] = []
+    monkeypatch.setattr(portforward, "_connecting", threading.BoundedSemaphore(1))
+    portforward._connecting.acquire()  # every allowed connect is under way
+    portforward.connect_in_background(0, 80, got.append)
+    assert isinstance(got[-1], OSError) and got[-1].errno == errno.EAGAIN
+    portforward._connecting.release()
+
+    def no_thread(self) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    with open("/proc/self/ns/net", "rb") as netns:
+        portforward.connect_in_background(netns.fileno(), 80, got.append)
+    assert isinstance(got[-1], OSError) and "cannot start a thread" in str(got[-1])
+    assert portforward._connecting.acquire(blocking=False)  # its place was given back
