@@ -37,7 +37,6 @@ CLIENT_QUEUE_LIMIT = 2 * 1024 * 1024
 # How often the sockets not read from now (their gate is shut) are looked at for a peer that
 # left: a client gone while its stdin waited held its session and its process for hours.
 GATED_CHECK_SECONDS = 1.0
-_HUNG_UP = select.POLLHUP | select.POLLERR
 
 
 class TlsLayer:
@@ -239,10 +238,12 @@ class Pipe:
                 self._fail(exc)
 
     def handle_hangup(self, events: int) -> None:
-        """What poll(2) said of a socket not read from now: a reset or close, or the peer's FIN."""
-        if events & _HUNG_UP:
+        """What poll(2) said of a socket not read from now: an error (a reset), or the peer's end.
+        A hang-up alone is no error: a pod's echo server that closed after our FIN still has its
+        last bytes in the buffer, for when the gate opens."""
+        if events & select.POLLERR:
             self._fail(ConnectionResetError(errno.ECONNRESET, f"the {self.name}'s connection is gone"))
-        elif events & select.POLLRDHUP and self.peer_end_is_eof:
+        elif events & (select.POLLRDHUP | select.POLLHUP) and self.peer_end_is_eof:
             self.eof = True
             self.last_activity = time.monotonic()
             self.on_eof()
