@@ -76,6 +76,7 @@ class ContainerService:
         self._accounts = ImageAccounts(docker)
         self._names = naming.NameReservations()
         self._lacking_capabilities = node_lacking_capabilities()
+        self._started_at = int(time.time())  # helpers made since are this process's own, maybe in use
         self._can_lower_oom_score = can_lower_oom_score()
         # Containers whose start failed: Docker lists them as "created", CRI calls them exited.
         self._cannot_run: set[str] = set()
@@ -484,12 +485,17 @@ class ContainerService:
 
     # --- after a restart --------------------------------------------------------------------------
 
+    def _remove_leftover_helpers(self) -> None:
+        """The helper containers a crash left behind. Recovery runs while calls are served: one
+        made since this process started is a CreateContainer's now, not a leftover."""
+        for label in (EXPORT_LABEL, ACCOUNT_FILES_LABEL):
+            for entry in self._docker.list_containers({"label": [f"{label}=true"]}):
+                if labels.is_helper(entry.get("Labels"), label) and int(entry.get("Created") or 0) < self._started_at:
+                    self._docker.remove_container(entry["Id"], force=True)
+
     def recover(self) -> None:
         """Resume the log copies of running containers, finish those that exited meanwhile, drop leftovers."""
-        for label in (EXPORT_LABEL, ACCOUNT_FILES_LABEL):  # helper containers a crash left behind
-            for entry in self._docker.list_containers({"label": [f"{label}=true"]}):
-                if labels.is_helper(entry.get("Labels"), label):
-                    self._docker.remove_container(entry["Id"], force=True)
+        self._remove_leftover_helpers()
         saved = set(self._logs.saved_containers())
         listed = self._docker.list_containers(
             {"label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_CONTAINER}"]})

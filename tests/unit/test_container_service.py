@@ -11,6 +11,7 @@ from dockershim_py import labels
 from dockershim_py.container import ContainerService
 from dockershim_py.docker_client import DockerClient
 from dockershim_py.errors import CRIError, invalid_argument
+from dockershim_py.image_accounts import ACCOUNT_FILES_LABEL
 
 SANDBOX_ID = "5" * 64
 CONTAINER_ID = "c" * 64
@@ -69,3 +70,17 @@ def test_a_start_refused_because_the_pod_stopped_meanwhile_says_so() -> None:
         service.start(CONTAINER_ID)
     assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert f"pod sandbox {SANDBOX_ID} is not running" in refused.value.message
+
+
+def test_recovery_takes_the_helpers_a_crash_left_not_those_made_since() -> None:
+    """Recovery runs while calls are served: it removed a concurrent CreateContainer's helper."""
+    removed: list[str] = []
+    service = ContainerService(mock.Mock(), mock.Mock(), mock.Mock(), mock.Mock(root="/nonexistent"))
+    helper = labels.helper_labels(ACCOUNT_FILES_LABEL)
+    service._docker.list_containers.side_effect = lambda filters: [
+        {"Id": "old", "Labels": helper, "Created": service._started_at - 5},
+        {"Id": "new", "Labels": helper, "Created": service._started_at + 1},
+    ] if filters == {"label": [f"{ACCOUNT_FILES_LABEL}=true"]} else []
+    service._docker.remove_container.side_effect = lambda container_id, force: removed.append(container_id)
+    service._remove_leftover_helpers()
+    assert removed == ["old"]
