@@ -84,6 +84,7 @@ class SandboxService:
         self._pull_lock = threading.Lock()
         self._host_ports_lock = threading.Lock()
         self._names = naming.NameReservations()
+        self._teardowns = _KeyedLocks()
         self._container_calls = futures.ThreadPoolExecutor(CONTAINER_CALL_THREADS, "pod-containers")
 
     # --- RunPodSandbox ----------------------------------------------------------------------------
@@ -275,8 +276,8 @@ class SandboxService:
         # Without ADD's cached record, what a plugin needs to undo: the host ports and the pod CIDR.
         capabilities = runtime_capabilities(checkpoint.port_mappings if checkpoint else (), {},
                                             self._network.pod_cidr, None)
-        with _cni_errors(sandbox_id, "tear down"):
-            cni.delete(pod, netns, capabilities)
+        with self._teardowns.held(sandbox_id), _cni_errors(sandbox_id, "tear down"):
+            cni.delete(pod, netns, capabilities)  # one at a time: two at once failed ("no such device")
         log.info("pod sandbox %s is off the CNI network", sandbox_id[:12])
 
     @staticmethod
@@ -601,6 +602,30 @@ def _cni_errors(sandbox_id: str, what: str) -> Iterator[None]:
         if exc.missing:
             raise failed_precondition(message) from None
         raise (deadline_exceeded if exc.timed_out else unavailable)(message) from None
+
+
+class _KeyedLocks:
+    """A lock per key (a sandbox's ID), kept only while a call holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def held(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
 
 
 def namespace_holder(state: Mapping[str, Any]) -> str:

@@ -675,3 +675,24 @@ def test_pods_made_and_removed_side_by_side(pods: Sandboxes, cni_network: CNINet
             api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60), made))
     assert cni_network.allocated() == set() and cni_network.veths() == []
     assert not list(cni_network.cache_dir.glob("results/*"))
+
+
+def test_a_pod_stopped_and_removed_at_once_is_torn_down_once_without_an_error(
+        pods: Sandboxes, cni_network: CNINetwork) -> None:
+    """Two DELs of one pod side by side: one answered the plugin's 'no such device' (CNI audit)."""
+    made = [pods.run(pods.config(f"twice{index}")) for index in range(4)]
+    calls = [(pods.runtime.StopPodSandbox, api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id)) for sandbox_id in made]
+    calls += [(pods.runtime.RemovePodSandbox, api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id))
+              for sandbox_id in made]
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda call: _code_of(call[0], call[1]), calls))
+    assert outcomes == [grpc.StatusCode.OK] * 8, outcomes
+    assert cni_network.allocated() == set() and cni_network.veths() == []
+
+
+def _code_of(call, request) -> grpc.StatusCode:
+    try:
+        call(request, timeout=60)
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
