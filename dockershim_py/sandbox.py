@@ -170,6 +170,13 @@ class SandboxService:
             held = {entry["Id"]: found for entry in running  # not the pod's own earlier attempts (a crash
                     if (found := self._checkpoints.get(entry["Id"])) is not None  # may leave one created)
                     and (found.namespace, found.name) != (checkpoint.namespace, checkpoint.name)}
+            # A pod whose container is gone holds its port rules until its StopPodSandbox runs DEL.
+            cni = self._network.cni
+            held.update({sandbox_id: found for sandbox_id, found in self._checkpoints.all().items()
+                         if sandbox_id not in held and (found.namespace, found.name) != (checkpoint.namespace,
+                                                                                          checkpoint.name)
+                         and any(mapping.host_port for mapping in found.port_mappings)
+                         and cni is not None and cni.has_cache(sandbox_id)})
             clash = host_port_clash(checkpoint, held)
             if clash is not None:
                 mapping, holder = clash

@@ -220,6 +220,21 @@ def test_a_host_port_a_running_pod_holds_is_refused_until_that_pod_stops(
     pods.run(pods.config("second", port_mappings=[mapping]))
 
 
+def test_a_host_port_a_pod_whose_container_is_gone_holds_is_refused_until_that_pod_stops(
+        pods: Sandboxes, cni_network: CNINetwork, docker_api: docker.APIClient) -> None:
+    """Its port rule stays first in portmap's chain until its DEL: a second pod accepted on the port
+    sent the traffic to a dead address (CNI audit)."""
+    host_port = free_port()
+    mapping = api.PortMapping(protocol=api.TCP, container_port=8080, host_port=host_port)
+    first = pods.run(pods.config("first", port_mappings=[mapping]))
+    docker_api.remove_container(first, force=True)
+    with pytest.raises(grpc.RpcError) as raised:
+        pods.run(pods.config("second", port_mappings=[mapping]))
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION and first[:12] in raised.value.details()
+    pods.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=first), timeout=60)
+    pods.run(pods.config("second", port_mappings=[mapping]))
+
+
 def test_an_address_a_container_adds_in_the_pod_is_not_the_pods_ip(
         pods: Sandboxes, cni_network: CNINetwork, docker_api: docker.APIClient) -> None:
     """A VIP a container puts on lo (an address below the pod's): the pod's IP is still the plugins' one."""
