@@ -143,34 +143,26 @@ class ContainerService:
             try:
                 container_id = self._docker.create_container_replacing(name, body, "container", self._logs.forget)
             except CRIError as exc:  # Docker's "No such container" for the namespaces' holder
-                if exc.code == grpc.StatusCode.INVALID_ARGUMENT and self._sandbox_gone(sandbox.id):
+                if exc.code == grpc.StatusCode.INVALID_ARGUMENT and self._sandbox_state(sandbox.id) is None:
                     raise gone from exc
                 raise
 
             # 7. A RemovePodSandbox may have taken the pod meanwhile, its list of the pod's
             #    containers made before this one: the container must not outlive its pod.
-            if self._sandbox_gone(sandbox.id):
+            if self._sandbox_state(sandbox.id) is None:
                 self._remove_refused(container_id)
                 raise gone
             log.info("created container %s (%s) in sandbox %s", container_id[:12], name, sandbox.id[:12])
             return container_id
 
-    def _sandbox_running(self, sandbox_id: str) -> bool:
+    def _sandbox_state(self, sandbox_id: str) -> dict[str, Any] | None:
+        """Docker's State of the pause container; None once it is gone."""
         try:
-            return bool((self._docker.inspect_container(sandbox_id).get("State") or {}).get("Running"))
+            return self._docker.inspect_container(sandbox_id).get("State") or {}
         except CRIError as exc:
             if exc.code == grpc.StatusCode.NOT_FOUND:
-                return False
+                return None
             raise
-
-    def _sandbox_gone(self, sandbox_id: str) -> bool:
-        try:
-            self._docker.inspect_container(sandbox_id)
-        except CRIError as exc:
-            if exc.code == grpc.StatusCode.NOT_FOUND:
-                return True
-            raise
-        return False
 
     def _remove_refused(self, container_id: str) -> None:
         try:
@@ -301,7 +293,8 @@ class ContainerService:
             self._cannot_run.add(full_id)
             self._logs.forget(full_id)
             sandbox_id = ((inspect.get("Config") or {}).get("Labels") or {}).get(labels.SANDBOX_ID_LABEL, "")
-            if exc.code == grpc.StatusCode.INVALID_ARGUMENT and sandbox_id and not self._sandbox_running(sandbox_id):
+            if exc.code == grpc.StatusCode.INVALID_ARGUMENT and sandbox_id and not (
+                    self._sandbox_state(sandbox_id) or {}).get("Running"):
                 # Docker's 400 for namespaces that went with a pod stopped meanwhile ("lstat /proc/N/ns/ipc")
                 raise failed_precondition(f"container {full_id} failed to start: its pod sandbox {sandbox_id} "
                                           f"is not running: {exc.message}") from exc

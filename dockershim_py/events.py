@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import itertools
 import logging
 import queue
@@ -955,6 +956,7 @@ class IndexedDockerClient(DockerClient):
         )
 
 
+@functools.lru_cache(maxsize=1024)  # a node's containers use few image names: parsed once each, not per event
 def _comparable_reference(name: str) -> str:
     """A name as Docker resolves it (fully qualified, `:latest` when untagged); an ID as it is."""
     if not name or image_reference.is_image_id(name):

@@ -167,16 +167,15 @@ class SandboxService:
             running = self._docker.list_containers({  # created: another RunPodSandbox's, starting
                 "label": [f"{labels.CONTAINER_TYPE_LABEL}={labels.CONTAINER_TYPE_SANDBOX}"],
                 "status": ["created", "running"]})
-            held = {entry["Id"]: found for entry in running  # not the pod's own earlier attempts (a crash
-                    if (found := self._checkpoints.get(entry["Id"])) is not None  # may leave one created)
-                    and (found.namespace, found.name) != (checkpoint.namespace, checkpoint.name)}
-            # A pod whose container is gone holds its port rules until its StopPodSandbox runs DEL.
+            listed = {entry["Id"] for entry in running}
             cni = self._network.cni
-            held.update({sandbox_id: found for sandbox_id, found in self._checkpoints.all().items()
-                         if sandbox_id not in held and (found.namespace, found.name) != (checkpoint.namespace,
-                                                                                          checkpoint.name)
-                         and any(mapping.host_port for mapping in found.port_mappings)
-                         and cni is not None and cni.has_cache(sandbox_id)})
+            assert cni is not None  # (a CNI pod's ports only)
+            # Not the pod's own earlier attempts (a crash may leave one created); and a pod whose
+            # container is gone holds its port rules too, until its StopPodSandbox runs DEL.
+            held = {sandbox_id: found for sandbox_id, found in self._checkpoints.all().items()
+                    if (found.namespace, found.name) != (checkpoint.namespace, checkpoint.name)
+                    and (sandbox_id in listed or (any(mapping.host_port for mapping in found.port_mappings)
+                                                  and cni.has_cache(sandbox_id)))}
             clash = host_port_clash(checkpoint, held)
             if clash is not None:
                 mapping, holder = clash

@@ -291,6 +291,7 @@ class Loop:
         self._sequence = itertools.count()
         self._stopped = False
         self._last_activity = time.monotonic()
+        self._gated_checked_at = float("-inf")
 
     def add(self, pipe: Pipe) -> Pipe:
         self._pipes[pipe.sock] = pipe
@@ -374,10 +375,15 @@ class Loop:
         return [pipe for pipe in self._pipes.values() if not pipe.closed and not pipe.eof and not pipe.wants_read]
 
     def _check_gated(self) -> None:
-        """Look at the sockets the selector does not watch now (their gate is shut) for a peer gone."""
-        gated = self._gated()
-        if not gated or self._stopped:
+        """Look at the sockets the selector does not watch now (their gate is shut) for a peer gone,
+        once a GATED_CHECK_SECONDS: a busy session goes round its loop far more often."""
+        now = time.monotonic()
+        if now < self._gated_checked_at + GATED_CHECK_SECONDS or self._stopped:
             return
+        gated = self._gated()
+        if not gated:
+            return
+        self._gated_checked_at = now
         poller = select.poll()
         by_fd = {}
         for pipe in gated:
@@ -393,7 +399,7 @@ class Loop:
             return 0
         deadlines = [self._last_activity + self.idle_timeout]
         if self._gated():
-            deadlines.append(time.monotonic() + GATED_CHECK_SECONDS)
+            deadlines.append(max(self._gated_checked_at + GATED_CHECK_SECONDS, time.monotonic()))
         while self._timers and self._timers[0][2].cancelled:
             heapq.heappop(self._timers)
         if self._timers:

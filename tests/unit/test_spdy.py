@@ -600,20 +600,11 @@ def test_bit_flips_in_a_valid_stream_never_raise(ops: list[tuple], flips: list[t
 # Found by mutation testing: behaviour no test above pinned ----------------------------------
 
 
-def _decoded_frames(data: bytes) -> list:
-    decoder = FrameDecoder()
-    decoder.receive_data(data)
-    decoded = []
-    while (decoded_frame := decoder.next_frame()) is not None:
-        decoded.append(decoded_frame)
-    return decoded
-
-
 def test_fin_reaches_the_peer_when_the_data_is_a_whole_number_of_chunks() -> None:
     """Port-forward sends data and FIN together; an exact multiple of 64 KiB lost the FIN."""
     _, server, (stream_id,) = session()
     server.send_data(stream_id, b"x" * spdy._DATA_CHUNK, fin=True)
-    assert [(len(sent.data), sent.fin) for sent in _decoded_frames(server.data_to_send())] == [(spdy._DATA_CHUNK, True)]
+    assert [(len(sent.data), sent.fin) for sent in decode_all(server.data_to_send())] == [(spdy._DATA_CHUNK, True)]
 
 
 def test_a_stream_is_forgotten_once_both_sides_ended_it() -> None:
@@ -638,4 +629,4 @@ def test_a_header_block_shorter_than_its_count_is_a_stream_error() -> None:
     body = struct.pack(">IIBB", 1, 0, 0, 0) + compressor.compress(b"\0\0") + compressor.flush(zlib.Z_SYNC_FLUSH)
     server = Connection(client_side=False)
     assert server.receive_data(struct.pack(">HHI", 0x8003, 1, len(body)) + body) == []
-    assert _decoded_frames(server.data_to_send()) == [spdy.RstStreamFrame(1, RstStatus.PROTOCOL_ERROR)]
+    assert decode_all(server.data_to_send()) == [spdy.RstStreamFrame(1, RstStatus.PROTOCOL_ERROR)]
