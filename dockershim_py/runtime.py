@@ -26,20 +26,31 @@ VERSION_CACHE_SECONDS = 10.0
 
 
 class _Cached:
-    """A value recomputed when older than `ttl`; failures are not cached."""
+    """A value recomputed when older than `ttl`; a failure is kept for `failure_ttl`, so that calls
+    queued behind one that waited out a hung Docker fail at once instead of each waiting again."""
 
-    def __init__(self, ttl: float, compute: Callable[[], Any], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ttl: float, compute: Callable[[], Any], clock: Callable[[], float] = time.monotonic,
+                 failure_ttl: float = 0.0) -> None:
         self._ttl = ttl
+        self._failure_ttl = failure_ttl
         self._compute = compute
         self._clock = clock
         self._lock = threading.Lock()
         self._value: Any = None
         self._at = float("-inf")
+        self._failure: tuple[Exception, float] | None = None
 
     def get(self) -> Any:
         with self._lock:
             if self._clock() - self._at >= self._ttl:
-                self._value = self._compute()
+                if self._failure is not None and self._clock() - self._failure[1] < self._failure_ttl:
+                    raise self._failure[0]
+                try:
+                    self._value = self._compute()
+                except Exception as exc:
+                    self._failure = (exc, self._clock())
+                    raise
+                self._failure = None
                 self._at = self._clock()
             return self._value
 
@@ -53,18 +64,18 @@ class RuntimeInfo:
         self._docker = docker
         self._config = config
         self._network = network
-        self._version = _Cached(VERSION_CACHE_SECONDS, docker.version)
+        self._version = _Cached(VERSION_CACHE_SECONDS, docker.version, failure_ttl=STATUS_CACHE_SECONDS)
         self._known_docker_version = ""
         self._ping = _Cached(STATUS_CACHE_SECONDS, self._ping_now)
 
     def version(self, api_version: str) -> api.VersionResponse:
-        """Answered while Docker is down too, with the last version it told (none before it first
-        answers): a kubelet starting then would exit on an error here, where Status tells it
-        the runtime is not ready and why."""
+        """Answered while Docker is down or hung too, with the last version it told (none before
+        it first answers): a kubelet starting then would exit on an error here, where Status
+        tells it the runtime is not ready and why."""
         try:
             self._known_docker_version = self._version.get().get("Version", "")
         except CRIError as exc:
-            if exc.code != grpc.StatusCode.UNAVAILABLE:
+            if exc.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise
         return api.VersionResponse(
             version=CRI_VERSION,

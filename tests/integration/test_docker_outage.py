@@ -5,6 +5,8 @@ Runs against a throwaway second dockerd (private_dockerd.py), never the suite's 
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import grpc
@@ -65,3 +67,26 @@ def test_a_shim_started_before_docker_answers_version_and_says_the_runtime_is_no
     version = shim.runtime.Version(api.VersionRequest(), timeout=10)
     assert (version.runtime_name, version.runtime_version, version.runtime_api_version) == ("docker", "", "v1")
     assert not _runtime_ready(shim.runtime)
+
+
+def test_a_hung_daemon_still_gets_version_answered_and_is_reported_not_ready(start_shim, private_dockerd) -> None:
+    """A dockerd that accepts and never answers (stopped, or stuck on a lock) is not a refused
+    connection: Version used to fail with DEADLINE_EXCEEDED there, and a kubelet starting then exits."""
+    shim = start_shim(docker_endpoint=private_dockerd.endpoint)
+    docker_version = shim.runtime.Version(api.VersionRequest(), timeout=10).runtime_version
+    assert docker_version
+    daemon_pid = int((private_dockerd.dir / "dockerd.pid").read_text())
+    os.kill(daemon_pid, signal.SIGSTOP)
+    try:
+        time.sleep(1.1)  # past the cached readiness
+        assert not _runtime_ready(shim.runtime)  # which forgets the version told
+        started = time.monotonic()
+        assert shim.runtime.Version(api.VersionRequest(), timeout=30).runtime_version == docker_version
+        assert time.monotonic() - started < 8
+    finally:
+        os.kill(daemon_pid, signal.SIGCONT)
+    deadline = time.monotonic() + 15
+    while not _runtime_ready(shim.runtime):
+        assert time.monotonic() < deadline, "the shim did not see the daemon answer again"
+        time.sleep(0.2)
+    assert shim.runtime.Version(api.VersionRequest(), timeout=10).runtime_version == docker_version
