@@ -451,30 +451,31 @@ class CNINetwork:
         if entry and isinstance(entry.get("capabilityArgs"), dict):
             capabilities = entry["capabilityArgs"]
         failures = self._delete(network, pod, netns, capabilities, result)
-        if failures and entry and entry.get(FAILED_ADD_KEY) and not any(failure.timed_out for failure in failures):
+        if failures and entry and not any(failure.timed_out for failure in failures):
             failures = self._delete_as_configured_now(network, capabilities, pod, netns, current_capabilities,
-                                                      failures)
+                                                      None if entry.get(FAILED_ADD_KEY) else result, failures)
         if failures:
             raise failures[0]
         self._remove_cache(pod.sandbox_id)
 
     def _delete_as_configured_now(self, recorded: NetworkConfig, recorded_capabilities: Mapping[str, Any],
                                   pod: PodIdentity, netns: str, capabilities: Mapping[str, Any],
-                                  failures: list[PluginError]) -> list[PluginError]:
-        """DEL with the current config of the same network (and the current capabilities), for a
-        failed ADD whose own config cannot undo it (a typo fixed since, or no pod CIDR then): else
-        the pod could never be removed. libcni keeps no record of a failed ADD, and containerd's
-        retry uses the current config. Nothing changed, or another network: the DEL's own failures."""
+                                  result: dict[str, Any] | None, failures: list[PluginError]) -> list[PluginError]:
+        """DEL with the current config of the same network (and the current capabilities), when
+        the recorded config's fails: a failed ADD's typo fixed since, or a plugin that broke and
+        that the operator's fixed config leaves out. Else the pod could never be removed;
+        containerd and dockershim tear down with the current config only. Nothing changed, or
+        another network: the DEL's own failures."""
         try:
             current = self.config()
         except NetworkConfigError:
             return failures
         if current.name != recorded.name or (current.raw == recorded.raw and capabilities == recorded_capabilities):
             return failures
-        if self._delete(current, pod, netns, capabilities, None):
+        if self._delete(current, pod, netns, capabilities, result):
             return failures
-        log.warning("pod sandbox %s: CNI DEL with the config of its failed ADD failed (%s); with the "
-                    "current config it worked", pod.sandbox_id[:12], failures[0].message)
+        log.warning("pod sandbox %s: CNI DEL with the config of its ADD failed (%s); with the current "
+                    "config it worked", pod.sandbox_id[:12], failures[0].message)
         return []
 
     def has_cache(self, sandbox_id: str) -> bool:

@@ -373,6 +373,36 @@ def test_a_pod_whose_setup_failed_on_a_broken_config_is_removed_once_the_config_
     assert pods.listed() == [] and list(network.cache_dir.glob("results/*")) == []
 
 
+def test_a_running_pod_whose_plugin_delete_keeps_failing_is_removed_once_the_config_drops_it(
+        pods_on, tmp_path: Path) -> None:
+    """Its recorded config's DEL fails every time (a plugin broken by an upgrade, say): once the
+    operator's fixed config leaves the plugin out, the pod's DEL follows it, as containerd's and
+    dockershim's (which use the current config) would. Else the pod could never be removed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dspy-broken-del").write_text(
+        "#!/bin/sh\ncat >/dev/null\n"
+        "if [ \"$CNI_COMMAND\" = DEL ]; then echo '{\"cniVersion\":\"1.0.0\",\"code\":999,\"msg\":\"broken by an upgrade\"}'; exit 1; fi\n"
+        "echo '{\"cniVersion\":\"1.0.0\"}'\n")
+    (bin_dir / "dspy-broken-del").chmod(0o755)
+    network = CNINetwork(tmp_path)
+    fixed = json.loads(json.dumps(network.plugins))
+    network.plugins = [*network.plugins, {"type": "dspy-broken-del"}]
+    network.bin_dirs.append(bin_dir)
+    pods = pods_on(network)
+    sandbox_id = pods.run()
+    assert len(network.allocated()) == 1
+    with pytest.raises(grpc.RpcError) as raised:
+        pods.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    assert "broken by an upgrade" in raised.value.details()
+    network.plugins = fixed
+    network.write()
+    pods.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    pods.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=60)
+    assert pods.listed() == [] and list(network.cache_dir.glob("results/*")) == []
+    assert network.allocated() == set() and network.veths() == []
+
+
 def test_a_pod_whose_setup_a_killed_shim_cut_short_is_taken_off_the_network_and_stopped(
         start_shim, tmp_path: Path, docker_api: docker.APIClient) -> None:
     """SIGKILL mid-ADD (bridge done, a later plugin still running): the next shim DELs what was
