@@ -420,11 +420,21 @@ class Loop:
             if not timer.cancelled:
                 timer.callback()
 
+    def idle_seconds(self) -> float:
+        """Since any pipe last read or wrote; safe from any thread (a snapshot of the pipes)."""
+        pipes = list(self._pipes.values())
+        return time.monotonic() - max(self._last_activity, *(pipe.last_activity for pipe in pipes))
+
+    def end_idle(self) -> None:
+        """End the session as its idle timeout would (the client is told); on the loop's thread."""
+        if not self._stopped:
+            if self.on_idle is not None:
+                self.on_idle()
+            self._stopped = True
+
     def _check_idle(self) -> None:
         if self._pipes:
             self._last_activity = max(self._last_activity, *(pipe.last_activity for pipe in self._pipes.values()))
         if not self._stopped and time.monotonic() - self._last_activity >= self.idle_timeout:
             log.info("streaming connection idle for %.0fs: closing it", self.idle_timeout)
-            if self.on_idle is not None:
-                self.on_idle()
-            self._stopped = True
+            self.end_idle()

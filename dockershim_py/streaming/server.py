@@ -66,6 +66,9 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 256
 REQUEST_TIMEOUT = 10.0
 EVICTION_WAIT_SECONDS = 1.0  # for an evicted connection's thread to give its slot back
+# With every slot taken, a session idle this long gives its slot to a new connection: forgotten
+# port-forwards must not lock everyone's exec out until the idle timeout (4 hours by default).
+EVICTABLE_IDLE_SECONDS = 60.0
 MAX_REQUEST_HEAD = 64 * 1024
 _ROUTE = re.compile(r"/(exec|attach|portforward)/([A-Za-z0-9_-]{1,128})")
 
@@ -224,7 +227,8 @@ class StreamingServer:
         self._listener.close()
 
     def _admit(self, sock: socket.socket) -> None:
-        if not self._slots.acquire(blocking=False) and not self._evict_one_awaiting_request():
+        if (not self._slots.acquire(blocking=False) and not self._evict_one_awaiting_request()
+                and not self._evict_the_longest_idle_session()):
             log.warning("streaming server: %d connections already; refusing one", MAX_CONNECTIONS)
             try:  # best effort and without waiting: the accept thread serves everybody
                 sock.setblocking(False)
@@ -263,6 +267,21 @@ class StreamingServer:
             oldest.shutdown(socket.SHUT_RDWR)  # its thread's read ends, and it gives its slot back
         except OSError:
             pass
+        return self._slots.acquire(timeout=EVICTION_WAIT_SECONDS)
+
+    def _evict_the_longest_idle_session(self) -> bool:
+        """All slots are taken by sessions: end the one idle longest, if idle for
+        EVICTABLE_IDLE_SECONDS, and take its slot."""
+        with self._lock:
+            idle = [(loop.idle_seconds(), loop) for loop in self._sessions]
+        if not idle:
+            return False
+        seconds, loop = max(idle, key=lambda pair: pair[0])
+        if seconds < EVICTABLE_IDLE_SECONDS:
+            return False
+        log.info("streaming server: %d connections already; ending the session idle longest (%.0fs)",
+                 MAX_CONNECTIONS, seconds)
+        loop.post(loop.end_idle)
         return self._slots.acquire(timeout=EVICTION_WAIT_SECONDS)
 
     def _serve(self, sock: socket.socket) -> None:

@@ -531,3 +531,24 @@ def test_garbage_is_answered_or_closed_never_crashes(server: StreamingServer) ->
     websocket.ws.sock.sendall(os.urandom(4096))
     websocket.ws.reader.wait(lambda: websocket.ws.reader.eof or websocket.ws.close_code is not None, 10)
     assert wait_for(lambda: not server._threads, 10)
+
+
+def test_a_session_idle_long_enough_gives_its_slot_to_a_new_connection(
+        runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forgotten sessions (port-forwards left open) must not lock out everyone's exec until their
+    idle timeout; a busy one keeps its slot."""
+    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 1)
+    monkeypatch.setattr(server_module, "EVICTABLE_IDLE_SECONDS", 0.5)
+    server = StreamingServer(Config(), runtime)  # type: ignore[arg-type]
+    server.start()
+    try:
+        session = client.SpdyExec(exec_url(server), "v4.channel.k8s.io", stdin=True)  # holds the only slot
+        session.write(b"x")
+        session.wait_output(b"x")
+        assert client.http_get(exec_url(server)).status == 503  # not idle long enough yet
+        time.sleep(0.7)
+        assert client.http_get(exec_url(server)).status == 400  # served: no upgrade headers
+        session.session.wait(lambda: session.session.eof, 5)  # ended for it, as its idle timeout would
+        assert runtime.processes[-1].terminated
+    finally:
+        server.stop()
