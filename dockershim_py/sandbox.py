@@ -85,6 +85,9 @@ class SandboxService:
         self._host_ports_lock = threading.Lock()
         self._names = naming.NameReservations()
         self._teardowns = _KeyedLocks()
+        # By sandbox name: a StopPodSandbox or RemovePodSandbox that finds a sandbox RunPodSandbox has
+        # made and not yet started waits for it, or the start would undo the stop.
+        self._runs = _KeyedLocks()
         self._container_calls = futures.ThreadPoolExecutor(CONTAINER_CALL_THREADS, "pod-containers")
 
     # --- RunPodSandbox ----------------------------------------------------------------------------
@@ -135,24 +138,26 @@ class SandboxService:
             #    (a failed ADD takes back what it added) put the pod on the CNI network.
             checkpoint = checkpoint_of(config, host_network)
             sandbox_id = marker = ""
-            try:
-                with self._host_ports_claimed(checkpoint if on_cni else None):
-                    sandbox_id = self._docker.create_container_replacing(name, body, "pod sandbox",
-                                                                         self._forget_replaced)
-                    self._checkpoints.write(sandbox_id, dataclasses.replace(checkpoint, created_at=time.time_ns()))
-                if on_cni:  # from before the start: a shim killed from here to the ADD's end leaves it
-                    marker = self._mark_add_in_progress(sandbox_id)  # for the next start to undo
-                self._docker.start_container(sandbox_id)
-                if resolv_conf:  # an empty DNS config keeps Docker's file, as dockershim did
-                    self._rewrite_resolv_conf(sandbox_id, resolv_conf)
-                if on_cni:
-                    self._add_to_cni_network(sandbox_id, config.metadata, capabilities)
-            except BaseException as exc:
-                self._undo_run(name, sandbox_id, created_log_directory, exc)
-                raise
-            finally:  # after an undo: a shim killed during one leaves it to the next start too
-                if marker:
-                    remove_if_present(marker)
+            with self._runs.held(name):
+                try:
+                    with self._host_ports_claimed(checkpoint if on_cni else None):
+                        sandbox_id = self._docker.create_container_replacing(name, body, "pod sandbox",
+                                                                             self._forget_replaced)
+                        self._checkpoints.write(sandbox_id,
+                                                dataclasses.replace(checkpoint, created_at=time.time_ns()))
+                    if on_cni:  # from before the start: a shim killed from here to the ADD's end leaves it
+                        marker = self._mark_add_in_progress(sandbox_id)  # for the next start to undo
+                    self._docker.start_container(sandbox_id)
+                    if resolv_conf:  # an empty DNS config keeps Docker's file, as dockershim did
+                        self._rewrite_resolv_conf(sandbox_id, resolv_conf)
+                    if on_cni:
+                        self._add_to_cni_network(sandbox_id, config.metadata, capabilities)
+                except BaseException as exc:
+                    self._undo_run(name, sandbox_id, created_log_directory, exc)
+                    raise
+                finally:  # after an undo: a shim killed during one leaves it to the next start too
+                    if marker:
+                        remove_if_present(marker)
             log.info("started pod sandbox %s (%s)", sandbox_id[:12], name)
             return sandbox_id
 
@@ -326,6 +331,10 @@ class SandboxService:
             log.info("StopPodSandbox %s: no such sandbox, nothing to stop", sandbox_id)
             return
         full_id, inspect = found
+        with self._run_finished(inspect):
+            self._stop(full_id, inspect)
+
+    def _stop(self, full_id: str, inspect: dict[str, Any] | None) -> None:
         self._docker.catch_up()  # a member started behind the shim's back just now would be left running
         running = self._docker.list_containers(
             {"label": [f"{labels.SANDBOX_ID_LABEL}={full_id}"], "status": ["running"]}
@@ -352,6 +361,10 @@ class SandboxService:
             log.info("RemovePodSandbox %s: no such sandbox, nothing to remove", sandbox_id)
             return
         full_id, inspect = found
+        with self._run_finished(inspect):
+            self._remove(full_id, inspect)
+
+    def _remove(self, full_id: str, inspect: dict[str, Any] | None) -> None:
         self._docker.catch_up()  # a member made behind the shim's back just now would be left behind
         self._remove_members(full_id)
         self._remove_from_cni_network(full_id, inspect)  # removed without a stop, it may still hold its address
@@ -565,6 +578,11 @@ class SandboxService:
         if not labels.is_sandbox((inspect.get("Config") or {}).get("Labels")):
             raise invalid_argument(f"{sandbox_id} is a container, not a pod sandbox")
         return full_id, inspect
+
+    def _run_finished(self, inspect: dict[str, Any] | None) -> contextlib.AbstractContextManager[None]:
+        """Held while no RunPodSandbox of this sandbox is between its create and its end."""
+        name = (inspect or {}).get("Name") or ""
+        return self._runs.held(name.lstrip("/")) if name else contextlib.nullcontext()
 
     def _resolve_prefix(self, prefix: str) -> str | None:
         entries = self._docker.list_containers(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -403,3 +405,67 @@ def test_v1alpha2_clients_see_the_same_sandboxes(sandboxes: Sandboxes, shim) -> 
     )
     request = api.ListPodSandboxRequest(filter=api.PodSandboxFilter(id=sandbox_id))
     assert [item.id for item in list_alpha(request, timeout=10).items] == [sandbox_id]
+
+
+class StartRequestHoldingProxy:
+    """Forwards a unix socket to dockerd, holding each container start request back for `hold`
+    seconds: the sandbox is made and not started while RunPodSandbox waits."""
+
+    def __init__(self, path, hold: float) -> None:
+        self.path, self.hold = path, hold
+        self.starts_held = 0
+        self._listener = socket.socket(socket.AF_UNIX)
+        self._listener.bind(str(path))
+        self._listener.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect("/var/run/docker.sock")
+            threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    def _requests(self, client: socket.socket, upstream: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                if b"/start HTTP/1.1" in data:
+                    self.starts_held += 1
+                    time.sleep(self.hold)
+                upstream.sendall(data)
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_a_stop_between_run_pod_sandboxs_create_and_start_is_not_undone_by_the_start(
+        start_shim, tmp_path, docker_api: docker.APIClient) -> None:
+    """A client (crictl stopp, a controller) that lists the new sandbox and stops it while
+    RunPodSandbox has yet to start it: the start came after the stop and left the pod running."""
+    proxy = StartRequestHoldingProxy(tmp_path / "docker.sock", hold=3)
+    shim = start_shim(docker_endpoint=f"unix://{proxy.path}")
+    pods = Sandboxes(shim.runtime, docker_api)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(pods.run)
+            assert wait_for(lambda: proxy.starts_held == 1, timeout=60)
+            (made,) = pods.docker_containers()
+            shim.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=made["Id"]), timeout=60)
+            assert running.result(timeout=60) == made["Id"]
+        assert not docker_api.inspect_container(made["Id"])["State"]["Running"]
+        assert [item.state for item in pods.listed()] == [api.SANDBOX_NOTREADY]
+        shim.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=made["Id"]), timeout=60)
+        assert pods.docker_containers() == []
+    finally:
+        proxy.close()
+        pods.cleanup()
