@@ -423,7 +423,7 @@ class Loop:
     def idle_seconds(self) -> float:
         """Since any pipe last read or wrote; safe from any thread (a snapshot of the pipes)."""
         pipes = list(self._pipes.values())
-        return time.monotonic() - max(self._last_activity, *(pipe.last_activity for pipe in pipes))
+        return time.monotonic() - max([self._last_activity, *(pipe.last_activity for pipe in pipes)])
 
     def end_idle(self) -> None:
         """End the session as its idle timeout would (the client is told); on the loop's thread."""

@@ -61,3 +61,27 @@ def test_a_peer_that_only_goes_quiet_keeps_its_gated_pipe() -> None:
         runner.join(5)
         loop.close()
         peer.close()
+
+
+def test_idle_seconds_counts_from_the_last_activity_with_or_without_pipes() -> None:
+    """The accept thread asks it of every session when the server is full, pipes or not yet."""
+    loop = Loop(idle_timeout=60)
+    try:
+        assert 0 <= loop.idle_seconds() < 1  # no pipe yet: a session still being set up
+        ours, peer = _tcp_pair()
+        pipe = loop.add(Pipe(ours, name="client", on_data=lambda data: None, on_eof=lambda: None,
+                             on_error=lambda exc: None))
+        pipe.last_activity = time.monotonic() + 30  # (a pipe's activity is later than the loop's)
+        assert loop.idle_seconds() < 0
+        peer.close()
+    finally:
+        loop.close()
+
+
+def test_end_idle_tells_the_session_once_and_stops_the_loop() -> None:
+    told: list[str] = []
+    loop = Loop(idle_timeout=60, on_idle=lambda: told.append("idle"))
+    loop.end_idle()
+    loop.end_idle()
+    assert told == ["idle"] and loop.stopped
+    loop.close()
