@@ -223,7 +223,11 @@ class StreamingServer:
                         log.warning("streaming server cannot accept: %s", exc)
                         time.sleep(0.1)
                         break
-                    self._admit(sock)
+                    try:
+                        self._admit(sock)
+                    except Exception:  # a bug must not end the accepting for every later client
+                        log.exception("streaming server: admitting a connection failed")
+                        sock.close()
         self._listener.close()
 
     def _admit(self, sock: socket.socket) -> None:

@@ -552,3 +552,25 @@ def test_a_session_idle_long_enough_gives_its_slot_to_a_new_connection(
         assert runtime.processes[-1].terminated
     finally:
         server.stop()
+
+
+def test_a_failure_admitting_one_connection_does_not_end_the_accepting(
+        runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = StreamingServer(Config(), runtime)  # type: ignore[arg-type]
+    admit = server._admit
+    failures = iter([RuntimeError("a bug")])
+
+    def admit_failing_once(sock: socket.socket) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        admit(sock)
+
+    monkeypatch.setattr(server, "_admit", admit_failing_once)
+    server.start()
+    try:
+        with contextlib.suppress(OSError, client.Refused):
+            client.http_get(exec_url(server))  # closed unanswered
+        assert client.http_get(exec_url(server)).status == 400  # the next one is served
+    finally:
+        server.stop()
