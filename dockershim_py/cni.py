@@ -50,8 +50,9 @@ EGRESS_BANDWIDTH_ANNOTATION = "kubernetes.io/egress-bandwidth"
 UNLIMITED_BURST_BITS = 2**31 - 1
 _BANDWIDTH_RANGE = (10**3, 10**15)  # 1 kbit/s to 1 Pbit/s, the kubelet's bounds
 _QUANTITY = re.compile(r"(\+?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:([KMGTPE]i)|([numkMGTPE])|[eE]([+-]?[0-9]+))?")
-_DECIMAL_SUFFIXES = {"n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000), "k": 10**3,
-                     "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+_DECIMAL_SUFFIXES: dict[str, int | Fraction] = {"n": Fraction(1, 10**9), "u": Fraction(1, 10**6),
+                                                "m": Fraction(1, 1000), "k": 10**3, "M": 10**6, "G": 10**9,
+                                                "T": 10**12, "P": 10**15, "E": 10**18}
 
 
 class NetworkConfigError(Exception):
@@ -228,7 +229,9 @@ def plugin_stdin(network: NetworkConfig, plugin: Mapping[str, Any], capabilities
     config = dict(plugin)
     config["name"] = network.name
     config["cniVersion"] = network.cni_version
-    declared = plugin.get("capabilities") if isinstance(plugin.get("capabilities"), dict) else {}
+    declared = plugin.get("capabilities")
+    if not isinstance(declared, dict):
+        declared = {}
     runtime_config = {key: value for key, value in capabilities.items() if declared.get(key)}
     if runtime_config:
         config["runtimeConfig"] = runtime_config

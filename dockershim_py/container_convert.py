@@ -359,7 +359,7 @@ def docker_stop_signal(value: int) -> str:
     return name.replace("PLUS", "+").replace("MINUS", "-")
 
 
-def cri_stop_signal(docker_value: str) -> int:
+def cri_stop_signal(docker_value: str) -> api.Signal:
     """The CRI signal of a Docker StopSignal (an image's STOPSIGNAL: `SIGTERM`, `TERM`, `15`,
     `SIGRTMIN+3`); RUNTIME_DEFAULT for one the CRI has no name for."""
     text = docker_value.strip().upper()
@@ -385,7 +385,7 @@ def cri_stop_signal(docker_value: str) -> int:
 
 @dataclass(frozen=True)
 class State:
-    state: int
+    state: api.ContainerState
     reason: str = ""
     message: str = ""
     started_at: int = 0
@@ -597,7 +597,7 @@ def verbose_info(inspect: Mapping[str, Any], cri_log: Mapping[str, Any] | None) 
 # --- ListContainers -------------------------------------------------------------------------------
 
 
-def list_state_of(docker_list_state: str, cannot_run: bool) -> int:
+def list_state_of(docker_list_state: str, cannot_run: bool) -> api.ContainerState:
     """The CRI state from Docker's list state; a container whose start failed is EXITED, not created."""
     if docker_list_state in ("running", "paused", "restarting"):
         return api.CONTAINER_RUNNING

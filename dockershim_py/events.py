@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import grpc
@@ -693,7 +693,7 @@ class IndexedDockerClient(DockerClient):
         return {container_id: (sequence, listed.get(container_id), None) for container_id in dirty}
 
     def _apply(self, dirty: dict[str, _Dirty],
-               fetched: dict[str, tuple[int, dict[str, Any] | None, dict[str, Any] | None]]) -> None:
+               fetched: Mapping[str, tuple[int, dict[str, Any] | None, dict[str, Any] | None]]) -> None:
         """Store what was fetched (unless a newer fetch was) and clear the marks it settles.
 
         Fetches need no lock among themselves: each carries a sequence number, and a mark made
@@ -783,7 +783,7 @@ class IndexedDockerClient(DockerClient):
         """
         with self._index_lock:
             entry = self._entries.get(container_id)
-            state = _STATE_AFTER_SHIM.get(action, {}).get(entry.get("State")) if entry is not None else None
+            state = _STATE_AFTER_SHIM.get(action, {}).get(entry.get("State", "")) if entry is not None else None
             if entry is None or state is None:
                 return False
             outcome = {**entry, "State": state}

@@ -177,7 +177,7 @@ class HeaderDecoder:
         return headers
 
     def _decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        headers = []
+        headers: list[tuple[bytes, bytes]] = []
         listed = 0
         position = 0
         end = len(block)

@@ -339,12 +339,13 @@ class ImageService:
             info = self._docker.info()
             mountpoint = layers_mountpoint(info)
             image_bytes = self._layer_sizes.total(layer_store_directory(info))
-            from_df = image_bytes is None or self._writable_layers_bytes is None
-            if from_df:
+            if image_bytes is None or self._writable_layers_bytes is None:
+                from_df = True
                 usage = self._docker.disk_usage()
                 image_bytes = int(usage.get("LayersSize") or 0)
                 container_bytes = sum(int(c.get("SizeRw") or 0) for c in usage.get("Containers") or [])
             else:
+                from_df = False
                 container_bytes = self._writable_layers_bytes()
             stat = filesystem_of(mountpoint)  # None for a Docker elsewhere: the inodes are left unset
             timestamp = time.time_ns()

@@ -283,11 +283,12 @@ class LogCopier:
             return 0
         if self._source_fd is None and not self._open_source():
             return 0
+        assert self._source_fd is not None  # _open_source() opened it
         consumed = 0
         while consumed < budget:
             data = os.pread(self._source_fd, CHUNK_BYTES, self.state.source_offset)
             if not data:
-                if self._rotation_due(thorough) and self._follow_rotation():
+                if self._rotation_due(thorough) and self._follow_rotation(self._source_fd):
                     continue
                 break
             end = data.rfind(b"\n")
@@ -297,7 +298,7 @@ class LogCopier:
                 self._skip(len(data))
                 consumed += len(data)
                 continue
-            if not self._write(data[:end + 1]):
+            if not self._write(self._target_fd, data[:end + 1]):
                 break
             self.state.source_offset += end + 1
             consumed += end + 1
@@ -315,7 +316,7 @@ class LogCopier:
         self._skipping = True
         self.state.source_offset += length
 
-    def _write(self, lines: bytes) -> bool:
+    def _write(self, target_fd: int, lines: bytes) -> bool:
         out = bytearray()
         for line in lines.split(b"\n")[:-1]:
             if self._skipping:  # the tail of an entry that was too long
@@ -327,14 +328,14 @@ class LogCopier:
         view = memoryview(out)
         # The file's own size, not the one remembered: someone may have emptied it (a full disk's
         # `truncate -s0`, logrotate's copytruncate), and taking a write back must not cut a line.
-        start = os.fstat(self._target_fd).st_size
+        start = os.fstat(target_fd).st_size
         try:
             while view:
-                view = view[os.write(self._target_fd, view):]
+                view = view[os.write(target_fd, view):]
         except OSError as exc:
             log.error("container %s: cannot write its log %s: %s", self.state.container_id[:12],
                       self.state.target_path, exc.strerror)
-            os.ftruncate(self._target_fd, start)  # a partial write is taken back
+            os.ftruncate(target_fd, start)  # a partial write is taken back
             self.state.target_size = start
             self._write_error = exc
             return False
@@ -349,7 +350,7 @@ class LogCopier:
                 or 0 < self._rotate_bytes <= self.state.source_offset
                 or time.monotonic() - self._rotation_checked_at > ROTATION_CHECK_SECONDS)
 
-    def _follow_rotation(self) -> bool:
+    def _follow_rotation(self, source_fd: int) -> bool:
         """At the end of a file: move to the next one if Docker rotated it; True when there is more to read."""
         self._rotation_checked_at = time.monotonic()
         try:
@@ -361,7 +362,7 @@ class LogCopier:
                 self._start_file(current.st_ino)
                 return True
             return False
-        if os.fstat(self._source_fd).st_size > self.state.source_offset:
+        if os.fstat(source_fd).st_size > self.state.source_offset:
             return True  # written just before the rotation: read it first, it is final now
         for _ in range(10):  # Docker may rotate again between listing the files and opening one
             chain = source_chain(self.state.source_path)
@@ -375,7 +376,7 @@ class LogCopier:
             path, inode = chain[max(position - 1, 0)]
             fd = _open_inode(path, inode)
             if fd is not None:
-                os.close(self._source_fd)
+                os.close(source_fd)
                 self._source_fd = fd
                 self._start_file(inode)
                 return True

@@ -61,7 +61,11 @@ def _pressure_specs() -> tuple[tuple[_Spec, Callable[[CgroupSample], int | None]
                                     ("waiting", False, "tasks in the container have waited")):
             spec = _Spec(f"container_pressure_{resource}_{kind}_seconds_total",
                          f"Total time duration {meaning} due to {label} congestion.", api.COUNTER, BASE_KEYS)
-            specs.append((spec, lambda s, field=field, full=full: _stalled_seconds(getattr(s, field), full)))
+
+            def read(s: CgroupSample, field: str = field, full: bool = full) -> int | None:
+                return _stalled_seconds(getattr(s, field), full)
+
+            specs.append((spec, read))
     return tuple(specs)
 
 

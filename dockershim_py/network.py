@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # or, where CNI plugins set up the pod network, none (a namespace with loopback alone).
 POD_NETWORK_MODE = "default"
 CNI_POD_NETWORK_MODE = "none"
-_PROTOCOLS = {api.TCP: "tcp", api.UDP: "udp", api.SCTP: "sctp"}
+_PROTOCOLS: dict[int, str] = {api.TCP: "tcp", api.UDP: "udp", api.SCTP: "sctp"}
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def host_addresses_overlap(first: str, second: str) -> bool:
 
 def validate_port_mappings(mappings: Iterable[api.PortMapping]) -> list[api.PortMapping]:
     """The mappings, after refusing ports out of range and host IPs that are not addresses."""
-    valid = []
+    valid: list[api.PortMapping] = []
     for mapping in mappings:
         protocol_name(mapping.protocol)
         if not 0 < mapping.container_port <= 65535:

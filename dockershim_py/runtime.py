@@ -149,7 +149,7 @@ def runtime_handlers(info: dict[str, Any] | None) -> list[api.RuntimeHandler]:
     return [api.RuntimeHandler(name=name, features=features) for name in names]
 
 
-def cgroup_driver(docker_driver: str) -> int:
+def cgroup_driver(docker_driver: str) -> api.CgroupDriver:
     if docker_driver == "systemd":
         return api.SYSTEMD
     if docker_driver == "cgroupfs":

@@ -250,7 +250,9 @@ class SandboxService:
         self._checkpoints.remove(sandbox_id)
 
     def _check_cni_ready(self) -> None:
-        readiness = self._network.cni.readiness()
+        cni = self._network.cni
+        assert cni is not None  # (a CNI pod's only)
+        readiness = cni.readiness()
         if not readiness.ready:
             raise failed_precondition(f"cannot put a pod on the pod network: {readiness.message}")
 
@@ -260,9 +262,11 @@ class SandboxService:
         pid = state.get("Pid") or 0
         if not pid:
             raise unavailable(f"pod sandbox {sandbox_id} exited as it started: no network namespace to set up")
+        cni = self._network.cni
+        assert cni is not None  # (a CNI pod's only)
         pod = PodIdentity(metadata.namespace, metadata.name, metadata.uid, sandbox_id)
         with _cni_errors(sandbox_id, "set up"):
-            ips = self._network.cni.add(pod, f"/proc/{pid}/ns/net", capabilities, namespace_holder(state))
+            ips = cni.add(pod, f"/proc/{pid}/ns/net", capabilities, namespace_holder(state))
         log.info("pod sandbox %s is on the CNI network (%s)", sandbox_id[:12], ", ".join(ips) or "no address")
 
     def _remove_from_cni_network(self, sandbox_id: str, inspect: dict[str, Any] | None) -> None:
@@ -563,12 +567,9 @@ class SandboxService:
             raise invalid_argument("pod_sandbox_id is empty")
         if not _SANDBOX_ID.fullmatch(sandbox_id):
             return None
-        if len(sandbox_id) == 64:
-            full_id = sandbox_id
-        else:
-            full_id = self._resolve_prefix(sandbox_id)
-            if full_id is None:
-                return None
+        full_id = sandbox_id if len(sandbox_id) == 64 else self._resolve_prefix(sandbox_id)
+        if full_id is None:
+            return None
         try:
             inspect = self._docker.inspect_container(full_id)
         except CRIError as exc:

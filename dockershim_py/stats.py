@@ -515,9 +515,10 @@ class StatsService:
         pause = members[0]
         pause.reading = self._read(sandbox_id, known)
         readings = [member.reading for member in members if member.reading is not None]
-        if not readings:
+        sample = combined(reading.sample for reading in readings)
+        if sample is None:  # none of them could be read
             return None
-        return _Reading(combined(reading.sample for reading in readings),
+        return _Reading(sample,
                         max(reading.monotonic_ns for reading in readings), max(reading.wall_ns for reading in readings))
 
     def _interfaces(self, sandbox_id: str, known: _Known) -> dict[str, InterfaceCounters] | None:

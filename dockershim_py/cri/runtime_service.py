@@ -22,6 +22,7 @@ from ..streaming.server import StreamingServer
 from .handlers import Adapter
 from .list_streams import batches
 
+Item = TypeVar("Item")
 Response = TypeVar("Response")
 
 
@@ -67,7 +68,7 @@ def filter_of(request: Message) -> Message | None:
     return request_filter if request.HasField("filter") and request_filter.ByteSize() else None
 
 
-class RepeatedList(Generic[Response]):
+class RepeatedList(Generic[Item, Response]):
     """The last list answer (a response, or a stream's responses), handed out again while it holds
     the very same messages.
 
@@ -77,12 +78,12 @@ class RepeatedList(Generic[Response]):
     the same objects in the same order. Callers must not modify the response.
     """
 
-    def __init__(self, make: Callable[[Sequence[object]], Response]) -> None:
+    def __init__(self, make: Callable[[Sequence[Item]], Response]) -> None:
         self._make = make
         self._lock = threading.Lock()
-        self._last: tuple[Sequence[object], Response] | None = None
+        self._last: tuple[Sequence[Item], Response] | None = None
 
-    def response(self, items: Sequence[object]) -> Response:
+    def response(self, items: Sequence[Item]) -> Response:
         with self._lock:
             last = self._last
         if last is not None and len(last[0]) == len(items) and all(a is b for a, b in zip(last[0], items)):
@@ -116,11 +117,13 @@ class RuntimeServiceAdapter(Adapter):
         self._stats = stats
         self._streaming = streaming
         self._events = events
-        self._sandbox_lists = RepeatedList(lambda items: api.ListPodSandboxResponse(items=items))
-        self._container_lists = RepeatedList(lambda items: api.ListContainersResponse(containers=items))
-        self._sandbox_streams = RepeatedList(
+        self._sandbox_lists: RepeatedList[api.PodSandbox, api.ListPodSandboxResponse] = RepeatedList(
+            lambda items: api.ListPodSandboxResponse(items=items))
+        self._container_lists: RepeatedList[api.Container, api.ListContainersResponse] = RepeatedList(
+            lambda items: api.ListContainersResponse(containers=items))
+        self._sandbox_streams: RepeatedList[api.PodSandbox, list[api.StreamPodSandboxesResponse]] = RepeatedList(
             lambda items: [api.StreamPodSandboxesResponse(pod_sandboxes=batch) for batch in batches(items)])
-        self._container_streams = RepeatedList(
+        self._container_streams: RepeatedList[api.Container, list[api.StreamContainersResponse]] = RepeatedList(
             lambda items: [api.StreamContainersResponse(containers=batch) for batch in batches(items)])
 
     def Version(self, request: api.VersionRequest, context: grpc.ServicerContext, api_version: str) -> api.VersionResponse:
