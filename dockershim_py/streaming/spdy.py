@@ -76,6 +76,9 @@ FLAG_UNIDIRECTIONAL = 0x02
 FLAG_SETTINGS_CLEAR_SETTINGS = 0x01
 
 _DATA_CHUNK = 64 * 1024
+# A DATA frame whose body is not all here is handed on in pieces of at least this once that much
+# of it is: a peer's 16 MiB frames (the 24-bit limit) cost a session no more in buffers.
+DATA_PIECE_BYTES = 64 * 1024
 _OUTSTANDING_PINGS = 64
 _HEADER = struct.Struct(">II")
 _U32 = struct.Struct(">I")
@@ -248,6 +251,7 @@ class DataFrame:
     stream_id: int
     data: bytes = b""
     fin: bool = False
+    continued: bool = field(default=False, compare=False)  # a later piece of one frame (decoder only)
 
 
 Frame = (SynStreamFrame | SynReplyFrame | RstStreamFrame | SettingsFrame | PingFrame | GoAwayFrame
@@ -366,15 +370,21 @@ _CONTROL_RULES: dict[int, tuple[int | None, int]] = {
 class FrameDecoder:
     """Splits a byte stream into frames; owns the decompressing half of the header context.
 
-    `receive_data` buffers, `next_frame` returns the next complete frame or None. It raises
-    only `FrameError`, after consuming the offending frame. Control frames of unknown types
-    (CREDENTIAL included) are skipped, as SPDY/2 required and SPDY/3 implementations do.
+    `receive_data` buffers, `next_frame` returns the next complete frame or None, except that a
+    DATA frame is returned in pieces (DataFrame each, FIN on the last) once DATA_PIECE_BYTES of
+    its body are here and not all. It raises only `FrameError`, after consuming the offending
+    frame. Control frames of unknown types (CREDENTIAL included) are skipped as their bytes
+    arrive, as SPDY/2 required and SPDY/3 implementations do.
     """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._zlib = zlib.decompressobj(zdict=DICTIONARY)
         self._broken: FrameError | None = None
+        self._skip_left = 0       # of an unknown control frame
+        self._data_left = 0       # of a DATA frame handed on in pieces
+        self._data_stream = 0
+        self._data_fin = False
 
     def receive_data(self, data: bytes) -> None:
         if self._broken is None:
@@ -384,6 +394,15 @@ class FrameDecoder:
         while True:
             if self._broken is not None:
                 raise self._broken
+            if self._skip_left:
+                skipped = min(self._skip_left, len(self._buffer))
+                del self._buffer[:skipped]
+                self._skip_left -= skipped
+                if self._skip_left:
+                    return None
+                continue
+            if self._data_left:
+                return self._data_piece()
             if len(self._buffer) < 8:
                 return None
             first, flags_length = _HEADER.unpack_from(self._buffer)
@@ -391,14 +410,36 @@ class FrameDecoder:
             # Everything the 8-byte header can reveal is checked before the body arrives, so
             # an error surfaces at the same point however the stream is split.
             kind = self._check_header(first, flags, length)
+            if kind is not None and kind not in _CONTROL_RULES:
+                del self._buffer[:8]
+                self._skip_left = length
+                continue
             if len(self._buffer) < 8 + length:
+                if kind is None and len(self._buffer) - 8 >= DATA_PIECE_BYTES:
+                    del self._buffer[:8]
+                    self._data_left, self._data_stream, self._data_fin = length, first, bool(flags & FLAG_FIN)
+                    return self._data_piece(first_piece=True)
                 return None
-            body = bytes(self._buffer[8:8 + length])
-            del self._buffer[:8 + length]
+            body = self._take(8, length)
             if kind is None:
                 return DataFrame(first, body, bool(flags & FLAG_FIN))
-            if kind in _CONTROL_RULES:
-                return self._control(FrameType(kind), flags, body)
+            return self._control(FrameType(kind), flags, body)
+
+    def _data_piece(self, first_piece: bool = False) -> DataFrame | None:
+        available = len(self._buffer)
+        if available < self._data_left and available < DATA_PIECE_BYTES:
+            return None
+        piece = self._take(0, min(available, self._data_left))
+        self._data_left -= len(piece)
+        return DataFrame(self._data_stream, piece, self._data_fin and not self._data_left,
+                         continued=not first_piece)
+
+    def _take(self, start: int, length: int) -> bytes:
+        """The buffer's bytes [start, start + length), copied once, and everything before them dropped."""
+        with memoryview(self._buffer) as view:
+            taken = bytes(view[start:start + length])
+        del self._buffer[:start + length]
+        return taken
 
     def _check_header(self, first: int, flags: int, length: int) -> int | None:
         """Validate a frame header; returns the control frame type, or None for DATA."""
@@ -758,6 +799,9 @@ class Connection:
             self._stream_error(exc.stream_id, exc.status, events)
 
     def _on_data(self, frame: DataFrame, events: list[Event]) -> None:
+        if frame.continued and frame.stream_id not in self._streams:
+            self._credit_session(len(frame.data))   # its first piece was answered already
+            return
         stream = self._peer_may_send(frame.stream_id, events)
         if stream is None:
             self._credit_session(len(frame.data))   # nobody will consume it

@@ -630,3 +630,52 @@ def test_a_header_block_shorter_than_its_count_is_a_stream_error() -> None:
     server = Connection(client_side=False)
     assert server.receive_data(struct.pack(">HHI", 0x8003, 1, len(body)) + body) == []
     assert decode_all(server.data_to_send()) == [spdy.RstStreamFrame(1, RstStatus.PROTOCOL_ERROR)]
+
+
+def chunks_of(data: bytes, size: int) -> list[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+def test_a_large_data_frame_is_handed_on_in_pieces_as_it_arrives() -> None:
+    """A peer's 16 MiB frames were buffered whole (and copied twice): about 27 MiB a session."""
+    client, server, (stream_id,) = session()
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    wire = FrameEncoder().encode(DataFrame(stream_id, payload, fin=True))
+    events: list[spdy.Event] = []
+    buffered = []
+    for chunk in chunks_of(wire, 16 * 1024):
+        events += server.receive_data(chunk)
+        buffered.append(len(server._decoder._buffer))
+    assert all(isinstance(event, DataReceived) and event.stream_id == stream_id for event in events)
+    assert b"".join(event.data for event in events) == payload
+    assert [event.fin for event in events] == [False] * (len(events) - 1) + [True]
+    assert all(len(event.data) >= spdy.DATA_PIECE_BYTES for event in events[:-1])
+    assert max(buffered) < spdy.DATA_PIECE_BYTES + 16 * 1024
+
+
+def test_a_data_frame_that_arrives_whole_is_one_event_however_large() -> None:
+    client, server, (stream_id,) = session()
+    payload = b"z" * (3 * spdy.DATA_PIECE_BYTES)
+    events = server.receive_data(FrameEncoder().encode(DataFrame(stream_id, payload)))
+    assert events == [DataReceived(stream_id, payload, False)]
+
+
+def test_a_large_frame_for_a_stream_never_opened_is_refused_once_and_credited_whole() -> None:
+    server = Connection(client_side=False)
+    wire = FrameEncoder().encode(DataFrame(1, b"q" * 400_000))
+    for chunk in chunks_of(wire, 16 * 1024):
+        assert server.receive_data(chunk) == []
+    frames = decode_all(server.data_to_send())
+    assert [frame for frame in frames if isinstance(frame, RstStreamFrame)] == [
+        RstStreamFrame(1, RstStatus.INVALID_STREAM)]
+    assert sum(frame.delta for frame in frames if isinstance(frame, WindowUpdateFrame)) == 400_000
+
+
+def test_a_large_unknown_control_frame_is_skipped_without_being_buffered() -> None:
+    unknown = struct.pack(">II", 0x8003000A, 1_000_000) + b"\0" * 1_000_000  # type 10, 1 MB
+    server = Connection(client_side=False)
+    events: list[spdy.Event] = []
+    for chunk in chunks_of(unknown + FrameEncoder().encode(PingFrame(1)), 16 * 1024):
+        events += server.receive_data(chunk)
+        assert len(server._decoder._buffer) <= 16 * 1024
+    assert events == [PingReceived(1)]
