@@ -411,6 +411,20 @@ class ContainerService:
                 containers.append(container)
         return containers
 
+    def statuses_of_pod(self, sandbox_id: str) -> list[api.ContainerStatus]:
+        """The statuses of the pod's containers, newest first, as the kubelet's own listing sorts
+        them (it takes the first of a name). One removed meanwhile is left out; any other failure
+        fails the whole: a member left out is one a kubelet with EventedPLEG would make again."""
+        statuses = []
+        for member in self.list_containers(api.ContainerFilter(pod_sandbox_id=sandbox_id)):
+            try:
+                statuses.append(self.status(member.id, verbose=False)[0])
+            except CRIError as exc:
+                if exc.code != grpc.StatusCode.NOT_FOUND:
+                    raise
+        statuses.sort(key=lambda status: status.created_at, reverse=True)
+        return statuses
+
     # --- ContainerStatus --------------------------------------------------------------------------
 
     def status(self, container_id: str, verbose: bool) -> tuple[api.ContainerStatus, dict[str, str]]:

@@ -1032,18 +1032,9 @@ class ContainerEvents:
         if status is not None:
             response.pod_sandbox_status.CopyFrom(status)
         try:
-            members = self._containers.list_containers(api.ContainerFilter(pod_sandbox_id=sandbox_id))
-        except CRIError as exc:
-            _undescribed_if_docker_is_down(exc)
-            members = []
-        for member in members:
-            try:
-                container_status, _ = self._containers.status(member.id, verbose=False)
-            except CRIError as exc:
-                if exc.code == grpc.StatusCode.UNAVAILABLE:  # Docker down: the whole event waits
-                    raise Undescribed(exc.message) from exc
-                continue  # removed meanwhile, or one busy member (stopping) that must not hold up the pod's event
-            response.containers_statuses.append(container_status)
+            response.containers_statuses.extend(self._containers.statuses_of_pod(sandbox_id))
+        except CRIError as exc:  # told later: a member left out is one the kubelet would make again
+            raise Undescribed(exc.message) from exc
         return response
 
 

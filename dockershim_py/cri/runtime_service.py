@@ -163,8 +163,12 @@ class RuntimeServiceAdapter(Adapter):
     def PodSandboxStatus(
         self, request: api.PodSandboxStatusRequest, context: grpc.ServicerContext
     ) -> api.PodSandboxStatusResponse:
+        timestamp = time.time_ns()  # before the reads: an event after them is newer than this answer
         status, info = self._sandboxes.status(request.pod_sandbox_id, request.verbose)
-        return api.PodSandboxStatusResponse(status=status, info=info, timestamp=time.time_ns())
+        # With a timestamp, a kubelet with EventedPLEG takes the pod's containers from this answer
+        # alone (as containerd gives them): without them it made the pod's containers again and again.
+        return api.PodSandboxStatusResponse(status=status, info=info, timestamp=timestamp,
+                                            containers_statuses=self._containers.statuses_of_pod(status.id))
 
     def ListPodSandbox(self, request: api.ListPodSandboxRequest, context: grpc.ServicerContext) -> api.ListPodSandboxResponse:
         sandbox_filter = filter_of(request)
