@@ -293,7 +293,7 @@ class ContainerService:
             self._cannot_run.add(full_id)
             self._logs.forget(full_id)
             sandbox_id = ((inspect.get("Config") or {}).get("Labels") or {}).get(labels.SANDBOX_ID_LABEL, "")
-            if exc.code == grpc.StatusCode.INVALID_ARGUMENT and sandbox_id and not (
+            if exc.code == grpc.StatusCode.FAILED_PRECONDITION and sandbox_id and not (
                     self._sandbox_state(sandbox_id) or {}).get("Running"):
                 # Docker's 400 for namespaces that went with a pod stopped meanwhile ("lstat /proc/N/ns/ipc")
                 raise failed_precondition(f"container {full_id} failed to start: its pod sandbox {sandbox_id} "
@@ -486,9 +486,13 @@ class ContainerService:
     def reopen_log(self, container_id: str) -> None:
         """Start writing a new CRI log file at the container's log path (the kubelet renamed the old one)."""
         inspect = self._inspect(container_id)
-        if not (inspect.get("State") or {}).get("Running"):
+        state = inspect.get("State") or {}
+        if not state.get("Running"):
             raise failed_precondition(f"container {inspect['Id']} is not running: its log is closed")
-        self._logs.reopen(inspect["Id"])
+        log_path = _cri_log_path(inspect)
+        if not log_path:
+            raise failed_precondition(f"container {inspect['Id']} has no log_path: there is no log to reopen")
+        self._logs.reopen(inspect["Id"], inspect.get("LogPath") or "", log_path, state.get("Pid") or 0)
 
     # --- after a restart --------------------------------------------------------------------------
 

@@ -670,12 +670,35 @@ class LogManager:
         state = self.saved_state(container_id)
         return state is None or state.finished
 
-    def reopen(self, container_id: str) -> None:
+    def reopen(self, container_id: str, source_path: str, target_path: str, pid: int) -> None:
+        """A new CRI file at the path, the kubelet having renamed the old one. A running container
+        no copier writes (one dockershim or cri-dockerd made: its log path is a link to Docker's
+        file, which the kubelet renamed) is copied from here on, from the end of Docker's log as
+        it is now: what came before stays in Docker's file, which the renamed link still shows."""
         with self._lock:
             copier = self._copiers.get(container_id)
-        if copier is None:
-            raise failed_precondition(f"container {container_id} has no log being written (no log_path, or not running)")
-        copier.reopen()
+        if copier is not None:
+            copier.reopen()
+            return
+        if self.saved_state(container_id) is not None:
+            raise failed_precondition(f"container {container_id}: its log copy is not running (see the shim's log)")
+        if not source_path:
+            raise failed_precondition(f"container {container_id}: Docker keeps no log file for it (not json-file)")
+        try:
+            if os.path.islink(target_path):  # not renamed: the link's lines are in Docker's file anyway
+                os.unlink(target_path)
+            source = os.stat(source_path)
+        except OSError as exc:
+            raise failed_precondition(f"container {container_id}: cannot reopen its log: {exc}") from exc
+        state = CopyState(container_id=container_id, source_path=source_path, target_path=target_path,
+                          source_inode=source.st_ino, source_offset=source.st_size)
+        with self._open_lock:
+            started = LogCopier(state, self.state_path(container_id), self._rotate_bytes)
+            started.open(must_save=True)
+            started.close()
+        log.info("container %s: its log, a link to Docker's until now, is copied to %s from here on",
+                 container_id[:12], target_path)
+        self.follow(container_id, source_path, target_path, pid)
 
     def keep_only(self, container_ids: set[str]) -> None:
         """Forget what is remembered of containers removed behind the shim's back."""

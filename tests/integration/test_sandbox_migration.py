@@ -12,7 +12,7 @@ import secrets
 import docker
 import pytest
 
-from conftest import PAUSE
+from conftest import BUSYBOX, PAUSE, wait_for
 from dockershim_py.api import api_pb2 as api
 from sandbox_fixtures import Sandboxes, sandboxes  # noqa: F401 (fixtures)
 
@@ -136,3 +136,35 @@ def test_checkpoints_dockershim_and_cri_dockerd_wrote_are_kept(start_shim, tmp_p
     for sandbox_id in written:
         shim.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id), timeout=30)
     assert list((root / "sandbox").iterdir()) == []
+
+
+def test_a_legacy_containers_log_link_is_rotated_by_a_reopen(sandboxes: Sandboxes, docker_api: docker.APIClient,
+                                                              tmp_path) -> None:
+    """dockershim and cri-dockerd linked the log path to Docker's JSON file; the kubelet renames
+    it at rotation and asks for a new file. ReopenContainerLog failed (no copier), so the kubelet
+    renamed the link back and tried again every 10 s while Docker's file grew."""
+    ns = sandboxes.namespace
+    pod = _legacy_sandbox(docker_api, sandboxes, f"k8s_POD_web_{ns}_uid-web_0", "web", "uid-web", running=True)
+    log_path = tmp_path / "pods" / "app" / "0.log"
+    log_path.parent.mkdir(parents=True)
+    labels = {**_kubelet_labels(sandboxes, "web", "uid-web"), "io.kubernetes.container.logpath": str(log_path),
+              "io.kubernetes.container.name": "app", "io.kubernetes.docker.type": "container",
+              "io.kubernetes.sandbox.id": pod}
+    app = docker_api.create_container(
+        BUSYBOX, ["sh", "-c", "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.1; done"],
+        name=f"k8s_app_web_{ns}_uid-web_0", labels=labels,
+        host_config=docker_api.create_host_config(network_mode=f"container:{pod}"))["Id"]
+    docker_api.start(app)
+    log_path.symlink_to(docker_api.inspect_container(app)["LogPath"])  # as their StartContainer did
+    sandboxes.listed_soon({pod})
+    rotated = log_path.with_name("0.log.20261208-020000")
+    log_path.rename(rotated)  # the kubelet's rotation
+    sandboxes.runtime.ReopenContainerLog(api.ReopenContainerLogRequest(container_id=app), timeout=10)
+    assert wait_for(lambda: log_path.exists() and len(log_path.read_text().splitlines()) >= 3, timeout=10)
+    lines = log_path.read_text().splitlines()
+    assert all(line.split(" ", 3)[1:3] == ["stdout", "F"] for line in lines), lines  # CRI lines
+    first_copied = int(lines[0].rsplit(" ", 1)[1])
+    assert first_copied > 1 and f'"line {first_copied - 1}\\n"' in rotated.read_text()  # none lost or repeated
+    sandboxes.runtime.ReopenContainerLog(api.ReopenContainerLogRequest(container_id=app), timeout=10)  # again
+    sandboxes.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+    sandboxes.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)

@@ -368,7 +368,7 @@ def test_a_running_container_whose_process_cannot_be_watched_is_copied_until_it_
             assert time.monotonic() < deadline, f"copied {cri_texts(files['target'])}"
             time.sleep(0.05)
         assert not manager.saved_state("abc").finished
-        manager.reopen("abc")  # the kubelet can still rotate it
+        manager.reopen("abc", str(files["source"]), str(files["target"]), process.pid)  # the kubelet can still rotate it
     finally:
         process.kill()
         manager.stop()
@@ -501,7 +501,7 @@ def test_a_running_container_without_a_readable_position_is_copied_again_from_th
         manager.follow("abc", str(files["source"]), str(files["target"]), process.pid)
         append(files["source"], docker_entry("after the restart\n"))
         _wait_for_texts(files["target"], ["before the crash", "before the crash", "after the restart"], within=3.0)
-        manager.reopen("abc")  # followed again: the kubelet can rotate it
+        manager.reopen("abc", str(files["source"]), str(files["target"]), process.pid)  # followed again: rotatable
         assert manager.saved_state("abc").target_path == str(files["target"])
     finally:
         process.kill()
@@ -578,10 +578,37 @@ def test_a_finished_log_is_not_read_again_until_its_container_is_forgotten(
     assert reads.count("def") == 4
 
 
-def test_reopen_of_a_container_without_a_copier_is_refused(tmp_path: Path) -> None:
+def test_reopen_of_a_container_docker_keeps_no_log_file_for_is_refused(tmp_path: Path) -> None:
     manager = LogManager(str(tmp_path / "states"))
-    with pytest.raises(Exception, match="no log being written"):
-        manager.reopen("nope")
+    with pytest.raises(CRIError, match="Docker keeps no log file") as raised:
+        manager.reopen("nope", "", str(tmp_path / "0.log"), 1)
+    assert raised.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_reopen_of_a_log_that_is_a_link_to_dockers_file_copies_from_then_on(
+        files: dict[str, Path], tmp_path: Path) -> None:
+    """A container dockershim or cri-dockerd made: its log path links to Docker's file, which no
+    copier writes. The kubelet renames the link at rotation and asks for a new file: it failed
+    (FAILED_PRECONDITION), so the kubelet renamed it back and tried again every 10 s, for ever."""
+    append(files["source"], docker_entry("before the migration\n"))
+    files["target"].parent.mkdir(parents=True, exist_ok=True)
+    files["target"].symlink_to(files["source"])
+    rotated = files["target"].with_name("0.log.20261208-014500")
+    files["target"].rename(rotated)  # the kubelet's rotation
+    manager = LogManager(str(tmp_path / "states"), safety_seconds=60, poll_seconds=0.05)
+    process = subprocess.Popen(["sleep", "30"])
+    try:
+        manager.reopen("abc", str(files["source"]), str(files["target"]), process.pid)
+        append(files["source"], docker_entry("after the rotation\n"))
+        _wait_for_texts(files["target"], ["after the rotation"], within=3.0)
+        assert not files["target"].is_symlink()
+        assert b"before the migration" in rotated.read_bytes()  # still Docker's, through the link
+        manager.reopen("abc", str(files["source"]), str(files["target"]), process.pid)  # and again, as usual
+        assert manager.saved_state("abc").source_inode == os.stat(files["source"]).st_ino
+    finally:
+        process.kill()
+        process.wait()
+        manager.stop()
 
 
 def _wait_for_texts(path: Path, expected: list[str], within: float) -> None:
