@@ -626,11 +626,14 @@ class DockerClient:
     def start_container(self, container_id: str) -> None:
         """Start; one already running is left as it is (Docker answers 304). Docker's 500 here is
         the runtime refusing the container as it was made (a user, device or mount runc cannot
-        find or make, a sysctl it cannot set, a host port in use): FAILED_PRECONDITION."""
+        find or make, a sysctl it cannot set, a host port in use), and its 400 a command that is
+        not in the image: FAILED_PRECONDITION, since the start request itself was fine."""
         try:
             self._request(f"start container {container_id}", "POST", f"/containers/{_quoted(container_id)}/start",
                           idempotent=False)
         except DockerStatusError as exc:
+            if exc.status == 400:
+                raise failed_precondition(exc.message.replace("rejected by Docker: ", "", 1)) from exc
             if exc.status != 500:
                 raise
             if any(words in exc.message for words in _DOCKER_SIDE_DEADLINE):

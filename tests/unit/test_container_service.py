@@ -10,7 +10,7 @@ import pytest
 from dockershim_py import labels
 from dockershim_py.container import ContainerService
 from dockershim_py.docker_client import DockerClient
-from dockershim_py.errors import CRIError, invalid_argument
+from dockershim_py.errors import CRIError, failed_precondition
 from dockershim_py.image_accounts import ACCOUNT_FILES_LABEL
 
 SANDBOX_ID = "5" * 64
@@ -59,8 +59,8 @@ class DockerWhosePodStopped:
                                       labels.SANDBOX_ID_LABEL: SANDBOX_ID}}}
 
     def start_container(self, container_id: str) -> None:
-        raise invalid_argument("start container: rejected by Docker: joining namespace path: lstat "
-                               "/proc/4242/ns/ipc: no such file or directory")
+        raise failed_precondition("start container: joining namespace path: lstat "  # DockerClient's, of a 400
+                                  "/proc/4242/ns/ipc: no such file or directory")
 
 
 def test_a_start_refused_because_the_pod_stopped_meanwhile_says_so() -> None:
