@@ -135,7 +135,9 @@ def _streaming(method: str, fn: Callable[[Any, grpc.ServicerContext], Iterator[A
             code = _code_of(exc)
             _fail(method, context, exc)
         finally:
-            measured.finished(code, time.monotonic() - started)
+            seconds = time.monotonic() - started
+            measured.finished(code, seconds)
+            log.debug("%s streamed for %.1f ms (%s)", method, seconds * 1000, code.name)
 
     return handle
 

@@ -111,3 +111,10 @@ def test_an_argument_holding_a_nul_byte_is_refused(pod: Pod, sleeper: str) -> No
                 pod_sandbox_id=pod.id, sandbox_config=pod.config, config=pod.container_config("nul", ["echo", "a\0b"])))):
         code, message = rpc_error(call, request, timeout=10)
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "NUL" in message, message
+
+
+def test_a_command_not_in_the_image_says_so(pod: Pod, sleeper: str) -> None:
+    """A misspelt exec probe: the kubelet shows the probe's output as the reason it failed."""
+    reply = pod.exec(sleeper, ["dspy-no-such-command", "x"])
+    assert reply.exit_code in (126, 127)
+    assert b"dspy-no-such-command" in reply.stdout + reply.stderr, reply

@@ -78,3 +78,18 @@ def test_a_status_message_is_cut_to_what_any_client_takes() -> None:
     for wide in ("é", "名", "😀"):  # 2, 3 and 4 bytes: counted as the client counts them
         cut = status_message(wide * 5000)
         assert len(cut.encode()) <= MAX_STATUS_MESSAGE + 30 and cut.startswith(wide) and "\ufffd" not in cut
+
+
+def test_a_streaming_call_is_logged_as_a_unary_one_is(caplog: pytest.LogCaptureFixture) -> None:
+    """GetContainerEvents and the Stream* lists left no line in the debug log."""
+    from dockershim_py.cri.handlers import _streaming
+
+    class Context:
+        def abort(self, code, details):  # what _fail calls
+            raise RuntimeError(details)
+
+    handle = _streaming("/runtime.v1.RuntimeService/StreamContainers", lambda request, context: iter([1, 2]))
+    with caplog.at_level("DEBUG", logger="dockershim_py.cri"):
+        assert list(handle(None, Context())) == [1, 2]
+    assert any("StreamContainers streamed for" in record.getMessage() and "(OK)" in record.getMessage()
+               for record in caplog.records)
