@@ -334,9 +334,10 @@ class SandboxService:
         if found is None:
             log.info("StopPodSandbox %s: no such sandbox, nothing to stop", sandbox_id)
             return
-        full_id, inspect = found
-        with self._run_finished(inspect):
-            self._stop(full_id, inspect)
+        with self._run_finished(found[1]):
+            found = self._find(found[0])  # as it is now: a run waited for has started it since
+            if found is not None:
+                self._stop(*found)
 
     def _stop(self, full_id: str, inspect: dict[str, Any] | None) -> None:
         self._docker.catch_up()  # a member started behind the shim's back just now would be left running
@@ -364,9 +365,10 @@ class SandboxService:
                 self._remove_members(sandbox_id)
             log.info("RemovePodSandbox %s: no such sandbox, nothing to remove", sandbox_id)
             return
-        full_id, inspect = found
-        with self._run_finished(inspect):
-            self._remove(full_id, inspect)
+        with self._run_finished(found[1]):
+            found = self._find(found[0])  # as it is now: a run waited for has started it since
+            if found is not None:
+                self._remove(*found)
 
     def _remove(self, full_id: str, inspect: dict[str, Any] | None) -> None:
         self._docker.catch_up()  # a member made behind the shim's back just now would be left behind
@@ -581,9 +583,11 @@ class SandboxService:
         return full_id, inspect
 
     def _run_finished(self, inspect: dict[str, Any] | None) -> contextlib.AbstractContextManager[None]:
-        """Held while no RunPodSandbox of this sandbox is between its create and its end."""
+        """Held while no RunPodSandbox of this sandbox is between its create and its end (by the
+        name the run asked for: one made after a conflict has a random seventh part)."""
         name = (inspect or {}).get("Name") or ""
-        return self._runs.held(name.lstrip("/")) if name else contextlib.nullcontext()
+        asked = naming.DELIMITER.join(name.lstrip("/").split(naming.DELIMITER)[:6])
+        return self._runs.held(asked) if asked else contextlib.nullcontext()
 
     def _resolve_prefix(self, prefix: str) -> str | None:
         entries = self._docker.list_containers(
