@@ -287,6 +287,9 @@ class Undescribed(Exception):
 
 # Changes kept to be told again once Docker answers; the oldest go first past this many.
 UNDESCRIBED_KEPT = 1024
+# How soon a change that could not be described is tried again (a member's status Docker was slow
+# to give), besides a reconnect's and the periodic resync's retelling.
+UNDESCRIBED_RETRY_SECONDS = 2.0
 
 
 class EventHub:
@@ -302,6 +305,7 @@ class EventHub:
         self._changes: queue.SimpleQueue[ContainerChange | None] = queue.SimpleQueue()
         self._build: Callable[[ContainerChange], Any] | None = None
         self._undescribed: collections.deque[ContainerChange] = collections.deque(maxlen=UNDESCRIBED_KEPT)
+        self._retry: threading.Timer | None = None
 
     def start(self, build: Callable[[ContainerChange], Any]) -> None:
         """Begin delivering; `build` makes a change's message (None: nothing to tell)."""
@@ -337,8 +341,14 @@ class EventHub:
             except Undescribed as exc:
                 log.info("the %s event of container %s waits until Docker answers: %s", change.kind,
                          change.container_id[:12], exc)
+                timer = None
                 with self._lock:
                     self._undescribed.append(change)
+                    if self._retry is None:
+                        timer = self._retry = threading.Timer(UNDESCRIBED_RETRY_SECONDS, self._retry_undescribed)
+                        timer.daemon = True
+                if timer is not None:
+                    timer.start()
                 continue
             except Exception:  # one unreadable change must not end everyone's stream
                 log.exception("cannot describe the %s event of container %s", change.kind, change.container_id)
@@ -346,6 +356,11 @@ class EventHub:
             if message is not None:
                 for subscription in subscribers:
                     subscription.offer(message)
+
+    def _retry_undescribed(self) -> None:
+        with self._lock:
+            self._retry = None
+        self.retell()
 
     def retell(self) -> None:
         """Deliver again the changes that could not be described (Docker answers again): the kubelet

@@ -140,6 +140,20 @@ def source_chain(source_path: str) -> list[tuple[str, int]]:
         index += 1
 
 
+def _end_of_last_entry(path: str) -> tuple[int, int]:
+    """(inode, offset just past the last whole entry) of a Docker log file: one Docker is writing
+    at this moment is copied whole, from its start."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        start = max(0, size - CHUNK_BYTES)
+        tail = os.pread(fd, size - start, start)
+        end = start + tail.rfind(b"\n") + 1 if b"\n" in tail else size
+        return os.fstat(fd).st_ino, end
+    finally:
+        os.close(fd)
+
+
 def head_digest(fd: int, length: int) -> str:
     return hashlib.sha256(os.pread(fd, length, 0)).hexdigest()[:32]
 
@@ -680,19 +694,19 @@ class LogManager:
         if copier is not None:
             copier.reopen()
             return
-        if self.saved_state(container_id) is not None:
-            raise failed_precondition(f"container {container_id}: its log copy is not running (see the shim's log)")
         if not source_path:
             raise failed_precondition(f"container {container_id}: Docker keeps no log file for it (not json-file)")
-        try:
-            if os.path.islink(target_path):  # not renamed: the link's lines are in Docker's file anyway
-                os.unlink(target_path)
-            source = os.stat(source_path)
-        except OSError as exc:
-            raise failed_precondition(f"container {container_id}: cannot reopen its log: {exc}") from exc
-        state = CopyState(container_id=container_id, source_path=source_path, target_path=target_path,
-                          source_inode=source.st_ino, source_offset=source.st_size)
-        with self._open_lock:
+        with self._open_lock:  # two reopens at once: one saves the starting point, the other is refused
+            if self.saved_state(container_id) is not None:
+                raise failed_precondition(f"container {container_id}: its log copy is not running (see the shim's log)")
+            try:
+                if os.path.islink(target_path):  # not renamed: the link's lines are in Docker's file anyway
+                    os.unlink(target_path)
+                inode, offset = _end_of_last_entry(source_path)
+            except OSError as exc:
+                raise failed_precondition(f"container {container_id}: cannot reopen its log: {exc}") from exc
+            state = CopyState(container_id=container_id, source_path=source_path, target_path=target_path,
+                              source_inode=inode, source_offset=offset)
             started = LogCopier(state, self.state_path(container_id), self._rotate_bytes)
             started.open(must_save=True)
             started.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -11,7 +12,7 @@ import grpc
 from google.protobuf.message import Message
 
 from ..api import api_pb2 as api
-from ..errors import invalid_argument
+from ..errors import CRIError, invalid_argument
 from ..events import ContainerEvents
 from ..runtime import RuntimeInfo
 from ..container import ContainerService
@@ -21,6 +22,8 @@ from ..stats import StatsService
 from ..streaming.server import StreamingServer
 from .handlers import Adapter
 from .list_streams import batches
+
+log = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 Response = TypeVar("Response")
@@ -167,8 +170,13 @@ class RuntimeServiceAdapter(Adapter):
         status, info = self._sandboxes.status(request.pod_sandbox_id, request.verbose)
         # With a timestamp, a kubelet with EventedPLEG takes the pod's containers from this answer
         # alone (as containerd gives them): without them it made the pod's containers again and again.
+        try:
+            statuses = self._containers.statuses_of_pod(status.id)
+        except CRIError as exc:  # no timestamp then: the kubelet asks for each container itself
+            log.info("PodSandboxStatus %s without its containers' statuses: %s", status.id[:12], exc.message)
+            return api.PodSandboxStatusResponse(status=status, info=info)
         return api.PodSandboxStatusResponse(status=status, info=info, timestamp=timestamp,
-                                            containers_statuses=self._containers.statuses_of_pod(status.id))
+                                            containers_statuses=statuses)
 
     def ListPodSandbox(self, request: api.ListPodSandboxRequest, context: grpc.ServicerContext) -> api.ListPodSandboxResponse:
         sandbox_filter = filter_of(request)

@@ -277,7 +277,7 @@ class StreamingServer:
         """All slots are taken by sessions: end the one idle longest, if idle for
         EVICTABLE_IDLE_SECONDS, and take its slot."""
         with self._lock:
-            idle = [(loop.idle_seconds(), loop) for loop in self._sessions]
+            idle = [(loop.idle_seconds(), loop) for loop in self._sessions if not loop.stopped]  # not one ending
         if not idle:
             return False
         seconds, loop = max(idle, key=lambda pair: pair[0])

@@ -147,6 +147,32 @@ def test_a_change_docker_could_not_describe_is_told_again_once_it_answers() -> N
     subscription.close()
 
 
+def test_a_change_whose_description_failed_is_tried_again_soon(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pod's event waits while one member's status cannot be had (Docker slow with a stopping
+    container): told without that member, a kubelet with EventedPLEG would make it again. It was
+    tried again only at a reconnect or the 30 s resync."""
+    monkeypatch.setattr(events, "UNDESCRIBED_RETRY_SECONDS", 0.1)
+    hub = EventHub()
+    slow = [2]
+
+    def build(change: ContainerChange) -> ContainerChange:
+        if slow[0]:
+            slow[0] -= 1
+            raise events.Undescribed("container c9: Docker did not answer in time")
+        return change
+
+    hub.start(build)
+    subscription = hub.subscribe()
+    reader = iter(subscription)
+    told: list[str] = []
+    receiver = threading.Thread(target=lambda: told.append(next(reader).container_id), daemon=True)
+    receiver.start()
+    hub.publish(_change(1))
+    receiver.join(5)
+    assert told == ["c1"]
+    subscription.close()
+
+
 def test_nothing_is_built_without_subscribers() -> None:
     hub = EventHub()
     built: list[ContainerChange] = []

@@ -766,3 +766,20 @@ def test_a_log_path_that_is_a_fifo_is_refused_not_waited_on(files: dict[str, Pat
     finally:
         if held is not None:
             os.close(held)
+
+
+def test_a_reopened_link_starts_at_the_entry_docker_is_writing_not_inside_it(
+        files: dict[str, Path], tmp_path: Path) -> None:
+    """Starting at the file's size dropped the entry Docker was halfway through writing."""
+    being_written = docker_entry("being written at the reopen\n")
+    append(files["source"], docker_entry("before\n") + being_written[:20])
+    manager = LogManager(str(tmp_path / "states"), safety_seconds=60, poll_seconds=0.05)
+    process = subprocess.Popen(["sleep", "30"])
+    try:
+        manager.reopen("abc", str(files["source"]), str(files["target"]), process.pid)
+        append(files["source"], being_written[20:] + docker_entry("after\n"))
+        _wait_for_texts(files["target"], ["being written at the reopen", "after"], within=3.0)
+    finally:
+        process.kill()
+        process.wait()
+        manager.stop()

@@ -73,3 +73,21 @@ def test_a_request_without_nul_bytes_passes() -> None:
     config = api.ContainerConfig(metadata=api.ContainerMetadata(name="app"), command=["sleep", "1"],
                                  labels={"a": "b"}, mounts=[api.Mount(host_path="/x", container_path="/y")])
     assert nul_byte_field(api.CreateContainerRequest(pod_sandbox_id="abc", config=config)) is None
+
+
+class PodWithASlowMember:
+    def status(self, sandbox_id: str, verbose: bool) -> tuple[api.PodSandboxStatus, dict[str, str]]:
+        return api.PodSandboxStatus(id=sandbox_id, state=api.SANDBOX_READY), {}
+
+    def statuses_of_pod(self, sandbox_id: str) -> list[api.ContainerStatus]:
+        from dockershim_py.errors import deadline_exceeded
+        raise deadline_exceeded("container c1: Docker did not answer in time")
+
+
+def test_a_pod_status_whose_members_cannot_all_be_read_comes_without_a_timestamp() -> None:
+    """A timestamp tells an EventedPLEG kubelet the containers are all there: it would make the
+    missing one again. Without one it asks for each container itself."""
+    service = PodWithASlowMember()
+    reply = RuntimeServiceAdapter(None, service, service, None, stats=None, streaming=None, events=None) \
+        .PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id="s1"), None)
+    assert reply.status.id == "s1" and reply.timestamp == 0 and not reply.containers_statuses
