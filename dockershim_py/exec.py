@@ -206,6 +206,11 @@ def kill_running_exec(docker: DockerClient, exec_id: str, container_id: str,
 # --- ExecSync -------------------------------------------------------------------------------------
 
 
+# How Docker begins the message it writes to an exec's stdout when the runtime cannot start the
+# command (not in the image, not executable).
+_RUNTIME_EXEC_FAILED = b"OCI runtime exec failed"
+
+
 class ExecService:
     def __init__(self, docker: DockerClient) -> None:
         self._docker = docker
@@ -278,6 +283,8 @@ class ExecService:
             if exc.code == grpc.StatusCode.NOT_FOUND:  # Docker drops a stopped container's execs
                 raise self._gone_with_its_container(container_id, cmd) from exc
             raise
+        if exit_code in (126, 127) and not err and out.startswith(_RUNTIME_EXEC_FAILED):
+            out, err = b"", out  # Docker writes why the command could not start to stdout; crictl shows stderr
         if exit_code is None:  # the stream ended under a running command: a lost connection, mostly
             killed = self._kill(exec_id, container_id)
             raise unavailable(f"command {cmd!r} in container {container_id}: Docker's stream of its output ended "
