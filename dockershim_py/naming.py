@@ -79,6 +79,11 @@ def randomized(name: str) -> str:
     return f"{name}{DELIMITER}{secrets.randbits(32):08x}"
 
 
+def unrandomized(docker_name: str) -> str:
+    """The name that was asked for, from a Docker name that may carry `randomized`'s suffix."""
+    return DELIMITER.join(docker_name.removeprefix("/").split(DELIMITER)[:6])
+
+
 def _split(docker_name: str, kind: str) -> list[str]:
     parts = docker_name.removeprefix("/").split(DELIMITER)
     if len(parts) not in (6, 7):

@@ -334,8 +334,9 @@ class SandboxService:
         if found is None:
             log.info("StopPodSandbox %s: no such sandbox, nothing to stop", sandbox_id)
             return
-        with self._run_finished(found[1]):
-            found = self._find(found[0])  # as it is now: a run waited for has started it since
+        with self._run_finished(found[1]) as waited:
+            if waited:
+                found = self._find(found[0])  # as it is now: the run waited for has started it since
             if found is not None:
                 self._stop(*found)
 
@@ -365,8 +366,9 @@ class SandboxService:
                 self._remove_members(sandbox_id)
             log.info("RemovePodSandbox %s: no such sandbox, nothing to remove", sandbox_id)
             return
-        with self._run_finished(found[1]):
-            found = self._find(found[0])  # as it is now: a run waited for has started it since
+        with self._run_finished(found[1]) as waited:
+            if waited:
+                found = self._find(found[0])  # as it is now: the run waited for has started it since
             if found is not None:
                 self._remove(*found)
 
@@ -582,11 +584,11 @@ class SandboxService:
             raise invalid_argument(f"{sandbox_id} is a container, not a pod sandbox")
         return full_id, inspect
 
-    def _run_finished(self, inspect: dict[str, Any] | None) -> contextlib.AbstractContextManager[None]:
+    def _run_finished(self, inspect: dict[str, Any] | None) -> contextlib.AbstractContextManager[bool | None]:
         """Held while no RunPodSandbox of this sandbox is between its create and its end (by the
-        name the run asked for: one made after a conflict has a random seventh part)."""
-        name = (inspect or {}).get("Name") or ""
-        asked = naming.DELIMITER.join(name.lstrip("/").split(naming.DELIMITER)[:6])
+        name the run asked for: one made after a conflict has a random seventh part); true when
+        it waited for one."""
+        asked = naming.unrandomized((inspect or {}).get("Name") or "")
         return self._runs.held(asked) if asked else contextlib.nullcontext()
 
     def _resolve_prefix(self, prefix: str) -> str | None:
@@ -634,20 +636,26 @@ def _cni_errors(sandbox_id: str, what: str) -> Iterator[None]:
 
 
 class _KeyedLocks:
-    """A lock per key (a sandbox's ID), kept only while a call holds or waits for it."""
+    """A lock per key (a sandbox's ID or name), kept only while a call holds or waits for it."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
         self._locks: dict[str, tuple[threading.Lock, int]] = {}
 
     @contextlib.contextmanager
-    def held(self, key: str) -> Iterator[None]:
+    def held(self, key: str) -> Iterator[bool]:
+        """Holds `key`'s lock; yields whether another holder had to be waited for."""
         with self._guard:
             lock, users = self._locks.get(key, (threading.Lock(), 0))
             self._locks[key] = (lock, users + 1)
         try:
-            with lock:
-                yield
+            waited = not lock.acquire(blocking=False)
+            if waited:
+                lock.acquire()
+            try:
+                yield waited
+            finally:
+                lock.release()
         finally:
             with self._guard:
                 lock, users = self._locks[key]

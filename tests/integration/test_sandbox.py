@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,6 +14,7 @@ import pytest
 from conftest import PAUSE, host_has_capability, wait_for
 from dockershim_py import network
 from dockershim_py.api import api_pb2 as api
+from docker_proxies import StartHoldingProxy
 from sandbox_fixtures import Sandboxes, free_port, sandboxes  # noqa: F401 (fixtures)
 
 UNKNOWN_ID = "0123456789abcdef" * 4
@@ -407,52 +406,11 @@ def test_v1alpha2_clients_see_the_same_sandboxes(sandboxes: Sandboxes, shim) -> 
     assert [item.id for item in list_alpha(request, timeout=10).items] == [sandbox_id]
 
 
-class StartRequestHoldingProxy:
-    """Forwards a unix socket to dockerd, holding each container start request back for `hold`
-    seconds: the sandbox is made and not started while RunPodSandbox waits."""
-
-    def __init__(self, path, hold: float) -> None:
-        self.path, self.hold = path, hold
-        self.starts_held = 0
-        self._listener = socket.socket(socket.AF_UNIX)
-        self._listener.bind(str(path))
-        self._listener.listen(16)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect("/var/run/docker.sock")
-            threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
-
-    def _requests(self, client: socket.socket, upstream: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := client.recv(65536):
-                if b"/start HTTP/1.1" in data:
-                    self.starts_held += 1
-                    time.sleep(self.hold)
-                upstream.sendall(data)
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-
-    def close(self) -> None:
-        self._listener.close()
-
-
 def test_a_stop_between_run_pod_sandboxs_create_and_start_is_not_undone_by_the_start(
         start_shim, tmp_path, docker_api: docker.APIClient) -> None:
     """A client (crictl stopp, a controller) that lists the new sandbox and stops it while
     RunPodSandbox has yet to start it: the start came after the stop and left the pod running."""
-    proxy = StartRequestHoldingProxy(tmp_path / "docker.sock", hold=3)
+    proxy = StartHoldingProxy(tmp_path / "docker.sock", hold=3, answer=False)
     shim = start_shim(docker_endpoint=f"unix://{proxy.path}")
     pods = Sandboxes(shim.runtime, docker_api)
     try:

@@ -7,7 +7,6 @@ goes only to the pods' addresses on that bridge and to 127.0.0.1.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import secrets
@@ -15,8 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +24,7 @@ import pytest
 
 from conftest import BUSYBOX, Shim, wait_for
 from dockershim_py.api import api_pb2 as api
+from docker_proxies import StartHoldingProxy
 from sandbox_fixtures import Sandboxes, free_port
 
 PLUGIN_DIR = Path("/usr/lib/cni")
@@ -449,57 +447,12 @@ def test_a_pod_whose_setup_a_killed_shim_cut_short_is_taken_off_the_network_and_
         network.cleanup()
 
 
-class StartAnswerHoldingProxy:
-    """Forwards a unix socket to dockerd, holding Docker's answers to container starts back for
-    `hold` seconds: the container runs while the shim still waits to hear so."""
-
-    def __init__(self, path: Path, hold: float) -> None:
-        self.path, self.hold = path, hold
-        self.starts_held = 0
-        self._listener = socket.socket(socket.AF_UNIX)
-        self._listener.bind(str(path))
-        self._listener.listen(16)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect("/var/run/docker.sock")
-            asked_to_start = threading.Event()
-            threading.Thread(target=self._requests, args=(client, upstream, asked_to_start), daemon=True).start()
-            threading.Thread(target=self._answers, args=(upstream, client, asked_to_start), daemon=True).start()
-
-    @staticmethod
-    def _requests(client: socket.socket, upstream: socket.socket, asked_to_start: threading.Event) -> None:
-        with contextlib.suppress(OSError):
-            while data := client.recv(65536):
-                if b"/start HTTP/1.1" in data:
-                    asked_to_start.set()
-                upstream.sendall(data)
-
-    def _answers(self, upstream: socket.socket, client: socket.socket, asked_to_start: threading.Event) -> None:
-        with contextlib.suppress(OSError):
-            while data := upstream.recv(65536):
-                if asked_to_start.is_set():
-                    asked_to_start.clear()
-                    self.starts_held += 1
-                    time.sleep(self.hold)
-                client.sendall(data)
-
-    def close(self) -> None:
-        self._listener.close()
-
-
 def test_a_pod_whose_shim_was_killed_after_its_start_and_before_its_setup_is_not_left_ready(
         start_shim, tmp_path: Path, docker_api: docker.APIClient) -> None:
     """SIGKILL after Docker started the pause container, before the CNI ADD began: the pod listed
     READY with no address after a restart, and the kubelet's retry got ALREADY_EXISTS."""
     network = CNINetwork(tmp_path).write()
-    proxy = StartAnswerHoldingProxy(tmp_path / "docker.sock", hold=30)
+    proxy = StartHoldingProxy(tmp_path / "docker.sock", hold=30, answer=True)
     first = start_shim(network.shim_args(), docker_endpoint=f"unix://{proxy.path}")
     pods = Sandboxes(first.runtime, docker_api)
     try:

@@ -108,3 +108,10 @@ def test_a_container_name_refuses_pod_parts_that_would_not_parse_back(pod: tuple
     with pytest.raises(CRIError):
         naming.container_name("app", *pod, 0)
     naming.container_name("app", "w" * 253, "ns", "u", 0)
+
+
+def test_unrandomized_gives_back_the_name_asked_for() -> None:
+    name = "k8s_POD_p_ns_u_0"
+    assert naming.unrandomized("/" + naming.randomized(name)) == name
+    assert naming.unrandomized("/" + name) == name
+    assert naming.unrandomized("") == ""

@@ -69,3 +69,12 @@ def test_a_sandbox_made_under_a_randomized_name_is_waited_for_too() -> None:
     service, current = service_with(created(naming.randomized(NAME)))
     stop_during_a_run(service, current, NAME)
     assert service._network.cni.delete.call_args.args[1] == "/proc/4242/ns/net"
+
+
+def test_a_stop_with_no_run_to_wait_for_reads_the_sandbox_once() -> None:
+    service, current = service_with({**created(NAME), "State": {"Running": True, "Pid": 4242, "Status": "running"}})
+    finds = []
+    service._find = lambda _id: finds.append(_id) or (SANDBOX_ID, current["inspect"])
+    service.stop(SANDBOX_ID)
+    assert finds == [SANDBOX_ID]
+    assert service._network.cni.delete.call_args.args[1] == "/proc/4242/ns/net"
