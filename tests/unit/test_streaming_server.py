@@ -390,35 +390,36 @@ def test_missing_streams_close_the_connection(server: StreamingServer) -> None:
     assert 0.5 < time.monotonic() - started < 5  # the 1 s stream-creation timeout
 
 
-def test_connections_are_bounded(runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def one_slot_server(runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch) -> Iterator[StreamingServer]:
     monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 1)
-    server = StreamingServer(Config(), runtime)  # type: ignore[arg-type]
-    server.start()
-    try:
-        session = client.SpdyExec(exec_url(server), "v4.channel.k8s.io", stdin=True)  # holds the only slot
-        session.write(b"x")
-        session.wait_output(b"x")
-        assert client.http_get(exec_url(server)).status == 503
-        session.session.close()  # gives the slot back
-        assert wait_for(lambda: client.http_get(exec_url(server)).status == 400, 5)
-    finally:
-        server.stop()
+    made = StreamingServer(Config(), runtime)  # type: ignore[arg-type]
+    made.start()
+    yield made
+    made.stop()
 
 
-def test_a_connection_that_sends_no_request_gives_its_slot_to_a_new_one(
-        runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+def session_in_the_only_slot(server: StreamingServer) -> client.SpdyExec:
+    session = client.SpdyExec(exec_url(server), "v4.channel.k8s.io", stdin=True)
+    session.write(b"x")
+    session.wait_output(b"x")
+    return session
+
+
+def test_connections_are_bounded(one_slot_server: StreamingServer) -> None:
+    session = session_in_the_only_slot(one_slot_server)
+    assert client.http_get(exec_url(one_slot_server)).status == 503
+    session.session.close()  # gives the slot back
+    assert wait_for(lambda: client.http_get(exec_url(one_slot_server)).status == 400, 5)
+
+
+def test_a_connection_that_sends_no_request_gives_its_slot_to_a_new_one(one_slot_server: StreamingServer) -> None:
     """Idle connections (a slowloris) must not lock out clients with a URL, which ask at once."""
-    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 1)
-    server = StreamingServer(Config(), runtime)  # type: ignore[arg-type]
-    server.start()
-    try:
-        with socket.create_connection(address(server)) as idle:  # holds the only slot, asks nothing
-            time.sleep(0.2)
-            assert client.http_get(exec_url(server)).status == 400  # served: no upgrade headers
-            idle.settimeout(5)
-            assert idle.recv(1) == b""  # closed for it
-    finally:
-        server.stop()
+    with socket.create_connection(address(one_slot_server)) as idle:  # holds the only slot, asks nothing
+        time.sleep(0.2)
+        assert client.http_get(exec_url(one_slot_server)).status == 400  # served: no upgrade headers
+        idle.settimeout(5)
+        assert idle.recv(1) == b""  # closed for it
 
 
 def test_stop_ends_sessions_with_a_reason(runtime: FakeRuntime) -> None:
@@ -534,24 +535,16 @@ def test_garbage_is_answered_or_closed_never_crashes(server: StreamingServer) ->
 
 
 def test_a_session_idle_long_enough_gives_its_slot_to_a_new_connection(
-        runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+        one_slot_server: StreamingServer, runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
     """Forgotten sessions (port-forwards left open) must not lock out everyone's exec until their
     idle timeout; a busy one keeps its slot."""
-    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 1)
     monkeypatch.setattr(server_module, "EVICTABLE_IDLE_SECONDS", 0.5)
-    server = StreamingServer(Config(), runtime)  # type: ignore[arg-type]
-    server.start()
-    try:
-        session = client.SpdyExec(exec_url(server), "v4.channel.k8s.io", stdin=True)  # holds the only slot
-        session.write(b"x")
-        session.wait_output(b"x")
-        assert client.http_get(exec_url(server)).status == 503  # not idle long enough yet
-        time.sleep(0.7)
-        assert client.http_get(exec_url(server)).status == 400  # served: no upgrade headers
-        session.session.wait(lambda: session.session.eof, 5)  # ended for it, as its idle timeout would
-        assert runtime.processes[-1].terminated
-    finally:
-        server.stop()
+    session = session_in_the_only_slot(one_slot_server)
+    assert client.http_get(exec_url(one_slot_server)).status == 503  # not idle long enough yet
+    time.sleep(0.7)
+    assert client.http_get(exec_url(one_slot_server)).status == 400  # served: no upgrade headers
+    session.session.wait(lambda: session.session.eof, 5)  # ended for it, as its idle timeout would
+    assert runtime.processes[-1].terminated
 
 
 def test_a_failure_admitting_one_connection_does_not_end_the_accepting(
