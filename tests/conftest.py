@@ -48,6 +48,16 @@ def host_has_capability(number: int) -> bool:
 
 
 
+class ManualClock:
+    """A monotonic clock for unit tests: it moves only when a test sets or advances `now`."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
     """The first truthy value of `predicate()`, or the last one after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import ManualClock
 from dockershim_py.runtime import _Cached
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def test_a_value_is_kept_for_its_ttl_and_then_asked_again() -> None:
-    clock, calls = Clock(), []
+    clock, calls = ManualClock(), []
     cached = _Cached(10.0, lambda: calls.append(1) or len(calls), clock=clock)
     assert (cached.get(), cached.get()) == (1, 1)
     clock.now += 10.0
@@ -24,7 +18,7 @@ def test_a_value_is_kept_for_its_ttl_and_then_asked_again() -> None:
 
 
 def test_a_failure_is_kept_for_its_own_ttl_only() -> None:
-    clock, calls = Clock(), []
+    clock, calls = ManualClock(), []
 
     def hung_docker() -> int:
         calls.append(1)
@@ -42,7 +36,7 @@ def test_a_failure_is_kept_for_its_own_ttl_only() -> None:
 
 
 def test_failures_are_not_kept_by_default_and_a_success_clears_one() -> None:
-    clock, answers = Clock(), [TimeoutError("no answer"), 7]
+    clock, answers = ManualClock(), [TimeoutError("no answer"), 7]
 
     def flaky() -> int:
         answer = answers.pop(0)

@@ -21,7 +21,7 @@ from wsproto.events import BytesMessage, CloseConnection
 from wsproto.utilities import LocalProtocolError
 
 import streaming_client as client
-from conftest import wait_for
+from conftest import ManualClock, wait_for
 from dockershim_py.api import api_pb2 as api
 from dockershim_py.config import Config
 from dockershim_py.docker_client import RawStream
@@ -133,17 +133,10 @@ class FakeRuntime:
         return os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
@@ -152,7 +145,7 @@ def runtime() -> FakeRuntime:
 
 
 @pytest.fixture
-def server(runtime: FakeRuntime, clock: Clock) -> Iterator[StreamingServer]:
+def server(runtime: FakeRuntime, clock: ManualClock) -> Iterator[StreamingServer]:
     made = StreamingServer(Config(streaming_creation_timeout=1.0), runtime,  # type: ignore[arg-type]
                            TokenCache(clock=clock))
     made.start()
@@ -213,7 +206,7 @@ def test_a_full_token_cache_is_resource_exhausted(runtime: FakeRuntime) -> None:
         server.stop()
 
 
-def test_unknown_used_expired_and_misrouted_tokens_are_404(server: StreamingServer, clock: Clock) -> None:
+def test_unknown_used_expired_and_misrouted_tokens_are_404(server: StreamingServer, clock: ManualClock) -> None:
     used = exec_url(server)
     session = client.SpdyExec(used, "v4.channel.k8s.io", stdin=True)
     session.close_stdin()

@@ -7,16 +7,10 @@ import re
 import grpc
 import pytest
 
+from conftest import ManualClock
 from dockershim_py.errors import CRIError
 from dockershim_py.streaming.tokens import DEFAULT_CAPACITY, DEFAULT_TTL, TokenCache
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_tokens_are_long_url_safe_and_distinct() -> None:
@@ -36,7 +30,7 @@ def test_a_token_works_once() -> None:
 
 
 def test_tokens_expire_after_a_minute() -> None:
-    clock = Clock()
+    clock = ManualClock()
     cache: TokenCache[str] = TokenCache(clock=clock)
     assert DEFAULT_TTL == 60.0
     early, late = cache.insert("early"), cache.insert("late")
@@ -47,7 +41,7 @@ def test_tokens_expire_after_a_minute() -> None:
 
 
 def test_a_full_cache_refuses_with_resource_exhausted_until_tokens_go() -> None:
-    clock = Clock()
+    clock = ManualClock()
     cache: TokenCache[int] = TokenCache(capacity=3, clock=clock)
     tokens = [cache.insert(index) for index in range(3)]
     with pytest.raises(CRIError) as full:
